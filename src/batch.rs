@@ -1,0 +1,322 @@
+//! One open file: NDJSON lines of one destination, partition and folder, compressed as they
+//! arrive, with the rotation policy (size, records, age, idle) and a memory estimate.
+//!
+//! Invariants: a batch holds records of exactly one topic-partition in offset order; its bytes
+//! can be taken out in parts while it fills (the parts concatenated with the final bytes are one
+//! valid gzip stream); `memory_bytes` never under-counts what it holds.
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use std::io::Write;
+use tokio::time::Instant;
+
+use crate::config::{BatchConfig, Compression};
+use crate::model::TopicPartition;
+
+/// Fixed memory a gzip encoder holds (deflate window, hash chains, pending buffer), measured for
+/// zlib-rs at level 6 plus slack. Charged to the memory budget for every open gzip file.
+pub const GZIP_ENCODER_OVERHEAD_BYTES: usize = 300 * 1024;
+
+/// Why a file was closed. A small fixed set: it is a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlushReason {
+    /// Compressed size reached `max_bytes`.
+    Size,
+    /// Record count reached `max_records`.
+    Records,
+    /// First record older than `max_age_secs`.
+    Age,
+    /// No record for `idle_secs`.
+    Idle,
+    /// The memory budget forced it.
+    Memory,
+    /// Its partition is being revoked.
+    Revoke,
+    /// The worker is shutting down.
+    Shutdown,
+}
+
+impl FlushReason {
+    /// Stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Size => "size",
+            Self::Records => "records",
+            Self::Age => "age",
+            Self::Idle => "idle",
+            Self::Memory => "memory",
+            Self::Revoke => "revoke",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+enum Encoder {
+    Plain(Vec<u8>),
+    Gzip(Box<GzEncoder<Vec<u8>>>),
+}
+
+impl Encoder {
+    fn buf(&self) -> &Vec<u8> {
+        match self {
+            Encoder::Plain(v) => v,
+            Encoder::Gzip(g) => g.get_ref(),
+        }
+    }
+    fn buf_mut(&mut self) -> &mut Vec<u8> {
+        match self {
+            Encoder::Plain(v) => v,
+            Encoder::Gzip(g) => g.get_mut(),
+        }
+    }
+}
+
+/// An open file being filled.
+pub struct Batch {
+    /// Its partition.
+    pub tp: TopicPartition,
+    /// First offset written.
+    pub first_offset: i64,
+    /// Last offset written.
+    pub last_offset: i64,
+    /// Records written.
+    pub records: u64,
+    /// Uncompressed bytes written (lines plus newlines).
+    pub raw_bytes: u64,
+    /// Event time of the first record, for first-event dating.
+    pub first_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bytes already taken out as parts.
+    pub taken_bytes: u64,
+    created: Instant,
+    last_write: Instant,
+    enc: Encoder,
+    overhead: usize,
+}
+
+impl Batch {
+    /// Opens a file with its first record's position.
+    pub fn new(
+        tp: TopicPartition,
+        first_offset: i64,
+        compression: Compression,
+        now: Instant,
+    ) -> Self {
+        let (enc, overhead) = match compression {
+            Compression::None => (Encoder::Plain(Vec::new()), 0),
+            Compression::Gzip { level } => (
+                Encoder::Gzip(Box::new(GzEncoder::new(
+                    Vec::new(),
+                    flate2::Compression::new(level),
+                ))),
+                GZIP_ENCODER_OVERHEAD_BYTES,
+            ),
+        };
+        Self {
+            tp,
+            first_offset,
+            last_offset: first_offset,
+            records: 0,
+            raw_bytes: 0,
+            first_time: None,
+            taken_bytes: 0,
+            created: now,
+            last_write: now,
+            enc,
+            overhead,
+        }
+    }
+
+    /// Appends one line (a newline is added).
+    pub fn append(&mut self, offset: i64, line: &[u8], now: Instant) {
+        match &mut self.enc {
+            Encoder::Plain(v) => {
+                v.extend_from_slice(line);
+                v.push(b'\n');
+            }
+            Encoder::Gzip(g) => {
+                // Writing into a Vec cannot fail.
+                let _ = g.write_all(line);
+                let _ = g.write_all(b"\n");
+            }
+        }
+        self.last_offset = offset;
+        self.records += 1;
+        self.raw_bytes += line.len() as u64 + 1;
+        self.last_write = now;
+    }
+
+    /// Compressed bytes produced so far (taken parts included).
+    pub fn compressed_bytes(&self) -> u64 {
+        self.taken_bytes + self.enc.buf().len() as u64
+    }
+
+    /// Compressed bytes currently held in memory.
+    pub fn buffered_bytes(&self) -> usize {
+        self.enc.buf().len()
+    }
+
+    /// Memory this batch holds: buffer capacity plus encoder state.
+    pub fn memory_bytes(&self) -> usize {
+        self.enc.buf().capacity() + self.overhead
+    }
+
+    /// Takes the compressed bytes produced so far (for a multipart part).
+    pub fn take_part(&mut self) -> Bytes {
+        let cap = self.enc.buf().capacity();
+        let taken = std::mem::replace(self.enc.buf_mut(), Vec::with_capacity(cap.min(1 << 20)));
+        self.taken_bytes += taken.len() as u64;
+        Bytes::from(taken)
+    }
+
+    /// Closes the stream and returns the remaining bytes.
+    pub fn finish(self) -> Bytes {
+        let v = match self.enc {
+            Encoder::Plain(v) => v,
+            // Finishing into a Vec cannot fail; an error would only mean no trailer was written.
+            Encoder::Gzip(g) => g.finish().unwrap_or_default(),
+        };
+        Bytes::from(v)
+    }
+
+    /// The size or record limit this batch has reached, if any (checked after each append).
+    pub fn full(&self, cfg: &BatchConfig) -> Option<FlushReason> {
+        if self.records >= cfg.max_records {
+            Some(FlushReason::Records)
+        } else if self.compressed_bytes() >= cfg.max_bytes {
+            Some(FlushReason::Size)
+        } else {
+            None
+        }
+    }
+
+    /// The age or idle limit this batch has passed at `now`, if any.
+    pub fn expired(&self, cfg: &BatchConfig, now: Instant) -> Option<FlushReason> {
+        if now.duration_since(self.created) >= cfg.max_age {
+            Some(FlushReason::Age)
+        } else if now.duration_since(self.last_write) >= cfg.idle {
+            Some(FlushReason::Idle)
+        } else {
+            None
+        }
+    }
+
+    /// When this batch will next expire (age or idle), for the pipeline's timer.
+    pub fn next_deadline(&self, cfg: &BatchConfig) -> Instant {
+        (self.created + cfg.max_age).min(self.last_write + cfg.idle)
+    }
+
+    /// When the batch was opened.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::read::MultiGzDecoder;
+    use std::io::Read;
+    use std::time::Duration;
+
+    fn cfg() -> BatchConfig {
+        BatchConfig {
+            compression: Compression::Gzip { level: 6 },
+            max_bytes: 1 << 20,
+            max_records: 3,
+            max_age: Duration::from_secs(60),
+            idle: Duration::from_secs(10),
+        }
+    }
+
+    fn gunzip(b: &[u8]) -> String {
+        let mut s = String::new();
+        MultiGzDecoder::new(b).read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn parts_and_tail_form_one_gzip_stream() {
+        let now = Instant::now();
+        let mut b = Batch::new(
+            TopicPartition::new("t", 0),
+            10,
+            Compression::Gzip { level: 6 },
+            now,
+        );
+        let mut all = Vec::new();
+        for i in 0..1000 {
+            b.append(10 + i, format!("{{\"i\":{i}}}").as_bytes(), now);
+            if i % 300 == 299 {
+                all.extend_from_slice(&b.take_part());
+            }
+        }
+        assert_eq!(b.records, 1000);
+        assert_eq!(b.last_offset, 1009);
+        let compressed = b.compressed_bytes();
+        all.extend_from_slice(&b.finish());
+        assert!(all.len() as u64 >= compressed);
+        let text = gunzip(&all);
+        assert_eq!(text.lines().count(), 1000);
+        assert_eq!(text.lines().nth(999), Some("{\"i\":999}"));
+    }
+
+    #[test]
+    fn plain_batches_are_raw_ndjson() {
+        let now = Instant::now();
+        let mut b = Batch::new(TopicPartition::new("t", 0), 0, Compression::None, now);
+        b.append(0, b"{}", now);
+        b.append(1, b"{\"a\":1}", now);
+        assert_eq!(b.raw_bytes, 11);
+        assert_eq!(&b.finish()[..], b"{}\n{\"a\":1}\n");
+    }
+
+    #[test]
+    fn rotation_by_records_size_age_and_idle() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut b = Batch::new(TopicPartition::new("t", 0), 0, c.compression, t0);
+        b.append(0, b"{}", t0);
+        assert_eq!(b.full(&c), None);
+        b.append(1, b"{}", t0);
+        b.append(2, b"{}", t0);
+        assert_eq!(b.full(&c), Some(FlushReason::Records));
+
+        let small = BatchConfig {
+            max_bytes: 1024,
+            max_records: u64::MAX,
+            ..c
+        };
+        let mut b = Batch::new(TopicPartition::new("t", 0), 0, Compression::None, t0);
+        b.append(0, &[b'x'; 1100], t0);
+        assert_eq!(b.full(&small), Some(FlushReason::Size));
+
+        let mut b = Batch::new(TopicPartition::new("t", 0), 0, c.compression, t0);
+        b.append(0, b"{}", t0);
+        assert_eq!(b.expired(&c, t0 + Duration::from_secs(9)), None);
+        assert_eq!(
+            b.expired(&c, t0 + Duration::from_secs(10)),
+            Some(FlushReason::Idle)
+        );
+        b.append(1, b"{}", t0 + Duration::from_secs(55));
+        assert_eq!(b.expired(&c, t0 + Duration::from_secs(59)), None);
+        assert_eq!(
+            b.expired(&c, t0 + Duration::from_secs(60)),
+            Some(FlushReason::Age)
+        );
+        assert_eq!(b.next_deadline(&c), t0 + Duration::from_secs(60));
+    }
+
+    #[test]
+    fn memory_estimate_counts_encoder_state() {
+        let now = Instant::now();
+        let b = Batch::new(
+            TopicPartition::new("t", 0),
+            0,
+            Compression::Gzip { level: 6 },
+            now,
+        );
+        assert!(b.memory_bytes() >= GZIP_ENCODER_OVERHEAD_BYTES);
+        let p = Batch::new(TopicPartition::new("t", 0), 0, Compression::None, now);
+        assert_eq!(p.memory_bytes(), 0);
+    }
+}

@@ -1,0 +1,185 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[kafka]
+brokers = "localhost:9092"
+group_id = "g"
+topics = ["events"]
+
+[[destinations]]
+name = "s3"
+bucket = "b"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SECRET").then(|| "hunter2".to_string())
+}
+
+fn parse_ok(text: &str) -> Config {
+    parse(text, &env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn parse_err(text: &str) -> ConfigError {
+    parse(text, &env).expect_err("config should be rejected")
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = parse_ok(MINIMAL);
+    let d = &c.destinations[0];
+    assert_eq!(d.region, "us-east-1");
+    assert_eq!(d.topics, vec!["events".to_string()]);
+    assert_eq!(d.batch.compression, Compression::Gzip { level: 6 });
+    assert_eq!(d.batch.max_age, Duration::from_secs(300));
+    assert_eq!(d.encryption, Encryption::None);
+    assert_eq!(d.content_type, "application/x-ndjson");
+    assert!(!d.content_encoding_header);
+    assert!(matches!(
+        d.routing.time_source,
+        TimeSource::EventTime { .. }
+    ));
+    assert_eq!(c.pipeline.memory_budget_bytes, 256 * 1024 * 1024);
+    assert_eq!(c.upload.part_size_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.upload.retry.max_attempts, None);
+    assert_eq!(c.kafka.properties["enable.auto.commit"], "false");
+    assert_eq!(
+        c.kafka.properties["partition.assignment.strategy"],
+        "cooperative-sticky"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let e = parse_err(&format!("{MINIMAL}\n[destinations.batch]\nmax_bytez = 5\n"));
+    assert_eq!(e.key, "destinations[0].batch.max_bytez");
+    assert!(e.message.contains("unknown field"), "{e}");
+    assert!(!e.to_string().contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let e = parse_err("[kafka]\nbrokers = \"x\"\ntopics = [\"t\"]\n[[destinations]]\nname = \"a\"\nbucket = \"b\"\n");
+    assert!(e.to_string().contains("group_id"), "{e}");
+}
+
+#[test]
+fn toml_syntax_errors_give_a_line() {
+    let e = parse_err("[kafka\nbrokers = 1");
+    assert!(e.key.starts_with("line "), "{e}");
+    assert!(!e.to_string().contains('\n'));
+}
+
+#[test]
+fn encryption_spellings() {
+    let with = |mode: &str| format!("{MINIMAL}\n[destinations.encryption]\nmode = \"{mode}\"\n");
+    assert_eq!(
+        parse_ok(&with("AES-256")).destinations[0].encryption,
+        Encryption::Aes256
+    );
+    assert_eq!(
+        parse_ok(&with("AES256")).destinations[0].encryption,
+        Encryption::Aes256
+    );
+    assert_eq!(
+        parse_ok(&format!("{}kms_key_id = \"k1\"\n", with("aws:kms"))).destinations[0].encryption,
+        Encryption::Kms {
+            key_id: Some("k1".into())
+        }
+    );
+    let e = parse_err(&with("AES-512"));
+    assert_eq!(e.key, "destinations[0].encryption.mode");
+    assert!(e.message.contains("AES256"), "{e}");
+}
+
+#[test]
+fn secrets_interpolate_and_never_print() {
+    let c = parse_ok(&format!(
+        "{MINIMAL}\n[destinations.credentials]\naccess_key_id = \"AKIA\"\nsecret_access_key = \"${{SECRET}}\"\n"
+    ));
+    let (_, sk, _) = c.destinations[0].credentials.static_keys.clone().unwrap();
+    assert_eq!(sk.expose(), "hunter2");
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let rendered = render_redacted(&c.raw);
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(rendered.contains("<redacted>"));
+}
+
+#[test]
+fn kafka_password_properties_are_redacted() {
+    let c = parse_ok(&MINIMAL.replace(
+        "topics = [\"events\"]",
+        "topics = [\"events\"]\n[kafka.properties]\n\"sasl.password\" = \"${SECRET}\"\n\"fetch.min.bytes\" = 1",
+    ));
+    assert_eq!(c.kafka.properties["sasl.password"], "hunter2");
+    assert_eq!(c.kafka.properties["fetch.min.bytes"], "1");
+    assert!(!render_redacted(&c.raw).contains("hunter2"));
+}
+
+#[test]
+fn missing_env_var_is_an_error() {
+    let e = parse_err(&MINIMAL.replace("\"b\"", "\"${NOPE}\""));
+    assert_eq!(e.key, "destinations[0].bucket");
+    assert!(e.message.contains("NOPE"));
+}
+
+#[test]
+fn cross_field_rules() {
+    let e = parse_err(&format!("{MINIMAL}\n[upload]\npart_size_bytes = 1000\n"));
+    assert_eq!(e.key, "upload.part_size_bytes");
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[pipeline]\ndrain_deadline_secs = 60\n"
+    ));
+    assert_eq!(e.key, "pipeline.drain_deadline_secs");
+    let e = parse_err(&MINIMAL.replace(
+        "topics = [\"events\"]",
+        "topics = [\"events\"]\n[kafka.properties]\n\"enable.auto.commit\" = true",
+    ));
+    assert!(e.message.contains("managed"), "{e}");
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[destinations.routing]\ntime_source = \"none\"\n"
+    ));
+    assert_eq!(e.key, "destinations[0].routing.folder_template");
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[destinations.filter]\ninclude = [\"track\"]\n"
+    ));
+    assert_eq!(e.key, "destinations[0].filter.field");
+    let e = parse_err(&MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\ntopics = [\"other\"]"));
+    assert_eq!(e.key, "destinations[0].topics");
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[destinations.routing]\ntimezone = \"Mars/Olympus\"\n"
+    ));
+    assert_eq!(e.key, "destinations[0].routing.timezone");
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[destinations.routing]\nfile_template = \"{{nope}}\"\n"
+    ));
+    assert_eq!(e.key, "destinations[0].routing.file_template");
+}
+
+#[test]
+fn several_destinations_and_unique_names() {
+    let two = format!("{MINIMAL}\n[[destinations]]\nname = \"s3\"\nbucket = \"c\"\n");
+    let e = parse_err(&two);
+    assert_eq!(e.key, "destinations[1].name");
+    let ok = format!(
+        "{MINIMAL}\n[[destinations]]\nname = \"other\"\nbucket = \"c\"\nprefix = \"/x/y/\"\n"
+    );
+    let c = parse_ok(&ok);
+    assert_eq!(c.destinations.len(), 2);
+    assert_eq!(c.destinations[1].prefix, "x/y/");
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse(&text, &|_| Some("x".into()))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "one example per seed layout");
+}

@@ -1,0 +1,339 @@
+//! `demo`: the embedded default. Starts librdkafka's mock cluster and an in-process S3 server
+//! over a local folder, fills a topic with generated analytics events (spread over three days,
+//! some late, a few malformed), runs the real pipeline until every record is committed, and
+//! prints a summary and the tree of keys.
+//!
+//! Nothing outside this process is needed; the objects stay under `--dir` for browsing.
+
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::app;
+use crate::config;
+use crate::metrics::Metrics;
+use crate::s3server::{LocalS3, LocalS3Options};
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Folder of the local S3 server.
+    pub dir: PathBuf,
+    /// Events to produce.
+    pub records: u64,
+    /// Partitions of the topic.
+    pub partitions: i32,
+    /// Print every key.
+    pub all_keys: bool,
+}
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Kafka mock cluster or producer.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Local S3 server.
+    #[error("local S3 server: {0}")]
+    S3(#[from] crate::s3server::LocalS3Error),
+    /// Built-in config.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Pipeline.
+    #[error(transparent)]
+    Run(#[from] app::RunError),
+    /// Did not finish in time.
+    #[error("the pipeline did not commit every record within {0:?}")]
+    Timeout(Duration),
+    /// Reading the output folder.
+    #[error("reading {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+const TOPIC: &str = "events";
+const BUCKET: &str = "demo-bucket";
+const EVENTS: &[&str] = &[
+    "Product Viewed",
+    "Product Added",
+    "Cart Viewed",
+    "Checkout Started",
+    "Order Completed",
+    "Signed In",
+    "Application Opened",
+];
+
+/// One generated event: (key, value, Kafka timestamp in ms). Deterministic for a given index.
+pub fn demo_event(
+    rng: &mut StdRng,
+    i: u64,
+    total: u64,
+    start: DateTime<Utc>,
+) -> (String, Option<Vec<u8>>, i64) {
+    // Three days of traffic, in stream order.
+    let span_ms = 3 * 24 * 3600 * 1000;
+    let received = start + ChronoDuration::milliseconds((i as i64 * span_ms) / total.max(1) as i64);
+    let user = rng.random_range(0..500u32);
+    let key = format!("user-{user}");
+    let roll = rng.random_range(0..1000u32);
+    // About 0.5 % malformed: not JSON, no timestamp, a garbage timestamp.
+    if roll < 2 {
+        return (
+            key,
+            Some(format!("not json #{i} {{").into_bytes()),
+            received.timestamp_millis(),
+        );
+    }
+    let event_time = if roll < 60 {
+        // About 6 % late: 1–12 hours older than their place in the stream.
+        received - ChronoDuration::minutes(rng.random_range(60..720))
+    } else {
+        received - ChronoDuration::milliseconds(rng.random_range(0..2000))
+    };
+    let ts = match roll {
+        2..=3 => serde_json::Value::Null,
+        4 => serde_json::Value::String("yesterday-ish".into()),
+        _ => serde_json::Value::String(event_time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+    };
+    let event = EVENTS[rng.random_range(0..EVENTS.len())];
+    let mut v = serde_json::json!({
+        "type": "track",
+        "event": event,
+        "messageId": format!("msg-{i:08}"),
+        "userId": key,
+        "timestamp": ts,
+        "properties": {"price": rng.random_range(1..500u32), "currency": "USD"},
+        "context": {"library": {"name": "analytics.js", "version": "4.1.0"}, "locale": "en-US"}
+    });
+    if roll == 2 || roll == 3 {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("timestamp");
+        }
+    }
+    (
+        key,
+        Some(v.to_string().into_bytes()),
+        received.timestamp_millis(),
+    )
+}
+
+fn demo_config(brokers: &str, endpoint: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "kafka-s3-sink-demo"
+topics = ["{TOPIC}"]
+session_timeout_ms = 6000
+
+[pipeline]
+drain_deadline_secs = 5
+shutdown_deadline_secs = 30
+
+[[destinations]]
+name = "demo"
+bucket = "{BUCKET}"
+endpoint = "{endpoint}"
+force_path_style = true
+
+[destinations.credentials]
+access_key_id = "local-access-key"
+secret_access_key = "local-secret-key"
+
+[destinations.routing]
+time_source = "event_time"
+time_field = "timestamp"
+folder_template = "%Y/%m/%d/%H/"
+
+[destinations.batch]
+compression = "gzip"
+max_records = 1000
+max_age_secs = 10
+idle_secs = 1
+"#
+    )
+}
+
+/// Runs the demo.
+pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
+    let dir = std::path::absolute(&opts.dir).unwrap_or(opts.dir.clone());
+    let bucket_dir = dir.join(BUCKET);
+    if bucket_dir.exists() {
+        std::fs::remove_dir_all(&bucket_dir).map_err(|e| DemoError::Io(bucket_dir.clone(), e))?;
+    }
+    let s3 = LocalS3::start(LocalS3Options::new(&dir)).await?;
+    s3.create_bucket_dir(BUCKET)?;
+    println!(
+        "local S3 server: {} (objects under {})",
+        s3.endpoint(),
+        bucket_dir.display()
+    );
+
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, opts.partitions, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    println!(
+        "in-process Kafka (librdkafka mock cluster): {brokers}, topic {TOPIC:?} with {} partitions",
+        opts.partitions
+    );
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()?;
+    let start = Utc
+        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_else(Utc::now);
+    let mut rng = StdRng::seed_from_u64(42);
+    for i in 0..opts.records {
+        let (key, value, ts) = demo_event(&mut rng, i, opts.records, start);
+        let mut rec = BaseRecord::to(TOPIC).key(&key).timestamp(ts);
+        if let Some(v) = &value {
+            rec = rec.payload(v);
+        }
+        let mut rec = Some(rec);
+        while let Some(r) = rec.take() {
+            if let Err((e, r)) = producer.send(r) {
+                if matches!(
+                    e,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ) {
+                    producer.poll(Duration::from_millis(10));
+                    rec = Some(r);
+                } else {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    println!(
+        "produced {} events over 3 days (about 6 % late, 0.5 % malformed)",
+        opts.records
+    );
+
+    let cfg = config::parse(&demo_config(&brokers, &s3.endpoint()), &|_| None)?;
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry)
+        .map_err(|e| DemoError::Io(PathBuf::from("metrics"), std::io::Error::other(e)))?;
+    let sinks = app::s3_sinks(&cfg).await;
+    let (tx, mut rx) = tokio::sync::watch::channel(Default::default());
+    let stop = shutdown.child_token();
+    let runner = tokio::spawn(app::run_with_sinks(
+        cfg,
+        sinks,
+        metrics,
+        stop.clone(),
+        Some(tx),
+    ));
+
+    let limit = Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + limit;
+    let total = opts.records as i64;
+    let mut timed_out = false;
+    loop {
+        let committed: i64 = rx.borrow().committed.values().sum();
+        let s = rx.borrow().clone();
+        println!(
+            "progress: {} consumed, {} objects uploaded, {committed}/{total} offsets committed",
+            s.records_in, s.objects
+        );
+        if committed >= total || shutdown.is_cancelled() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(1000), rx.changed()).await;
+    }
+    stop.cancel();
+    let stats = match runner.await {
+        Ok(r) => r?,
+        Err(e) => return Err(DemoError::Run(app::RunError::Join(e.to_string()))),
+    };
+    s3.shutdown().await;
+    drop(cluster);
+    if timed_out {
+        return Err(DemoError::Timeout(limit));
+    }
+
+    let files = list_files(&bucket_dir)?;
+    let mut folders: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for (key, size) in &files {
+        let folder = key.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+        let e = folders.entry(folder).or_default();
+        e.0 += 1;
+        e.1 += size;
+    }
+    println!("\n== summary ==");
+    println!("records in:          {}", stats.records_in);
+    println!("records written:     {}", stats.records_written);
+    println!("records quarantined: {}", stats.records_quarantined);
+    println!(
+        "objects:             {} in {} folders",
+        files.len(),
+        folders.len()
+    );
+    println!("raw bytes:           {}", stats.raw_bytes);
+    println!(
+        "compressed bytes:    {} (ratio {:.1}x)",
+        stats.stored_bytes,
+        stats.raw_bytes as f64 / stats.stored_bytes.max(1) as f64
+    );
+    println!("committed offsets:");
+    for (tp, off) in &stats.committed {
+        println!("  {tp}: {off}");
+    }
+    println!("\n== s3://{BUCKET}/ (files per folder, bytes) ==");
+    for (folder, (n, bytes)) in &folders {
+        println!("  {folder}/  {n} files, {bytes} bytes");
+    }
+    if opts.all_keys {
+        println!("\n== keys ==");
+        for (key, size) in &files {
+            println!("  {key}  {size}");
+        }
+    }
+    println!(
+        "\nbrowse the objects: find {} -type f | sort | head; zcat <file> | head -3",
+        bucket_dir.display()
+    );
+    Ok(())
+}
+
+/// Every file under `root`, as (key relative to root, size), sorted.
+pub fn list_files(root: &Path) -> Result<Vec<(String, u64)>, DemoError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(DemoError::Io(d, e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| DemoError::Io(d.clone(), e))?;
+            let path = entry.path();
+            let meta = entry
+                .metadata()
+                .map_err(|e| DemoError::Io(path.clone(), e))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                out.push((rel.to_string_lossy().into_owned(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

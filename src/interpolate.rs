@@ -1,0 +1,138 @@
+//! `${VAR}` interpolation of string values in a parsed TOML table (so a secret's characters can
+//! never change the TOML structure). `$${` writes a literal `${`.
+//!
+//! Invariant: a missing variable is a start-up error naming the key and the variable.
+
+use crate::config::ConfigError;
+
+/// Replaces `${VAR}` in every string of `table`, recursing into tables and arrays.
+pub fn interpolate_table(
+    table: &mut toml::Table,
+    at: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (k, v) in table.iter_mut() {
+        let key = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        interpolate_value(v, &key, env)?;
+    }
+    Ok(())
+}
+
+fn interpolate_value(
+    v: &mut toml::Value,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match v {
+        toml::Value::String(s) if s.contains('$') => {
+            *s = interpolate_str(s, key, env)?;
+        }
+        toml::Value::Table(t) => interpolate_table(t, key, env)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_value(item, &format!("{key}[{i}]"), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Interpolates one string.
+pub fn interpolate_str(
+    s: &str,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail.find('}').ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    "unterminated ${ in value; close it with } or write $${ for a literal",
+                )
+            })?;
+            let name = &tail[..end];
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(ConfigError::new(
+                    key,
+                    format!("invalid variable name ${{{name}}}; use letters, digits and _"),
+                ));
+            }
+            let value = env(name).ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    format!(
+                        "environment variable {name} is not set; export it or remove ${{{name}}}"
+                    ),
+                )
+            })?;
+            out.push_str(&value);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SECRET" => Some("s3cr\"et".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn replaces_variables_and_escapes() {
+        assert_eq!(
+            interpolate_str("a${SECRET}b", "k", &env).unwrap(),
+            "as3cr\"etb"
+        );
+        assert_eq!(
+            interpolate_str("$${SECRET}", "k", &env).unwrap(),
+            "${SECRET}"
+        );
+        assert_eq!(interpolate_str("cost $5", "k", &env).unwrap(), "cost $5");
+        assert_eq!(interpolate_str("${EMPTY}", "k", &env).unwrap(), "");
+    }
+
+    #[test]
+    fn missing_variable_names_key_and_variable() {
+        let e = interpolate_str("${NOPE}", "destinations[0].bucket", &env).unwrap_err();
+        assert_eq!(e.key, "destinations[0].bucket");
+        assert!(e.message.contains("NOPE"), "{e}");
+        assert!(interpolate_str("${BAD-NAME}", "k", &env).is_err());
+        assert!(interpolate_str("${OPEN", "k", &env).is_err());
+    }
+
+    #[test]
+    fn walks_nested_tables_and_arrays() {
+        let mut t: toml::Table = "a = [\"${SECRET}\"]\n[b]\nc = \"${SECRET}\""
+            .parse()
+            .unwrap();
+        interpolate_table(&mut t, "", &env).unwrap();
+        assert_eq!(t["a"][0].as_str(), Some("s3cr\"et"));
+        assert_eq!(t["b"]["c"].as_str(), Some("s3cr\"et"));
+    }
+}

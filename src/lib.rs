@@ -1,0 +1,39 @@
+//! kafka-s3-sink: a Kafka consumer-group connector that writes date-foldered NDJSON files
+//! (optionally gzip) to S3, committing offsets only once records are in S3 (at-least-once).
+//!
+//! The data path reads left to right, one module per stage:
+//!
+//! ```text
+//! source::kafka → router (+ scan) → batch → upload (→ sink::s3) → offsets → commit (source)
+//!                       pipeline drives it; metrics observe every stage
+//! ```
+//!
+//! - [`config`]: TOML → validated typed config (with [`interpolate`] for `${VAR}`).
+//! - [`model`]: topic-partitions and records.
+//! - [`source`]: the Kafka thread (rdkafka) and the channels it shares with the pipeline.
+//! - [`router`], [`scan`], [`template`], [`envelope`]: where a record goes and how it is named.
+//! - [`batch`]: open files, compression and rotation.
+//! - [`upload`], [`sink`]: S3 requests with retry, multipart, abort.
+//! - [`offsets`]: the contiguous commit watermark.
+//! - [`pipeline`]: the worker loop; [`app`] assembles it from a config.
+//! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo.
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod batch;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod envelope;
+pub mod interpolate;
+pub mod metrics;
+pub mod model;
+pub mod offsets;
+pub mod pipeline;
+pub mod router;
+pub mod s3server;
+pub mod scan;
+pub mod sink;
+pub mod source;
+pub mod template;
+pub mod upload;

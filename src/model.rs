@@ -1,0 +1,54 @@
+//! Domain types shared by every stage: topic-partitions, offsets and consumed records.
+//!
+//! These types are free of rdkafka and AWS SDK types so the router, batcher and offset tracker can
+//! be tested as plain values.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A Kafka topic and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name (shared, since every record carries it).
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// Builds a topic-partition.
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+/// One record as consumed from Kafka, detached from the client's buffers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Where it came from.
+    pub tp: TopicPartition,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Kafka timestamp in epoch milliseconds (create or log-append time), if the broker gave one.
+    pub timestamp_ms: Option<i64>,
+    /// The record key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The record value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// Size of the value in bytes (0 for a tombstone).
+    pub fn value_len(&self) -> usize {
+        self.value.as_ref().map_or(0, Vec::len)
+    }
+}

@@ -1,0 +1,276 @@
+//! Offset tracker: per partition, the contiguous watermark that is safe to commit.
+//!
+//! A committed offset means "next offset to read". For each assigned partition the tracker knows
+//! the offset after the last record the pipeline has taken in (`next`), and the first offset of
+//! every file that holds records of the partition and is not yet in S3 (`held`, a multiset: one
+//! record can sit in files of several destinations). The safe commit is the lowest held offset,
+//! or `next` when nothing is held. Files finish uploading in any order; the watermark only moves
+//! forward once the lowest held file is in S3.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::model::TopicPartition;
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// Offset after the last record taken in; `None` before the first.
+    next: Option<i64>,
+    /// First offset of each file not yet in S3 → how many such files start there.
+    held: BTreeMap<i64, usize>,
+    /// Last offset committed (or handed out for commit).
+    committed: Option<i64>,
+}
+
+impl PartitionState {
+    fn safe(&self) -> Option<i64> {
+        match self.held.first_key_value() {
+            Some((&lowest, _)) => Some(lowest),
+            None => self.next,
+        }
+    }
+}
+
+/// Why the tracker refused a call; each one is a bug upstream, reported instead of hidden.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OffsetError {
+    /// The partition is not assigned.
+    #[error("partition {0} is not assigned")]
+    NotAssigned(TopicPartition),
+    /// An offset went backwards.
+    #[error("offset {offset} of {tp} is below the next expected offset {next}")]
+    Backwards {
+        /// Partition.
+        tp: TopicPartition,
+        /// Offered offset.
+        offset: i64,
+        /// Expected next.
+        next: i64,
+    },
+    /// A release without a matching hold.
+    #[error("no file starting at offset {offset} of {tp} is held")]
+    NotHeld {
+        /// Partition.
+        tp: TopicPartition,
+        /// Offset.
+        offset: i64,
+    },
+}
+
+/// Tracks every assigned partition.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    parts: HashMap<TopicPartition, PartitionState>,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts tracking a newly assigned partition (its position is learnt from its first record).
+    pub fn assign(&mut self, tp: TopicPartition) {
+        self.parts.entry(tp).or_default();
+    }
+
+    /// Stops tracking a partition (after its revoke was handled).
+    pub fn forget(&mut self, tp: &TopicPartition) {
+        self.parts.remove(tp);
+    }
+
+    /// Whether the partition is assigned.
+    pub fn is_assigned(&self, tp: &TopicPartition) -> bool {
+        self.parts.contains_key(tp)
+    }
+
+    /// Assigned partitions.
+    pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.parts.keys()
+    }
+
+    /// Records that the pipeline took in the record at `offset`.
+    pub fn consumed(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), OffsetError> {
+        let st = self
+            .parts
+            .get_mut(tp)
+            .ok_or_else(|| OffsetError::NotAssigned(tp.clone()))?;
+        if let Some(next) = st.next {
+            if offset < next {
+                return Err(OffsetError::Backwards {
+                    tp: tp.clone(),
+                    offset,
+                    next,
+                });
+            }
+        }
+        st.next = Some(offset + 1);
+        Ok(())
+    }
+
+    /// A file starting at `offset` now holds records of `tp` (call before [`Self::consumed`]
+    /// for the same record, or right after: both keep the watermark at or below `offset`).
+    pub fn hold(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), OffsetError> {
+        let st = self
+            .parts
+            .get_mut(tp)
+            .ok_or_else(|| OffsetError::NotAssigned(tp.clone()))?;
+        *st.held.entry(offset).or_default() += 1;
+        Ok(())
+    }
+
+    /// The file starting at `offset` is in S3 (or was given up): it no longer holds the watermark.
+    pub fn release(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), OffsetError> {
+        let st = self
+            .parts
+            .get_mut(tp)
+            .ok_or_else(|| OffsetError::NotAssigned(tp.clone()))?;
+        match st.held.get_mut(&offset) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                st.held.remove(&offset);
+            }
+            None => {
+                return Err(OffsetError::NotHeld {
+                    tp: tp.clone(),
+                    offset,
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The offset safe to commit for `tp` now, if any.
+    pub fn safe_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.parts.get(tp).and_then(PartitionState::safe)
+    }
+
+    /// Offsets that moved past the last commit, marking them committed. Pass `only` to limit
+    /// the answer to some partitions (e.g. the revoked ones).
+    pub fn take_commits(&mut self, only: Option<&[TopicPartition]>) -> Vec<(TopicPartition, i64)> {
+        let mut out = Vec::new();
+        for (tp, st) in &mut self.parts {
+            if only.is_some_and(|o| !o.contains(tp)) {
+                continue;
+            }
+            if let Some(safe) = st.safe() {
+                if st.committed.is_none_or(|c| safe > c) {
+                    st.committed = Some(safe);
+                    out.push((tp.clone(), safe));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Offsets still held per partition (for diagnostics and metrics).
+    pub fn held_files(&self, tp: &TopicPartition) -> usize {
+        self.parts.get(tp).map_or(0, |s| s.held.values().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    #[test]
+    fn nothing_to_commit_before_the_first_record() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        assert_eq!(t.safe_offset(&tp(0)), None);
+        assert!(t.take_commits(None).is_empty());
+    }
+
+    #[test]
+    fn commit_is_next_offset_when_nothing_held() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        t.consumed(&tp(0), 41).unwrap();
+        // Off-by-one: having consumed offset 41, the next offset to read is 42.
+        assert_eq!(t.safe_offset(&tp(0)), Some(42));
+        assert_eq!(t.take_commits(None), vec![(tp(0), 42)]);
+        assert!(t.take_commits(None).is_empty(), "no repeat commit");
+    }
+
+    #[test]
+    fn out_of_order_uploads_never_commit_past_a_held_record() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        // Folder A gets offsets 0,2,4; folder B gets 1,3; folder C gets 5.
+        for (off, file_start) in [
+            (0, Some(0)),
+            (1, Some(1)),
+            (2, None),
+            (3, None),
+            (4, None),
+            (5, Some(5)),
+        ] {
+            if let Some(s) = file_start {
+                t.hold(&tp(0), s).unwrap();
+            }
+            t.consumed(&tp(0), off).unwrap();
+        }
+        assert_eq!(t.safe_offset(&tp(0)), Some(0));
+        // C (starts at 5) lands first: still 0.
+        t.release(&tp(0), 5).unwrap();
+        assert_eq!(t.take_commits(None), vec![(tp(0), 0)]);
+        // B (starts at 1) lands: A still holds 0.
+        t.release(&tp(0), 1).unwrap();
+        assert!(t.take_commits(None).is_empty());
+        // A lands: everything consumed is in S3.
+        t.release(&tp(0), 0).unwrap();
+        assert_eq!(t.take_commits(None), vec![(tp(0), 6)]);
+    }
+
+    #[test]
+    fn same_start_in_two_destinations_is_counted() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        t.hold(&tp(0), 7).unwrap();
+        t.hold(&tp(0), 7).unwrap();
+        t.consumed(&tp(0), 7).unwrap();
+        t.release(&tp(0), 7).unwrap();
+        assert_eq!(t.safe_offset(&tp(0)), Some(7));
+        t.release(&tp(0), 7).unwrap();
+        assert_eq!(t.safe_offset(&tp(0)), Some(8));
+        assert!(matches!(
+            t.release(&tp(0), 7),
+            Err(OffsetError::NotHeld { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_backwards_offsets_and_unassigned_partitions() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        t.consumed(&tp(0), 10).unwrap();
+        assert!(matches!(
+            t.consumed(&tp(0), 10),
+            Err(OffsetError::Backwards { .. })
+        ));
+        assert!(matches!(
+            t.consumed(&tp(1), 0),
+            Err(OffsetError::NotAssigned(_))
+        ));
+        // Gaps (compaction, transaction markers) are fine.
+        t.consumed(&tp(0), 15).unwrap();
+        assert_eq!(t.safe_offset(&tp(0)), Some(16));
+    }
+
+    #[test]
+    fn commits_can_be_limited_to_revoked_partitions() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        t.assign(tp(1));
+        t.consumed(&tp(0), 1).unwrap();
+        t.consumed(&tp(1), 2).unwrap();
+        assert_eq!(t.take_commits(Some(&[tp(1)])), vec![(tp(1), 3)]);
+        assert_eq!(t.take_commits(None), vec![(tp(0), 2)]);
+        t.forget(&tp(1));
+        assert!(!t.is_assigned(&tp(1)));
+    }
+}

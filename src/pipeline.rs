@@ -1,0 +1,621 @@
+//! The worker loop: source → router → batch → upload → offsets → commit, in one task that owns
+//! all open files and the offset tracker.
+//!
+//! Invariants: a record's offset is taken into the tracker only after it is in an open file (or
+//! filtered); a file holds its partition's watermark from its first record until its object is in
+//! S3; commits are sent after each successful upload, synchronously on revoke and on shutdown.
+//! The loop prefers finishing work to taking more (`select!` is biased: shutdown, upload
+//! completions, assignment changes, then data), and takes no data while the memory budget is
+//! spent.
+
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, FlushReason};
+use crate::config::{Config, DestinationConfig};
+use crate::envelope::error_line;
+use crate::metrics::Metrics;
+use crate::model::{Record, TopicPartition};
+use crate::offsets::OffsetTracker;
+use crate::router::{FolderKey, QuarantineReason, Route, Router};
+use crate::source::{Command, Control, Offsets, SourceIo};
+use crate::template::{FileTemplate, FileValues, KeyContext};
+use crate::upload::{FileStats, ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// An object could not be uploaded (permanent error or attempts exhausted). Nothing past it
+    /// was committed; a restart re-reads from the last commit.
+    #[error("upload failed, stopping without committing past it: {0}")]
+    Upload(UploadError),
+    /// The Kafka consumer failed for good.
+    #[error("kafka consumer failed: {0}")]
+    Source(String),
+}
+
+/// Totals of one run, for the demo summary and tests.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Records taken in.
+    pub records_in: u64,
+    /// Records written to data folders (per destination, summed).
+    pub records_written: u64,
+    /// Records written to error folders.
+    pub records_quarantined: u64,
+    /// Records dropped by filters.
+    pub records_filtered: u64,
+    /// Objects uploaded.
+    pub objects: u64,
+    /// Uncompressed bytes uploaded.
+    pub raw_bytes: u64,
+    /// Stored bytes uploaded.
+    pub stored_bytes: u64,
+    /// Last committed offset per partition.
+    pub committed: std::collections::BTreeMap<TopicPartition, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FileKind {
+    Data(FolderKey),
+    Error(QuarantineReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileKey {
+    dest: usize,
+    tp: TopicPartition,
+    kind: FileKind,
+}
+
+struct OpenFile {
+    id: u64,
+    batch: Batch,
+    writer: Option<ObjectWriter>,
+    key: Option<String>,
+}
+
+struct InFlight {
+    tp: TopicPartition,
+    first_offset: i64,
+    cancel: CancellationToken,
+}
+
+struct Destination {
+    cfg: DestinationConfig,
+    router: Router,
+    error_file: FileTemplate,
+}
+
+/// The worker.
+pub struct Pipeline {
+    dests: Vec<Destination>,
+    topic_dests: HashMap<Arc<str>, Vec<usize>>,
+    open: HashMap<FileKey, OpenFile>,
+    open_memory: usize,
+    in_flight: HashMap<u64, InFlight>,
+    offsets: OffsetTracker,
+    uploader: Uploader,
+    done: tokio::sync::mpsc::UnboundedReceiver<UploadDone>,
+    io: SourceIo,
+    next_id: u64,
+    budget: usize,
+    drain_deadline: Duration,
+    shutdown_deadline: Duration,
+    uploads_cancel: CancellationToken,
+    metrics: Metrics,
+    stats: RunStats,
+    progress: Option<tokio::sync::watch::Sender<RunStats>>,
+}
+
+impl Pipeline {
+    /// Assembles a worker from validated config, an uploader and the source channels.
+    pub fn new(
+        config: &Config,
+        uploader: Uploader,
+        done: tokio::sync::mpsc::UnboundedReceiver<UploadDone>,
+        io: SourceIo,
+        metrics: Metrics,
+    ) -> Self {
+        let mut topic_dests: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        let dests = config
+            .destinations
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                for t in &d.topics {
+                    topic_dests
+                        .entry(Arc::from(t.as_str()))
+                        .or_default()
+                        .push(i);
+                }
+                Destination {
+                    cfg: d.clone(),
+                    router: Router::new(d),
+                    error_file: FileTemplate::parse("{topic}+{partition}+{start_offset}.ndjson")
+                        .expect("invariant: the built-in error file template parses"),
+                }
+            })
+            .collect();
+        Self {
+            dests,
+            topic_dests,
+            open: HashMap::new(),
+            open_memory: 0,
+            in_flight: HashMap::new(),
+            offsets: OffsetTracker::new(),
+            uploader,
+            done,
+            io,
+            next_id: 0,
+            budget: config.pipeline.memory_budget_bytes,
+            drain_deadline: config.pipeline.drain_deadline,
+            shutdown_deadline: config.pipeline.shutdown_deadline,
+            uploads_cancel: CancellationToken::new(),
+            metrics,
+            stats: RunStats::default(),
+            progress: None,
+        }
+    }
+
+    /// Publishes the run's totals after every upload and commit.
+    pub fn with_progress(mut self, tx: tokio::sync::watch::Sender<RunStats>) -> Self {
+        self.progress = Some(tx);
+        self
+    }
+
+    fn publish(&self) {
+        if let Some(p) = &self.progress {
+            p.send_replace(self.stats.clone());
+        }
+    }
+
+    fn memory_used(&self) -> usize {
+        self.open_memory + self.uploader.queued_bytes()
+    }
+
+    /// Runs until `shutdown` is cancelled (then drains, uploads, commits) or a fatal error.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunStats, PipelineError> {
+        let tick_every = self
+            .dests
+            .iter()
+            .map(|d| d.cfg.batch.idle.min(d.cfg.batch.max_age) / 4)
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            let intake = self.memory_used() < self.budget;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Ok(()),
+                Some(done) = self.done.recv() => {
+                    if let Err(e) = self.on_done(done) {
+                        break Err(e);
+                    }
+                }
+                Some(ctrl) = self.io.control.recv() => {
+                    if let Err(e) = self.on_control(ctrl).await {
+                        break Err(e);
+                    }
+                }
+                chunk = self.io.data.recv(), if intake => match chunk {
+                    Some(records) => {
+                        self.ingest(records);
+                        self.enforce_budget();
+                    }
+                    None => break Err(PipelineError::Source("the kafka thread stopped".into())),
+                },
+                _ = tick.tick() => self.expire(),
+            }
+            self.metrics
+                .buffer_state(self.memory_used(), self.open.len(), self.budget);
+        };
+        match result {
+            Ok(()) => {
+                self.shutdown().await;
+                Ok(self.stats)
+            }
+            Err(e) => {
+                // Stop without committing anything more; cancel uploads and leave the group.
+                self.uploads_cancel.cancel();
+                let (done, wait) = tokio::sync::oneshot::channel();
+                let _ = self.io.commands.send(Command::Shutdown {
+                    offsets: Vec::new(),
+                    done,
+                });
+                let _ = tokio::time::timeout(Duration::from_secs(15), wait).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn ingest(&mut self, records: Vec<Record>) {
+        let now = Instant::now();
+        let now_utc = Utc::now();
+        for rec in records {
+            if !self.offsets.is_assigned(&rec.tp) {
+                tracing::debug!(tp = %rec.tp, offset = rec.offset, "record of an unassigned partition; skipped");
+                continue;
+            }
+            self.stats.records_in += 1;
+            self.metrics.consumed(&rec.tp, 1, rec.value_len() as u64);
+            let dests = self
+                .topic_dests
+                .get(&rec.tp.topic)
+                .cloned()
+                .unwrap_or_default();
+            for d in dests {
+                match self.dests[d].router.route(&rec, now_utc) {
+                    Route::Filtered => {
+                        self.stats.records_filtered += 1;
+                        self.metrics.filtered(&self.dests[d].cfg.name);
+                    }
+                    Route::Quarantine(reason) => {
+                        self.stats.records_quarantined += 1;
+                        self.metrics.quarantined(&self.dests[d].cfg.name, reason);
+                        tracing::debug!(tp = %rec.tp, offset = rec.offset, reason = reason.as_str(), "quarantined");
+                        let line = error_line(&rec, reason);
+                        self.append(d, &rec, FileKind::Error(reason), &line, None, now);
+                    }
+                    Route::Write { folder, time, line } => {
+                        self.stats.records_written += 1;
+                        let line = line.into_owned();
+                        self.append(d, &rec, FileKind::Data(folder), &line, time, now);
+                    }
+                }
+            }
+            if let Err(e) = self.offsets.consumed(&rec.tp, rec.offset) {
+                tracing::warn!(error = %e, "offset tracker refused a record; it will be re-read after a restart");
+            }
+        }
+    }
+
+    fn append(
+        &mut self,
+        dest: usize,
+        rec: &Record,
+        kind: FileKind,
+        line: &[u8],
+        time: Option<chrono::DateTime<Utc>>,
+        now: Instant,
+    ) {
+        let key = FileKey {
+            dest,
+            tp: rec.tp.clone(),
+            kind,
+        };
+        let compression = self.dests[dest].cfg.batch.compression;
+        let file = match self.open.get_mut(&key) {
+            Some(f) => f,
+            None => {
+                self.next_id += 1;
+                let mut batch = Batch::new(rec.tp.clone(), rec.offset, compression, now);
+                batch.first_time = time;
+                if let Err(e) = self.offsets.hold(&rec.tp, rec.offset) {
+                    tracing::warn!(error = %e, "cannot hold offset");
+                }
+                self.open_memory += batch.memory_bytes();
+                self.open.entry(key.clone()).or_insert(OpenFile {
+                    id: self.next_id,
+                    batch,
+                    writer: None,
+                    key: None,
+                })
+            }
+        };
+        let before = file.batch.memory_bytes();
+        file.batch.append(rec.offset, line, now);
+        let after = file.batch.memory_bytes();
+        self.open_memory = (self.open_memory + after).saturating_sub(before);
+        let cfg = &self.dests[dest].cfg;
+        if let Some(reason) = file.batch.full(&cfg.batch) {
+            self.seal(&key, reason);
+            return;
+        }
+        let part_size = self.uploader.part_size();
+        let streamable = matches!(
+            key.kind,
+            FileKind::Error(_) | FileKind::Data(FolderKey::Slot(_))
+        ) && !cfg.routing.file.needs_end();
+        if streamable && file.batch.buffered_bytes() >= part_size {
+            let before = file.batch.memory_bytes();
+            let part = file.batch.take_part();
+            self.open_memory = self.open_memory.saturating_sub(before) + file.batch.memory_bytes();
+            if file.writer.is_none() {
+                let object_key = object_key(&self.dests[dest], &key, &file.batch, Utc::now());
+                let info = ObjectInfo {
+                    id: file.id,
+                    dest,
+                    tp: key.tp.clone(),
+                    first_offset: file.batch.first_offset,
+                };
+                file.writer = Some(self.uploader.open(
+                    info,
+                    Some(object_key.clone()),
+                    self.uploads_cancel.child_token(),
+                ));
+                file.key = Some(object_key);
+            }
+            if let Some(w) = file.writer.as_mut() {
+                w.part(part);
+            }
+        }
+    }
+
+    fn seal(&mut self, key: &FileKey, reason: FlushReason) {
+        let Some(file) = self.open.remove(key) else {
+            return;
+        };
+        self.open_memory = self.open_memory.saturating_sub(file.batch.memory_bytes());
+        let dest = &self.dests[key.dest];
+        let now_utc = Utc::now();
+        let object_key = match &file.key {
+            Some(k) => k.clone(),
+            None => object_key(dest, key, &file.batch, now_utc),
+        };
+        let info = ObjectInfo {
+            id: file.id,
+            dest: key.dest,
+            tp: key.tp.clone(),
+            first_offset: file.batch.first_offset,
+        };
+        let records = file.batch.records;
+        let raw_bytes = file.batch.raw_bytes;
+        let (first, last_offset) = (file.batch.first_offset, file.batch.last_offset);
+        let taken = file.batch.taken_bytes;
+        let body = file.batch.finish();
+        let stored = taken + body.len() as u64;
+        let cancel = self.uploads_cancel.child_token();
+        let writer = match file.writer {
+            Some(w) => w,
+            None => self.uploader.open(info.clone(), None, cancel.clone()),
+        };
+        let stats = FileStats {
+            records,
+            raw_bytes,
+            stored_bytes: stored,
+        };
+        tracing::info!(
+            destination = %dest.cfg.name, reason = reason.as_str(), key = %object_key,
+            tp = %key.tp, first_offset = first, last_offset, records, raw_bytes, stored_bytes = stored,
+            "flush"
+        );
+        self.metrics.flushed(&dest.cfg.name, reason, records);
+        writer.finish(body, object_key, stats);
+        self.in_flight.insert(
+            info.id,
+            InFlight {
+                tp: key.tp.clone(),
+                first_offset: first,
+                cancel,
+            },
+        );
+    }
+
+    fn on_done(&mut self, done: UploadDone) -> Result<(), PipelineError> {
+        let Some(f) = self.in_flight.remove(&done.info.id) else {
+            // A streaming upload that failed before its file was sealed.
+            return match done.result {
+                Ok(()) => Ok(()),
+                Err(UploadError::Cancelled) => Ok(()),
+                Err(e) => Err(PipelineError::Upload(e)),
+            };
+        };
+        match done.result {
+            Ok(()) => {
+                self.stats.objects += 1;
+                self.stats.raw_bytes += done.stats.raw_bytes;
+                self.stats.stored_bytes += done.stats.stored_bytes;
+                tracing::debug!(key = %done.key, parts = done.parts, "uploaded");
+                if self.offsets.is_assigned(&f.tp) {
+                    if let Err(e) = self.offsets.release(&f.tp, f.first_offset) {
+                        tracing::warn!(error = %e, "offset tracker refused a release");
+                    }
+                    self.commit();
+                }
+                self.publish();
+                Ok(())
+            }
+            Err(UploadError::Cancelled) => {
+                tracing::warn!(key = %done.key, tp = %f.tp, "upload cancelled; its records stay uncommitted and will be re-read");
+                Ok(())
+            }
+            Err(e) => Err(PipelineError::Upload(e)),
+        }
+    }
+
+    fn commit(&mut self) {
+        let offsets = self.offsets.take_commits(None);
+        if !offsets.is_empty() {
+            self.record_commits(&offsets);
+            let _ = self.io.commands.send(Command::Commit(offsets));
+        }
+    }
+
+    fn record_commits(&mut self, offsets: &Offsets) {
+        for (tp, off) in offsets {
+            self.stats.committed.insert(tp.clone(), *off);
+        }
+    }
+
+    async fn on_control(&mut self, ctrl: Control) -> Result<(), PipelineError> {
+        match ctrl {
+            Control::Assigned(parts) => {
+                for tp in parts {
+                    self.offsets.assign(tp);
+                }
+                Ok(())
+            }
+            Control::Fatal(msg) => Err(PipelineError::Source(msg)),
+            Control::Revoke { partitions, reply } => {
+                // Everything the Kafka thread handed over before the revoke comes first.
+                while let Ok(chunk) = self.io.data.try_recv() {
+                    self.ingest(chunk);
+                }
+                let keys: Vec<FileKey> = self
+                    .open
+                    .keys()
+                    .filter(|k| partitions.contains(&k.tp))
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    self.seal(&k, FlushReason::Revoke);
+                }
+                let deadline = Instant::now() + self.drain_deadline;
+                let finished = self
+                    .wait_uploads(deadline, |f| partitions.contains(&f.tp))
+                    .await?;
+                if !finished {
+                    tracing::warn!(
+                        ?partitions,
+                        "revoke drain deadline passed; cancelling their uploads"
+                    );
+                    for f in self
+                        .in_flight
+                        .values()
+                        .filter(|f| partitions.contains(&f.tp))
+                    {
+                        f.cancel.cancel();
+                    }
+                }
+                let offsets = self.offsets.take_commits(Some(&partitions));
+                self.record_commits(&offsets);
+                tracing::info!(?partitions, ?offsets, "revoked partitions drained");
+                let _ = reply.send(offsets);
+                for tp in &partitions {
+                    self.offsets.forget(tp);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles completions until no in-flight upload matches `which`; false if the deadline hit.
+    async fn wait_uploads(
+        &mut self,
+        deadline: Instant,
+        which: impl Fn(&InFlight) -> bool,
+    ) -> Result<bool, PipelineError> {
+        while self.in_flight.values().any(&which) {
+            match timeout_at(deadline, self.done.recv()).await {
+                Ok(Some(done)) => self.on_done(done)?,
+                Ok(None) => return Ok(false),
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<(FileKey, FlushReason)> = self
+            .open
+            .iter()
+            .filter_map(|(k, f)| {
+                f.batch
+                    .expired(&self.dests[k.dest].cfg.batch, now)
+                    .map(|r| (k.clone(), r))
+            })
+            .collect();
+        for (k, r) in expired {
+            self.seal(&k, r);
+        }
+    }
+
+    fn enforce_budget(&mut self) {
+        while self.memory_used() > self.budget && !self.open.is_empty() {
+            let Some(largest) = self
+                .open
+                .iter()
+                .max_by_key(|(_, f)| (f.batch.memory_bytes(), std::cmp::Reverse(f.batch.created())))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.seal(&largest, FlushReason::Memory);
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        tracing::info!(
+            open_files = self.open.len(),
+            "shutting down: flushing open files"
+        );
+        let keys: Vec<FileKey> = self.open.keys().cloned().collect();
+        for k in keys {
+            self.seal(&k, FlushReason::Shutdown);
+        }
+        let deadline = Instant::now() + self.shutdown_deadline;
+        match self.wait_uploads(deadline, |_| true).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                pending = self.in_flight.len(),
+                "shutdown deadline passed; pending uploads cancelled, their records stay uncommitted"
+            ),
+            Err(e) => tracing::error!(error = %e, "upload failed during shutdown"),
+        }
+        self.uploads_cancel.cancel();
+        let offsets = self.offsets.take_commits(None);
+        self.record_commits(&offsets);
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let _ = self.io.commands.send(Command::Shutdown { offsets, done });
+        if tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("kafka consumer did not close within 30 s");
+        }
+        self.publish();
+    }
+}
+
+/// The full object key of a file: prefix, folder (or error folder) and file name.
+fn object_key(
+    d: &Destination,
+    key: &FileKey,
+    batch: &Batch,
+    upload_time: chrono::DateTime<Utc>,
+) -> String {
+    let cfg = &d.cfg;
+    let source = cfg.source_id.as_deref().unwrap_or(&key.tp.topic);
+    let ctx = KeyContext {
+        topic: &key.tp.topic,
+        partition: key.tp.partition,
+        source,
+        destination: &cfg.name,
+        app: &cfg.app_name,
+    };
+    let values = FileValues {
+        start_offset: batch.first_offset,
+        end_offset: batch.last_offset,
+        record_count: batch.records,
+        upload_time,
+    };
+    let suffix = cfg.batch.compression.suffix();
+    match &key.kind {
+        FileKind::Data(folder) => {
+            let slot = match folder {
+                FolderKey::Slot(s) => *s,
+                FolderKey::AtSeal => d.router.seal_slot(batch.first_time, upload_time),
+            };
+            let folder = cfg.routing.folder.render(slot, &ctx);
+            let name = cfg.routing.file.render(&ctx, &values, suffix);
+            format!("{}{folder}{name}", cfg.prefix)
+        }
+        FileKind::Error(reason) => {
+            let name = d.error_file.render(&ctx, &values, suffix);
+            format!(
+                "{}{}{}/{name}",
+                cfg.prefix,
+                cfg.error_prefix,
+                reason.as_str()
+            )
+        }
+    }
+}

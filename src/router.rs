@@ -1,0 +1,278 @@
+//! Router: decides, per record and destination, whether the record is written (and to which
+//! folder slot), filtered out, or quarantined with a reason.
+//!
+//! Invariant: every record gets exactly one [`Route`] per destination; nothing is dropped
+//! silently (a filtered record is counted by the caller and its offset still commits).
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use std::borrow::Cow;
+
+use crate::config::{DestinationConfig, FilterConfig, Granularity, TimeFormat, TimeSource};
+use crate::model::Record;
+use crate::scan::{scan_fields, Scalar, ScanError};
+
+/// Why a record was quarantined. A small fixed set: it is a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QuarantineReason {
+    /// Null value (Kafka tombstone).
+    Tombstone,
+    /// Zero-length value.
+    Empty,
+    /// Value is not valid UTF-8.
+    InvalidUtf8,
+    /// Value is not JSON (or nests deeper than the parser allows).
+    NotJson,
+    /// JSON, but not an object.
+    NotObject,
+    /// Objects/arrays nested deeper than the scanner accepts.
+    TooDeep,
+    /// The event-time field is absent.
+    MissingTime,
+    /// The event-time field cannot be read as a time.
+    BadTime,
+    /// The time source is the Kafka timestamp and the record has none.
+    NoKafkaTimestamp,
+}
+
+impl QuarantineReason {
+    /// Stable name used in error folders and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tombstone => "tombstone",
+            Self::Empty => "empty",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::NotJson => "not_json",
+            Self::NotObject => "not_object",
+            Self::TooDeep => "too_deep",
+            Self::MissingTime => "missing_time",
+            Self::BadTime => "bad_time",
+            Self::NoKafkaTimestamp => "no_kafka_timestamp",
+        }
+    }
+}
+
+/// Where a written record's folder comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FolderKey {
+    /// Known now: the folder template's slot (None: template without dates).
+    Slot(Option<NaiveDateTime>),
+    /// Decided when the file is sealed (first-event or upload-time dating).
+    AtSeal,
+}
+
+/// The router's decision for one record and one destination.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route<'a> {
+    /// Write `line` into the file for `folder`. `time` is the record's date, if it has one.
+    Write {
+        /// Folder key.
+        folder: FolderKey,
+        /// The record's event time (for first-event dating).
+        time: Option<DateTime<Utc>>,
+        /// The bytes to write (raw value unless fields were dropped), without newline.
+        line: Cow<'a, [u8]>,
+    },
+    /// Excluded by the event-type filter.
+    Filtered,
+    /// Goes to the error folder.
+    Quarantine(QuarantineReason),
+}
+
+/// Routes records for one destination.
+#[derive(Debug, Clone)]
+pub struct Router {
+    time_source: TimeSource,
+    granularity: Granularity,
+    timezone: chrono_tz::Tz,
+    folder: crate::template::FolderTemplate,
+    filter: FilterConfig,
+    paths: Vec<Vec<String>>,
+    time_slot: Option<usize>,
+    kind_slot: Option<usize>,
+}
+
+impl Router {
+    /// Builds the router of a destination.
+    pub fn new(d: &DestinationConfig) -> Self {
+        let mut paths = Vec::new();
+        let time_slot = match &d.routing.time_source {
+            TimeSource::EventTime { path, .. } | TimeSource::EventTimeOrUploadTime { path, .. } => {
+                paths.push(path.clone());
+                Some(0)
+            }
+            _ => None,
+        };
+        let kind_slot = d.filter.field.as_ref().map(|f| {
+            paths.push(f.clone());
+            paths.len() - 1
+        });
+        Self {
+            time_source: d.routing.time_source.clone(),
+            granularity: d.routing.granularity,
+            timezone: d.routing.timezone,
+            folder: d.routing.folder.clone(),
+            filter: d.filter.clone(),
+            paths,
+            time_slot,
+            kind_slot,
+        }
+    }
+
+    /// Routes one record. `now` is the processing time, used by upload-time dating.
+    pub fn route<'a>(&self, rec: &'a Record, now: DateTime<Utc>) -> Route<'a> {
+        let value = match &rec.value {
+            None => return Route::Quarantine(QuarantineReason::Tombstone),
+            Some(v) if v.is_empty() => return Route::Quarantine(QuarantineReason::Empty),
+            Some(v) => v.as_slice(),
+        };
+        if std::str::from_utf8(value).is_err() {
+            return Route::Quarantine(QuarantineReason::InvalidUtf8);
+        }
+        let fields = match scan_fields(value, &self.paths) {
+            Ok(f) => f,
+            Err(ScanError::NotObject) => return Route::Quarantine(QuarantineReason::NotObject),
+            Err(ScanError::TooDeep) => return Route::Quarantine(QuarantineReason::TooDeep),
+            Err(ScanError::Json(_)) => return Route::Quarantine(QuarantineReason::NotJson),
+        };
+        if let Some(slot) = self.kind_slot {
+            if !self.keeps(fields[slot].as_ref()) {
+                return Route::Filtered;
+            }
+        }
+        let event_time = self.time_slot.map(|s| fields[s].as_ref());
+        let time = match (&self.time_source, event_time) {
+            (TimeSource::EventTime { format, .. }, Some(v)) => match v {
+                None => return Route::Quarantine(QuarantineReason::MissingTime),
+                Some(v) => match parse_time(v, *format) {
+                    Some(t) => Some(t),
+                    None => return Route::Quarantine(QuarantineReason::BadTime),
+                },
+            },
+            (TimeSource::EventTimeOrUploadTime { format, .. }, Some(v)) => {
+                Some(v.and_then(|v| parse_time(v, *format)).unwrap_or(now))
+            }
+            (TimeSource::KafkaTimestamp, _) => match rec.timestamp_ms.and_then(from_millis) {
+                Some(t) => Some(t),
+                None => return Route::Quarantine(QuarantineReason::NoKafkaTimestamp),
+            },
+            _ => None,
+        };
+        let folder = match (&self.time_source, self.granularity) {
+            (TimeSource::None, _) => FolderKey::Slot(None),
+            (TimeSource::UploadTime, _) | (_, Granularity::FirstEvent) => FolderKey::AtSeal,
+            (_, Granularity::Record) => FolderKey::Slot(
+                time.and_then(|t| self.folder.slot(&t.with_timezone(&self.timezone))),
+            ),
+        };
+        let line = if self.filter.drop_fields.is_empty() {
+            Cow::Borrowed(value)
+        } else {
+            match drop_fields(value, &self.filter.drop_fields) {
+                Some(v) => Cow::Owned(v),
+                None => return Route::Quarantine(QuarantineReason::NotJson),
+            }
+        };
+        Route::Write { folder, time, line }
+    }
+
+    /// The folder slot of a file sealed now whose first record had time `first` (for
+    /// [`FolderKey::AtSeal`]).
+    pub fn seal_slot(
+        &self,
+        first: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<NaiveDateTime> {
+        let t = match self.time_source {
+            TimeSource::UploadTime => now,
+            TimeSource::None => return None,
+            _ => first.unwrap_or(now),
+        };
+        self.folder.slot(&t.with_timezone(&self.timezone))
+    }
+
+    fn keeps(&self, kind: Option<&Scalar>) -> bool {
+        let kind = match kind {
+            Some(Scalar::Str(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        if !self.filter.include.is_empty()
+            && !kind.is_some_and(|k| self.filter.include.iter().any(|i| i == k))
+        {
+            return false;
+        }
+        !kind.is_some_and(|k| self.filter.exclude.iter().any(|e| e == k))
+    }
+}
+
+fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+fn from_secs_f64(s: f64) -> Option<DateTime<Utc>> {
+    if !s.is_finite() {
+        return None;
+    }
+    let ms = (s * 1000.0).round();
+    if ms.abs() > 8.0e15 {
+        return None;
+    }
+    from_millis(ms as i64)
+}
+
+/// Epoch numbers at or above this are taken as milliseconds by `auto` (10^11 s is year 5138).
+const AUTO_MILLIS_THRESHOLD: f64 = 1.0e11;
+
+/// Reads a scalar as a time in the given format.
+pub fn parse_time(v: &Scalar, format: TimeFormat) -> Option<DateTime<Utc>> {
+    let number = |n: f64| match format {
+        TimeFormat::Rfc3339 => None,
+        TimeFormat::EpochSeconds => from_secs_f64(n),
+        TimeFormat::EpochMillis => from_secs_f64(n / 1000.0),
+        TimeFormat::Auto if n.abs() >= AUTO_MILLIS_THRESHOLD => from_secs_f64(n / 1000.0),
+        TimeFormat::Auto => from_secs_f64(n),
+    };
+    match v {
+        Scalar::Int(i) => match format {
+            TimeFormat::EpochMillis => from_millis(*i),
+            TimeFormat::Auto if (*i as f64).abs() >= AUTO_MILLIS_THRESHOLD => from_millis(*i),
+            TimeFormat::EpochSeconds | TimeFormat::Auto => {
+                i.checked_mul(1000).and_then(from_millis)
+            }
+            TimeFormat::Rfc3339 => None,
+        },
+        Scalar::Float(f) => number(*f),
+        Scalar::Str(s) => {
+            let s = s.trim();
+            match format {
+                TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc()),
+                TimeFormat::Auto => DateTime::parse_from_rfc3339(s)
+                    .ok()
+                    .map(|t| t.to_utc())
+                    .or_else(|| s.parse::<f64>().ok().and_then(number)),
+                _ => s.parse::<f64>().ok().and_then(number),
+            }
+        }
+        Scalar::Other => None,
+    }
+}
+
+/// Removes dotted `paths` from a JSON object, keeping key order; `None` if not a JSON object.
+fn drop_fields(value: &[u8], paths: &[Vec<String>]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    for path in paths {
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let mut cur = Some(&mut v);
+        for p in parents {
+            cur = cur.and_then(|c| c.get_mut(p.as_str()));
+        }
+        if let Some(obj) = cur.and_then(|c| c.as_object_mut()) {
+            obj.shift_remove(last.as_str());
+        }
+    }
+    serde_json::to_vec(&v).ok()
+}
+
+#[cfg(test)]
+mod tests;

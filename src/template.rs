@@ -1,0 +1,448 @@
+//! Folder and file-name templates: parsed once at start-up, rendered per file.
+//!
+//! Folder templates are strftime patterns with `{topic}` `{partition}` `{source}` `{destination}`
+//! placeholders; the time they are rendered with is truncated to the template's finest directive
+//! (see [`FolderTemplate::slot`]) so the router can key batches without rendering strings per
+//! record. File templates take `{topic} {partition} {start_offset} {end_offset} {record_count}
+//! {upload_time} {upload_time:FMT} {random5} {app} {destination} {source}`.
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Timelike, Utc};
+use std::fmt::Write as _;
+
+/// Values a template may refer to, fixed per batch.
+#[derive(Debug, Clone)]
+pub struct KeyContext<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// `{source}` (source id or topic).
+    pub source: &'a str,
+    /// Destination name.
+    pub destination: &'a str,
+    /// `{app}`.
+    pub app: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Topic,
+    Partition,
+    Source,
+    Destination,
+    App,
+    StartOffset,
+    EndOffset,
+    RecordCount,
+    UploadTime(String),
+    Random5,
+}
+
+fn parse_pieces(s: &str, allowed: &[&str]) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            out.push(Piece::Text(rest[..open].to_string()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed {{ in {s:?}; close the placeholder with }}"))?
+            + open;
+        let inner = &rest[open + 1..close];
+        let (name, arg) = match inner.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (inner, None),
+        };
+        if !allowed.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{inner}}}; use {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("{{{a}}}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        let piece = match (name, arg) {
+            ("upload_time", fmt) => {
+                let fmt = fmt.unwrap_or("%Y%m%d%H%M%S%6f").to_string();
+                check_strftime(&fmt)?;
+                Piece::UploadTime(fmt)
+            }
+            (_, Some(_)) => return Err(format!("placeholder {{{name}}} takes no :argument")),
+            ("topic", None) => Piece::Topic,
+            ("partition", None) => Piece::Partition,
+            ("source", None) => Piece::Source,
+            ("destination", None) => Piece::Destination,
+            ("app", None) => Piece::App,
+            ("start_offset", None) => Piece::StartOffset,
+            ("end_offset", None) => Piece::EndOffset,
+            ("record_count", None) => Piece::RecordCount,
+            ("random5", None) => Piece::Random5,
+            _ => return Err(format!("unknown placeholder {{{inner}}}")),
+        };
+        out.push(piece);
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest.to_string()));
+    }
+    Ok(out)
+}
+
+fn check_strftime(fmt: &str) -> Result<(), String> {
+    if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+        return Err(format!("invalid strftime pattern {fmt:?}"));
+    }
+    Ok(())
+}
+
+/// How finely a folder template divides time; folder names are constant within one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimeUnit {
+    /// No date directive.
+    Never,
+    /// Year.
+    Year,
+    /// Month.
+    Month,
+    /// Day (also weeks and weekdays).
+    Day,
+    /// Hour.
+    Hour,
+    /// Minute.
+    Minute,
+    /// Second or finer.
+    Second,
+}
+
+/// A parsed folder template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderTemplate {
+    pieces: Vec<Piece>,
+    unit: TimeUnit,
+}
+
+impl FolderTemplate {
+    /// Parses and checks a folder template.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let pieces = parse_pieces(s, &["topic", "partition", "source", "destination"])?;
+        let mut unit = TimeUnit::Never;
+        for p in &pieces {
+            if let Piece::Text(t) = p {
+                check_strftime(t)?;
+                unit = unit.max(finest_unit(t));
+            }
+        }
+        Ok(Self { pieces, unit })
+    }
+
+    /// Whether the template contains date directives.
+    pub fn uses_time(&self) -> bool {
+        self.unit != TimeUnit::Never
+    }
+
+    /// The local time truncated to the template's unit: two times with the same slot render the
+    /// same folder.
+    pub fn slot<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<NaiveDateTime> {
+        let n = t.naive_local();
+        let d = n.date();
+        let (date, h, m, s) = match self.unit {
+            TimeUnit::Never => return None,
+            TimeUnit::Year => (d.with_ordinal(1)?, 0, 0, 0),
+            TimeUnit::Month => (d.with_day(1)?, 0, 0, 0),
+            TimeUnit::Day => (d, 0, 0, 0),
+            TimeUnit::Hour => (d, n.hour(), 0, 0),
+            TimeUnit::Minute => (d, n.hour(), n.minute(), 0),
+            TimeUnit::Second => (d, n.hour(), n.minute(), n.second()),
+        };
+        date.and_hms_opt(h, m, s)
+    }
+
+    /// Renders the folder for a slot (see [`Self::slot`]); `None` renders a template without dates.
+    pub fn render(&self, slot: Option<NaiveDateTime>, ctx: &KeyContext<'_>) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => match slot {
+                    Some(s) => {
+                        let _ = write!(out, "{}", s.format(t));
+                    }
+                    None => out.push_str(t),
+                },
+                other => render_common(&mut out, other, ctx),
+            }
+        }
+        if !out.is_empty() && !out.ends_with('/') {
+            out.push('/');
+        }
+        out
+    }
+}
+
+fn render_common(out: &mut String, p: &Piece, ctx: &KeyContext<'_>) {
+    match p {
+        Piece::Topic => out.push_str(ctx.topic),
+        Piece::Partition => {
+            let _ = write!(out, "{}", ctx.partition);
+        }
+        Piece::Source => out.push_str(ctx.source),
+        Piece::Destination => out.push_str(ctx.destination),
+        Piece::App => out.push_str(ctx.app),
+        Piece::Text(t) => out.push_str(t),
+        _ => {}
+    }
+}
+
+fn finest_unit(fmt: &str) -> TimeUnit {
+    let mut unit = TimeUnit::Never;
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        // Skip padding/width modifiers such as %-d, %_H, %3f, %.3f.
+        let mut spec = chars.next();
+        while let Some(m) = spec {
+            if m == '-' || m == '_' || m == '0' || m == '.' || m == ':' || m.is_ascii_digit() {
+                spec = chars.next();
+            } else {
+                break;
+            }
+        }
+        let u = match spec {
+            Some('%') | Some('n') | Some('t') | None => continue,
+            Some('Y' | 'y' | 'C' | 'G' | 'g') => TimeUnit::Year,
+            Some('m' | 'b' | 'B' | 'h') => TimeUnit::Month,
+            Some(
+                'd' | 'e' | 'j' | 'a' | 'A' | 'u' | 'w' | 'U' | 'W' | 'V' | 'D' | 'F' | 'x' | 'v',
+            ) => TimeUnit::Day,
+            Some('H' | 'I' | 'k' | 'l' | 'p' | 'P') => TimeUnit::Hour,
+            Some('M' | 'R') => TimeUnit::Minute,
+            _ => TimeUnit::Second,
+        };
+        unit = unit.max(u);
+    }
+    unit
+}
+
+/// A parsed file-name template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTemplate {
+    pieces: Vec<Piece>,
+}
+
+/// Per-file values of a file name.
+#[derive(Debug, Clone)]
+pub struct FileValues {
+    /// First offset in the file.
+    pub start_offset: i64,
+    /// Last offset in the file.
+    pub end_offset: i64,
+    /// Records in the file.
+    pub record_count: u64,
+    /// When the file's upload starts.
+    pub upload_time: DateTime<Utc>,
+}
+
+/// Width of zero-padded offsets in file names, so keys sort by offset.
+pub const OFFSET_WIDTH: usize = 20;
+
+impl FileTemplate {
+    /// Parses and checks a file template.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let pieces = parse_pieces(
+            s,
+            &[
+                "topic",
+                "partition",
+                "start_offset",
+                "end_offset",
+                "record_count",
+                "upload_time",
+                "random5",
+                "app",
+                "destination",
+                "source",
+            ],
+        )?;
+        if s.contains('/') {
+            return Err("file names must not contain '/'; put folders in folder_template".into());
+        }
+        if s.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Self { pieces })
+    }
+
+    /// Whether the name can only be known once the file is complete (end offset or count).
+    pub fn needs_end(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::EndOffset | Piece::RecordCount))
+    }
+
+    /// Whether the same records always get the same name (no upload time, no random digits).
+    pub fn is_deterministic(&self) -> bool {
+        !self
+            .pieces
+            .iter()
+            .any(|p| matches!(p, Piece::UploadTime(_) | Piece::Random5))
+    }
+
+    /// Renders the file name, appending `suffix` (e.g. `.gz`) unless it already ends with it.
+    pub fn render(&self, ctx: &KeyContext<'_>, v: &FileValues, suffix: &str) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::StartOffset => {
+                    let _ = write!(out, "{:0w$}", v.start_offset, w = OFFSET_WIDTH);
+                }
+                Piece::EndOffset => {
+                    let _ = write!(out, "{:0w$}", v.end_offset, w = OFFSET_WIDTH);
+                }
+                Piece::RecordCount => {
+                    let _ = write!(out, "{}", v.record_count);
+                }
+                Piece::UploadTime(fmt) => {
+                    let _ = write!(out, "{}", v.upload_time.format(fmt));
+                }
+                Piece::Random5 => {
+                    let _ = write!(out, "{:05}", rand::random_range(0..100_000u32));
+                }
+                other => render_common(&mut out, other, ctx),
+            }
+        }
+        if !out.ends_with(suffix) {
+            out.push_str(suffix);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn ctx() -> KeyContext<'static> {
+        KeyContext {
+            topic: "events",
+            partition: 3,
+            source: "src1",
+            destination: "d",
+            app: "mPTravel",
+        }
+    }
+
+    #[test]
+    fn folder_hourly_slot_and_render() {
+        let t = FolderTemplate::parse("%Y/%m/%d/%H/").unwrap();
+        let a = Utc.with_ymd_and_hms(2026, 11, 1, 7, 59, 59).unwrap();
+        let b = Utc.with_ymd_and_hms(2026, 11, 1, 7, 0, 0).unwrap();
+        let c = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
+        assert_eq!(t.slot(&a), t.slot(&b));
+        assert_ne!(t.slot(&a), t.slot(&c));
+        assert_eq!(t.render(t.slot(&a), &ctx()), "2026/11/01/07/");
+    }
+
+    #[test]
+    fn folder_placeholders_and_daily_unit() {
+        let t = FolderTemplate::parse("segment-logs/{source}/%Y-%m-%d").unwrap();
+        let a = Utc.with_ymd_and_hms(2026, 11, 1, 23, 59, 59).unwrap();
+        let b = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        assert_eq!(t.slot(&a), t.slot(&b));
+        assert_eq!(
+            t.render(t.slot(&a), &ctx()),
+            "segment-logs/src1/2026-11-01/"
+        );
+    }
+
+    #[test]
+    fn folder_timezone_shifts_the_day() {
+        let t = FolderTemplate::parse("%Y-%m-%d/").unwrap();
+        let utc = Utc.with_ymd_and_hms(2026, 11, 1, 23, 30, 0).unwrap();
+        let berlin = utc.with_timezone(&chrono_tz::Europe::Berlin);
+        assert_eq!(t.render(t.slot(&berlin), &ctx()), "2026-11-02/");
+    }
+
+    #[test]
+    fn folder_without_time() {
+        let t = FolderTemplate::parse("raw/{topic}").unwrap();
+        assert!(!t.uses_time());
+        assert_eq!(t.render(None, &ctx()), "raw/events/");
+        assert_eq!(FolderTemplate::parse("").unwrap().render(None, &ctx()), "");
+    }
+
+    #[test]
+    fn units_follow_the_finest_directive() {
+        assert_eq!(finest_unit("%Y"), TimeUnit::Year);
+        assert_eq!(finest_unit("%Y-%m"), TimeUnit::Month);
+        assert_eq!(finest_unit("%F"), TimeUnit::Day);
+        assert_eq!(finest_unit("%-H"), TimeUnit::Hour);
+        assert_eq!(finest_unit("%M%%"), TimeUnit::Minute);
+        assert_eq!(finest_unit("%s"), TimeUnit::Second);
+        assert_eq!(finest_unit("100%%"), TimeUnit::Never);
+    }
+
+    #[test]
+    fn bad_templates_are_rejected() {
+        assert!(FolderTemplate::parse("{nope}/%Y")
+            .unwrap_err()
+            .contains("unknown placeholder"));
+        assert!(FolderTemplate::parse("{topic").is_err());
+        assert!(FolderTemplate::parse("%Q").is_err());
+        assert!(FileTemplate::parse("{start_offset}/x").is_err());
+        assert!(FileTemplate::parse("{topic:x}").is_err());
+        assert!(FileTemplate::parse("{upload_time:%Q}").is_err());
+    }
+
+    #[test]
+    fn default_file_name_is_padded_and_deterministic() {
+        let t = FileTemplate::parse("{topic}+{partition}+{start_offset}.ndjson").unwrap();
+        assert!(t.is_deterministic());
+        assert!(!t.needs_end());
+        let v = FileValues {
+            start_offset: 42,
+            end_offset: 99,
+            record_count: 58,
+            upload_time: Utc::now(),
+        };
+        assert_eq!(
+            t.render(&ctx(), &v, ".gz"),
+            "events+3+00000000000000000042.ndjson.gz"
+        );
+        assert_eq!(
+            t.render(&ctx(), &v, ""),
+            "events+3+00000000000000000042.ndjson"
+        );
+    }
+
+    #[test]
+    fn mparticle_file_name() {
+        let t = FileTemplate::parse("{app}_{upload_time}_{random5}.txt").unwrap();
+        assert!(!t.is_deterministic());
+        let v = FileValues {
+            start_offset: 0,
+            end_offset: 0,
+            record_count: 1,
+            upload_time: Utc.with_ymd_and_hms(2017, 10, 17, 17, 9, 11).unwrap()
+                + chrono::Duration::microseconds(644_493),
+        };
+        let name = t.render(&ctx(), &v, "");
+        assert!(name.starts_with("mPTravel_20171017170911644493_"), "{name}");
+        assert_eq!(name.len(), "mPTravel_20171017170911644493_34523.txt".len());
+        assert!(t.render(&ctx(), &v, ".gz").ends_with(".txt.gz"));
+    }
+
+    #[test]
+    fn end_offset_templates_need_the_end() {
+        assert!(FileTemplate::parse("{start_offset}-{end_offset}")
+            .unwrap()
+            .needs_end());
+        assert!(FileTemplate::parse("{record_count}").unwrap().needs_end());
+    }
+}

@@ -1,0 +1,421 @@
+//! Uploader: one task per object, fed with parts while the file fills (multipart) or with the
+//! whole body at once (PutObject below the part size). Every request is retried with
+//! exponential backoff and jitter, and holds one of `upload.concurrency` permits while it runs.
+//!
+//! Invariants: every object task reports exactly one [`UploadDone`]; a multipart upload that does
+//! not complete is aborted (best effort, logged); bytes handed over are counted in
+//! [`Uploader::queued_bytes`] until their request succeeds, so the memory budget sees them.
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RetryPolicy;
+use crate::metrics::Metrics;
+use crate::model::TopicPartition;
+use crate::sink::{CompletedPart, ObjectMeta, ObjectSink, SinkError};
+
+/// Identity of an object upload, echoed back in [`UploadDone`].
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// Pipeline's file id.
+    pub id: u64,
+    /// Destination index.
+    pub dest: usize,
+    /// Partition of its records.
+    pub tp: TopicPartition,
+    /// First offset in it.
+    pub first_offset: i64,
+}
+
+/// Totals of a finished file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileStats {
+    /// Records.
+    pub records: u64,
+    /// Uncompressed bytes.
+    pub raw_bytes: u64,
+    /// Stored bytes.
+    pub stored_bytes: u64,
+}
+
+/// Why an object did not reach S3.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UploadError {
+    /// A request failed for good (permanent error, or attempts exhausted).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The upload was cancelled (shutdown or revoke deadline) before it completed.
+    #[error("upload cancelled")]
+    Cancelled,
+}
+
+/// Report of one object task.
+#[derive(Debug)]
+pub struct UploadDone {
+    /// What was uploaded.
+    pub info: ObjectInfo,
+    /// Key (empty if it was never known).
+    pub key: String,
+    /// Totals.
+    pub stats: FileStats,
+    /// Parts uploaded (0 for PutObject).
+    pub parts: u32,
+    /// Outcome.
+    pub result: Result<(), UploadError>,
+}
+
+enum Chunk {
+    Part(Bytes),
+    Finish {
+        last: Bytes,
+        key: String,
+        stats: FileStats,
+    },
+}
+
+/// Destination-side handles of the uploader.
+pub struct Target {
+    /// Destination name (logs, metrics).
+    pub name: String,
+    /// Store.
+    pub sink: Arc<dyn ObjectSink>,
+    /// Object headers.
+    pub meta: ObjectMeta,
+}
+
+/// Starts object uploads.
+pub struct Uploader {
+    targets: Arc<Vec<Target>>,
+    permits: Arc<Semaphore>,
+    policy: RetryPolicy,
+    part_size: usize,
+    queued: Arc<AtomicUsize>,
+    done_tx: mpsc::UnboundedSender<UploadDone>,
+    metrics: Metrics,
+}
+
+/// Handle to one object being uploaded; dropping it without [`ObjectWriter::finish`] cancels it.
+pub struct ObjectWriter {
+    tx: mpsc::UnboundedSender<Chunk>,
+    queued: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+    parts_sent: u32,
+}
+
+impl Uploader {
+    /// Builds an uploader; completions arrive on the returned receiver.
+    pub fn new(
+        targets: Vec<Target>,
+        concurrency: usize,
+        policy: RetryPolicy,
+        part_size: usize,
+        metrics: Metrics,
+    ) -> (Self, mpsc::UnboundedReceiver<UploadDone>) {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                targets: Arc::new(targets),
+                permits: Arc::new(Semaphore::new(concurrency)),
+                policy,
+                part_size,
+                queued: Arc::new(AtomicUsize::new(0)),
+                done_tx,
+                metrics,
+            },
+            done_rx,
+        )
+    }
+
+    /// Bytes handed to uploads and not yet in S3.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Part size (and PutObject threshold).
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    /// Opens an object upload. `key` must be given if parts will be sent before the finish.
+    pub fn open(
+        &self,
+        info: ObjectInfo,
+        key: Option<String>,
+        cancel: CancellationToken,
+    ) -> ObjectWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = ObjectTask {
+            targets: self.targets.clone(),
+            permits: self.permits.clone(),
+            policy: self.policy,
+            part_size: self.part_size,
+            queued: self.queued.clone(),
+            done_tx: self.done_tx.clone(),
+            metrics: self.metrics.clone(),
+            cancel: cancel.clone(),
+        };
+        tokio::spawn(task.run(info, key, rx));
+        ObjectWriter {
+            tx,
+            queued: self.queued.clone(),
+            cancel,
+            parts_sent: 0,
+        }
+    }
+}
+
+impl ObjectWriter {
+    /// Sends a part (≥ the part size) while the file still fills.
+    pub fn part(&mut self, body: Bytes) {
+        self.queued.fetch_add(body.len(), Ordering::Relaxed);
+        self.parts_sent += 1;
+        if let Err(mpsc::error::SendError(Chunk::Part(b))) = self.tx.send(Chunk::Part(body)) {
+            // The task is gone (cancelled); it will report, nothing is queued any more.
+            self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Parts sent so far.
+    pub fn parts_sent(&self) -> u32 {
+        self.parts_sent
+    }
+
+    /// Sends the last bytes and the final key; the task completes the object.
+    pub fn finish(self, last: Bytes, key: String, stats: FileStats) {
+        let len = last.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.tx.send(Chunk::Finish { last, key, stats }).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Cancels the upload (the task aborts any multipart upload and reports `Cancelled`).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+struct ObjectTask {
+    targets: Arc<Vec<Target>>,
+    permits: Arc<Semaphore>,
+    policy: RetryPolicy,
+    part_size: usize,
+    queued: Arc<AtomicUsize>,
+    done_tx: mpsc::UnboundedSender<UploadDone>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+}
+
+struct Multipart {
+    key: String,
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+impl ObjectTask {
+    async fn run(
+        self,
+        info: ObjectInfo,
+        key: Option<String>,
+        mut rx: mpsc::UnboundedReceiver<Chunk>,
+    ) {
+        let mut mp: Option<Multipart> = None;
+        let mut stats = FileStats::default();
+        let mut final_key = key.clone().unwrap_or_default();
+        let started = Instant::now();
+        let result = loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break Err(UploadError::Cancelled),
+                c = rx.recv() => c,
+            };
+            match chunk {
+                None => break Err(UploadError::Cancelled),
+                Some(Chunk::Part(body)) => {
+                    let len = body.len();
+                    let r = self.send_part(&info, &mut mp, key.as_deref(), body).await;
+                    self.queued.fetch_sub(len, Ordering::Relaxed);
+                    if let Err(e) = r {
+                        break Err(e);
+                    }
+                }
+                Some(Chunk::Finish {
+                    last,
+                    key,
+                    stats: s,
+                }) => {
+                    stats = s;
+                    final_key = key.clone();
+                    let len = last.len();
+                    let r = self.finish(&info, &mut mp, key, last).await;
+                    self.queued.fetch_sub(len, Ordering::Relaxed);
+                    break r;
+                }
+            }
+        };
+        // Drain parts that will never be sent, so the queued-bytes gauge stays exact.
+        rx.close();
+        while let Ok(c) = rx.try_recv() {
+            let len = match c {
+                Chunk::Part(b) => b.len(),
+                Chunk::Finish { last, .. } => last.len(),
+            };
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+        }
+        let parts = mp.as_ref().map_or(0, |m| m.parts.len() as u32);
+        if result.is_err() {
+            if let Some(m) = mp.take() {
+                self.abort(&info, &m).await;
+            }
+        } else {
+            let t = &self.targets[info.dest];
+            self.metrics.uploaded(
+                &t.name,
+                stats.records,
+                stats.raw_bytes,
+                stats.stored_bytes,
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        let _ = self.done_tx.send(UploadDone {
+            info,
+            key: final_key,
+            stats,
+            parts,
+            result,
+        });
+    }
+
+    async fn send_part(
+        &self,
+        info: &ObjectInfo,
+        mp: &mut Option<Multipart>,
+        key: Option<&str>,
+        body: Bytes,
+    ) -> Result<(), UploadError> {
+        let t = &self.targets[info.dest];
+        if mp.is_none() {
+            let key = key.ok_or(UploadError::Cancelled)?.to_string();
+            let upload_id = self
+                .attempt(info, || t.sink.create_multipart(&key, &t.meta))
+                .await?;
+            *mp = Some(Multipart {
+                key,
+                upload_id,
+                parts: Vec::new(),
+            });
+        }
+        let m = mp.as_mut().ok_or(UploadError::Cancelled)?;
+        let number = m.parts.len() as i32 + 1;
+        let etag = self
+            .attempt(info, || {
+                t.sink
+                    .upload_part(&m.key, &m.upload_id, number, body.clone())
+            })
+            .await?;
+        m.parts.push(CompletedPart { number, etag });
+        self.metrics.part_uploaded(&t.name);
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        info: &ObjectInfo,
+        mp: &mut Option<Multipart>,
+        key: String,
+        last: Bytes,
+    ) -> Result<(), UploadError> {
+        let t = &self.targets[info.dest];
+        if mp.is_none() && last.len() <= self.part_size {
+            return self
+                .attempt(info, || t.sink.put(&key, last.clone(), &t.meta))
+                .await;
+        }
+        // Multipart: whatever remains goes in parts of the part size; the last may be smaller.
+        let mut rest = last;
+        while !rest.is_empty() || mp.as_ref().is_some_and(|m| m.parts.is_empty()) {
+            let n = rest.len().min(self.part_size.max(1));
+            let piece = rest.split_to(n);
+            self.send_part(info, mp, Some(&key), piece).await?;
+            if rest.is_empty() {
+                break;
+            }
+        }
+        let m = mp.as_ref().ok_or(UploadError::Cancelled)?;
+        self.attempt(info, || {
+            t.sink.complete_multipart(&m.key, &m.upload_id, &m.parts)
+        })
+        .await
+    }
+
+    async fn abort(&self, info: &ObjectInfo, m: &Multipart) {
+        let t = &self.targets[info.dest];
+        // A fresh, short retry loop: cancellation must not stop the abort itself.
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(self.policy.initial_backoff)
+            .with_max_delay(self.policy.max_backoff)
+            .with_jitter()
+            .with_max_times(3);
+        let r = (|| t.sink.abort_multipart(&m.key, &m.upload_id))
+            .retry(policy)
+            .await;
+        match r {
+            Ok(()) => {
+                tracing::info!(destination = %t.name, key = %m.key, "aborted multipart upload")
+            }
+            Err(e) => {
+                tracing::warn!(destination = %t.name, error = %e, "could not abort multipart upload; S3 lifecycle rules or the next start-up clean it")
+            }
+        }
+    }
+
+    /// Runs one request with retries, holding a concurrency permit per attempt; stops early
+    /// when cancelled.
+    async fn attempt<T, F, Fut>(&self, info: &ObjectInfo, mut op: F) -> Result<T, UploadError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SinkError>>,
+    {
+        let t = &self.targets[info.dest];
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.initial_backoff)
+            .with_max_delay(self.policy.max_backoff)
+            .with_jitter();
+        backoff = match self.policy.max_attempts {
+            Some(n) => backoff.with_max_times(n.saturating_sub(1) as usize),
+            None => backoff.without_max_times(),
+        };
+        let permits = &self.permits;
+        let run = (|| {
+            let fut = op();
+            async move {
+                let _permit = permits.acquire().await;
+                fut.await
+            }
+        })
+        .retry(backoff)
+        .when(|e: &SinkError| e.kind.retryable())
+        .notify(|e: &SinkError, wait| {
+            self.metrics.upload_retry(&t.name, e.kind);
+            tracing::warn!(destination = %t.name, error = %e, retry_in_ms = wait.as_millis() as u64, "S3 request failed; retrying");
+        });
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(UploadError::Cancelled),
+            r = run => r.map_err(|e| {
+                self.metrics.upload_failed(&t.name, e.kind);
+                tracing::error!(destination = %t.name, error = %e, "S3 request failed for good");
+                UploadError::Sink(e)
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
