@@ -226,7 +226,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     let metrics = Metrics::new(&registry)
         .map_err(|e| DemoError::Io(PathBuf::from("metrics"), std::io::Error::other(e)))?;
     let sinks = app::s3_sinks(&cfg).await;
-    let (tx, mut rx) = tokio::sync::watch::channel(Default::default());
+    let (tx, rx) = tokio::sync::watch::channel(Default::default());
     let stop = shutdown.child_token();
     let runner = tokio::spawn(app::run_with_sinks(
         cfg,
@@ -240,7 +240,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     let deadline = tokio::time::Instant::now() + limit;
     let total = opts.records as i64;
     let mut timed_out = false;
+    let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
+        every.tick().await;
         let committed: i64 = rx.borrow().committed.values().sum();
         let s = rx.borrow().clone();
         println!(
@@ -254,7 +256,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             timed_out = true;
             break;
         }
-        let _ = tokio::time::timeout(Duration::from_millis(1000), rx.changed()).await;
     }
     stop.cancel();
     let stats = match runner.await {

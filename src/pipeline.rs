@@ -619,3 +619,6 @@ fn object_key(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

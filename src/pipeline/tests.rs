@@ -1,0 +1,235 @@
+use super::*;
+use crate::config::parse;
+use crate::sink::memory::MemorySink;
+use crate::sink::ObjectSink;
+use crate::upload::Target;
+use std::sync::mpsc as std_mpsc;
+
+struct Harness {
+    p: Pipeline,
+    sink: Arc<MemorySink>,
+    commands: std_mpsc::Receiver<Command>,
+    _data: tokio::sync::mpsc::Sender<Vec<Record>>,
+    _control: tokio::sync::mpsc::UnboundedSender<Control>,
+}
+
+fn harness(extra: &str) -> Harness {
+    let text = format!(
+        "[kafka]\nbrokers = \"x\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[pipeline]\nmemory_budget_bytes = 16777216\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
+    );
+    let cfg = parse(&text, &|_| None).unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let targets = vec![Target {
+        name: "d".into(),
+        sink: sink.clone() as Arc<dyn ObjectSink>,
+        meta: crate::app::object_meta(&cfg.destinations[0]),
+    }];
+    let metrics = Metrics::unregistered();
+    let (uploader, done) = Uploader::new(
+        targets,
+        4,
+        cfg.upload.retry,
+        cfg.upload.part_size_bytes,
+        metrics.clone(),
+    );
+    let (data_tx, data) = tokio::sync::mpsc::channel(4);
+    let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
+    let (cmd_tx, commands) = std_mpsc::channel();
+    let io = SourceIo {
+        data,
+        control,
+        commands: cmd_tx,
+    };
+    let mut p = Pipeline::new(&cfg, uploader, done, io, metrics);
+    p.offsets.assign(TopicPartition::new("t", 0));
+    Harness {
+        p,
+        sink,
+        commands,
+        _data: data_tx,
+        _control: control_tx,
+    }
+}
+
+fn rec(offset: i64, ts: &str) -> Record {
+    Record {
+        tp: TopicPartition::new("t", 0),
+        offset,
+        timestamp_ms: Some(0),
+        key: None,
+        value: Some(format!(r#"{{"timestamp":"{ts}","n":{offset}}}"#).into_bytes()),
+    }
+}
+
+fn hour(h: u32) -> String {
+    format!("2026-11-{:02}T{:02}:15:00Z", 1 + h / 24, h % 24)
+}
+
+async fn settle(h: &mut Harness) {
+    while !h.p.in_flight.is_empty() {
+        let done = h.p.done.recv().await.unwrap();
+        h.p.on_done(done).unwrap();
+    }
+}
+
+fn commits(h: &Harness) -> Vec<Offsets> {
+    h.commands
+        .try_iter()
+        .filter_map(|c| match c {
+            Command::Commit(o) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn records_go_to_their_hour_folders_and_commit_after_upload() {
+    let mut h = harness("");
+    h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(1)), rec(2, &hour(0))]);
+    assert_eq!(h.p.open.len(), 2);
+    assert!(commits(&h).is_empty(), "nothing is in S3 yet");
+    let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    // Seal hour 1 first (starts at offset 1): the watermark stays at 0, held by hour 0.
+    let k1 = keys
+        .iter()
+        .find(|k| h.p.open[k].batch.first_offset == 1)
+        .unwrap()
+        .clone();
+    h.p.seal(&k1, FlushReason::Size);
+    settle(&mut h).await;
+    assert_eq!(commits(&h), vec![vec![(TopicPartition::new("t", 0), 0)]]);
+    let k0 = keys
+        .iter()
+        .find(|k| h.p.open.get(k).is_some())
+        .unwrap()
+        .clone();
+    h.p.seal(&k0, FlushReason::Size);
+    settle(&mut h).await;
+    assert_eq!(commits(&h), vec![vec![(TopicPartition::new("t", 0), 3)]]);
+    let objects = h.sink.objects();
+    let keys: Vec<&String> = objects.keys().collect();
+    assert_eq!(
+        keys,
+        vec![
+            "2026/11/01/00/t+0+00000000000000000000.ndjson.gz",
+            "2026/11/01/01/t+0+00000000000000000001.ndjson.gz"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn quarantined_records_commit_like_any_other() {
+    let mut h = harness("");
+    let mut bad = rec(0, "x");
+    bad.value = Some(b"not json".to_vec());
+    h.p.ingest(vec![bad, rec(1, &hour(0))]);
+    let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    for k in keys {
+        h.p.seal(&k, FlushReason::Idle);
+    }
+    settle(&mut h).await;
+    assert_eq!(
+        commits(&h).last().unwrap(),
+        &vec![(TopicPartition::new("t", 0), 2)]
+    );
+    assert!(h
+        .sink
+        .objects()
+        .contains_key("_errors/not_json/t+0+00000000000000000000.ndjson.gz"));
+    assert_eq!(h.p.stats.records_quarantined, 1);
+}
+
+#[tokio::test]
+async fn memory_budget_forces_early_flushes_and_stays_bounded() {
+    // 16 MiB budget, ~300 KiB per open gzip file: about 54 files fit; feed 400 hour folders.
+    let mut h = harness("");
+    let mut peak = 0;
+    for i in 0..400 {
+        h.p.ingest(vec![rec(i, &hour(i as u32))]);
+        h.p.enforce_budget();
+        peak = peak.max(h.p.open_memory);
+        assert!(h.p.memory_used() <= h.p.budget + crate::batch::GZIP_ENCODER_OVERHEAD_BYTES * 2);
+    }
+    assert!(
+        peak <= h.p.budget,
+        "open files stay within the budget: {peak}"
+    );
+    assert!(h.p.open.len() < 60, "{} files open", h.p.open.len());
+    settle(&mut h).await;
+    assert!(
+        h.sink.objects().len() > 300,
+        "memory flushes uploaded files"
+    );
+}
+
+#[tokio::test]
+async fn rotation_by_record_count_seals_files() {
+    let mut h = harness("[destinations.batch]\nmax_records = 10\n");
+    let recs: Vec<Record> = (0..25).map(|i| rec(i, &hour(0))).collect();
+    h.p.ingest(recs);
+    settle(&mut h).await;
+    assert_eq!(h.sink.objects().len(), 2, "two full files, one still open");
+    assert_eq!(h.p.open.len(), 1);
+    assert_eq!(
+        commits(&h).last().unwrap(),
+        &vec![(TopicPartition::new("t", 0), 20)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_and_age_flushes() {
+    let mut h = harness("[destinations.batch]\nidle_secs = 2\nmax_age_secs = 5\n");
+    h.p.ingest(vec![rec(0, &hour(0))]);
+    tokio::time::advance(Duration::from_millis(1900)).await;
+    h.p.expire();
+    assert_eq!(h.p.open.len(), 1);
+    tokio::time::advance(Duration::from_millis(200)).await;
+    h.p.expire();
+    assert!(h.p.open.is_empty(), "idle flush");
+    // Age: keep writing every second (never idle); the file still closes 5 s after it opened.
+    h.p.ingest(vec![rec(1, &hour(0))]);
+    let mut closed_after = None;
+    for i in 1..10 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        h.p.expire();
+        if h.p.open.is_empty() {
+            closed_after = Some(i);
+            break;
+        }
+        h.p.ingest(vec![rec(1 + i, &hour(0))]);
+    }
+    assert_eq!(closed_after, Some(5));
+    assert!(h.p.open.is_empty(), "age flush");
+}
+
+#[tokio::test]
+async fn failed_upload_stops_without_commit() {
+    let mut h = harness("[upload]\nretry_max_attempts = 1\n");
+    h.p.ingest(vec![rec(0, &hour(0))]);
+    h.sink.fail_next(1);
+    let k: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    h.p.seal(&k[0], FlushReason::Size);
+    let done = h.p.done.recv().await.unwrap();
+    assert!(matches!(h.p.on_done(done), Err(PipelineError::Upload(_))));
+    assert!(commits(&h).is_empty());
+}
+
+#[tokio::test]
+async fn first_event_dating_names_the_folder_at_seal() {
+    let mut h = harness(
+        "app_name = \"App\"\n[destinations.routing]\ntime_source = \"event_time\"\ngranularity = \"first_event\"\nfolder_template = \"%Y-%m-%d/\"\nfile_template = \"{app}_{upload_time}_{random5}.txt\"\n[destinations.batch]\ncompression = \"none\"\n",
+    );
+    h.p.ingest(vec![rec(0, &hour(30)), rec(1, &hour(0)), rec(2, &hour(50))]);
+    assert_eq!(
+        h.p.open.len(),
+        1,
+        "one file per partition, whatever the dates"
+    );
+    let k: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    h.p.seal(&k[0], FlushReason::Idle);
+    settle(&mut h).await;
+    let objects = h.sink.objects();
+    let key = objects.keys().next().unwrap();
+    assert!(key.starts_with("2026-11-02/App_"), "{key}");
+    assert!(key.ends_with(".txt"), "{key}");
+}
