@@ -94,7 +94,7 @@ struct Destination {
 /// The worker.
 pub struct Pipeline {
     dests: Vec<Destination>,
-    topic_dests: HashMap<Arc<str>, Vec<usize>>,
+    topic_dests: HashMap<Arc<str>, Arc<[usize]>>,
     open: HashMap<FileKey, OpenFile>,
     open_memory: usize,
     in_flight: HashMap<u64, InFlight>,
@@ -121,17 +121,14 @@ impl Pipeline {
         io: SourceIo,
         metrics: Metrics,
     ) -> Self {
-        let mut topic_dests: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        let mut by_topic: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
         let dests = config
             .destinations
             .iter()
             .enumerate()
             .map(|(i, d)| {
                 for t in &d.topics {
-                    topic_dests
-                        .entry(Arc::from(t.as_str()))
-                        .or_default()
-                        .push(i);
+                    by_topic.entry(Arc::from(t.as_str())).or_default().push(i);
                 }
                 Destination {
                     cfg: d.clone(),
@@ -140,6 +137,10 @@ impl Pipeline {
                         .expect("invariant: the built-in error file template parses"),
                 }
             })
+            .collect();
+        let topic_dests = by_topic
+            .into_iter()
+            .map(|(t, d)| (t, Arc::from(d)))
             .collect();
         Self {
             dests,
@@ -238,19 +239,32 @@ impl Pipeline {
     fn ingest(&mut self, records: Vec<Record>) {
         let now = Instant::now();
         let now_utc = Utc::now();
+        // Consumed-records metrics per run of same-partition records, not per record.
+        let mut run: Option<(TopicPartition, u64, u64)> = None;
         for rec in records {
             if !self.offsets.is_assigned(&rec.tp) {
                 tracing::debug!(tp = %rec.tp, offset = rec.offset, "record of an unassigned partition; skipped");
                 continue;
             }
             self.stats.records_in += 1;
-            self.metrics.consumed(&rec.tp, 1, rec.value_len() as u64);
+            match &mut run {
+                Some((tp, n, b)) if *tp == rec.tp => {
+                    *n += 1;
+                    *b += rec.value_len() as u64;
+                }
+                _ => {
+                    if let Some((tp, n, b)) = run.take() {
+                        self.metrics.consumed(&tp, n, b);
+                    }
+                    run = Some((rec.tp.clone(), 1, rec.value_len() as u64));
+                }
+            }
             let dests = self
                 .topic_dests
                 .get(&rec.tp.topic)
                 .cloned()
-                .unwrap_or_default();
-            for d in dests {
+                .unwrap_or_else(|| Arc::from([]));
+            for &d in dests.iter() {
                 match self.dests[d].router.route(&rec, now_utc) {
                     Route::Filtered => {
                         self.stats.records_filtered += 1;
@@ -265,7 +279,6 @@ impl Pipeline {
                     }
                     Route::Write { folder, time, line } => {
                         self.stats.records_written += 1;
-                        let line = line.into_owned();
                         self.append(d, &rec, FileKind::Data(folder), &line, time, now);
                     }
                 }
@@ -273,6 +286,9 @@ impl Pipeline {
             if let Err(e) = self.offsets.consumed(&rec.tp, rec.offset) {
                 tracing::warn!(error = %e, "offset tracker refused a record; it will be re-read after a restart");
             }
+        }
+        if let Some((tp, n, b)) = run {
+            self.metrics.consumed(&tp, n, b);
         }
     }
 
