@@ -25,6 +25,17 @@ pub enum RunError {
     /// The worker stopped on an error.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The HTTP listener could not bind.
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Listen {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The Kafka thread panicked or could not be joined.
     #[error("kafka thread: {0}")]
     Join(String),
@@ -58,14 +69,31 @@ pub async fn s3_sinks(config: &Config) -> Vec<Arc<dyn ObjectSink>> {
     out
 }
 
-/// Runs the connector against S3 (sinks built from the config).
+/// Runs the connector against S3 (sinks built from the config), serving `/metrics`,
+/// `/healthz` and `/readyz` from `registry` on `http.listen` while it runs.
 pub async fn run(
     config: Config,
-    metrics: Metrics,
+    registry: prometheus::Registry,
     shutdown: CancellationToken,
 ) -> Result<RunStats, RunError> {
+    let metrics = Metrics::new(&registry)?;
+    let http_stop = CancellationToken::new();
+    if let Some(addr) = config.http.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(crate::http::serve(
+            listener,
+            registry,
+            metrics.health(),
+            http_stop.clone(),
+        ));
+    }
     let sinks = s3_sinks(&config).await;
-    run_with_sinks(config, sinks, metrics, shutdown, None).await
+    let result = run_with_sinks(config, sinks, metrics, shutdown, None).await;
+    http_stop.cancel();
+    result
 }
 
 /// Runs the connector with the given sinks (one per destination, in config order).
@@ -77,6 +105,9 @@ pub async fn run_with_sinks(
     shutdown: CancellationToken,
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
 ) -> Result<RunStats, RunError> {
+    metrics
+        .health()
+        .set_unready_after(config.http.unready_after);
     for (d, sink) in config.destinations.iter().zip(&sinks) {
         match tokio::time::timeout(Duration::from_secs(10), sink.check()).await {
             Ok(Ok(())) => {

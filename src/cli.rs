@@ -8,12 +8,13 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "kafka-s3-sink", version, about)]
 pub struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `kafka_s3_sink=debug`.
-    #[arg(long, global = true, env = "KAFKA_S3_SINK_LOG", default_value = "info")]
-    pub log: String,
-    /// Log format.
-    #[arg(long, global = true, env = "KAFKA_S3_SINK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
-    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `kafka_s3_sink=debug`; overrides
+    /// `[log] level` (default `info`).
+    #[arg(long, global = true, env = "KAFKA_S3_SINK_LOG")]
+    pub log: Option<String>,
+    /// Log format; overrides `[log] format` (default plain).
+    #[arg(long, global = true, env = "KAFKA_S3_SINK_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

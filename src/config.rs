@@ -72,8 +72,55 @@ pub struct RawConfig {
     /// Upload and retry settings shared by all destinations.
     #[serde(default)]
     pub upload: RawUpload,
+    /// Metrics and health endpoints.
+    #[serde(default)]
+    pub http: RawHttp,
+    /// Logging.
+    #[serde(default)]
+    pub log: RawLog,
     /// Where records go.
     pub destinations: Vec<RawDestination>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Serve /metrics, /healthz and /readyz.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: String,
+    /// /readyz turns not-ready once S3 requests have been failing this long.
+    pub unready_after_failing_secs: u64,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:9464".into(),
+            unready_after_failing_secs: 120,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// tracing filter, e.g. `info` or `kafka_s3_sink=debug,info`.
+    pub level: String,
+    /// plain | json.
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "plain".into(),
+        }
+    }
 }
 
 /// `[kafka]`.
@@ -363,8 +410,30 @@ pub struct Config {
     pub upload: UploadConfig,
     /// Destinations, in file order.
     pub destinations: Vec<DestinationConfig>,
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
     /// The raw form (after interpolation, defaults filled), for `check-config`.
     pub raw: RawConfig,
+}
+
+/// Validated `[http]`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address, `None` when disabled.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Failing-uploads time after which the worker is not ready.
+    pub unready_after: Duration,
+}
+
+/// Validated `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// tracing filter.
+    pub level: String,
+    /// JSON lines instead of plain text.
+    pub json: bool,
 }
 
 /// Validated `[kafka]`.
@@ -706,6 +775,47 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let upload = validate_upload(&raw.upload)?;
+    let http = HttpConfig {
+        listen: if raw.http.enabled {
+            Some(raw.http.listen.parse().map_err(|_| {
+                ConfigError::new(
+                    "http.listen",
+                    format!(
+                        "{:?} is not an address; use host:port like 0.0.0.0:9464",
+                        raw.http.listen
+                    ),
+                )
+            })?)
+        } else {
+            None
+        },
+        unready_after: positive_secs(
+            "http.unready_after_failing_secs",
+            raw.http.unready_after_failing_secs,
+        )?,
+    };
+    let log = LogConfig {
+        level: raw.log.level.clone(),
+        json: match raw.log.format.as_str() {
+            "plain" => false,
+            "json" => true,
+            other => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("unknown value {other:?}; use plain or json"),
+                ))
+            }
+        },
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        return Err(ConfigError::new(
+            "log.level",
+            format!(
+                "{:?} is not a log filter; use e.g. info or kafka_s3_sink=debug,info",
+                log.level
+            ),
+        ));
+    }
     if raw.destinations.is_empty() {
         return Err(ConfigError::new(
             "destinations",
@@ -734,6 +844,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         pipeline,
         upload,
         destinations,
+        http,
+        log,
         raw,
     })
 }
@@ -790,6 +902,9 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
         "cooperative-sticky".into(),
     );
     props.insert("enable.partition.eof".into(), "false".into());
+    // Statistics feed the lag metrics; a smaller prefetch keeps memory near the budget.
+    props.insert("statistics.interval.ms".into(), "5000".into());
+    props.insert("queued.max.messages.kbytes".into(), "16384".into());
     for (name, value) in &k.properties {
         let key = format!("kafka.properties.\"{name}\"");
         if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == name) {

@@ -25,6 +25,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod envelope;
+pub mod health;
+pub mod http;
 pub mod interpolate;
 pub mod metrics;
 pub mod model;

@@ -3,18 +3,29 @@
 use anyhow::Context;
 use clap::Parser;
 use kafka_s3_sink::cli::{Cli, Command, LogFormat};
-use kafka_s3_sink::{app, config, demo, metrics::Metrics};
+use kafka_s3_sink::{app, config, demo};
 use tokio_util::sync::CancellationToken;
 
-fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+/// Logging from the command line / environment, else the config file, else `info` plain.
+fn init_logging(cli: &Cli, log: Option<&config::LogConfig>) {
+    let level = cli
+        .log
+        .clone()
+        .or_else(|| log.map(|l| l.level.clone()))
+        .unwrap_or_else(|| "info".into());
+    let json = match cli.log_format {
+        Some(f) => f == LogFormat::Json,
+        None => log.is_some_and(|l| l.json),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
@@ -45,35 +56,32 @@ fn spawn_signal_handler(token: CancellationToken) {
     });
 }
 
+fn load_or_exit(path: &std::path::Path) -> config::Config {
+    match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Command::CheckConfig { config } => match config::load(config) {
-            Ok(c) => {
-                print!("{}", config::render_redacted(&c.raw));
-                eprintln!("config OK: {} destination(s)", c.destinations.len());
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(2);
-            }
-        },
+        Command::CheckConfig { config } => {
+            let c = load_or_exit(config);
+            print!("{}", config::render_redacted(&c.raw));
+            eprintln!("config OK: {} destination(s)", c.destinations.len());
+            Ok(())
+        }
         Command::Run { config } => {
-            let cfg = match config::load(config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    std::process::exit(2);
-                }
-            };
-            init_logging(&cli);
-            let registry = prometheus::Registry::new();
-            let metrics = Metrics::new(&registry).context("registering metrics")?;
+            let cfg = load_or_exit(config);
+            init_logging(&cli, Some(&cfg.log));
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
-            let stats = app::run(cfg, metrics, shutdown).await?;
+            let stats = app::run(cfg, prometheus::Registry::new(), shutdown).await?;
             tracing::info!(
                 records_in = stats.records_in,
                 objects = stats.objects,
@@ -87,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             partitions,
             all_keys,
         } => {
-            init_logging(&cli);
+            init_logging(&cli, None);
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
             let opts = demo::DemoOptions {

@@ -1,16 +1,36 @@
 //! Metrics: one struct with a typed method per event, registered in a [`Registry`] that is passed
 //! in (no global registry). Labels are bounded: topic, partition, destination and fixed reason
-//! enums; never object keys or folders.
+//! enums; never object keys or folders. Revoked partitions' series are removed.
+//!
+//! The README's "Operating" section lists every metric; `tests/observability.rs` checks that the
+//! dashboard and alert rules only use metrics exported here.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::batch::FlushReason;
+use crate::health::Health;
 use crate::model::TopicPartition;
 use crate::router::QuarantineReason;
 use crate::sink::ErrorKind;
+
+/// Version and git revision baked into the build (`GIT_SHA` at compile time, if set).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Git revision of the build.
+pub const GIT_SHA: &str = match option_env!("GIT_SHA") {
+    Some(s) => s,
+    None => "unknown",
+};
+
+#[derive(Default)]
+struct LagState {
+    high: HashMap<TopicPartition, i64>,
+    committed: HashMap<TopicPartition, i64>,
+}
 
 /// All metrics of one worker.
 #[derive(Clone)]
@@ -20,44 +40,79 @@ pub struct Metrics {
     records_written: IntCounterVec,
     raw_bytes_written: IntCounterVec,
     compressed_bytes_written: IntCounterVec,
+    objects_uploaded: IntCounterVec,
+    last_upload: GaugeVec,
     records_filtered: IntCounterVec,
     quarantined: IntCounterVec,
     flushes: IntCounterVec,
-    flush_records: Histogram,
-    flush_bytes: Histogram,
+    flush_records: HistogramVec,
+    flush_bytes: HistogramVec,
     upload_seconds: HistogramVec,
     multipart_parts: IntCounterVec,
+    s3_requests: IntCounterVec,
     upload_retries: IntCounterVec,
     upload_failures: IntCounterVec,
+    aborted_uploads: IntCounterVec,
     commits: IntCounter,
     commit_failures: IntCounter,
     committed_offset: IntGaugeVec,
+    last_commit: GaugeVec,
+    high_watermark: IntGaugeVec,
+    lag_committed: IntGaugeVec,
+    lag_consumed: IntGaugeVec,
     buffered_bytes: IntGauge,
     open_files: IntGauge,
+    oldest_buffered_age: Gauge,
     memory_budget_bytes: IntGauge,
     rebalances: IntCounterVec,
+    ready: IntGauge,
+    lag: Arc<Mutex<LagState>>,
+    health: Arc<Health>,
 }
 
-fn counter_vec(
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: T,
+) -> prometheus::Result<T> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counters(
     r: &Registry,
     name: &str,
     help: &str,
     labels: &[&str],
 ) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
 }
 
-fn histogram(
+fn int_gauges(
     r: &Registry,
     name: &str,
     help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+fn histograms(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
     buckets: Vec<f64>,
-) -> prometheus::Result<Histogram> {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-    r.register(Box::new(h.clone()))?;
-    Ok(h)
+) -> prometheus::Result<HistogramVec> {
+    reg(
+        r,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?,
+    )
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Metrics {
@@ -65,155 +120,215 @@ impl Metrics {
     pub fn new(r: &Registry) -> prometheus::Result<Self> {
         let tp = &["topic", "partition"];
         let dest = &["destination"];
-        let records_buckets = prometheus::exponential_buckets(10.0, 10.0, 7)?;
-        let bytes_buckets = prometheus::exponential_buckets(1024.0, 4.0, 11)?;
-        let m = Self {
-            records_consumed: counter_vec(
+        let build = int_gauges(
+            r,
+            "kafka_s3_sink_build_info",
+            "Build version and git revision (always 1).",
+            &["version", "git_sha"],
+        )?;
+        build.with_label_values(&[VERSION, GIT_SHA]).set(1);
+        Ok(Self {
+            records_consumed: counters(
                 r,
                 "kafka_s3_sink_records_consumed_total",
                 "Records taken in from Kafka.",
                 tp,
             )?,
-            bytes_consumed: counter_vec(
+            bytes_consumed: counters(
                 r,
                 "kafka_s3_sink_bytes_consumed_total",
                 "Value bytes taken in from Kafka.",
                 tp,
             )?,
-            records_written: counter_vec(
+            records_written: counters(
                 r,
                 "kafka_s3_sink_records_written_total",
-                "Records in objects uploaded to S3 (error objects included).",
+                "Records in objects now in S3 (error objects included).",
                 dest,
             )?,
-            raw_bytes_written: counter_vec(
+            raw_bytes_written: counters(
                 r,
                 "kafka_s3_sink_raw_bytes_written_total",
-                "Uncompressed bytes of uploaded objects.",
+                "Uncompressed bytes of objects now in S3.",
                 dest,
             )?,
-            compressed_bytes_written: counter_vec(
+            compressed_bytes_written: counters(
                 r,
                 "kafka_s3_sink_compressed_bytes_written_total",
-                "Bytes of uploaded objects as stored.",
+                "Stored bytes of objects now in S3.",
                 dest,
             )?,
-            records_filtered: counter_vec(
+            objects_uploaded: counters(
+                r,
+                "kafka_s3_sink_objects_uploaded_total",
+                "Objects now in S3.",
+                dest,
+            )?,
+            last_upload: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "kafka_s3_sink_last_upload_timestamp_seconds",
+                        "Unix time of the last object put in S3.",
+                    ),
+                    dest,
+                )?,
+            )?,
+            records_filtered: counters(
                 r,
                 "kafka_s3_sink_records_filtered_total",
                 "Records dropped by an event-type filter.",
                 dest,
             )?,
-            quarantined: counter_vec(
+            quarantined: counters(
                 r,
                 "kafka_s3_sink_records_quarantined_total",
                 "Records written to the error folder, by reason.",
                 &["destination", "reason"],
             )?,
-            flushes: counter_vec(
+            flushes: counters(
                 r,
                 "kafka_s3_sink_flushes_total",
                 "Files closed, by reason.",
                 &["destination", "reason"],
             )?,
-            flush_records: histogram(
+            flush_records: histograms(
                 r,
                 "kafka_s3_sink_flush_records",
                 "Records per closed file.",
-                records_buckets,
+                dest,
+                prometheus::exponential_buckets(10.0, 4.0, 10)?,
             )?,
-            flush_bytes: histogram(
+            flush_bytes: histograms(
                 r,
                 "kafka_s3_sink_flush_bytes",
-                "Stored bytes per closed file.",
-                bytes_buckets,
+                "Stored bytes per uploaded object.",
+                dest,
+                prometheus::exponential_buckets(1024.0, 4.0, 12)?,
             )?,
-            upload_seconds: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "kafka_s3_sink_upload_duration_seconds",
-                        "Time from closing a file to its object being in S3.",
-                    )
-                    .buckets(prometheus::exponential_buckets(0.01, 2.5, 12)?),
-                    dest,
-                )?;
-                r.register(Box::new(h.clone()))?;
-                h
-            },
-            multipart_parts: counter_vec(
+            upload_seconds: histograms(
+                r,
+                "kafka_s3_sink_upload_duration_seconds",
+                "Time from closing a file to its object being in S3.",
+                dest,
+                prometheus::exponential_buckets(0.01, 2.5, 12)?,
+            )?,
+            multipart_parts: counters(
                 r,
                 "kafka_s3_sink_multipart_parts_total",
                 "Multipart parts uploaded.",
                 dest,
             )?,
-            upload_retries: counter_vec(
+            s3_requests: counters(
+                r,
+                "kafka_s3_sink_s3_requests_total",
+                "S3 request attempts (every retry counts).",
+                dest,
+            )?,
+            upload_retries: counters(
                 r,
                 "kafka_s3_sink_upload_retries_total",
-                "S3 requests retried, by error kind.",
+                "S3 requests failed and retried, by error kind.",
                 &["destination", "kind"],
             )?,
-            upload_failures: counter_vec(
+            upload_failures: counters(
                 r,
                 "kafka_s3_sink_upload_failures_total",
-                "S3 requests failed, by error kind.",
+                "S3 requests failed for good, by error kind.",
                 &["destination", "kind"],
             )?,
-            commits: {
-                let c = IntCounter::new(
+            aborted_uploads: counters(
+                r,
+                "kafka_s3_sink_multipart_aborts_total",
+                "Multipart uploads aborted.",
+                dest,
+            )?,
+            commits: reg(
+                r,
+                IntCounter::new(
                     "kafka_s3_sink_commits_total",
                     "Offset commits sent to Kafka.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            commit_failures: {
-                let c = IntCounter::new(
+                )?,
+            )?,
+            commit_failures: reg(
+                r,
+                IntCounter::new(
                     "kafka_s3_sink_commit_failures_total",
                     "Offset commits Kafka refused.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            committed_offset: {
-                let g = IntGaugeVec::new(
+                )?,
+            )?,
+            committed_offset: int_gauges(
+                r,
+                "kafka_s3_sink_committed_offset",
+                "Last committed offset (next offset to read).",
+                tp,
+            )?,
+            last_commit: reg(
+                r,
+                GaugeVec::new(
                     Opts::new(
-                        "kafka_s3_sink_committed_offset",
-                        "Last offset committed (next offset to read).",
+                        "kafka_s3_sink_last_commit_timestamp_seconds",
+                        "Unix time of the partition's last commit.",
                     ),
                     tp,
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            buffered_bytes: {
-                let g = IntGauge::new(
+                )?,
+            )?,
+            high_watermark: int_gauges(
+                r,
+                "kafka_s3_sink_high_watermark",
+                "Partition high watermark (from librdkafka statistics).",
+                tp,
+            )?,
+            lag_committed: int_gauges(
+                r,
+                "kafka_s3_sink_consumer_lag_committed",
+                "High watermark minus committed offset: records not yet safely in S3.",
+                tp,
+            )?,
+            lag_consumed: int_gauges(
+                r,
+                "kafka_s3_sink_consumer_lag_consumed",
+                "High watermark minus consumed position: records not yet read.",
+                tp,
+            )?,
+            buffered_bytes: reg(
+                r,
+                IntGauge::new(
                     "kafka_s3_sink_buffered_bytes",
-                    "Memory held by open files and queued parts.",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            open_files: {
-                let g = IntGauge::new("kafka_s3_sink_open_files", "Files being filled.")?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            memory_budget_bytes: {
-                let g = IntGauge::new(
+                    "Memory held by open files and queued upload bytes.",
+                )?,
+            )?,
+            open_files: reg(
+                r,
+                IntGauge::new("kafka_s3_sink_open_files", "Files being filled.")?,
+            )?,
+            oldest_buffered_age: reg(
+                r,
+                Gauge::new(
+                    "kafka_s3_sink_oldest_buffered_record_age_seconds",
+                    "Age of the oldest open file (its first record's arrival).",
+                )?,
+            )?,
+            memory_budget_bytes: reg(
+                r,
+                IntGauge::new(
                     "kafka_s3_sink_memory_budget_bytes",
                     "Configured memory budget.",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            rebalances: counter_vec(
+                )?,
+            )?,
+            rebalances: counters(
                 r,
                 "kafka_s3_sink_rebalance_partitions_total",
                 "Partitions assigned or revoked.",
                 &["event"],
             )?,
-        };
-        Ok(m)
+            ready: reg(
+                r,
+                IntGauge::new("kafka_s3_sink_ready", "1 when /readyz answers ready.")?,
+            )?,
+            lag: Arc::new(Mutex::new(LagState::default())),
+            health: Arc::new(Health::default()),
+        })
     }
 
     /// A metrics set on a private registry (tests, tools).
@@ -222,10 +337,18 @@ impl Metrics {
         Self::new(&Registry::new()).expect("invariant: metric names are unique")
     }
 
-    /// A chunk of records was taken in.
+    /// Readiness state shared with the HTTP listener.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    fn tp_labels(tp: &TopicPartition) -> [String; 2] {
+        [tp.topic.to_string(), tp.partition.to_string()]
+    }
+
+    /// Records of one partition were taken in.
     pub fn consumed(&self, tp: &TopicPartition, records: u64, bytes: u64) {
-        let p = tp.partition.to_string();
-        let l = [tp.topic.as_ref(), p.as_str()];
+        let l = Self::tp_labels(tp);
         self.records_consumed.with_label_values(&l).inc_by(records);
         self.bytes_consumed.with_label_values(&l).inc_by(bytes);
     }
@@ -247,7 +370,9 @@ impl Metrics {
         self.flushes
             .with_label_values(&[dest, reason.as_str()])
             .inc();
-        self.flush_records.observe(records as f64);
+        self.flush_records
+            .with_label_values(&[dest])
+            .observe(records as f64);
     }
 
     /// An object is in S3.
@@ -261,7 +386,11 @@ impl Metrics {
         self.compressed_bytes_written
             .with_label_values(&[dest])
             .inc_by(stored);
-        self.flush_bytes.observe(stored as f64);
+        self.objects_uploaded.with_label_values(&[dest]).inc();
+        self.last_upload.with_label_values(&[dest]).set(now_secs());
+        self.flush_bytes
+            .with_label_values(&[dest])
+            .observe(stored as f64);
         self.upload_seconds
             .with_label_values(&[dest])
             .observe(seconds);
@@ -270,6 +399,16 @@ impl Metrics {
     /// A multipart part was uploaded.
     pub fn part_uploaded(&self, dest: &str) {
         self.multipart_parts.with_label_values(&[dest]).inc();
+    }
+
+    /// An S3 request attempt finished (`ok` = it succeeded).
+    pub fn s3_request(&self, dest: &str, ok: bool) {
+        self.s3_requests.with_label_values(&[dest]).inc();
+        if ok {
+            self.health.s3_succeeded();
+        } else {
+            self.health.s3_failed();
+        }
     }
 
     /// An S3 request failed and will be retried.
@@ -286,14 +425,26 @@ impl Metrics {
             .inc();
     }
 
+    /// A multipart upload was aborted.
+    pub fn multipart_aborted(&self, dest: &str) {
+        self.aborted_uploads.with_label_values(&[dest]).inc();
+    }
+
     /// Offsets were committed.
     pub fn committed(&self, offsets: &[(TopicPartition, i64)]) {
         self.commits.inc();
+        let now = now_secs();
+        let Ok(mut lag) = self.lag.lock() else { return };
         for (tp, off) in offsets {
-            let p = tp.partition.to_string();
-            self.committed_offset
-                .with_label_values(&[tp.topic.as_ref(), p.as_str()])
-                .set(*off);
+            let l = Self::tp_labels(tp);
+            self.committed_offset.with_label_values(&l).set(*off);
+            self.last_commit.with_label_values(&l).set(now);
+            lag.committed.insert(tp.clone(), *off);
+            if let Some(high) = lag.high.get(tp) {
+                self.lag_committed
+                    .with_label_values(&l)
+                    .set((high - off).max(0));
+            }
         }
     }
 
@@ -302,18 +453,112 @@ impl Metrics {
         self.commit_failures.inc();
     }
 
-    /// Current memory use and open files.
-    pub fn buffer_state(&self, bytes: usize, open_files: usize, budget: usize) {
-        self.buffered_bytes.set(bytes as i64);
-        self.open_files.set(open_files as i64);
-        self.memory_budget_bytes.set(budget as i64);
+    /// librdkafka statistics for an assigned partition: high watermark, the consumer's position
+    /// and the group's committed offset (negative when unknown).
+    pub fn partition_stats(
+        &self,
+        tp: &TopicPartition,
+        high: i64,
+        position: i64,
+        kafka_committed: i64,
+    ) {
+        if high < 0 {
+            return;
+        }
+        let l = Self::tp_labels(tp);
+        self.high_watermark.with_label_values(&l).set(high);
+        let Ok(mut lag) = self.lag.lock() else { return };
+        lag.high.insert(tp.clone(), high);
+        let committed = lag
+            .committed
+            .get(tp)
+            .copied()
+            .or((kafka_committed >= 0).then_some(kafka_committed));
+        if let Some(c) = committed {
+            self.lag_committed
+                .with_label_values(&l)
+                .set((high - c).max(0));
+        }
+        let pos = if position >= 0 {
+            Some(position)
+        } else {
+            committed
+        };
+        if let Some(p) = pos {
+            self.lag_consumed
+                .with_label_values(&l)
+                .set((high - p).max(0));
+        }
     }
 
-    /// Partitions were assigned (`assigned = true`) or revoked.
-    pub fn rebalance(&self, assigned: bool, partitions: usize) {
+    /// Partitions were assigned (`assigned = true`) or revoked; revoked ones lose their series.
+    pub fn rebalance(&self, assigned: bool, partitions: &[TopicPartition]) {
         let event = if assigned { "assigned" } else { "revoked" };
         self.rebalances
             .with_label_values(&[event])
-            .inc_by(partitions as u64);
+            .inc_by(partitions.len() as u64);
+        if assigned {
+            return;
+        }
+        let Ok(mut lag) = self.lag.lock() else { return };
+        for tp in partitions {
+            let l = Self::tp_labels(tp);
+            let l = [l[0].as_str(), l[1].as_str()];
+            for g in [
+                &self.high_watermark,
+                &self.lag_committed,
+                &self.lag_consumed,
+                &self.committed_offset,
+            ] {
+                let _ = g.remove_label_values(&l);
+            }
+            let _ = self.last_commit.remove_label_values(&l);
+            lag.high.remove(tp);
+            lag.committed.remove(tp);
+        }
+    }
+
+    /// Current memory use, open files and the age of the oldest open file.
+    pub fn buffer_state(
+        &self,
+        bytes: usize,
+        open_files: usize,
+        budget: usize,
+        oldest_age_secs: f64,
+    ) {
+        self.buffered_bytes.set(bytes as i64);
+        self.open_files.set(open_files as i64);
+        self.memory_budget_bytes.set(budget as i64);
+        self.oldest_buffered_age.set(oldest_age_secs);
+        self.ready
+            .set(i64::from(self.health.not_ready_reason().is_none()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_follows_watermark_and_commits_and_revokes_clear_it() {
+        let r = Registry::new();
+        let m = Metrics::new(&r).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        m.partition_stats(&tp, 100, 40, -1);
+        assert_eq!(m.lag_consumed.with_label_values(&["t", "0"]).get(), 60);
+        m.committed(&[(tp.clone(), 30)]);
+        assert_eq!(m.lag_committed.with_label_values(&["t", "0"]).get(), 70);
+        m.partition_stats(&tp, 100, 100, 30);
+        m.committed(&[(tp.clone(), 100)]);
+        assert_eq!(m.lag_committed.with_label_values(&["t", "0"]).get(), 0);
+        assert_eq!(m.lag_consumed.with_label_values(&["t", "0"]).get(), 0);
+        m.rebalance(false, &[tp]);
+        let text = r
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "kafka_s3_sink_consumer_lag_committed")
+            .map(|f| f.get_metric().len())
+            .sum::<usize>();
+        assert_eq!(text, 0, "revoked partitions lose their series");
     }
 }

@@ -110,6 +110,8 @@ pub struct Pipeline {
     metrics: Metrics,
     stats: RunStats,
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
+    /// Age of the oldest open file at the last tick (for the gauge; O(files) to compute).
+    oldest_age_secs: f64,
 }
 
 impl Pipeline {
@@ -160,6 +162,7 @@ impl Pipeline {
             metrics,
             stats: RunStats::default(),
             progress: None,
+            oldest_age_secs: 0.0,
         }
     }
 
@@ -214,8 +217,12 @@ impl Pipeline {
                 },
                 _ = tick.tick() => self.expire(),
             }
-            self.metrics
-                .buffer_state(self.memory_used(), self.open.len(), self.budget);
+            self.metrics.buffer_state(
+                self.memory_used(),
+                self.open.len(),
+                self.budget,
+                self.oldest_age_secs,
+            );
         };
         match result {
             Ok(()) => {
@@ -530,6 +537,8 @@ impl Pipeline {
 
     fn expire(&mut self) {
         let now = Instant::now();
+        let oldest = self.open.values().map(|f| f.batch.created()).min();
+        self.oldest_age_secs = oldest.map_or(0.0, |c| now.duration_since(c).as_secs_f64());
         let expired: Vec<(FileKey, FlushReason)> = self
             .open
             .iter()

@@ -367,6 +367,7 @@ impl ObjectTask {
             .await;
         match r {
             Ok(()) => {
+                self.metrics.multipart_aborted(&t.name);
                 tracing::info!(destination = %t.name, key = %m.key, "aborted multipart upload")
             }
             Err(e) => {
@@ -392,11 +393,14 @@ impl ObjectTask {
             None => backoff.without_max_times(),
         };
         let permits = &self.permits;
+        let metrics = &self.metrics;
         let run = (|| {
             let fut = op();
             async move {
                 let _permit = permits.acquire().await;
-                fut.await
+                let r = fut.await;
+                metrics.s3_request(&t.name, r.is_ok());
+                r
             }
         })
         .retry(backoff)

@@ -59,7 +59,21 @@ struct Ctx {
     metrics: Metrics,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                // Partition -1 is the internal "unassigned" bucket; `desired` means assigned.
+                if *id < 0 || !p.desired {
+                    continue;
+                }
+                let tp = TopicPartition::new(name.as_str(), *id);
+                self.metrics
+                    .partition_stats(&tp, p.hi_offset, p.app_offset, p.committed_offset);
+            }
+        }
+    }
+}
 
 fn to_tps(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
@@ -86,7 +100,7 @@ impl ConsumerContext for Ctx {
         if partitions.is_empty() {
             return;
         }
-        self.metrics.rebalance(false, partitions.len());
+        self.metrics.rebalance(false, &partitions);
         let revoked: HashSet<&TopicPartition> = partitions.iter().collect();
         // Records of revoked partitions that the pipeline never saw: the next owner reads them.
         if let Ok(mut left) = self.leftover.lock() {
@@ -130,11 +144,12 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.metrics.health().group_joined();
                 let partitions = to_tps(tpl);
                 if partitions.is_empty() {
                     return;
                 }
-                self.metrics.rebalance(true, partitions.len());
+                self.metrics.rebalance(true, &partitions);
                 tracing::info!(partitions = ?partitions, "partitions assigned");
                 self.rebalanced.store(true, Ordering::SeqCst);
                 let _ = self.control.send(Control::Assigned(partitions));
