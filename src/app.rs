@@ -108,6 +108,9 @@ pub async fn run_with_sinks(
     metrics
         .health()
         .set_unready_after(config.http.unready_after);
+    for d in &config.destinations {
+        metrics.init_destination(&d.name);
+    }
     for (d, sink) in config.destinations.iter().zip(&sinks) {
         match tokio::time::timeout(Duration::from_secs(10), sink.check()).await {
             Ok(Ok(())) => {

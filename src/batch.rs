@@ -37,6 +37,17 @@ pub enum FlushReason {
 }
 
 impl FlushReason {
+    /// Every reason (to initialise metric series at zero).
+    pub const ALL: [Self; 7] = [
+        Self::Size,
+        Self::Records,
+        Self::Age,
+        Self::Idle,
+        Self::Memory,
+        Self::Revoke,
+        Self::Shutdown,
+    ];
+
     /// Stable name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

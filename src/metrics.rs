@@ -337,6 +337,39 @@ impl Metrics {
         Self::new(&Registry::new()).expect("invariant: metric names are unique")
     }
 
+    /// Creates every series of a destination at zero, so dashboards and alerts see them before
+    /// the first event (Prometheus cannot tell "never happened" from "not exported").
+    pub fn init_destination(&self, dest: &str) {
+        for c in [
+            &self.records_written,
+            &self.raw_bytes_written,
+            &self.compressed_bytes_written,
+            &self.objects_uploaded,
+            &self.records_filtered,
+            &self.multipart_parts,
+            &self.s3_requests,
+            &self.aborted_uploads,
+        ] {
+            c.with_label_values(&[dest]);
+        }
+        for r in FlushReason::ALL {
+            self.flushes.with_label_values(&[dest, r.as_str()]);
+        }
+        for r in QuarantineReason::ALL {
+            self.quarantined.with_label_values(&[dest, r.as_str()]);
+        }
+        for k in ErrorKind::ALL {
+            self.upload_retries.with_label_values(&[dest, k.as_str()]);
+            self.upload_failures.with_label_values(&[dest, k.as_str()]);
+        }
+        self.flush_records.with_label_values(&[dest]);
+        self.flush_bytes.with_label_values(&[dest]);
+        self.upload_seconds.with_label_values(&[dest]);
+        for e in ["assigned", "revoked"] {
+            self.rebalances.with_label_values(&[e]);
+        }
+    }
+
     /// Readiness state shared with the HTTP listener.
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()

@@ -507,7 +507,13 @@ impl Pipeline {
                         f.cancel.cancel();
                     }
                 }
-                let offsets = self.offsets.take_commits(Some(&partitions));
+                // The full watermark, not `take_commits`: an upload completion above may have
+                // handed it to an async commit, which the Kafka thread (blocked in this revoke)
+                // runs only after release and then drops as no longer assigned.
+                let offsets: Offsets = partitions
+                    .iter()
+                    .filter_map(|tp| self.offsets.safe_offset(tp).map(|o| (tp.clone(), o)))
+                    .collect();
                 self.record_commits(&offsets);
                 tracing::info!(?partitions, ?offsets, "revoked partitions drained");
                 let _ = reply.send(offsets);

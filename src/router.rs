@@ -35,6 +35,19 @@ pub enum QuarantineReason {
 }
 
 impl QuarantineReason {
+    /// Every reason (to initialise metric series at zero).
+    pub const ALL: [Self; 9] = [
+        Self::Tombstone,
+        Self::Empty,
+        Self::InvalidUtf8,
+        Self::NotJson,
+        Self::NotObject,
+        Self::TooDeep,
+        Self::MissingTime,
+        Self::BadTime,
+        Self::NoKafkaTimestamp,
+    ];
+
     /// Stable name used in error folders and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {

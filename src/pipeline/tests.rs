@@ -100,7 +100,7 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     assert_eq!(commits(&h), vec![vec![(TopicPartition::new("t", 0), 0)]]);
     let k0 = keys
         .iter()
-        .find(|k| h.p.open.get(k).is_some())
+        .find(|k| h.p.open.contains_key(k))
         .unwrap()
         .clone();
     h.p.seal(&k0, FlushReason::Size);

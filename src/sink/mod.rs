@@ -44,6 +44,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind (to initialise metric series at zero).
+    pub const ALL: [Self; 6] = [
+        Self::Throttle,
+        Self::Server,
+        Self::Timeout,
+        Self::Network,
+        Self::Permanent,
+        Self::Other,
+    ];
+
     /// Stable name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
