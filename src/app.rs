@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DestinationConfig, Encryption};
@@ -124,40 +125,101 @@ pub async fn run_with_sinks(
             }
         }
     }
-    let targets = config
-        .destinations
-        .iter()
-        .zip(sinks)
-        .map(|(d, sink)| Target {
-            name: d.name.clone(),
-            sink,
-            meta: object_meta(d),
-        })
-        .collect();
-    let (uploader, done) = Uploader::new(
-        targets,
-        config.upload.concurrency.get(),
-        config.upload.retry,
-        config.upload.part_size_bytes,
-        metrics.clone(),
+    let targets: Arc<Vec<Target>> = Arc::new(
+        config
+            .destinations
+            .iter()
+            .zip(sinks)
+            .map(|(d, sink)| Target {
+                name: d.name.clone(),
+                sink,
+                meta: object_meta(d),
+            })
+            .collect(),
     );
+    let workers = config.pipeline.workers;
     let opts = SourceOptions {
-        channel_chunks: 16,
-        chunk_records: 1000,
+        shards: workers,
+        channel_chunks: 8,
+        chunk_records: 2000,
         revoke_wait: config.pipeline.drain_deadline + Duration::from_secs(5),
     };
-    let (io, handle) = kafka::start(&config.kafka, opts, metrics.clone())?;
-    let mut pipeline = Pipeline::new(&config, uploader, done, io, metrics);
-    if let Some(p) = progress {
-        pipeline = pipeline.with_progress(p);
+    let (ios, handle) = kafka::start(&config.kafka, opts, metrics.clone())?;
+    let permits = Arc::new(Semaphore::new(config.upload.concurrency.get()));
+    let budget = config.pipeline.memory_budget_bytes / workers;
+    // One token for all workers: a worker that fails cancels it, so the others drain.
+    let stop_all = shutdown.child_token();
+    // A JoinSet aborts the workers if this future is dropped (the caller's task aborted), so
+    // an aborted run behaves like a crashed process instead of leaving workers behind.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut watchers = Vec::new();
+    for (shard, io) in ios.into_iter().enumerate() {
+        let (uploader, done) = Uploader::shared(
+            targets.clone(),
+            permits.clone(),
+            config.upload.retry,
+            config.upload.part_size_bytes,
+            metrics.clone(),
+        );
+        let mut p =
+            Pipeline::new(&config, uploader, done, io, metrics.clone()).with_shard(shard, budget);
+        if progress.is_some() {
+            let (tx, rx) = watch::channel(RunStats::default());
+            p = p.with_progress(tx);
+            watchers.push(rx);
+        }
+        tasks.spawn(p.run(stop_all.clone()));
     }
-    let result = pipeline.run(shutdown).await;
-    // The Kafka thread ends once the pipeline dropped its channels; closing can take seconds.
+    if let Some(out) = progress {
+        tokio::spawn(merge_progress(watchers, out));
+    }
+    let mut stats = RunStats::default();
+    let mut first_error = None;
+    while let Some(t) = tasks.join_next().await {
+        match t {
+            Ok(Ok(s)) => stats.merge(&s),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(RunError::Pipeline(e));
+            }
+            Err(e) => {
+                stop_all.cancel();
+                first_error.get_or_insert(RunError::Join(e.to_string()));
+            }
+        }
+    }
+    // The Kafka thread ends once every worker stopped; closing can take seconds.
     let joined = tokio::task::spawn_blocking(move || handle.join()).await;
-    let stats = result?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
     match joined {
         Ok(Ok(())) => Ok(stats),
         Ok(Err(_)) => Err(RunError::Join("panicked".into())),
         Err(e) => Err(RunError::Join(e.to_string())),
+    }
+}
+
+/// Publishes the sum of every worker's totals whenever one of them changes.
+async fn merge_progress(
+    mut watchers: Vec<watch::Receiver<RunStats>>,
+    out: watch::Sender<RunStats>,
+) {
+    // Totals of workers that already stopped (their last published values).
+    let mut finished = RunStats::default();
+    loop {
+        let mut merged = finished.clone();
+        for w in &watchers {
+            merged.merge(&w.borrow());
+        }
+        out.send_replace(merged);
+        if watchers.is_empty() {
+            return;
+        }
+        let changes = watchers.iter_mut().map(|w| Box::pin(w.changed()));
+        let (r, i, _) = futures::future::select_all(changes).await;
+        if r.is_err() {
+            let w = watchers.remove(i);
+            finished.merge(&w.borrow());
+        }
     }
 }

@@ -160,6 +160,8 @@ pub struct RawPipeline {
     pub drain_deadline_secs: u64,
     /// Time allowed on SIGTERM/SIGINT to flush, upload and commit before exiting.
     pub shutdown_deadline_secs: u64,
+    /// Workers the assigned partitions are spread over (0 = one per CPU core).
+    pub workers: usize,
 }
 
 impl Default for RawPipeline {
@@ -168,6 +170,7 @@ impl Default for RawPipeline {
             memory_budget_bytes: 256 * 1024 * 1024,
             drain_deadline_secs: 20,
             shutdown_deadline_secs: 30,
+            workers: 0,
         }
     }
 }
@@ -456,6 +459,8 @@ pub struct PipelineConfig {
     pub drain_deadline: Duration,
     /// Shutdown deadline.
     pub shutdown_deadline: Duration,
+    /// Workers (≥ 1); each gets `memory_budget_bytes / workers`.
+    pub workers: usize,
 }
 
 /// Validated `[upload]`.
@@ -760,11 +765,21 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             )
         })?,
         drain_deadline: positive_secs("pipeline.drain_deadline_secs", p.drain_deadline_secs)?,
+        workers: match p.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
         shutdown_deadline: positive_secs(
             "pipeline.shutdown_deadline_secs",
             p.shutdown_deadline_secs,
         )?,
     };
+    if pipeline.workers > 256 || pipeline.memory_budget_bytes / pipeline.workers < 4 * 1024 * 1024 {
+        return Err(ConfigError::new(
+            "pipeline.workers",
+            "each worker needs at least 4 MiB of memory_budget_bytes (and at most 256 workers); lower workers or raise the budget",
+        ));
+    }
     if pipeline.drain_deadline.as_millis() >= u128::from(raw.kafka.session_timeout_ms) {
         return Err(ConfigError::new(
             "pipeline.drain_deadline_secs",

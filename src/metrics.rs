@@ -486,14 +486,17 @@ impl Metrics {
         self.commit_failures.inc();
     }
 
-    /// librdkafka statistics for an assigned partition: high watermark, the consumer's position
-    /// and the group's committed offset (negative when unknown).
+    /// librdkafka statistics for an assigned partition: high watermark, the consumer's position,
+    /// the group's committed offset and the log start offset (negative when unknown). Before the
+    /// group's first commit, committed lag counts from the log start, so a new group that never
+    /// manages to commit still shows its lag.
     pub fn partition_stats(
         &self,
         tp: &TopicPartition,
         high: i64,
         position: i64,
         kafka_committed: i64,
+        log_start: i64,
     ) {
         if high < 0 {
             return;
@@ -506,7 +509,8 @@ impl Metrics {
             .committed
             .get(tp)
             .copied()
-            .or((kafka_committed >= 0).then_some(kafka_committed));
+            .or((kafka_committed >= 0).then_some(kafka_committed))
+            .or(Some(log_start.max(0)));
         if let Some(c) = committed {
             self.lag_committed
                 .with_label_values(&l)
@@ -577,11 +581,16 @@ mod tests {
         let r = Registry::new();
         let m = Metrics::new(&r).unwrap();
         let tp = TopicPartition::new("t", 0);
-        m.partition_stats(&tp, 100, 40, -1);
+        m.partition_stats(&tp, 100, 40, -1, 0);
+        assert_eq!(
+            m.lag_committed.with_label_values(&["t", "0"]).get(),
+            100,
+            "from the log start before any commit"
+        );
         assert_eq!(m.lag_consumed.with_label_values(&["t", "0"]).get(), 60);
         m.committed(&[(tp.clone(), 30)]);
         assert_eq!(m.lag_committed.with_label_values(&["t", "0"]).get(), 70);
-        m.partition_stats(&tp, 100, 100, 30);
+        m.partition_stats(&tp, 100, 100, 30, 0);
         m.committed(&[(tp.clone(), 100)]);
         assert_eq!(m.lag_committed.with_label_values(&["t", "0"]).get(), 0);
         assert_eq!(m.lag_consumed.with_label_values(&["t", "0"]).get(), 0);

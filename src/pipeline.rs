@@ -39,7 +39,7 @@ pub enum PipelineError {
 }
 
 /// Totals of one run, for the demo summary and tests.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     /// Records taken in.
     pub records_in: u64,
@@ -57,6 +57,23 @@ pub struct RunStats {
     pub stored_bytes: u64,
     /// Last committed offset per partition.
     pub committed: std::collections::BTreeMap<TopicPartition, i64>,
+}
+
+impl RunStats {
+    /// Adds another worker's totals (workers own disjoint partitions).
+    pub fn merge(&mut self, other: &RunStats) {
+        self.records_in += other.records_in;
+        self.records_written += other.records_written;
+        self.records_quarantined += other.records_quarantined;
+        self.records_filtered += other.records_filtered;
+        self.objects += other.objects;
+        self.raw_bytes += other.raw_bytes;
+        self.stored_bytes += other.stored_bytes;
+        for (tp, off) in &other.committed {
+            let e = self.committed.entry(tp.clone()).or_insert(*off);
+            *e = (*e).max(*off);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,6 +129,8 @@ pub struct Pipeline {
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
     /// Age of the oldest open file at the last tick (for the gauge; O(files) to compute).
     oldest_age_secs: f64,
+    /// This worker's index among the workers sharing the Kafka consumer.
+    shard: usize,
 }
 
 impl Pipeline {
@@ -163,7 +182,15 @@ impl Pipeline {
             stats: RunStats::default(),
             progress: None,
             oldest_age_secs: 0.0,
+            shard: 0,
         }
+    }
+
+    /// Sets this worker's index and its share of the memory budget.
+    pub fn with_shard(mut self, shard: usize, budget_bytes: usize) -> Self {
+        self.shard = shard;
+        self.budget = budget_bytes;
+        self
     }
 
     /// Publishes the run's totals after every upload and commit.
@@ -230,10 +257,13 @@ impl Pipeline {
                 Ok(self.stats)
             }
             Err(e) => {
-                // Stop without committing anything more; cancel uploads and leave the group.
+                // Stop without committing anything more; cancel uploads, stop the other workers
+                // (they drain and commit what is safe), and leave the group.
+                shutdown.cancel();
                 self.uploads_cancel.cancel();
                 let (done, wait) = tokio::sync::oneshot::channel();
                 let _ = self.io.commands.send(Command::Shutdown {
+                    shard: self.shard,
                     offsets: Vec::new(),
                     done,
                 });
@@ -575,6 +605,7 @@ impl Pipeline {
 
     async fn shutdown(&mut self) {
         tracing::info!(
+            worker = self.shard,
             open_files = self.open.len(),
             "shutting down: flushing open files"
         );
@@ -595,7 +626,11 @@ impl Pipeline {
         let offsets = self.offsets.take_commits(None);
         self.record_commits(&offsets);
         let (done, wait) = tokio::sync::oneshot::channel();
-        let _ = self.io.commands.send(Command::Shutdown { offsets, done });
+        let _ = self.io.commands.send(Command::Shutdown {
+            shard: self.shard,
+            offsets,
+            done,
+        });
         if tokio::time::timeout(Duration::from_secs(30), wait)
             .await
             .is_err()

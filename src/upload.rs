@@ -117,11 +117,28 @@ impl Uploader {
         part_size: usize,
         metrics: Metrics,
     ) -> (Self, mpsc::UnboundedReceiver<UploadDone>) {
+        Self::shared(
+            Arc::new(targets),
+            Arc::new(Semaphore::new(concurrency)),
+            policy,
+            part_size,
+            metrics,
+        )
+    }
+
+    /// An uploader for one worker, sharing destinations and request permits with the others.
+    pub fn shared(
+        targets: Arc<Vec<Target>>,
+        permits: Arc<Semaphore>,
+        policy: RetryPolicy,
+        part_size: usize,
+        metrics: Metrics,
+    ) -> (Self, mpsc::UnboundedReceiver<UploadDone>) {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         (
             Self {
-                targets: Arc::new(targets),
-                permits: Arc::new(Semaphore::new(concurrency)),
+                targets,
+                permits,
                 policy,
                 part_size,
                 queued: Arc::new(AtomicUsize::new(0)),

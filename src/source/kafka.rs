@@ -1,11 +1,11 @@
 //! The Kafka adapter: the only file that imports rdkafka. One OS thread owns the consumer, polls
-//! it, forwards record chunks, pauses partitions while the pipeline's channel is full, runs
-//! commits, and answers rebalance callbacks.
+//! it, forwards record chunks to the worker that owns each partition, pauses partitions while a
+//! worker's channel is full, runs commits, and answers rebalance callbacks.
 //!
-//! Invariants: no async work in rdkafka callbacks: a revoke is handed to the pipeline through
-//! a channel and the callback waits (bounded) for the offsets to commit synchronously before the
-//! partitions are released. Commits never move a partition's offset backwards and are only sent
-//! for assigned partitions.
+//! Invariants: no async work in rdkafka callbacks: a revoke is handed to the owning workers
+//! through channels and the callback waits (bounded) for the offsets to commit synchronously
+//! before the partitions are released. Commits never move a partition's offset backwards and are
+//! only sent for assigned partitions.
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use super::{Command, Control, Offsets, SourceIo};
+use super::{by_shard, channels, shard_of, Command, Control, Offsets, ShardSenders, SourceIo};
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
@@ -39,24 +39,74 @@ pub enum SourceError {
 /// Tuning of the source thread.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
-    /// Chunks the data channel holds before the thread pauses its partitions.
+    /// Workers the partitions are spread over.
+    pub shards: usize,
+    /// Chunks each worker's data channel holds before the thread pauses its partitions.
     pub channel_chunks: usize,
-    /// Records per chunk at most.
+    /// Records per poll round at most.
     pub chunk_records: usize,
-    /// How long a revoke callback waits for the pipeline (its drain deadline plus a margin).
+    /// How long a revoke callback waits for the workers (their drain deadline plus a margin).
     pub revoke_wait: Duration,
 }
 
+/// Offsets asked for and offsets Kafka confirmed, per partition. An async commit can fail (e.g.
+/// during a rebalance) after `commit()` returned; whatever is wanted but unconfirmed is sent
+/// again, and always with the synchronous commits on revoke and shutdown.
+#[derive(Default)]
+struct CommitState {
+    wanted: HashMap<TopicPartition, i64>,
+    confirmed: HashMap<TopicPartition, i64>,
+}
+
+impl CommitState {
+    /// Wanted offsets not confirmed yet, limited to `only`.
+    fn unconfirmed(&self, only: &HashSet<TopicPartition>) -> Offsets {
+        self.wanted
+            .iter()
+            .filter(|(tp, off)| {
+                only.contains(*tp) && self.confirmed.get(*tp).is_none_or(|c| *off > c)
+            })
+            .map(|(tp, off)| (tp.clone(), *off))
+            .collect()
+    }
+}
+
 struct Ctx {
-    control: mpsc::UnboundedSender<Control>,
-    /// Records polled but not yet accepted by the data channel.
-    leftover: Mutex<Vec<Record>>,
+    shards: ShardSenders,
+    commits: Mutex<CommitState>,
+    /// Records polled but not yet accepted by their worker's channel, per worker.
+    leftover: Mutex<Vec<Vec<Record>>>,
     /// Set while closing: callbacks then return at once.
     closing: AtomicBool,
     /// Set by a rebalance, so the poll loop re-applies a pause to new partitions.
     rebalanced: AtomicBool,
     revoke_wait: Duration,
     metrics: Metrics,
+}
+
+impl Ctx {
+    fn n(&self) -> usize {
+        self.shards.data.len()
+    }
+
+    fn unconfirmed(&self, only: &HashSet<TopicPartition>) -> Offsets {
+        self.commits
+            .lock()
+            .map(|c| c.unconfirmed(only))
+            .unwrap_or_default()
+    }
+}
+
+/// Union of two offset lists, keeping the highest offset per partition.
+fn merge_offsets(a: Offsets, b: Offsets) -> Offsets {
+    let mut m: HashMap<TopicPartition, i64> = HashMap::new();
+    for (tp, off) in a.into_iter().chain(b) {
+        let e = m.entry(tp).or_insert(off);
+        *e = (*e).max(off);
+    }
+    let mut out: Offsets = m.into_iter().collect();
+    out.sort();
+    out
 }
 
 impl ClientContext for Ctx {
@@ -68,8 +118,13 @@ impl ClientContext for Ctx {
                     continue;
                 }
                 let tp = TopicPartition::new(name.as_str(), *id);
-                self.metrics
-                    .partition_stats(&tp, p.hi_offset, p.app_offset, p.committed_offset);
+                self.metrics.partition_stats(
+                    &tp,
+                    p.hi_offset,
+                    p.app_offset,
+                    p.committed_offset,
+                    p.lo_offset,
+                );
             }
         }
     }
@@ -101,44 +156,63 @@ impl ConsumerContext for Ctx {
             return;
         }
         self.metrics.rebalance(false, &partitions);
+        self.rebalanced.store(true, Ordering::SeqCst);
         let revoked: HashSet<&TopicPartition> = partitions.iter().collect();
-        // Records of revoked partitions that the pipeline never saw: the next owner reads them.
+        // Records of revoked partitions that no worker saw: the next owner reads them.
         if let Ok(mut left) = self.leftover.lock() {
-            left.retain(|r| !revoked.contains(&r.tp));
+            for l in left.iter_mut() {
+                l.retain(|r| !revoked.contains(&r.tp));
+            }
         }
         if self.closing.load(Ordering::SeqCst) {
             return;
         }
-        let (reply, answer) = std_mpsc::sync_channel(1);
-        if self
-            .control
-            .send(Control::Revoke {
-                partitions: partitions.clone(),
-                reply,
-            })
-            .is_err()
-        {
-            return;
+        let revoked_set: HashSet<TopicPartition> = partitions.iter().cloned().collect();
+        let (reply, answers) = std_mpsc::sync_channel(self.n());
+        let mut asked = 0;
+        for (shard, parts) in by_shard(&partitions, self.n()).into_iter().enumerate() {
+            if parts.is_empty() {
+                continue;
+            }
+            let msg = Control::Revoke {
+                partitions: parts,
+                reply: reply.clone(),
+            };
+            if self.shards.control[shard].send(msg).is_ok() {
+                asked += 1;
+            }
         }
-        match answer.recv_timeout(self.revoke_wait) {
-            Ok(offsets) if !offsets.is_empty() => {
-                match consumer.commit(&to_tpl(&offsets), CommitMode::Sync) {
-                    Ok(()) => {
-                        self.metrics.committed(&offsets);
-                        tracing::info!(?offsets, "committed revoked partitions");
-                    }
-                    Err(e) => {
-                        self.metrics.commit_failed();
-                        tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the previous commit");
-                    }
+        drop(reply);
+        let deadline = Instant::now() + self.revoke_wait;
+        let mut offsets = Offsets::new();
+        for _ in 0..asked {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answers.recv_timeout(left) {
+                Ok(o) => offsets.extend(o),
+                Err(_) => {
+                    tracing::warn!("a worker did not answer the revoke in time; its partitions are released without a commit");
+                    break;
                 }
             }
-            Ok(_) => {}
-            Err(_) => tracing::warn!(
-                "pipeline did not answer the revoke in time; releasing without a commit"
-            ),
         }
-        self.rebalanced.store(true, Ordering::SeqCst);
+        let offsets = merge_offsets(offsets, self.unconfirmed(&revoked_set));
+        if !offsets.is_empty() {
+            match consumer.commit(&to_tpl(&offsets), CommitMode::Sync) {
+                Ok(()) => {
+                    self.metrics.committed(&offsets);
+                    tracing::info!(?offsets, "committed revoked partitions");
+                }
+                Err(e) => {
+                    self.metrics.commit_failed();
+                    tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the previous commit");
+                }
+            }
+        }
+        // The partitions are no longer ours: forget their commit state.
+        if let Ok(mut c) = self.commits.lock() {
+            c.wanted.retain(|tp, _| !revoked_set.contains(tp));
+            c.confirmed.retain(|tp, _| !revoked_set.contains(tp));
+        }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -152,130 +226,132 @@ impl ConsumerContext for Ctx {
                 self.metrics.rebalance(true, &partitions);
                 tracing::info!(partitions = ?partitions, "partitions assigned");
                 self.rebalanced.store(true, Ordering::SeqCst);
-                let _ = self.control.send(Control::Assigned(partitions));
+                for (shard, parts) in by_shard(&partitions, self.n()).into_iter().enumerate() {
+                    if !parts.is_empty() {
+                        let _ = self.shards.control[shard].send(Control::Assigned(parts));
+                    }
+                }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = &result {
             self.metrics.commit_failed();
-            tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit");
+            tracing::warn!(error = %e, "offset commit failed; it is sent again");
+            return;
+        }
+        let Ok(mut c) = self.commits.lock() else {
+            return;
+        };
+        for e in offsets.elements() {
+            if let (Offset::Offset(off), Ok(())) = (e.offset(), e.error()) {
+                let tp = TopicPartition::new(e.topic(), e.partition());
+                let conf = c.confirmed.entry(tp).or_insert(off);
+                *conf = (*conf).max(off);
+            }
         }
     }
 }
 
-/// Starts the consumer thread; returns the pipeline's ends of the channels.
+/// Starts the consumer thread; returns each worker's ends of the channels.
 pub fn start(
     cfg: &KafkaConfig,
     opts: SourceOptions,
     metrics: Metrics,
-) -> Result<(SourceIo, JoinHandle<()>), SourceError> {
-    let (data_tx, data_rx) = mpsc::channel(opts.channel_chunks.max(1));
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let (cmd_tx, cmd_rx) = std_mpsc::channel();
+) -> Result<(Vec<SourceIo>, JoinHandle<()>), SourceError> {
+    let shards = opts.shards.max(1);
+    let (senders, ios, commands) = channels(shards, opts.channel_chunks);
     let mut cc = ClientConfig::new();
     for (k, v) in &cfg.properties {
         cc.set(k, v);
     }
     let ctx = Ctx {
-        control: control_tx.clone(),
-        leftover: Mutex::new(Vec::new()),
+        shards: senders,
+        commits: Mutex::new(CommitState::default()),
+        leftover: Mutex::new(vec![Vec::new(); shards]),
         closing: AtomicBool::new(false),
         rebalanced: AtomicBool::new(false),
         revoke_wait: opts.revoke_wait,
-        metrics: metrics.clone(),
+        metrics,
     };
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    let chunk_records = opts.chunk_records.max(1);
     let handle = std::thread::Builder::new()
         .name("kafka-source".into())
-        .spawn(move || {
-            poll_loop(
-                consumer,
-                data_tx,
-                control_tx,
-                cmd_rx,
-                opts.chunk_records.max(1),
-            )
-        })?;
-    Ok((
-        SourceIo {
-            data: data_rx,
-            control: control_rx,
-            commands: cmd_tx,
-        },
-        handle,
-    ))
+        .spawn(move || poll_loop(consumer, commands, chunk_records))?;
+    Ok((ios, handle))
+}
+
+/// Shutdown bookkeeping: which workers are done, and whom to answer once all are.
+#[derive(Default)]
+struct Stopping {
+    done_shards: HashSet<usize>,
+    answers: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 fn poll_loop(
     consumer: BaseConsumer<Ctx>,
-    data: mpsc::Sender<Vec<Record>>,
-    control: mpsc::UnboundedSender<Control>,
     commands: std_mpsc::Receiver<Command>,
     chunk_records: usize,
 ) {
+    let n = consumer.context().n();
     let mut topics: Vec<Arc<str>> = Vec::new();
-    let mut committed: HashMap<TopicPartition, i64> = HashMap::new();
     let mut paused = false;
+    let mut last_retry = Instant::now();
+    let mut stopping = Stopping::default();
     loop {
         loop {
             match commands.try_recv() {
-                Ok(Command::Commit(offsets)) => {
-                    commit(&consumer, &mut committed, offsets, CommitMode::Async)
-                }
-                Ok(Command::Shutdown { offsets, done }) => {
-                    commit(&consumer, &mut committed, offsets, CommitMode::Sync);
-                    close(consumer);
-                    let _ = done.send(());
-                    return;
+                Ok(Command::Commit(offsets)) => commit(&consumer, offsets, CommitMode::Async),
+                Ok(Command::Shutdown {
+                    shard,
+                    offsets,
+                    done,
+                }) => {
+                    commit(&consumer, offsets, CommitMode::Sync);
+                    stopping.done_shards.insert(shard);
+                    stopping.answers.push(done);
                 }
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => {
-                    close(consumer);
+                    close(consumer, stopping);
                     return;
                 }
             }
         }
+        if last_retry.elapsed() >= Duration::from_secs(1) {
+            last_retry = Instant::now();
+            let assigned = assigned(&consumer);
+            let again = consumer.context().unconfirmed(&assigned);
+            if !again.is_empty() {
+                tracing::debug!(?again, "re-sending unconfirmed commits");
+                commit(&consumer, again, CommitMode::Async);
+            }
+        }
         let ctx = consumer.context();
-        // Backpressure: pause every assigned partition while the pipeline's channel is full.
-        let leftover_waiting = ctx.leftover.lock().map(|l| !l.is_empty()).unwrap_or(false);
-        let room = data.capacity() > 0;
-        let rebalanced = ctx.rebalanced.swap(false, Ordering::SeqCst);
-        if (!room || leftover_waiting) && (!paused || rebalanced) {
+        let all_done =
+            (0..n).all(|i| stopping.done_shards.contains(&i) || ctx.shards.data[i].is_closed());
+        if all_done {
+            close(consumer, stopping);
+            return;
+        }
+        if !stopping.done_shards.is_empty() && !paused {
+            // Some worker is draining: fetch nothing more.
             if let Ok(a) = consumer.assignment() {
                 let _ = consumer.pause(&a);
             }
             paused = true;
         }
-        if leftover_waiting && room {
-            let chunk = ctx
-                .leftover
-                .lock()
-                .map(|mut l| std::mem::take(&mut *l))
-                .unwrap_or_default();
-            if !chunk.is_empty() {
-                if let Err(mpsc::error::TrySendError::Full(c)) = data.try_send(chunk) {
-                    if let Ok(mut l) = ctx.leftover.lock() {
-                        *l = c;
-                    }
-                }
-            }
-        }
-        let leftover_waiting = ctx.leftover.lock().map(|l| !l.is_empty()).unwrap_or(false);
-        if paused && data.capacity() > 0 && !leftover_waiting {
-            if let Ok(a) = consumer.assignment() {
-                let _ = consumer.resume(&a);
-            }
-            paused = false;
-        }
-        let mut chunk = Vec::new();
+        backpressure(&consumer, &mut paused, stopping.done_shards.is_empty());
+        let mut chunks: Vec<Vec<Record>> = vec![Vec::new(); n];
+        let mut polled = 0;
         let mut timeout = Duration::from_millis(100);
-        while chunk.len() < chunk_records {
+        while polled < chunk_records {
             match consumer.poll(timeout) {
                 None => break,
                 Some(Ok(m)) => {
@@ -287,46 +363,84 @@ fn poll_loop(
                             t
                         }
                     };
-                    chunk.push(Record {
-                        tp: TopicPartition {
-                            topic,
-                            partition: m.partition(),
-                        },
+                    let tp = TopicPartition {
+                        topic,
+                        partition: m.partition(),
+                    };
+                    let shard = shard_of(&tp, n);
+                    chunks[shard].push(Record {
+                        tp,
                         offset: m.offset(),
                         timestamp_ms: m.timestamp().to_millis(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
                     });
+                    polled += 1;
                     timeout = Duration::ZERO;
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "kafka consume error");
                     if is_fatal(&e) {
-                        let _ = control.send(Control::Fatal(e.to_string()));
+                        for c in &consumer.context().shards.control {
+                            let _ = c.send(Control::Fatal(e.to_string()));
+                        }
                     }
                     break;
                 }
             }
         }
-        if chunk.is_empty() {
-            if data.is_closed() {
-                close(consumer);
-                return;
+        let ctx = consumer.context();
+        for (shard, chunk) in chunks.into_iter().enumerate() {
+            if chunk.is_empty() {
+                continue;
             }
-            continue;
-        }
-        match data.try_send(chunk) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(c)) => {
-                if let Ok(mut l) = consumer.context().leftover.lock() {
-                    l.extend(c);
+            if let Err(mpsc::error::TrySendError::Full(c)) = ctx.shards.data[shard].try_send(chunk)
+            {
+                if let Ok(mut l) = ctx.leftover.lock() {
+                    l[shard].extend(c);
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                close(consumer);
-                return;
+        }
+    }
+}
+
+/// Pauses every assigned partition while some worker's channel is full or has records waiting,
+/// hands waiting records over when there is room, and resumes once everything is handed over.
+fn backpressure(consumer: &BaseConsumer<Ctx>, paused: &mut bool, may_resume: bool) {
+    let ctx = consumer.context();
+    let rebalanced = ctx.rebalanced.swap(false, Ordering::SeqCst);
+    if let Ok(mut left) = ctx.leftover.lock() {
+        for (shard, l) in left.iter_mut().enumerate() {
+            if l.is_empty() || ctx.shards.data[shard].capacity() == 0 {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(c)) =
+                ctx.shards.data[shard].try_send(std::mem::take(l))
+            {
+                *l = c;
             }
         }
+    }
+    let blocked = ctx
+        .leftover
+        .lock()
+        .map(|l| l.iter().any(|v| !v.is_empty()))
+        .unwrap_or(false)
+        || ctx
+            .shards
+            .data
+            .iter()
+            .any(|d| d.capacity() == 0 && !d.is_closed());
+    if (blocked || !may_resume) && (!*paused || rebalanced) {
+        if let Ok(a) = consumer.assignment() {
+            let _ = consumer.pause(&a);
+        }
+        *paused = true;
+    } else if *paused && !blocked && may_resume {
+        if let Ok(a) = consumer.assignment() {
+            let _ = consumer.resume(&a);
+        }
+        *paused = false;
     }
 }
 
@@ -343,29 +457,54 @@ fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
-fn commit(
-    consumer: &BaseConsumer<Ctx>,
-    committed: &mut HashMap<TopicPartition, i64>,
-    offsets: Offsets,
-    mode: CommitMode,
-) {
-    let assigned: HashSet<TopicPartition> = consumer
+fn assigned(consumer: &BaseConsumer<Ctx>) -> HashSet<TopicPartition> {
+    consumer
         .assignment()
         .map(|a| to_tps(&a).into_iter().collect())
-        .unwrap_or_default();
-    let offsets: Offsets = offsets
-        .into_iter()
-        .filter(|(tp, off)| assigned.contains(tp) && committed.get(tp).is_none_or(|c| off > c))
-        .collect();
+        .unwrap_or_default()
+}
+
+/// Commits offsets of assigned partitions that move forward past what Kafka confirmed. A sync
+/// commit also carries every wanted-but-unconfirmed offset.
+fn commit(consumer: &BaseConsumer<Ctx>, offsets: Offsets, mode: CommitMode) {
+    let assigned = assigned(consumer);
+    let ctx = consumer.context();
+    let sync = matches!(mode, CommitMode::Sync);
+    let offsets = if sync {
+        merge_offsets(offsets, ctx.unconfirmed(&assigned))
+    } else {
+        offsets
+    };
+    let offsets: Offsets = {
+        let Ok(mut c) = ctx.commits.lock() else {
+            return;
+        };
+        let offsets: Offsets = offsets
+            .into_iter()
+            .filter(|(tp, off)| {
+                assigned.contains(tp) && c.confirmed.get(tp).is_none_or(|conf| off > conf)
+            })
+            .collect();
+        for (tp, off) in &offsets {
+            let w = c.wanted.entry(tp.clone()).or_insert(*off);
+            *w = (*w).max(*off);
+        }
+        offsets
+    };
     if offsets.is_empty() {
         return;
     }
     match consumer.commit(&to_tpl(&offsets), mode) {
         Ok(()) => {
-            for (tp, off) in &offsets {
-                committed.insert(tp.clone(), *off);
+            if sync {
+                if let Ok(mut c) = ctx.commits.lock() {
+                    for (tp, off) in &offsets {
+                        let conf = c.confirmed.entry(tp.clone()).or_insert(*off);
+                        *conf = (*conf).max(*off);
+                    }
+                }
             }
-            consumer.context().metrics.committed(&offsets);
+            ctx.metrics.committed(&offsets);
             tracing::debug!(?offsets, "committed");
         }
         Err(e) => {
@@ -375,12 +514,13 @@ fn commit(
     }
 }
 
-fn close(consumer: BaseConsumer<Ctx>) {
+fn close(consumer: BaseConsumer<Ctx>, stopping: Stopping) {
     consumer.context().closing.store(true, Ordering::SeqCst);
     consumer.unsubscribe();
     // Serve the revoke that unsubscribing triggers, then drop (which closes the consumer).
     for _ in 0..20 {
-        if consumer.poll(Duration::from_millis(50)).is_none()
+        let idle = consumer.poll(Duration::from_millis(50)).is_none();
+        if idle
             && consumer
                 .assignment()
                 .map(|a| a.count() == 0)
@@ -390,4 +530,7 @@ fn close(consumer: BaseConsumer<Ctx>) {
         }
     }
     drop(consumer);
+    for done in stopping.answers {
+        let _ = done.send(());
+    }
 }

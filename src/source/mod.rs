@@ -1,9 +1,11 @@
-//! The source seam: what the pipeline receives from Kafka and what it sends back.
+//! The source seam: what the pipeline workers receive from Kafka and what they send back.
 //!
+//! Partitions are sharded over workers ([`shard_of`]); each worker has its own channels.
 //! Records arrive in chunks on a bounded channel (its fullness is the backpressure signal: the
 //! Kafka thread pauses its partitions). Assignment changes arrive on a separate control channel
-//! that the pipeline always reads first. Commits go back as [`Command`]s. Only
-//! [`kafka`] knows rdkafka; tests can drive the pipeline through these channels alone.
+//! that the worker always reads first. Commits go back as [`Command`]s on one channel shared by
+//! all workers. Only [`kafka`] knows rdkafka; tests and benchmarks drive workers through these
+//! channels alone.
 
 pub mod kafka;
 
@@ -37,8 +39,12 @@ pub enum Control {
 pub enum Command {
     /// Commit these offsets (asynchronously).
     Commit(Offsets),
-    /// Commit these offsets synchronously, leave the group and stop; `done` answers afterwards.
+    /// Worker `shard` is stopping: commit these offsets synchronously. Once every worker has
+    /// sent this (or dropped its channels), the consumer leaves the group, stops, and every
+    /// `done` is answered.
     Shutdown {
+        /// The worker.
+        shard: usize,
         /// Final offsets.
         offsets: Offsets,
         /// Answered once the consumer is closed.
@@ -54,4 +60,79 @@ pub struct SourceIo {
     pub control: tokio::sync::mpsc::UnboundedReceiver<Control>,
     /// Commits and shutdown.
     pub commands: std_mpsc::Sender<Command>,
+}
+
+/// The source's ends of every worker's channels.
+pub struct ShardSenders {
+    /// Record chunks, per worker.
+    pub data: Vec<tokio::sync::mpsc::Sender<Vec<Record>>>,
+    /// Assignment changes, per worker.
+    pub control: Vec<tokio::sync::mpsc::UnboundedSender<Control>>,
+}
+
+/// Channels for `shards` workers: the source's ends, the workers' ends, and the command
+/// receiver the source reads. `capacity` is in chunks per worker.
+pub fn channels(
+    shards: usize,
+    capacity: usize,
+) -> (ShardSenders, Vec<SourceIo>, std_mpsc::Receiver<Command>) {
+    let (cmd_tx, cmd_rx) = std_mpsc::channel();
+    let mut senders = ShardSenders {
+        data: Vec::new(),
+        control: Vec::new(),
+    };
+    let mut ios = Vec::new();
+    for _ in 0..shards.max(1) {
+        let (data_tx, data) = tokio::sync::mpsc::channel(capacity.max(1));
+        let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
+        senders.data.push(data_tx);
+        senders.control.push(control_tx);
+        ios.push(SourceIo {
+            data,
+            control,
+            commands: cmd_tx.clone(),
+        });
+    }
+    (senders, ios, cmd_rx)
+}
+
+/// The worker that owns a partition: stable for the life of the process, and spreading the
+/// partitions of one topic evenly.
+pub fn shard_of(tp: &TopicPartition, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    // FNV-1a of the topic name: stable across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tp.topic.as_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h.wrapping_add(tp.partition as u64) % shards as u64) as usize
+}
+
+/// Groups partitions by the worker that owns them.
+pub fn by_shard(parts: &[TopicPartition], shards: usize) -> Vec<Vec<TopicPartition>> {
+    let mut out = vec![Vec::new(); shards.max(1)];
+    for tp in parts {
+        out[shard_of(tp, shards)].push(tp.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_of_a_topic_spread_evenly_and_stably() {
+        let parts: Vec<TopicPartition> = (0..8).map(|p| TopicPartition::new("events", p)).collect();
+        let groups = by_shard(&parts, 2);
+        assert_eq!(groups[0].len(), 4);
+        assert_eq!(groups[1].len(), 4);
+        assert_eq!(
+            shard_of(&parts[3], 2),
+            shard_of(&TopicPartition::new("events", 3), 2)
+        );
+        assert!(parts.iter().all(|tp| shard_of(tp, 1) == 0));
+    }
 }
