@@ -87,7 +87,7 @@ pub async fn run(
         tokio::spawn(crate::http::serve(
             listener,
             registry,
-            metrics.health(),
+            metrics.clone(),
             http_stop.clone(),
         ));
     }
@@ -109,6 +109,7 @@ pub async fn run_with_sinks(
     metrics
         .health()
         .set_unready_after(config.http.unready_after);
+    metrics.set_memory_budget(config.pipeline.memory_budget_bytes);
     for d in &config.destinations {
         metrics.init_destination(&d.name);
     }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
+use crate::metrics::Metrics;
 
 fn response(
     status: StatusCode,
@@ -75,9 +76,10 @@ pub fn handle(
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
-    health: Arc<Health>,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    let health = metrics.health();
     let registry = Arc::new(registry);
     loop {
         let (socket, _) = tokio::select! {
@@ -92,7 +94,11 @@ pub async fn serve(
         };
         let registry = registry.clone();
         let health = health.clone();
+        let metrics = metrics.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            if req.uri().path() == "/metrics" {
+                metrics.refresh_ready();
+            }
             let r = handle(req.uri().path(), req.method(), &registry, &health);
             async move { Ok::<_, Infallible>(r) }
         });

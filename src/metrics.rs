@@ -67,6 +67,8 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     ready: IntGauge,
     lag: Arc<Mutex<LagState>>,
+    /// Per worker: (buffered bytes, open files, oldest open file age).
+    workers: Arc<Mutex<Vec<(usize, usize, f64)>>>,
     health: Arc<Health>,
 }
 
@@ -327,6 +329,7 @@ impl Metrics {
                 IntGauge::new("kafka_s3_sink_ready", "1 when /readyz answers ready.")?,
             )?,
             lag: Arc::new(Mutex::new(LagState::default())),
+            workers: Arc::new(Mutex::new(Vec::new())),
             health: Arc::new(Health::default()),
         })
     }
@@ -555,18 +558,38 @@ impl Metrics {
         }
     }
 
-    /// Current memory use, open files and the age of the oldest open file.
+    /// One worker's memory use, open files and age of its oldest open file; the gauges show
+    /// the process totals (sums, and the maximum age) over all workers.
     pub fn buffer_state(
         &self,
+        shard: usize,
         bytes: usize,
         open_files: usize,
-        budget: usize,
         oldest_age_secs: f64,
     ) {
-        self.buffered_bytes.set(bytes as i64);
-        self.open_files.set(open_files as i64);
-        self.memory_budget_bytes.set(budget as i64);
-        self.oldest_buffered_age.set(oldest_age_secs);
+        let Ok(mut workers) = self.workers.lock() else {
+            return;
+        };
+        if workers.len() <= shard {
+            workers.resize(shard + 1, (0, 0, 0.0));
+        }
+        workers[shard] = (bytes, open_files, oldest_age_secs);
+        self.buffered_bytes
+            .set(workers.iter().map(|w| w.0 as i64).sum());
+        self.open_files
+            .set(workers.iter().map(|w| w.1 as i64).sum());
+        self.oldest_buffered_age
+            .set(workers.iter().map(|w| w.2).fold(0.0, f64::max));
+        self.refresh_ready();
+    }
+
+    /// The configured memory budget (all workers together).
+    pub fn set_memory_budget(&self, bytes: usize) {
+        self.memory_budget_bytes.set(bytes as i64);
+    }
+
+    /// Updates the readiness gauge from the health state (also done before every scrape).
+    pub fn refresh_ready(&self) {
         self.ready
             .set(i64::from(self.health.not_ready_reason().is_none()));
     }

@@ -245,9 +245,9 @@ impl Pipeline {
                 _ = tick.tick() => self.expire(),
             }
             self.metrics.buffer_state(
+                self.shard,
                 self.memory_used(),
                 self.open.len(),
-                self.budget,
                 self.oldest_age_secs,
             );
         };
