@@ -59,6 +59,22 @@ pub fn object_meta(d: &DestinationConfig) -> ObjectMeta {
     }
 }
 
+/// Pairs each destination with its sink and object headers.
+pub fn targets(config: &Config, sinks: Vec<Arc<dyn ObjectSink>>) -> Arc<Vec<Target>> {
+    Arc::new(
+        config
+            .destinations
+            .iter()
+            .zip(sinks)
+            .map(|(d, sink)| Target {
+                name: d.name.clone(),
+                sink,
+                meta: object_meta(d),
+            })
+            .collect(),
+    )
+}
+
 /// Builds one S3 client per destination.
 pub async fn s3_sinks(config: &Config) -> Vec<Arc<dyn ObjectSink>> {
     let mut out: Vec<Arc<dyn ObjectSink>> = Vec::new();
@@ -126,26 +142,36 @@ pub async fn run_with_sinks(
             }
         }
     }
-    let targets: Arc<Vec<Target>> = Arc::new(
-        config
-            .destinations
-            .iter()
-            .zip(sinks)
-            .map(|(d, sink)| Target {
-                name: d.name.clone(),
-                sink,
-                meta: object_meta(d),
-            })
-            .collect(),
-    );
-    let workers = config.pipeline.workers;
+    let targets = targets(&config, sinks);
     let opts = SourceOptions {
-        shards: workers,
+        shards: config.pipeline.workers,
         channel_chunks: 8,
         chunk_records: 2000,
         revoke_wait: config.pipeline.drain_deadline + Duration::from_secs(5),
     };
     let (ios, handle) = kafka::start(&config.kafka, opts, metrics.clone())?;
+    let result = run_workers(&config, targets, ios, metrics, shutdown, progress).await;
+    // The Kafka thread ends once every worker stopped; closing can take seconds.
+    let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+    let stats = result?;
+    match joined {
+        Ok(Ok(())) => Ok(stats),
+        Ok(Err(_)) => Err(RunError::Join("panicked".into())),
+        Err(e) => Err(RunError::Join(e.to_string())),
+    }
+}
+
+/// Runs one worker per source channel set (`ios`, from [`crate::source::kafka::start`] or
+/// [`crate::source::replay::start`]) until `shutdown`, and returns their summed totals.
+pub async fn run_workers(
+    config: &Config,
+    targets: Arc<Vec<Target>>,
+    ios: Vec<crate::source::SourceIo>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    progress: Option<watch::Sender<RunStats>>,
+) -> Result<RunStats, RunError> {
+    let workers = ios.len().max(1);
     let permits = Arc::new(Semaphore::new(config.upload.concurrency.get()));
     let budget = config.pipeline.memory_budget_bytes / workers;
     // One token for all workers: a worker that fails cancels it, so the others drain.
@@ -163,7 +189,7 @@ pub async fn run_with_sinks(
             metrics.clone(),
         );
         let mut p =
-            Pipeline::new(&config, uploader, done, io, metrics.clone()).with_shard(shard, budget);
+            Pipeline::new(config, uploader, done, io, metrics.clone()).with_shard(shard, budget);
         if progress.is_some() {
             let (tx, rx) = watch::channel(RunStats::default());
             p = p.with_progress(tx);
@@ -188,15 +214,9 @@ pub async fn run_with_sinks(
             }
         }
     }
-    // The Kafka thread ends once every worker stopped; closing can take seconds.
-    let joined = tokio::task::spawn_blocking(move || handle.join()).await;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    match joined {
-        Ok(Ok(())) => Ok(stats),
-        Ok(Err(_)) => Err(RunError::Join("panicked".into())),
-        Err(e) => Err(RunError::Join(e.to_string())),
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(stats),
     }
 }
 

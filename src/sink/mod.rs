@@ -5,6 +5,7 @@
 //! [`crate::upload`], classification in [`SinkError::kind`].
 
 pub mod memory;
+pub mod null;
 pub mod s3;
 
 use async_trait::async_trait;

@@ -8,6 +8,7 @@
 //! channels alone.
 
 pub mod kafka;
+pub mod replay;
 
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
