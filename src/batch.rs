@@ -236,6 +236,7 @@ mod tests {
             max_records: 3,
             max_age: Duration::from_secs(60),
             idle: Duration::from_secs(10),
+            max_record_bytes: None,
         }
     }
 

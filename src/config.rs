@@ -317,11 +317,17 @@ pub struct RawRouting {
     pub folder_template: String,
     /// File-name template.
     pub file_template: String,
+    /// Quarantine records dated more than this far ahead of the clock (0 = no limit).
+    pub max_future_secs: u64,
+    /// Quarantine records dated more than this far behind the clock (0 = no limit).
+    pub max_past_secs: u64,
 }
 
 impl Default for RawRouting {
     fn default() -> Self {
         Self {
+            max_future_secs: 86_400,
+            max_past_secs: 0,
             time_source: "event_time".into(),
             time_field: "timestamp".into(),
             time_format: "auto".into(),
@@ -349,6 +355,8 @@ pub struct RawBatch {
     pub max_age_secs: u64,
     /// Flush a file that received no record for this long.
     pub idle_secs: u64,
+    /// Quarantine records whose value is larger than this (0 = no limit).
+    pub max_record_bytes: u64,
 }
 
 impl Default for RawBatch {
@@ -360,6 +368,7 @@ impl Default for RawBatch {
             max_records: 1_000_000,
             max_age_secs: 300,
             idle_secs: 30,
+            max_record_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -594,6 +603,10 @@ pub struct RoutingConfig {
     pub folder: FolderTemplate,
     /// File-name template.
     pub file: FileTemplate,
+    /// Latest accepted event time, relative to the clock.
+    pub max_future: Option<Duration>,
+    /// Earliest accepted event time, relative to the clock.
+    pub max_past: Option<Duration>,
 }
 
 /// Validated rotation policy.
@@ -609,6 +622,8 @@ pub struct BatchConfig {
     pub max_age: Duration,
     /// Idle limit, from the last record.
     pub idle: Duration,
+    /// Largest accepted record value.
+    pub max_record_bytes: Option<u64>,
 }
 
 /// Validated filter.
@@ -1191,6 +1206,8 @@ fn validate_routing(at: &str, r: &RawRouting) -> Result<RoutingConfig, ConfigErr
         timezone,
         folder,
         file,
+        max_future: (r.max_future_secs > 0).then(|| Duration::from_secs(r.max_future_secs)),
+        max_past: (r.max_past_secs > 0).then(|| Duration::from_secs(r.max_past_secs)),
     })
 }
 
@@ -1228,6 +1245,7 @@ fn validate_batch(at: &str, b: &RawBatch) -> Result<BatchConfig, ConfigError> {
         max_records: b.max_records,
         max_age: positive_secs(&key("max_age_secs"), b.max_age_secs)?,
         idle: positive_secs(&key("idle_secs"), b.idle_secs)?,
+        max_record_bytes: (b.max_record_bytes > 0).then_some(b.max_record_bytes),
     })
 }
 

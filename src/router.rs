@@ -32,11 +32,15 @@ pub enum QuarantineReason {
     BadTime,
     /// The time source is the Kafka timestamp and the record has none.
     NoKafkaTimestamp,
+    /// The record's time is outside the accepted window (`max_future_secs` / `max_past_secs`).
+    TimeOutOfRange,
+    /// The value is larger than `max_record_bytes`.
+    TooLarge,
 }
 
 impl QuarantineReason {
     /// Every reason (to initialise metric series at zero).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Tombstone,
         Self::Empty,
         Self::InvalidUtf8,
@@ -46,6 +50,8 @@ impl QuarantineReason {
         Self::MissingTime,
         Self::BadTime,
         Self::NoKafkaTimestamp,
+        Self::TimeOutOfRange,
+        Self::TooLarge,
     ];
 
     /// Stable name used in error folders and metrics labels.
@@ -60,6 +66,8 @@ impl QuarantineReason {
             Self::MissingTime => "missing_time",
             Self::BadTime => "bad_time",
             Self::NoKafkaTimestamp => "no_kafka_timestamp",
+            Self::TimeOutOfRange => "time_out_of_range",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -102,6 +110,9 @@ pub struct Router {
     paths: Vec<Vec<String>>,
     time_slot: Option<usize>,
     kind_slot: Option<usize>,
+    max_future: Option<chrono::Duration>,
+    max_past: Option<chrono::Duration>,
+    max_record_bytes: Option<u64>,
 }
 
 impl Router {
@@ -128,6 +139,15 @@ impl Router {
             paths,
             time_slot,
             kind_slot,
+            max_future: d
+                .routing
+                .max_future
+                .and_then(|x| chrono::Duration::from_std(x).ok()),
+            max_past: d
+                .routing
+                .max_past
+                .and_then(|x| chrono::Duration::from_std(x).ok()),
+            max_record_bytes: d.batch.max_record_bytes,
         }
     }
 
@@ -138,6 +158,12 @@ impl Router {
             Some(v) if v.is_empty() => return Route::Quarantine(QuarantineReason::Empty),
             Some(v) => v.as_slice(),
         };
+        if self
+            .max_record_bytes
+            .is_some_and(|m| value.len() as u64 > m)
+        {
+            return Route::Quarantine(QuarantineReason::TooLarge);
+        }
         if std::str::from_utf8(value).is_err() {
             return Route::Quarantine(QuarantineReason::InvalidUtf8);
         }
@@ -170,6 +196,13 @@ impl Router {
             },
             _ => None,
         };
+        if let Some(t) = time {
+            let too_new = self.max_future.is_some_and(|d| t > now + d);
+            let too_old = self.max_past.is_some_and(|d| t < now - d);
+            if too_new || too_old {
+                return Route::Quarantine(QuarantineReason::TimeOutOfRange);
+            }
+        }
         let folder = match (&self.time_source, self.granularity) {
             (TimeSource::None, _) => FolderKey::Slot(None),
             (TimeSource::UploadTime, _) | (_, Granularity::FirstEvent) => FolderKey::AtSeal,

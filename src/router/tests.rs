@@ -253,3 +253,44 @@ fn raw_bytes_are_written_unchanged() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn oversized_records_are_quarantined() {
+    let r = Router::new(&dest("[destinations.batch]\nmax_record_bytes = 40\n"));
+    assert!(matches!(
+        r.route(&rec(r#"{"timestamp":"2026-11-01T00:00:00Z"}"#), now()),
+        Route::Write { .. }
+    ));
+    let big = format!(
+        r#"{{"timestamp":"2026-11-01T00:00:00Z","pad":"{}"}}"#,
+        "x".repeat(40)
+    );
+    assert_eq!(
+        r.route(&rec(&big), now()),
+        Route::Quarantine(QuarantineReason::TooLarge)
+    );
+}
+
+#[test]
+fn event_times_outside_the_window_are_quarantined() {
+    // None: written; Some(reason): quarantined.
+    fn outcome(r: &Router, ts: &str) -> Option<QuarantineReason> {
+        match r.route(&rec(&format!(r#"{{"timestamp":"{ts}"}}"#)), now()) {
+            Route::Write { .. } => None,
+            Route::Quarantine(q) => Some(q),
+            Route::Filtered => panic!("filtered"),
+        }
+    }
+    let out = Some(QuarantineReason::TimeOutOfRange);
+    // Default: at most one day in the future, no limit in the past.
+    let r = Router::new(&dest(""));
+    assert_eq!(outcome(&r, "2030-01-01T23:00:00Z"), None);
+    assert_eq!(outcome(&r, "2030-01-02T00:00:01Z"), out);
+    assert_eq!(outcome(&r, "1999-01-01T00:00:00Z"), None);
+    let r = Router::new(&dest(
+        "[destinations.routing]\nmax_past_secs = 3600\nmax_future_secs = 0\n",
+    ));
+    assert_eq!(outcome(&r, "2029-12-31T22:59:59Z"), out);
+    assert_eq!(outcome(&r, "2029-12-31T23:30:00Z"), None);
+    assert_eq!(outcome(&r, "2099-01-01T00:00:00Z"), None, "no future limit");
+}
