@@ -1,0 +1,526 @@
+//! Validation: raw structs → typed config, every field and cross-field rule checked once, each
+//! failure a one-line [`ConfigError`] naming the key and the fix.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use super::*;
+use crate::template::{FileTemplate, FolderTemplate};
+
+const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
+];
+
+/// librdkafka properties the connector owns; setting them in `[kafka.properties]` is an error.
+const MANAGED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "kafka.brokers"),
+    ("group.id", "kafka.group_id"),
+    (
+        "enable.auto.commit",
+        "nothing: offsets are committed only after upload",
+    ),
+    (
+        "enable.auto.offset.store",
+        "nothing: offsets are committed only after upload",
+    ),
+    ("session.timeout.ms", "kafka.session_timeout_ms"),
+    ("max.poll.interval.ms", "kafka.max_poll_interval_ms"),
+    ("auto.offset.reset", "kafka.auto_offset_reset"),
+    ("client.id", "kafka.client_id"),
+];
+
+/// Turns the raw config into typed values, checking every field and cross-field rule.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let kafka = validate_kafka(&raw.kafka)?;
+    let p = &raw.pipeline;
+    if p.memory_budget_bytes < 16 * 1024 * 1024 {
+        return Err(ConfigError::new(
+            "pipeline.memory_budget_bytes",
+            "must be at least 16777216 (16 MiB)",
+        ));
+    }
+    let pipeline = PipelineConfig {
+        memory_budget_bytes: usize::try_from(p.memory_budget_bytes).map_err(|_| {
+            ConfigError::new(
+                "pipeline.memory_budget_bytes",
+                "too large for this platform",
+            )
+        })?,
+        drain_deadline: positive_secs("pipeline.drain_deadline_secs", p.drain_deadline_secs)?,
+        workers: match p.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
+        shutdown_deadline: positive_secs(
+            "pipeline.shutdown_deadline_secs",
+            p.shutdown_deadline_secs,
+        )?,
+    };
+    if pipeline.workers > 256 || pipeline.memory_budget_bytes / pipeline.workers < 4 * 1024 * 1024 {
+        return Err(ConfigError::new(
+            "pipeline.workers",
+            "each worker needs at least 4 MiB of memory_budget_bytes (and at most 256 workers); lower workers or raise the budget",
+        ));
+    }
+    if pipeline.drain_deadline.as_millis() >= u128::from(raw.kafka.session_timeout_ms) {
+        return Err(ConfigError::new(
+            "pipeline.drain_deadline_secs",
+            format!(
+                "must be shorter than kafka.session_timeout_ms ({} ms), or the group evicts the worker while it drains; lower it or raise the session timeout",
+                raw.kafka.session_timeout_ms
+            ),
+        ));
+    }
+    let upload = validate_upload(&raw.upload)?;
+    let http = HttpConfig {
+        listen: if raw.http.enabled {
+            Some(raw.http.listen.parse().map_err(|_| {
+                ConfigError::new(
+                    "http.listen",
+                    format!(
+                        "{:?} is not an address; use host:port like 0.0.0.0:9464",
+                        raw.http.listen
+                    ),
+                )
+            })?)
+        } else {
+            None
+        },
+        unready_after: positive_secs(
+            "http.unready_after_failing_secs",
+            raw.http.unready_after_failing_secs,
+        )?,
+    };
+    let log = LogConfig {
+        level: raw.log.level.clone(),
+        json: match raw.log.format.as_str() {
+            "plain" => false,
+            "json" => true,
+            other => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("unknown value {other:?}; use plain or json"),
+                ))
+            }
+        },
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        return Err(ConfigError::new(
+            "log.level",
+            format!(
+                "{:?} is not a log filter; use e.g. info or kafka_s3_sink=debug,info",
+                log.level
+            ),
+        ));
+    }
+    if raw.destinations.is_empty() {
+        return Err(ConfigError::new(
+            "destinations",
+            "at least one [[destinations]] entry is required",
+        ));
+    }
+    let mut destinations = Vec::with_capacity(raw.destinations.len());
+    for (i, d) in raw.destinations.iter().enumerate() {
+        let dest = validate_destination(&format!("destinations[{i}]"), d, &raw.kafka.topics)?;
+        if destinations
+            .iter()
+            .any(|o: &DestinationConfig| o.name == dest.name)
+        {
+            return Err(ConfigError::new(
+                format!("destinations[{i}].name"),
+                format!(
+                    "duplicate destination name {:?}; names must be unique",
+                    dest.name
+                ),
+            ));
+        }
+        destinations.push(dest);
+    }
+    Ok(Config {
+        kafka,
+        pipeline,
+        upload,
+        destinations,
+        http,
+        log,
+        raw,
+    })
+}
+
+fn positive_secs(key: &str, v: u64) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::new(key, "must be at least 1 (seconds)"));
+    }
+    Ok(Duration::from_secs(v))
+}
+
+fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
+    if k.brokers.trim().is_empty() {
+        return Err(ConfigError::new(
+            "kafka.brokers",
+            "must not be empty; set host:port[,host:port]",
+        ));
+    }
+    if k.group_id.trim().is_empty() {
+        return Err(ConfigError::new("kafka.group_id", "must not be empty"));
+    }
+    if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+        return Err(ConfigError::new(
+            "kafka.topics",
+            "list at least one non-empty topic name",
+        ));
+    }
+    if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
+        return Err(ConfigError::new(
+            "kafka.auto_offset_reset",
+            format!(
+                "unknown value {:?}; use earliest or latest",
+                k.auto_offset_reset
+            ),
+        ));
+    }
+    let mut props = BTreeMap::new();
+    props.insert("bootstrap.servers".to_string(), k.brokers.clone());
+    props.insert("group.id".into(), k.group_id.clone());
+    props.insert("client.id".into(), k.client_id.clone());
+    props.insert("enable.auto.commit".into(), "false".into());
+    props.insert("enable.auto.offset.store".into(), "false".into());
+    props.insert("auto.offset.reset".into(), k.auto_offset_reset.clone());
+    props.insert(
+        "session.timeout.ms".into(),
+        k.session_timeout_ms.to_string(),
+    );
+    props.insert(
+        "max.poll.interval.ms".into(),
+        k.max_poll_interval_ms.to_string(),
+    );
+    props.insert(
+        "partition.assignment.strategy".into(),
+        "cooperative-sticky".into(),
+    );
+    props.insert("enable.partition.eof".into(), "false".into());
+    // Statistics feed the lag metrics; a smaller prefetch keeps memory near the budget.
+    props.insert("statistics.interval.ms".into(), "5000".into());
+    props.insert("queued.max.messages.kbytes".into(), "16384".into());
+    for (name, value) in &k.properties {
+        let key = format!("kafka.properties.\"{name}\"");
+        if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == name) {
+            return Err(ConfigError::new(
+                key,
+                format!("is managed by the connector; set {instead} instead"),
+            ));
+        }
+        let v = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(ConfigError::new(key, "must be a string, number or boolean")),
+        };
+        props.insert(name.clone(), v);
+    }
+    Ok(KafkaConfig {
+        topics: k.topics.clone(),
+        group_id: k.group_id.clone(),
+        properties: props,
+    })
+}
+
+fn validate_upload(u: &RawUpload) -> Result<UploadConfig, ConfigError> {
+    const MIN_PART: u64 = 5 * 1024 * 1024;
+    const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+    if !(MIN_PART..=MAX_PART).contains(&u.part_size_bytes) {
+        return Err(ConfigError::new(
+            "upload.part_size_bytes",
+            "must be between 5242880 (5 MiB, S3's minimum part) and 5368709120 (5 GiB)",
+        ));
+    }
+    let concurrency = NonZeroUsize::new(u.concurrency)
+        .ok_or_else(|| ConfigError::new("upload.concurrency", "must be at least 1"))?;
+    if u.retry_initial_backoff_ms == 0 || u.retry_max_backoff_ms < u.retry_initial_backoff_ms {
+        return Err(ConfigError::new(
+            "upload.retry_max_backoff_ms",
+            "retry_initial_backoff_ms must be ≥ 1 and ≤ retry_max_backoff_ms",
+        ));
+    }
+    Ok(UploadConfig {
+        part_size_bytes: u.part_size_bytes as usize,
+        concurrency,
+        request_timeout: positive_secs("upload.request_timeout_secs", u.request_timeout_secs)?,
+        retry: RetryPolicy {
+            initial_backoff: Duration::from_millis(u.retry_initial_backoff_ms),
+            max_backoff: Duration::from_millis(u.retry_max_backoff_ms),
+            max_attempts: (u.retry_max_attempts > 0).then_some(u.retry_max_attempts),
+        },
+    })
+}
+
+fn split_path(key: &str, path: &str) -> Result<Vec<String>, ConfigError> {
+    let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err(ConfigError::new(
+            key,
+            format!("invalid field path {path:?}; use dotted names like context.sent_at"),
+        ));
+    }
+    Ok(parts)
+}
+
+fn validate_destination(
+    at: &str,
+    d: &RawDestination,
+    kafka_topics: &[String],
+) -> Result<DestinationConfig, ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    if d.name.trim().is_empty() {
+        return Err(ConfigError::new(key("name"), "must not be empty"));
+    }
+    if d.bucket.trim().is_empty() || d.bucket.contains('/') {
+        return Err(ConfigError::new(
+            key("bucket"),
+            "set a bucket name (no slashes; put folders in `prefix`)",
+        ));
+    }
+    let topics = if d.topics.is_empty() {
+        kafka_topics.to_vec()
+    } else {
+        for t in &d.topics {
+            if !kafka_topics.contains(t) {
+                return Err(ConfigError::new(
+                    key("topics"),
+                    format!("topic {t:?} is not in kafka.topics; subscribe to it there too"),
+                ));
+            }
+        }
+        d.topics.clone()
+    };
+    if let Some(ep) = &d.endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            return Err(ConfigError::new(
+                key("endpoint"),
+                format!("{ep:?} must start with http:// or https://"),
+            ));
+        }
+    }
+    if let Some(sc) = &d.storage_class {
+        if !STORAGE_CLASSES.contains(&sc.as_str()) {
+            return Err(ConfigError::new(
+                key("storage_class"),
+                format!(
+                    "unknown storage class {sc:?}; use one of {}",
+                    STORAGE_CLASSES.join(", ")
+                ),
+            ));
+        }
+    }
+    let encryption = match d.encryption.mode.as_str() {
+        "none" | "" => Encryption::None,
+        "AES256" | "AES-256" => Encryption::Aes256,
+        "aws:kms" => Encryption::Kms {
+            key_id: d.encryption.kms_key_id.clone(),
+        },
+        other => {
+            return Err(ConfigError::new(
+                key("encryption.mode"),
+                format!("unknown value {other:?}; use none, AES256 or aws:kms"),
+            ))
+        }
+    };
+    if d.encryption.kms_key_id.is_some() && !matches!(encryption, Encryption::Kms { .. }) {
+        return Err(ConfigError::new(
+            key("encryption.kms_key_id"),
+            "is only used with mode = \"aws:kms\"; set the mode or remove the key id",
+        ));
+    }
+    let c = &d.credentials;
+    let static_keys = match (&c.access_key_id, &c.secret_access_key) {
+        (Some(a), Some(s)) => Some((a.clone(), s.clone(), c.session_token.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::new(
+                key("credentials"),
+                "set both access_key_id and secret_access_key, or neither (default AWS chain)",
+            ))
+        }
+    };
+    let credentials = Credentials {
+        static_keys,
+        role_arn: c.role_arn.clone(),
+        external_id: c.external_id.clone(),
+    };
+    let routing = validate_routing(at, &d.routing)?;
+    let batch = validate_batch(at, &d.batch)?;
+    let filter = FilterConfig {
+        field: d
+            .filter
+            .field
+            .as_deref()
+            .map(|f| split_path(&key("filter.field"), f))
+            .transpose()?,
+        include: d.filter.include.clone(),
+        exclude: d.filter.exclude.clone(),
+        drop_fields: d
+            .filter
+            .drop_fields
+            .iter()
+            .map(|f| split_path(&key("filter.drop_fields"), f))
+            .collect::<Result<_, _>>()?,
+    };
+    if filter.field.is_none() && !(filter.include.is_empty() && filter.exclude.is_empty()) {
+        return Err(ConfigError::new(
+            key("filter.field"),
+            "include/exclude need the event-type field; set field = \"type\" (or \"event\")",
+        ));
+    }
+    Ok(DestinationConfig {
+        name: d.name.clone(),
+        topics,
+        bucket: d.bucket.clone(),
+        region: d.region.clone(),
+        endpoint: d.endpoint.clone(),
+        force_path_style: d.force_path_style,
+        prefix: normalize_folder(&d.prefix),
+        error_prefix: normalize_folder(&d.error_prefix),
+        storage_class: d.storage_class.clone(),
+        app_name: d.app_name.clone(),
+        source_id: d.source_id.clone(),
+        content_type: d.content_type.clone(),
+        content_encoding_header: d.content_encoding_header,
+        credentials,
+        encryption,
+        routing,
+        batch,
+        filter,
+    })
+}
+
+/// `a/b` → `a/b/`, `/x/` → `x/`, empty stays empty.
+fn normalize_folder(p: &str) -> String {
+    let t = p.trim_matches('/');
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("{t}/")
+    }
+}
+
+fn validate_routing(at: &str, r: &RawRouting) -> Result<RoutingConfig, ConfigError> {
+    let key = |k: &str| format!("{at}.routing.{k}");
+    let format = match r.time_format.as_str() {
+        "auto" => TimeFormat::Auto,
+        "rfc3339" => TimeFormat::Rfc3339,
+        "epoch_seconds" => TimeFormat::EpochSeconds,
+        "epoch_millis" => TimeFormat::EpochMillis,
+        other => {
+            return Err(ConfigError::new(
+                key("time_format"),
+                format!(
+                    "unknown value {other:?}; use auto, rfc3339, epoch_seconds or epoch_millis"
+                ),
+            ))
+        }
+    };
+    let path = || split_path(&key("time_field"), &r.time_field);
+    let time_source = match r.time_source.as_str() {
+        "event_time" => TimeSource::EventTime {
+            path: path()?,
+            format,
+        },
+        "event_time_or_upload_time" => TimeSource::EventTimeOrUploadTime {
+            path: path()?,
+            format,
+        },
+        "kafka_timestamp" => TimeSource::KafkaTimestamp,
+        "upload_time" => TimeSource::UploadTime,
+        "none" => TimeSource::None,
+        other => return Err(ConfigError::new(
+            key("time_source"),
+            format!("unknown value {other:?}; use event_time, kafka_timestamp, upload_time, event_time_or_upload_time or none"),
+        )),
+    };
+    let granularity = match r.granularity.as_str() {
+        "record" => Granularity::Record,
+        "first_event" => Granularity::FirstEvent,
+        other => {
+            return Err(ConfigError::new(
+                key("granularity"),
+                format!("unknown value {other:?}; use record or first_event"),
+            ))
+        }
+    };
+    let timezone: chrono_tz::Tz = r.timezone.parse().map_err(|_| {
+        ConfigError::new(
+            key("timezone"),
+            format!(
+                "unknown timezone {:?}; use an IANA name like UTC or Europe/Berlin",
+                r.timezone
+            ),
+        )
+    })?;
+    let folder = FolderTemplate::parse(&r.folder_template)
+        .map_err(|m| ConfigError::new(key("folder_template"), m))?;
+    if time_source == TimeSource::None && folder.uses_time() {
+        return Err(ConfigError::new(
+            key("folder_template"),
+            "uses date directives but time_source is none; remove the % directives or pick a time source",
+        ));
+    }
+    let file = FileTemplate::parse(&r.file_template)
+        .map_err(|m| ConfigError::new(key("file_template"), m))?;
+    Ok(RoutingConfig {
+        time_source,
+        granularity,
+        timezone,
+        folder,
+        file,
+        max_future: (r.max_future_secs > 0).then(|| Duration::from_secs(r.max_future_secs)),
+        max_past: (r.max_past_secs > 0).then(|| Duration::from_secs(r.max_past_secs)),
+    })
+}
+
+fn validate_batch(at: &str, b: &RawBatch) -> Result<BatchConfig, ConfigError> {
+    let key = |k: &str| format!("{at}.batch.{k}");
+    let compression = match b.compression.as_str() {
+        "none" => Compression::None,
+        "gzip" => {
+            if b.compression_level > 9 {
+                return Err(ConfigError::new(
+                    key("compression_level"),
+                    "gzip level must be 0–9",
+                ));
+            }
+            Compression::Gzip {
+                level: b.compression_level,
+            }
+        }
+        other => {
+            return Err(ConfigError::new(
+                key("compression"),
+                format!("unknown value {other:?}; use gzip or none"),
+            ))
+        }
+    };
+    if b.max_bytes < 1024 {
+        return Err(ConfigError::new(key("max_bytes"), "must be at least 1024"));
+    }
+    if b.max_records == 0 {
+        return Err(ConfigError::new(key("max_records"), "must be at least 1"));
+    }
+    Ok(BatchConfig {
+        compression,
+        max_bytes: b.max_bytes,
+        max_records: b.max_records,
+        max_age: positive_secs(&key("max_age_secs"), b.max_age_secs)?,
+        idle: positive_secs(&key("idle_secs"), b.idle_secs)?,
+        max_record_bytes: (b.max_record_bytes > 0).then_some(b.max_record_bytes),
+    })
+}
