@@ -1,7 +1,7 @@
-//! Presets: each shipped example config (`examples/*.toml`) runs unchanged except for where it
-//! connects (brokers through `${KAFKA_BROKERS}`, the destination rewritten to point at the
-//! in-process S3 server) and a short idle flush, and every object key it produces matches the
-//! layout its seed document describes:
+//! Presets: each shipped example config (`examples/*.toml`) runs as shipped except for where it
+//! connects (brokers through `${KAFKA_BROKERS}`, `destinations[0]` re-pointed at the in-process
+//! S3 server) and test timings (6 s session timeout, 5 s drain deadline, 1 s idle flush), and
+//! every object key it produces matches the layout its seed document describes:
 //!
 //! - MetaRouter (seed 000): `YYYY/MM/DD/HH/<file>`, by each record's own UTC event hour, raw JSON
 //!   lines;
@@ -11,7 +11,8 @@
 //! - Segment (seed 003): `segment-logs/<source-id>/YYYY-MM-DD/<file>.gz`, by the UTC day the
 //!   record reached Kafka (its Kafka timestamp), gzip NDJSON without `Content-Encoding`.
 //!
-//! Every test also checks that each produced record is in exactly one object, byte for byte.
+//! Every test also checks that each produced record is in exactly one object, byte for byte,
+//! and that the group's committed offsets (read back from Kafka) are the end offsets.
 
 mod support;
 
@@ -347,10 +348,11 @@ async fn mparticle_use_compression_writes_txt_gz() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_received_day_folders_of_gzip_ndjson() {
     const SOURCE: &str = "src-Ab12Cd34";
-    // "Received" times unrelated to the events' own timestamps: three days from 2027-01-10, in
-    // stream order, so a folder from the JSON `timestamp` (2026-11) could never match.
+    // "Received" times unrelated to the events' own timestamps (2026-11-01..04): three days from
+    // 2026-11-10, in stream order, so a folder from the JSON `timestamp` could never match. In
+    // the past: by default a time more than a day ahead of the clock is quarantined.
     let received_start = Utc
-        .with_ymd_and_hms(2027, 1, 10, 0, 0, 0)
+        .with_ymd_and_hms(2026, 11, 10, 0, 0, 0)
         .single()
         .expect("valid date");
     let span_ms = 3 * 24 * 3600 * 1000_i64;
@@ -392,7 +394,7 @@ async fn segment_received_day_folders_of_gzip_ndjson() {
     }
     assert_eq!(
         days.into_iter().collect::<Vec<_>>(),
-        ["2027-01-10", "2027-01-11", "2027-01-12"]
+        ["2026-11-10", "2026-11-11", "2026-11-12"]
     );
     assert_eq!(out.object_writes().len(), out.objects.len());
     assert!(

@@ -337,6 +337,9 @@ fn poll_loop(
         let all_done =
             (0..n).all(|i| stopping.done_shards.contains(&i) || ctx.shards.data[i].is_closed());
         if all_done {
+            // Workers no longer answer revokes: callbacks must not wait for them.
+            consumer.context().closing.store(true, Ordering::SeqCst);
+            finish_commits(&consumer, FINAL_COMMIT_WAIT);
             close(consumer, stopping);
             return;
         }
@@ -511,6 +514,31 @@ fn commit(consumer: &BaseConsumer<Ctx>, offsets: Offsets, mode: CommitMode) {
             consumer.context().metrics.commit_failed();
             tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit");
         }
+    }
+}
+
+/// How long the last commits may keep being retried before the consumer leaves the group.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Before leaving the group, retries commits Kafka has not confirmed (e.g. refused with
+/// REBALANCE_IN_PROGRESS because another member is leaving at the same moment), polling in
+/// between so the group can settle, until they are confirmed or `wait` runs out.
+fn finish_commits(consumer: &BaseConsumer<Ctx>, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    loop {
+        let pending = consumer.context().unconfirmed(&assigned(consumer));
+        if pending.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                ?pending,
+                "final commits not confirmed; the next owner re-reads from the previous commit"
+            );
+            return;
+        }
+        commit(consumer, pending, CommitMode::Sync);
+        let _ = consumer.poll(Duration::from_millis(200));
     }
 }
 
