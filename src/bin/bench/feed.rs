@@ -21,12 +21,14 @@ use kafka_s3_sink::source::{by_shard, channels, shard_of, Command, Control, Sour
 /// Topic name of every benchmark record.
 pub const TOPIC: &str = "events";
 
-/// Reads every line of `path` (up to `limit` lines) as a record of partition `line % partitions`,
-/// with consecutive offsets per partition. Returns the records and the bytes read (lines plus
+/// Reads every line of `path` (up to `limit` lines) as a record of partition
+/// `(line / run_length) % partitions` (1: round-robin; a few hundred: runs of one partition as a
+/// Kafka fetch hands them over), with consecutive offsets per partition. Returns the records and the bytes read (lines plus
 /// newlines, i.e. the file size when the whole file is read).
 pub fn load(
     path: &Path,
     partitions: usize,
+    run_length: usize,
     limit: Option<usize>,
 ) -> std::io::Result<(Vec<Record>, u64)> {
     let topic: Arc<str> = Arc::from(TOPIC);
@@ -48,7 +50,7 @@ pub fn load(
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        let p = records.len() % tps.len();
+        let p = (records.len() / run_length.max(1)) % tps.len();
         records.push(Record {
             tp: tps[p].clone(),
             offset: next[p],
@@ -77,7 +79,12 @@ pub struct Backlog {
 
 impl Backlog {
     /// A backlog of `total` records over `partitions` × `hours` folders, lines from `path`.
-    pub fn new(path: &Path, partitions: usize, hours: usize, total: usize) -> std::io::Result<Self> {
+    pub fn new(
+        path: &Path,
+        partitions: usize,
+        hours: usize,
+        total: usize,
+    ) -> std::io::Result<Self> {
         let topic: Arc<str> = Arc::from(TOPIC);
         Ok(Self {
             reader: BufReader::with_capacity(1 << 16, File::open(path)?),
@@ -287,8 +294,16 @@ mod tests {
             .collect();
         assert_eq!(
             hours,
-            [(0, "00"), (1, "00"), (0, "01"), (1, "01"), (0, "02"), (1, "02"), (0, "00")]
-                .map(|(p, h)| (p, h.to_string()))
+            [
+                (0, "00"),
+                (1, "00"),
+                (0, "01"),
+                (1, "01"),
+                (0, "02"),
+                (1, "02"),
+                (0, "00")
+            ]
+            .map(|(p, h)| (p, h.to_string()))
         );
         assert_eq!(recs[6].offset, 3);
     }

