@@ -62,22 +62,46 @@ impl FlushReason {
     }
 }
 
+/// Raw bytes a gzip file stages before they are compressed in one block: deflate works much
+/// faster on large writes than on one small write per record, and a file that never grows past
+/// this holds no encoder (about 300 KiB) at all until it is closed.
+pub const STAGE_BYTES: usize = 64 * 1024;
+
 enum Encoder {
     Plain(Vec<u8>),
-    Gzip(Box<GzEncoder<Vec<u8>>>),
+    Gzip {
+        level: u32,
+        /// Raw lines not compressed yet.
+        staging: Vec<u8>,
+        /// Attached once the first block is compressed.
+        enc: Option<Box<GzEncoder<Vec<u8>>>>,
+    },
 }
 
 impl Encoder {
-    fn buf(&self) -> &Vec<u8> {
+    /// Compressed (or, for plain files, final) bytes ready to be taken.
+    fn out(&self) -> &[u8] {
         match self {
             Encoder::Plain(v) => v,
-            Encoder::Gzip(g) => g.get_ref(),
+            Encoder::Gzip { enc: Some(g), .. } => g.get_ref(),
+            Encoder::Gzip { enc: None, .. } => &[],
         }
     }
-    fn buf_mut(&mut self) -> &mut Vec<u8> {
-        match self {
-            Encoder::Plain(v) => v,
-            Encoder::Gzip(g) => g.get_mut(),
+
+    /// Compresses the staged lines into the encoder (attaching it if needed).
+    fn compress_staging(&mut self) {
+        if let Encoder::Gzip {
+            level,
+            staging,
+            enc,
+        } = self
+        {
+            let g = enc.get_or_insert_with(|| {
+                Box::new(GzEncoder::new(Vec::new(), flate2::Compression::new(*level)))
+            });
+            // Writing into a Vec cannot fail.
+            let _ = g.write_all(staging);
+            staging.clear();
         }
     }
 }
@@ -101,7 +125,6 @@ pub struct Batch {
     created: Instant,
     last_write: Instant,
     enc: Encoder,
-    overhead: usize,
 }
 
 impl Batch {
@@ -112,15 +135,13 @@ impl Batch {
         compression: Compression,
         now: Instant,
     ) -> Self {
-        let (enc, overhead) = match compression {
-            Compression::None => (Encoder::Plain(Vec::new()), 0),
-            Compression::Gzip { level } => (
-                Encoder::Gzip(Box::new(GzEncoder::new(
-                    Vec::new(),
-                    flate2::Compression::new(level),
-                ))),
-                GZIP_ENCODER_OVERHEAD_BYTES,
-            ),
+        let enc = match compression {
+            Compression::None => Encoder::Plain(Vec::new()),
+            Compression::Gzip { level } => Encoder::Gzip {
+                level,
+                staging: Vec::new(),
+                enc: None,
+            },
         };
         Self {
             tp,
@@ -133,7 +154,6 @@ impl Batch {
             created: now,
             last_write: now,
             enc,
-            overhead,
         }
     }
 
@@ -144,10 +164,12 @@ impl Batch {
                 v.extend_from_slice(line);
                 v.push(b'\n');
             }
-            Encoder::Gzip(g) => {
-                // Writing into a Vec cannot fail.
-                let _ = g.write_all(line);
-                let _ = g.write_all(b"\n");
+            Encoder::Gzip { staging, .. } => {
+                staging.extend_from_slice(line);
+                staging.push(b'\n');
+                if staging.len() >= STAGE_BYTES {
+                    self.enc.compress_staging();
+                }
             }
         }
         self.last_offset = offset;
@@ -156,35 +178,50 @@ impl Batch {
         self.last_write = now;
     }
 
-    /// Compressed bytes produced so far (taken parts included).
+    /// Compressed bytes produced so far (taken parts included; staged lines not yet).
     pub fn compressed_bytes(&self) -> u64 {
-        self.taken_bytes + self.enc.buf().len() as u64
+        self.taken_bytes + self.enc.out().len() as u64
     }
 
-    /// Compressed bytes currently held in memory.
+    /// Compressed bytes currently held in memory, ready to be taken as a part.
     pub fn buffered_bytes(&self) -> usize {
-        self.enc.buf().len()
+        self.enc.out().len()
     }
 
-    /// Memory this batch holds: buffer capacity plus encoder state.
+    /// Memory this batch holds: buffer capacities plus encoder state, if attached.
     pub fn memory_bytes(&self) -> usize {
-        self.enc.buf().capacity() + self.overhead
+        match &self.enc {
+            Encoder::Plain(v) => v.capacity(),
+            Encoder::Gzip { staging, enc, .. } => {
+                staging.capacity()
+                    + enc
+                        .as_ref()
+                        .map_or(0, |g| g.get_ref().capacity() + GZIP_ENCODER_OVERHEAD_BYTES)
+            }
+        }
     }
 
     /// Takes the compressed bytes produced so far (for a multipart part).
     pub fn take_part(&mut self) -> Bytes {
-        let cap = self.enc.buf().capacity();
-        let taken = std::mem::replace(self.enc.buf_mut(), Vec::with_capacity(cap.min(1 << 20)));
+        let buf = match &mut self.enc {
+            Encoder::Plain(v) => v,
+            Encoder::Gzip { enc: Some(g), .. } => g.get_mut(),
+            Encoder::Gzip { enc: None, .. } => return Bytes::new(),
+        };
+        let cap = buf.capacity();
+        let taken = std::mem::replace(buf, Vec::with_capacity(cap.min(1 << 20)));
         self.taken_bytes += taken.len() as u64;
         Bytes::from(taken)
     }
 
     /// Closes the stream and returns the remaining bytes.
-    pub fn finish(self) -> Bytes {
+    pub fn finish(mut self) -> Bytes {
+        self.enc.compress_staging();
         let v = match self.enc {
             Encoder::Plain(v) => v,
             // Finishing into a Vec cannot fail; an error would only mean no trailer was written.
-            Encoder::Gzip(g) => g.finish().unwrap_or_default(),
+            Encoder::Gzip { enc: Some(g), .. } => g.finish().unwrap_or_default(),
+            Encoder::Gzip { enc: None, .. } => Vec::new(),
         };
         Bytes::from(v)
     }
@@ -319,16 +356,24 @@ mod tests {
     }
 
     #[test]
-    fn memory_estimate_counts_encoder_state() {
+    fn memory_estimate_counts_encoder_state_once_attached() {
         let now = Instant::now();
-        let b = Batch::new(
-            TopicPartition::new("t", 0),
-            0,
-            Compression::Gzip { level: 6 },
-            now,
+        let tp = TopicPartition::new("t", 0);
+        let mut b = Batch::new(tp.clone(), 0, Compression::Gzip { level: 6 }, now);
+        b.append(0, b"{}", now);
+        assert!(
+            b.memory_bytes() < 1024,
+            "small files stage raw lines, no encoder"
         );
-        assert!(b.memory_bytes() >= GZIP_ENCODER_OVERHEAD_BYTES);
-        let p = Batch::new(TopicPartition::new("t", 0), 0, Compression::None, now);
+        let line = vec![b'x'; 1000];
+        for i in 1..100 {
+            b.append(i, &line, now);
+        }
+        assert!(
+            b.memory_bytes() >= GZIP_ENCODER_OVERHEAD_BYTES,
+            "encoder attached past {STAGE_BYTES} bytes"
+        );
+        let p = Batch::new(tp, 0, Compression::None, now);
         assert_eq!(p.memory_bytes(), 0);
     }
 }

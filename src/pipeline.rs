@@ -323,6 +323,10 @@ impl Pipeline {
             if let Err(e) = self.offsets.consumed(&rec.tp, rec.offset) {
                 tracing::warn!(error = %e, "offset tracker refused a record; it will be re-read after a restart");
             }
+            // Checked per record (O(1)), so one chunk cannot overshoot the budget.
+            if self.memory_used() > self.budget {
+                self.enforce_budget();
+            }
         }
         if let Some((tp, n, b)) = run {
             self.metrics.consumed(&tp, n, b);
@@ -589,8 +593,14 @@ impl Pipeline {
         }
     }
 
+    /// Closes the largest open files while memory is over the budget. When most of the memory is
+    /// already queued for upload, closing more files would not free any: intake stops instead
+    /// (see `run`) until uploads drain.
     fn enforce_budget(&mut self) {
-        while self.memory_used() > self.budget && !self.open.is_empty() {
+        while self.memory_used() > self.budget
+            && !self.open.is_empty()
+            && self.uploader.queued_bytes() <= self.budget / 2
+        {
             let Some(largest) = self
                 .open
                 .iter()
