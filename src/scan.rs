@@ -39,6 +39,14 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Whether brackets nest deeper than `limit` (outside strings). One byte pass, no allocation.
 fn too_deep(bytes: &[u8], limit: usize) -> bool {
+    // Fast path (SIMD byte count): fewer opening brackets than the limit cannot nest past it.
+    if memchr::memchr2_iter(b'{', b'[', bytes)
+        .take(limit + 1)
+        .count()
+        <= limit
+    {
+        return false;
+    }
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_str {
