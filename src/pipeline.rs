@@ -276,25 +276,21 @@ impl Pipeline {
     fn ingest(&mut self, records: Vec<Record>) {
         let now = Instant::now();
         let now_utc = Utc::now();
-        // Consumed-records metrics per run of same-partition records, not per record.
-        let mut run: Option<(TopicPartition, u64, u64)> = None;
+        // Consumed-records metrics once per partition per chunk, not per record (a chunk holds
+        // few partitions, so a linear search beats hashing).
+        let mut consumed: Vec<(TopicPartition, u64, u64)> = Vec::new();
         for rec in records {
             if !self.offsets.is_assigned(&rec.tp) {
                 tracing::debug!(tp = %rec.tp, offset = rec.offset, "record of an unassigned partition; skipped");
                 continue;
             }
             self.stats.records_in += 1;
-            match &mut run {
-                Some((tp, n, b)) if *tp == rec.tp => {
+            match consumed.iter_mut().find(|(tp, _, _)| *tp == rec.tp) {
+                Some((_, n, b)) => {
                     *n += 1;
                     *b += rec.value_len() as u64;
                 }
-                _ => {
-                    if let Some((tp, n, b)) = run.take() {
-                        self.metrics.consumed(&tp, n, b);
-                    }
-                    run = Some((rec.tp.clone(), 1, rec.value_len() as u64));
-                }
+                None => consumed.push((rec.tp.clone(), 1, rec.value_len() as u64)),
             }
             let dests = self
                 .topic_dests
@@ -328,7 +324,7 @@ impl Pipeline {
                 self.enforce_budget();
             }
         }
-        if let Some((tp, n, b)) = run {
+        for (tp, n, b) in consumed {
             self.metrics.consumed(&tp, n, b);
         }
     }
