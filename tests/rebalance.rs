@@ -70,23 +70,7 @@ impl Worker {
 
     /// Sum of counter `name` over the series whose labels include every pair of `labels`.
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let mut total = 0.0;
-        for family in self.registry.gather() {
-            if family.name() != name {
-                continue;
-            }
-            for m in family.get_metric() {
-                let has = |(k, v): &(&str, &str)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                };
-                if labels.iter().all(has) {
-                    total += m.get_counter().get_value();
-                }
-            }
-        }
-        total as u64
+        support::counter_sum(&self.registry, name, labels)
     }
 
     /// Records taken in, per partition (absent: none).
