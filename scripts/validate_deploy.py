@@ -3,7 +3,7 @@
 check; each prints its findings and exits non-zero on failure). Run from the repository root.
 
 The metric catalogue (names, types, labels) is parsed from src/metrics.rs, so the dashboard,
-the alert rules, their tests and deploy/OPERATING.md are checked against what the code exports.
+the alert rules, their tests and the README "Operating" chapter are checked against what the code exports.
 """
 
 from __future__ import annotations
@@ -711,7 +711,7 @@ def cmd_dockerfile() -> None:
 
 
 def cmd_operating() -> None:
-    """deploy/OPERATING.md (or README.md once merged there): the metrics table lists every metric,
+    """README.md ("Operating"): the metrics table lists every metric,
     every alert is explained, and every `Runbook: FILE.md#anchor` of alerts.yml resolves."""
     doc = OPERATING if OPERATING.exists() else ROOT / "README.md"
     text = doc.read_text()
