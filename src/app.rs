@@ -56,6 +56,7 @@ pub fn object_meta(d: &DestinationConfig) -> ObjectMeta {
         sse,
         kms_key_id,
         storage_class: d.storage_class.clone(),
+        user: Default::default(),
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
-use crate::sink::{CompletedPart, ObjectMeta, ObjectSink, SinkError};
+use crate::sink::{CompletedPart, ObjectMeta, ObjectSink, SinkError, WriteCondition};
 
 /// Identity of an object upload, echoed back in [`UploadDone`].
 #[derive(Debug, Clone)]
@@ -351,7 +351,10 @@ impl ObjectTask {
         let t = &self.targets[info.dest];
         if mp.is_none() && last.len() <= self.part_size {
             return self
-                .attempt(info, || t.sink.put(&key, last.clone(), &t.meta))
+                .attempt(info, || {
+                    t.sink
+                        .put(&key, last.clone(), &t.meta, &WriteCondition::Always)
+                })
                 .await;
         }
         // Multipart: whatever remains goes in parts of the part size; the last may be smaller.
@@ -366,7 +369,8 @@ impl ObjectTask {
         }
         let m = mp.as_ref().ok_or(UploadError::Cancelled)?;
         self.attempt(info, || {
-            t.sink.complete_multipart(&m.key, &m.upload_id, &m.parts)
+            t.sink
+                .complete_multipart(&m.key, &m.upload_id, &m.parts, &WriteCondition::Always)
         })
         .await
     }

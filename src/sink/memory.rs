@@ -1,13 +1,18 @@
 //! In-memory [`ObjectSink`] for unit tests of the uploader and pipeline: stores objects in a map,
-//! assembles multipart uploads, and can fail the next N requests.
+//! assembles multipart uploads, honours conditional writes like S3 (412 when the condition fails),
+//! and can fail the next N requests.
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
-use super::{CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError};
+use super::{
+    CompletedPart, ErrorKind, ListedObject, ObjectBody, ObjectHead, ObjectMeta, ObjectPage,
+    ObjectSink, PendingUpload, SinkError, UploadPage, WriteCondition,
+};
 
 /// A stored object.
 #[derive(Debug, Clone)]
@@ -18,10 +23,24 @@ pub struct StoredObject {
     pub meta: ObjectMeta,
 }
 
+impl StoredObject {
+    /// ETag (a hash of the body, quoted like S3's).
+    pub fn etag(&self) -> String {
+        format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&self.body))
+    }
+}
+
+struct Upload {
+    key: String,
+    meta: ObjectMeta,
+    parts: BTreeMap<i32, Bytes>,
+    initiated: SystemTime,
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, StoredObject>,
-    uploads: HashMap<String, (String, ObjectMeta, BTreeMap<i32, Bytes>)>,
+    uploads: BTreeMap<String, Upload>,
     aborted: usize,
     next_id: u64,
 }
@@ -59,6 +78,30 @@ impl MemorySink {
         self.lock().aborted
     }
 
+    /// Stores an object directly (test set-up: what another writer left).
+    pub fn insert(&self, key: &str, body: Bytes, meta: ObjectMeta) {
+        self.lock()
+            .objects
+            .insert(key.into(), StoredObject { body, meta });
+    }
+
+    /// Starts a multipart upload that looks `age` old (test set-up: an orphan).
+    pub fn insert_upload(&self, key: &str, age: std::time::Duration) -> String {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = format!("upload-{}", st.next_id);
+        st.uploads.insert(
+            id.clone(),
+            Upload {
+                key: key.into(),
+                meta: ObjectMeta::default(),
+                parts: BTreeMap::new(),
+                initiated: SystemTime::now() - age,
+            },
+        );
+        id
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -77,6 +120,30 @@ impl MemorySink {
             });
         }
         Ok(())
+    }
+
+    fn check_condition(
+        st: &State,
+        op: &'static str,
+        key: &str,
+        cond: &WriteCondition,
+    ) -> Result<(), SinkError> {
+        let existing = st.objects.get(key);
+        let ok = match cond {
+            WriteCondition::Always => true,
+            WriteCondition::IfAbsent => existing.is_none(),
+            WriteCondition::IfMatch(etag) => existing.is_some_and(|o| o.etag() == *etag),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(SinkError {
+            op,
+            bucket: "memory".into(),
+            key: key.into(),
+            kind: ErrorKind::Conflict,
+            message: "HTTP 412 PreconditionFailed".into(),
+        })
     }
 
     fn no_upload(op: &'static str, key: &str) -> SinkError {
@@ -100,9 +167,17 @@ impl ObjectSink for MemorySink {
         self.maybe_fail("HeadBucket", "")
     }
 
-    async fn put(&self, key: &str, body: Bytes, meta: &ObjectMeta) -> Result<(), SinkError> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        cond: &WriteCondition,
+    ) -> Result<(), SinkError> {
         self.maybe_fail("PutObject", key)?;
-        self.lock().objects.insert(
+        let mut st = self.lock();
+        Self::check_condition(&st, "PutObject", key, cond)?;
+        st.objects.insert(
             key.into(),
             StoredObject {
                 body,
@@ -117,8 +192,15 @@ impl ObjectSink for MemorySink {
         let mut st = self.lock();
         st.next_id += 1;
         let id = format!("upload-{}", st.next_id);
-        st.uploads
-            .insert(id.clone(), (key.to_string(), meta.clone(), BTreeMap::new()));
+        st.uploads.insert(
+            id.clone(),
+            Upload {
+                key: key.into(),
+                meta: meta.clone(),
+                parts: BTreeMap::new(),
+                initiated: SystemTime::now(),
+            },
+        );
         Ok(id)
     }
 
@@ -135,7 +217,7 @@ impl ObjectSink for MemorySink {
             .uploads
             .get_mut(upload_id)
             .ok_or_else(|| Self::no_upload("UploadPart", key))?;
-        up.2.insert(number, body);
+        up.parts.insert(number, body);
         Ok(format!("etag-{number}"))
     }
 
@@ -144,10 +226,21 @@ impl ObjectSink for MemorySink {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        cond: &WriteCondition,
     ) -> Result<(), SinkError> {
         self.maybe_fail("CompleteMultipartUpload", key)?;
         let mut st = self.lock();
-        let (k, meta, stored) = st
+        if !st.uploads.contains_key(upload_id) {
+            return Err(Self::no_upload("CompleteMultipartUpload", key));
+        }
+        // Like S3: a failed condition leaves the upload in place (it can be completed or aborted).
+        Self::check_condition(&st, "CompleteMultipartUpload", key, cond)?;
+        let Upload {
+            key: k,
+            meta,
+            parts: stored,
+            ..
+        } = st
             .uploads
             .remove(upload_id)
             .ok_or_else(|| Self::no_upload("CompleteMultipartUpload", key))?;
@@ -175,5 +268,79 @@ impl ObjectSink for MemorySink {
             st.aborted += 1;
         }
         Ok(())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, SinkError> {
+        self.maybe_fail("HeadObject", key)?;
+        Ok(self.lock().objects.get(key).map(|o| ObjectHead {
+            etag: o.etag(),
+            size: o.body.len() as u64,
+            user: o.meta.user.clone(),
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SinkError> {
+        let head = self.head(key).await?;
+        let body = self.lock().objects.get(key).map(|o| o.body.clone());
+        Ok(head.zip(body).map(|(head, body)| ObjectBody {
+            head,
+            body: Box::pin(std::io::Cursor::new(body)),
+        }))
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError> {
+        self.maybe_fail("CopyObject", to)?;
+        let mut st = self.lock();
+        let o = st.objects.get(from).cloned().ok_or_else(|| SinkError {
+            op: "CopyObject",
+            bucket: "memory".into(),
+            key: from.into(),
+            kind: ErrorKind::Other,
+            message: "NoSuchKey".into(),
+        })?;
+        st.objects.insert(to.into(), o);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, token: Option<String>) -> Result<ObjectPage, SinkError> {
+        self.maybe_fail("ListObjectsV2", prefix)?;
+        const PAGE: usize = 1000;
+        let st = self.lock();
+        let mut objects: Vec<ListedObject> = st
+            .objects
+            .range(token.unwrap_or_default()..)
+            .filter(|(k, _)| k.starts_with(prefix))
+            .take(PAGE + 1)
+            .map(|(k, o)| ListedObject {
+                key: k.clone(),
+                size: o.body.len() as u64,
+            })
+            .collect();
+        let next = (objects.len() > PAGE).then(|| objects.remove(PAGE).key);
+        Ok(ObjectPage { objects, next })
+    }
+
+    async fn list_uploads(
+        &self,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<UploadPage, SinkError> {
+        self.maybe_fail("ListMultipartUploads", prefix)?;
+        let _ = marker; // one page holds every upload of this test store
+        let st = self.lock();
+        let uploads = st
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.key.starts_with(prefix))
+            .map(|(id, u)| PendingUpload {
+                key: u.key.clone(),
+                upload_id: id.clone(),
+                initiated: Some(u.initiated),
+            })
+            .collect();
+        Ok(UploadPage {
+            uploads,
+            next: None,
+        })
     }
 }

@@ -10,6 +10,10 @@ pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::SystemTime;
+use tokio::io::AsyncRead;
 
 /// Headers and settings of an object, fixed per destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +28,89 @@ pub struct ObjectMeta {
     pub kms_key_id: Option<String>,
     /// Storage class.
     pub storage_class: Option<String>,
+    /// User metadata (`x-amz-meta-<name>`), set per object by the uploader.
+    pub user: BTreeMap<String, String>,
+}
+
+/// User-metadata names the connector writes on every object (see README "Delivery guarantees").
+pub mod meta_keys {
+    /// Random id of the upload task that wrote the object (tells our own earlier attempt apart
+    /// from another writer's object when a conditional write fails).
+    pub const WRITER: &str = "writer-id";
+    /// Kafka topic of every record in the object.
+    pub const TOPIC: &str = "kafka-topic";
+    /// Kafka partition of every record in the object.
+    pub const PARTITION: &str = "kafka-partition";
+    /// Offset of the first record in the object.
+    pub const FIRST_OFFSET: &str = "kafka-first-offset";
+}
+
+/// Precondition of a write (S3 conditional writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Write whatever is there (stores without conditional writes).
+    Always,
+    /// Only if no object exists at the key (`If-None-Match: *`).
+    IfAbsent,
+    /// Only if the object at the key has this ETag (`If-Match`).
+    IfMatch(String),
+}
+
+/// What HeadObject tells about an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectHead {
+    /// ETag, as the store returned it (quoted).
+    pub etag: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// User metadata.
+    pub user: BTreeMap<String, String>,
+}
+
+/// An object being read.
+pub struct ObjectBody {
+    /// Its headers.
+    pub head: ObjectHead,
+    /// Its bytes, streamed.
+    pub body: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One page of ListObjectsV2.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectPage {
+    /// Objects of this page, in key order.
+    pub objects: Vec<ListedObject>,
+    /// Token of the next page, if any.
+    pub next: Option<String>,
+}
+
+/// A multipart upload neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// Key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// When it was created, if the store says.
+    pub initiated: Option<SystemTime>,
+}
+
+/// One page of ListMultipartUploads.
+#[derive(Debug, Clone, Default)]
+pub struct UploadPage {
+    /// Uploads of this page.
+    pub uploads: Vec<PendingUpload>,
+    /// (key marker, upload-id marker) of the next page, if any.
+    pub next: Option<(String, String)>,
 }
 
 /// Coarse class of a failed request, for retry decisions and metrics labels.
@@ -39,6 +126,9 @@ pub enum ErrorKind {
     Network,
     /// A 4xx the store will answer the same way again for this object (e.g. NoSuchUpload).
     Permanent,
+    /// A conditional write found the key taken (412 PreconditionFailed, 409
+    /// ConditionalRequestConflict): the uploader resolves it, never by blind retry.
+    Conflict,
     /// Any other client-side or 4xx error (credentials, bucket missing): retried, as an
     /// operator can fix it while the worker waits.
     Other,
@@ -46,12 +136,13 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind (to initialise metric series at zero).
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Throttle,
         Self::Server,
         Self::Timeout,
         Self::Network,
         Self::Permanent,
+        Self::Conflict,
         Self::Other,
     ];
 
@@ -63,13 +154,14 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Network => "network",
             Self::Permanent => "permanent",
+            Self::Conflict => "conflict",
             Self::Other => "other",
         }
     }
 
     /// Whether retrying the same request can succeed.
     pub fn retryable(self) -> bool {
-        !matches!(self, Self::Permanent)
+        !matches!(self, Self::Permanent | Self::Conflict)
     }
 }
 
@@ -106,7 +198,13 @@ pub trait ObjectSink: Send + Sync + 'static {
     /// Checks the bucket answers (used for readiness and start-up checks).
     async fn check(&self) -> Result<(), SinkError>;
     /// Single-request upload.
-    async fn put(&self, key: &str, body: Bytes, meta: &ObjectMeta) -> Result<(), SinkError>;
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        cond: &WriteCondition,
+    ) -> Result<(), SinkError>;
     /// Starts a multipart upload; returns its id.
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, SinkError>;
     /// Uploads one part; returns its ETag.
@@ -123,7 +221,22 @@ pub trait ObjectSink: Send + Sync + 'static {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        cond: &WriteCondition,
     ) -> Result<(), SinkError>;
     /// Aborts a multipart upload (S3 keeps orphan parts, and bills them, until this).
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), SinkError>;
+    /// HeadObject; `None` if there is no object at the key.
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, SinkError>;
+    /// GetObject, streamed; `None` if there is no object at the key.
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SinkError>;
+    /// Server-side CopyObject of `from` to `to` (metadata copied).
+    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError>;
+    /// One page of the objects under `prefix`.
+    async fn list(&self, prefix: &str, token: Option<String>) -> Result<ObjectPage, SinkError>;
+    /// One page of the multipart uploads in progress under `prefix`.
+    async fn list_uploads(
+        &self,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<UploadPage, SinkError>;
 }

@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CompletedPart, ObjectMeta, ObjectSink, SinkError};
+use super::{
+    CompletedPart, ObjectBody, ObjectHead, ObjectMeta, ObjectPage, ObjectSink, SinkError,
+    UploadPage, WriteCondition,
+};
 
 /// Discards objects, counts them.
 #[derive(Debug, Default)]
@@ -39,7 +42,13 @@ impl ObjectSink for NullSink {
     async fn check(&self) -> Result<(), SinkError> {
         Ok(())
     }
-    async fn put(&self, _key: &str, body: Bytes, _meta: &ObjectMeta) -> Result<(), SinkError> {
+    async fn put(
+        &self,
+        _key: &str,
+        body: Bytes,
+        _meta: &ObjectMeta,
+        _cond: &WriteCondition,
+    ) -> Result<(), SinkError> {
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         self.objects.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -62,11 +71,31 @@ impl ObjectSink for NullSink {
         _key: &str,
         _id: &str,
         _parts: &[CompletedPart],
+        _cond: &WriteCondition,
     ) -> Result<(), SinkError> {
         self.objects.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     async fn abort_multipart(&self, _key: &str, _id: &str) -> Result<(), SinkError> {
         Ok(())
+    }
+    async fn head(&self, _key: &str) -> Result<Option<ObjectHead>, SinkError> {
+        Ok(None)
+    }
+    async fn get(&self, _key: &str) -> Result<Option<ObjectBody>, SinkError> {
+        Ok(None)
+    }
+    async fn copy(&self, _from: &str, _to: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn list(&self, _prefix: &str, _token: Option<String>) -> Result<ObjectPage, SinkError> {
+        Ok(ObjectPage::default())
+    }
+    async fn list_uploads(
+        &self,
+        _prefix: &str,
+        _marker: Option<(String, String)>,
+    ) -> Result<UploadPage, SinkError> {
+        Ok(UploadPage::default())
     }
 }

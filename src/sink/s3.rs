@@ -15,7 +15,10 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use std::time::Duration;
 
-use super::{CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError};
+use super::{
+    CompletedPart, ErrorKind, ListedObject, ObjectBody, ObjectHead, ObjectMeta, ObjectPage,
+    ObjectSink, PendingUpload, SinkError, UploadPage, WriteCondition,
+};
 use crate::config::DestinationConfig;
 
 /// A bucket reached through aws-sdk-s3.
@@ -158,7 +161,9 @@ fn status_kind(status: u16, code: Option<&str>) -> ErrorKind {
         (_, Some("NoSuchUpload" | "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall")) => {
             ErrorKind::Permanent
         }
-        (412, _) => ErrorKind::Permanent,
+        (412 | 409, _) | (_, Some("PreconditionFailed" | "ConditionalRequestConflict")) => {
+            ErrorKind::Conflict
+        }
         _ => ErrorKind::Other,
     }
 }
@@ -179,8 +184,35 @@ macro_rules! with_meta {
         if let Some(sc) = &m.storage_class {
             r = r.storage_class(StorageClass::from(sc.as_str()));
         }
+        for (k, v) in &m.user {
+            r = r.metadata(k.clone(), v.clone());
+        }
         r
     }};
+}
+
+macro_rules! with_condition {
+    ($req:expr, $cond:expr) => {{
+        match $cond {
+            WriteCondition::Always => $req,
+            WriteCondition::IfAbsent => $req.if_none_match("*"),
+            WriteCondition::IfMatch(etag) => $req.if_match(etag.clone()),
+        }
+    }};
+}
+
+fn head_of(
+    etag: Option<&str>,
+    size: Option<i64>,
+    user: Option<&std::collections::HashMap<String, String>>,
+) -> ObjectHead {
+    ObjectHead {
+        etag: etag.unwrap_or_default().to_string(),
+        size: size.unwrap_or(0).max(0) as u64,
+        user: user
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+    }
 }
 
 #[async_trait]
@@ -199,14 +231,20 @@ impl ObjectSink for S3Sink {
             .map_err(|e| self.err("HeadBucket", "", e))
     }
 
-    async fn put(&self, key: &str, body: Bytes, meta: &ObjectMeta) -> Result<(), SinkError> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        cond: &WriteCondition,
+    ) -> Result<(), SinkError> {
         let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body));
-        with_meta!(req, meta)
+        with_condition!(with_meta!(req, meta), cond)
             .send()
             .await
             .map(|_| ())
@@ -260,6 +298,7 @@ impl ObjectSink for S3Sink {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        cond: &WriteCondition,
     ) -> Result<(), SinkError> {
         let parts = parts
             .iter()
@@ -270,7 +309,8 @@ impl ObjectSink for S3Sink {
                     .build()
             })
             .collect();
-        self.client
+        let req = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -279,7 +319,8 @@ impl ObjectSink for S3Sink {
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
-            )
+            );
+        with_condition!(req, cond)
             .send()
             .await
             .map(|_| ())
@@ -297,7 +338,141 @@ impl ObjectSink for S3Sink {
             .map(|_| ())
             .map_err(|e| self.err("AbortMultipartUpload", key, e))
     }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, SinkError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(head_of(
+                out.e_tag(),
+                out.content_length(),
+                out.metadata(),
+            ))),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(self.err("HeadObject", key, e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SinkError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let head = head_of(out.e_tag(), out.content_length(), out.metadata());
+                Ok(Some(ObjectBody {
+                    head,
+                    body: Box::pin(out.body.into_async_read()),
+                }))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.err("GetObject", key, e)),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError> {
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
+        );
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(source)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("CopyObject", to, e))
+    }
+
+    async fn list(&self, prefix: &str, token: Option<String>) -> Result<ObjectPage, SinkError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectsV2", prefix, e))?;
+        Ok(ObjectPage {
+            objects: out
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    Some(ListedObject {
+                        key: o.key()?.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                    })
+                })
+                .collect(),
+            next: out
+                .is_truncated()
+                .unwrap_or(false)
+                .then(|| out.next_continuation_token().map(str::to_string))
+                .flatten(),
+        })
+    }
+
+    async fn list_uploads(
+        &self,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<UploadPage, SinkError> {
+        let (key_marker, id_marker) = marker.unzip();
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_upload_id_marker(id_marker)
+            .send()
+            .await
+            .map_err(|e| self.err("ListMultipartUploads", prefix, e))?;
+        let uploads = out
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some(PendingUpload {
+                    key: u.key()?.to_string(),
+                    upload_id: u.upload_id()?.to_string(),
+                    initiated: u
+                        .initiated()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                })
+            })
+            .collect();
+        let next = match (
+            out.is_truncated().unwrap_or(false),
+            out.next_key_marker(),
+            out.next_upload_id_marker(),
+        ) {
+            (true, Some(k), Some(u)) => Some((k.to_string(), u.to_string())),
+            _ => None,
+        };
+        Ok(UploadPage { uploads, next })
+    }
 }
+
+/// Characters escaped in `x-amz-copy-source` (everything but unreserved characters and `/`).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {
@@ -311,6 +486,15 @@ mod tests {
         assert_eq!(status_kind(400, Some("RequestTimeout")), ErrorKind::Timeout);
         assert_eq!(status_kind(404, Some("NoSuchUpload")), ErrorKind::Permanent);
         assert_eq!(status_kind(403, Some("AccessDenied")), ErrorKind::Other);
+        assert_eq!(
+            status_kind(412, Some("PreconditionFailed")),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            status_kind(409, Some("ConditionalRequestConflict")),
+            ErrorKind::Conflict
+        );
+        assert!(!ErrorKind::Conflict.retryable());
         assert!(ErrorKind::Other.retryable());
         assert!(!ErrorKind::Permanent.retryable());
     }

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use kafka_s3_sink::sink::{CompletedPart, ObjectMeta, ObjectSink, SinkError};
+use kafka_s3_sink::sink::{
+    CompletedPart, ObjectBody, ObjectHead, ObjectMeta, ObjectPage, ObjectSink, SinkError,
+    UploadPage, WriteCondition,
+};
 
 /// Records object sizes and completion times around an inner sink.
 pub struct RecordingSink {
@@ -58,9 +61,15 @@ impl ObjectSink for RecordingSink {
     async fn check(&self) -> Result<(), SinkError> {
         self.inner.check().await
     }
-    async fn put(&self, key: &str, body: Bytes, meta: &ObjectMeta) -> Result<(), SinkError> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        cond: &WriteCondition,
+    ) -> Result<(), SinkError> {
         let len = body.len() as u64;
-        self.inner.put(key, body, meta).await?;
+        self.inner.put(key, body, meta, cond).await?;
         self.finished(len);
         Ok(())
     }
@@ -89,8 +98,9 @@ impl ObjectSink for RecordingSink {
         key: &str,
         id: &str,
         parts: &[CompletedPart],
+        cond: &WriteCondition,
     ) -> Result<(), SinkError> {
-        self.inner.complete_multipart(key, id, parts).await?;
+        self.inner.complete_multipart(key, id, parts, cond).await?;
         let size = self
             .parts
             .lock()
@@ -106,5 +116,24 @@ impl ObjectSink for RecordingSink {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
         self.inner.abort_multipart(key, id).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, SinkError> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SinkError> {
+        self.inner.get(key).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError> {
+        self.inner.copy(from, to).await
+    }
+    async fn list(&self, prefix: &str, token: Option<String>) -> Result<ObjectPage, SinkError> {
+        self.inner.list(prefix, token).await
+    }
+    async fn list_uploads(
+        &self,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<UploadPage, SinkError> {
+        self.inner.list_uploads(prefix, marker).await
     }
 }
