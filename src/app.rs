@@ -71,6 +71,8 @@ pub fn targets(config: &Config, sinks: Vec<Arc<dyn ObjectSink>>) -> Arc<Vec<Targ
                 name: d.name.clone(),
                 sink,
                 meta: object_meta(d),
+                conditional: d.conditional_writes,
+                gzip: matches!(d.batch.compression, crate::config::Compression::Gzip { .. }),
             })
             .collect(),
     )
@@ -140,6 +142,22 @@ pub async fn run_with_sinks(
             }
             Err(_) => {
                 tracing::warn!(destination = %d.name, "bucket check timed out; uploads will retry")
+            }
+        }
+    }
+    if let Some(min_age) = config.upload.orphan_min_age {
+        for (d, sink) in config.destinations.iter().zip(&sinks) {
+            let cleanup = crate::upload::orphans::abort_orphans(d, &**sink, min_age, &metrics);
+            match tokio::time::timeout(Duration::from_secs(60), cleanup).await {
+                Ok(Ok(r)) => {
+                    tracing::info!(destination = %d.name, in_progress = r.seen, aborted = r.aborted, "multipart uploads checked for orphans")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(destination = %d.name, error = %e, "could not list multipart uploads; orphan cleanup skipped (S3 lifecycle rules remain the backstop)")
+                }
+                Err(_) => {
+                    tracing::warn!(destination = %d.name, "orphan cleanup timed out; skipped")
+                }
             }
         }
     }

@@ -3,12 +3,15 @@
 //!
 //! Invariants: a batch holds records of exactly one topic-partition in offset order; its bytes
 //! can be taken out in parts while it fills (the parts concatenated with the final bytes are one
-//! valid gzip stream); `memory_bytes` never under-counts what it holds.
+//! valid gzip stream); `memory_bytes` never under-counts what it holds; `content_hash` is the
+//! xxh3-128 of the uncompressed bytes, so two files with the same lines have the same hash
+//! whatever their compression (the uploader compares it when a key is already taken).
 
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use std::io::Write;
 use tokio::time::Instant;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::{BatchConfig, Compression};
 use crate::model::TopicPartition;
@@ -88,14 +91,15 @@ impl Encoder {
         }
     }
 
-    /// Compresses the staged lines into the encoder (attaching it if needed).
-    fn compress_staging(&mut self) {
+    /// Compresses the staged lines into the encoder (attaching it if needed), hashing them.
+    fn compress_staging(&mut self, hash: &mut Xxh3) {
         if let Encoder::Gzip {
             level,
             staging,
             enc,
         } = self
         {
+            hash.update(staging);
             let g = enc.get_or_insert_with(|| {
                 Box::new(GzEncoder::new(Vec::new(), flate2::Compression::new(*level)))
             });
@@ -125,6 +129,7 @@ pub struct Batch {
     created: Instant,
     last_write: Instant,
     enc: Encoder,
+    hash: Xxh3,
 }
 
 impl Batch {
@@ -154,6 +159,7 @@ impl Batch {
             created: now,
             last_write: now,
             enc,
+            hash: Xxh3::new(),
         }
     }
 
@@ -168,7 +174,7 @@ impl Batch {
                 staging.extend_from_slice(line);
                 staging.push(b'\n');
                 if staging.len() >= STAGE_BYTES {
-                    self.enc.compress_staging();
+                    self.enc.compress_staging(&mut self.hash);
                 }
             }
         }
@@ -204,7 +210,10 @@ impl Batch {
     /// Takes the compressed bytes produced so far (for a multipart part).
     pub fn take_part(&mut self) -> Bytes {
         let buf = match &mut self.enc {
-            Encoder::Plain(v) => v,
+            Encoder::Plain(v) => {
+                self.hash.update(v);
+                v
+            }
             Encoder::Gzip { enc: Some(g), .. } => g.get_mut(),
             Encoder::Gzip { enc: None, .. } => return Bytes::new(),
         };
@@ -214,16 +223,21 @@ impl Batch {
         Bytes::from(taken)
     }
 
-    /// Closes the stream and returns the remaining bytes.
-    pub fn finish(mut self) -> Bytes {
-        self.enc.compress_staging();
+    /// Closes the stream and returns the remaining bytes and the content hash (xxh3-128 of
+    /// every uncompressed byte of the file).
+    pub fn finish(mut self) -> (Bytes, u128) {
+        self.enc.compress_staging(&mut self.hash);
+        if let Encoder::Plain(v) = &self.enc {
+            self.hash.update(v);
+        }
+        let hash = self.hash.digest128();
         let v = match self.enc {
             Encoder::Plain(v) => v,
             // Finishing into a Vec cannot fail; an error would only mean no trailer was written.
             Encoder::Gzip { enc: Some(g), .. } => g.finish().unwrap_or_default(),
             Encoder::Gzip { enc: None, .. } => Vec::new(),
         };
-        Bytes::from(v)
+        (Bytes::from(v), hash)
     }
 
     /// The size or record limit this batch has reached, if any (checked after each append).
@@ -274,6 +288,7 @@ mod tests {
             max_age: Duration::from_secs(60),
             idle: Duration::from_secs(10),
             max_record_bytes: None,
+            deterministic: false,
         }
     }
 
@@ -302,11 +317,39 @@ mod tests {
         assert_eq!(b.records, 1000);
         assert_eq!(b.last_offset, 1009);
         let compressed = b.compressed_bytes();
-        all.extend_from_slice(&b.finish());
+        let (tail, hash) = b.finish();
+        all.extend_from_slice(&tail);
         assert!(all.len() as u64 >= compressed);
         let text = gunzip(&all);
         assert_eq!(text.lines().count(), 1000);
         assert_eq!(text.lines().nth(999), Some("{\"i\":999}"));
+        assert_eq!(hash, xxhash_rust::xxh3::xxh3_128(text.as_bytes()));
+    }
+
+    #[test]
+    fn content_hash_ignores_compression_and_part_boundaries() {
+        let now = Instant::now();
+        let tp = TopicPartition::new("t", 0);
+        let fill = |compression, part_every: i64| {
+            let mut b = Batch::new(tp.clone(), 0, compression, now);
+            for i in 0..5000 {
+                b.append(
+                    i,
+                    format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(40)).as_bytes(),
+                    now,
+                );
+                if i % part_every == part_every - 1 {
+                    b.take_part();
+                }
+            }
+            b.finish().1
+        };
+        let gz = fill(Compression::Gzip { level: 6 }, 1700);
+        assert_eq!(gz, fill(Compression::Gzip { level: 1 }, 900));
+        assert_eq!(gz, fill(Compression::None, 1234));
+        let mut other = Batch::new(tp.clone(), 0, Compression::None, now);
+        other.append(0, b"{}", now);
+        assert_ne!(gz, other.finish().1);
     }
 
     #[test]
@@ -316,7 +359,7 @@ mod tests {
         b.append(0, b"{}", now);
         b.append(1, b"{\"a\":1}", now);
         assert_eq!(b.raw_bytes, 11);
-        assert_eq!(&b.finish()[..], b"{}\n{\"a\":1}\n");
+        assert_eq!(&b.finish().0[..], b"{}\n{\"a\":1}\n");
     }
 
     #[test]

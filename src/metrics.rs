@@ -51,6 +51,8 @@ pub struct Metrics {
     multipart_parts: IntCounterVec,
     s3_requests: IntCounterVec,
     upload_retries: IntCounterVec,
+    key_conflicts: IntCounterVec,
+    orphans_aborted: IntCounterVec,
     upload_failures: IntCounterVec,
     aborted_uploads: IntCounterVec,
     commits: IntCounter,
@@ -245,6 +247,18 @@ impl Metrics {
                 "Multipart uploads aborted.",
                 dest,
             )?,
+            key_conflicts: counters(
+                r,
+                "kafka_s3_sink_key_conflicts_total",
+                "Conditional writes that found their key taken, by how they were resolved.",
+                &["destination", "resolution"],
+            )?,
+            orphans_aborted: counters(
+                r,
+                "kafka_s3_sink_orphaned_uploads_aborted_total",
+                "Abandoned multipart uploads aborted by the start-up cleanup.",
+                dest,
+            )?,
             commits: reg(
                 r,
                 IntCounter::new(
@@ -352,8 +366,12 @@ impl Metrics {
             &self.multipart_parts,
             &self.s3_requests,
             &self.aborted_uploads,
+            &self.orphans_aborted,
         ] {
             c.with_label_values(&[dest]);
+        }
+        for r in crate::upload::Resolution::LABELS {
+            self.key_conflicts.with_label_values(&[dest, r]);
         }
         for r in FlushReason::ALL {
             self.flushes.with_label_values(&[dest, r.as_str()]);
@@ -452,6 +470,18 @@ impl Metrics {
         self.upload_retries
             .with_label_values(&[dest, kind.as_str()])
             .inc();
+    }
+
+    /// A conditional write found its key taken and was resolved as `resolution`.
+    pub fn key_conflict(&self, dest: &str, resolution: &str) {
+        self.key_conflicts
+            .with_label_values(&[dest, resolution])
+            .inc();
+    }
+
+    /// The start-up cleanup aborted `n` abandoned multipart uploads.
+    pub fn orphans_aborted(&self, dest: &str, n: u64) {
+        self.orphans_aborted.with_label_values(&[dest]).inc_by(n);
     }
 
     /// An S3 request failed for good.

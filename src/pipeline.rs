@@ -422,7 +422,7 @@ impl Pipeline {
         let raw_bytes = file.batch.raw_bytes;
         let (first, last_offset) = (file.batch.first_offset, file.batch.last_offset);
         let taken = file.batch.taken_bytes;
-        let body = file.batch.finish();
+        let (body, content_hash) = file.batch.finish();
         let stored = taken + body.len() as u64;
         let cancel = self.uploads_cancel.child_token();
         let writer = match file.writer {
@@ -433,6 +433,7 @@ impl Pipeline {
             records,
             raw_bytes,
             stored_bytes: stored,
+            content_hash,
         };
         tracing::info!(
             destination = %dest.cfg.name, reason = reason.as_str(), key = %object_key,
@@ -455,13 +456,13 @@ impl Pipeline {
         let Some(f) = self.in_flight.remove(&done.info.id) else {
             // A streaming upload that failed before its file was sealed.
             return match done.result {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(UploadError::Cancelled) => Ok(()),
                 Err(e) => Err(PipelineError::Upload(e)),
             };
         };
         match done.result {
-            Ok(()) => {
+            Ok(_) => {
                 self.stats.objects += 1;
                 self.stats.raw_bytes += done.stats.raw_bytes;
                 self.stats.stored_bytes += done.stats.stored_bytes;

@@ -44,7 +44,11 @@
 //!   Complete and Abort (AWS: 404 `NoSuchUpload`); ListParts does not check the id and returns
 //!   an empty list after an abort.
 //! - `If-None-Match: *` on PutObject and Complete gives 412 `PreconditionFailed` when the
-//!   object exists.
+//!   object exists; `If-Match` compares the ETag. A failed condition leaves the upload in place.
+//! - ListMultipartUploads is not implemented by s3s-fs; [`uploads`] answers it from the files
+//!   above (one page, no markers).
+
+pub mod uploads;
 
 use std::fmt;
 use std::future::poll_fn;
@@ -436,6 +440,7 @@ impl RequestLog {
 #[derive(Clone)]
 pub struct FaultInjectingService {
     inner: S3Service,
+    root: PathBuf,
     faults: Arc<FaultPlan>,
     log: Arc<RequestLog>,
 }
@@ -489,6 +494,19 @@ impl hyper::service::Service<Request<Incoming>> for FaultInjectingService {
                 Ok(resp)
             }),
             None => {
+                if let Some(bucket) = uploads::bucket_of(
+                    req.method().as_str(),
+                    req.uri().path(),
+                    req.uri().query().unwrap_or_default(),
+                ) {
+                    let resp = uploads::response(
+                        &self.root,
+                        &bucket,
+                        req.uri().query().unwrap_or_default(),
+                    );
+                    log.set_status(index, resp.status().as_u16());
+                    return Box::pin(async move { Ok(resp) });
+                }
                 let inner = self.inner.clone();
                 Box::pin(async move {
                     let result = inner.call(req.map(s3s::Body::from)).await;
@@ -589,6 +607,7 @@ impl LocalS3 {
         let log = Arc::new(RequestLog::default());
         let service = FaultInjectingService {
             inner: builder.build(),
+            root: root.clone(),
             faults: Arc::clone(&faults),
             log: Arc::clone(&log),
         };
@@ -649,6 +668,12 @@ impl LocalS3 {
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.log.lock().clear();
+    }
+
+    /// Makes every multipart upload in progress look `age` older (tests of the orphan cleanup);
+    /// returns how many there are.
+    pub fn backdate_uploads(&self, age: Duration) -> io::Result<usize> {
+        uploads::backdate(&self.root, age)
     }
 
     /// Makes `bucket` exist by creating its directory (idempotent, unlike CreateBucket).

@@ -2,9 +2,17 @@
 //! whole body at once (PutObject below the part size). Every request is retried with
 //! exponential backoff and jitter, and holds one of `upload.concurrency` permits while it runs.
 //!
+//! Writes are conditional (`If-None-Match: *`) unless the destination turns that off, so an
+//! object can never replace another one: when the key is taken, [`conflict`] decides (our own
+//! earlier attempt, the same content rebuilt by a replay, or a different object, which keeps its
+//! records under another key).
+//!
 //! Invariants: every object task reports exactly one [`UploadDone`]; a multipart upload that does
 //! not complete is aborted (best effort, logged); bytes handed over are counted in
 //! [`Uploader::queued_bytes`] until their request succeeds, so the memory budget sees them.
+
+mod conflict;
+pub mod orphans;
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -18,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
-use crate::sink::{CompletedPart, ObjectMeta, ObjectSink, SinkError, WriteCondition};
+use crate::sink::{
+    meta_keys, CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError, WriteCondition,
+};
+pub use conflict::{aside_key, Resolution};
 
 /// Identity of an object upload, echoed back in [`UploadDone`].
 #[derive(Debug, Clone)]
@@ -42,6 +53,8 @@ pub struct FileStats {
     pub raw_bytes: u64,
     /// Stored bytes.
     pub stored_bytes: u64,
+    /// xxh3-128 of the uncompressed content (see [`crate::batch::Batch::finish`]).
+    pub content_hash: u128,
 }
 
 /// Why an object did not reach S3.
@@ -66,8 +79,8 @@ pub struct UploadDone {
     pub stats: FileStats,
     /// Parts uploaded (0 for PutObject).
     pub parts: u32,
-    /// Outcome.
-    pub result: Result<(), UploadError>,
+    /// Outcome: how the records got into S3, or why they did not.
+    pub result: Result<Resolution, UploadError>,
 }
 
 enum Chunk {
@@ -87,6 +100,10 @@ pub struct Target {
     pub sink: Arc<dyn ObjectSink>,
     /// Object headers.
     pub meta: ObjectMeta,
+    /// Write with `If-None-Match: *` (and `If-Match` when moving an object aside).
+    pub conditional: bool,
+    /// Objects are gzip (to read an existing object's content when its key is taken).
+    pub gzip: bool,
 }
 
 /// Starts object uploads.
@@ -233,6 +250,8 @@ struct Multipart {
     key: String,
     upload_id: String,
     parts: Vec<CompletedPart>,
+    /// Completed by this task (nothing to abort).
+    completed: bool,
 }
 
 impl ObjectTask {
@@ -242,6 +261,8 @@ impl ObjectTask {
         key: Option<String>,
         mut rx: mpsc::UnboundedReceiver<Chunk>,
     ) {
+        let writer = format!("{:016x}", rand::random::<u64>());
+        let meta = self.object_meta(&info, &writer);
         let mut mp: Option<Multipart> = None;
         let mut stats = FileStats::default();
         let mut final_key = key.clone().unwrap_or_default();
@@ -256,7 +277,9 @@ impl ObjectTask {
                 None => break Err(UploadError::Cancelled),
                 Some(Chunk::Part(body)) => {
                     let len = body.len();
-                    let r = self.send_part(&info, &mut mp, key.as_deref(), body).await;
+                    let r = self
+                        .send_part(&info, &meta, &mut mp, key.as_deref(), body)
+                        .await;
                     self.queued.fetch_sub(len, Ordering::Relaxed);
                     if let Err(e) = r {
                         break Err(e);
@@ -270,7 +293,9 @@ impl ObjectTask {
                     stats = s;
                     final_key = key.clone();
                     let len = last.len();
-                    let r = self.finish(&info, &mut mp, key, last).await;
+                    let r = self
+                        .finish(&info, &meta, &writer, &mut mp, key, last, &stats)
+                        .await;
                     self.queued.fetch_sub(len, Ordering::Relaxed);
                     break r;
                 }
@@ -286,11 +311,15 @@ impl ObjectTask {
             self.queued.fetch_sub(len, Ordering::Relaxed);
         }
         let parts = mp.as_ref().map_or(0, |m| m.parts.len() as u32);
-        if result.is_err() {
-            if let Some(m) = mp.take() {
-                self.abort(&info, &m).await;
+        // A multipart upload left open: failed, cancelled, or not needed (the key held our
+        // records already).
+        if let Some(m) = mp.take().filter(|m| !m.completed) {
+            self.abort(&info, &m).await;
+        }
+        if let Ok(resolution) = &result {
+            if let Resolution::WrittenAside(k) = resolution {
+                final_key = k.clone();
             }
-        } else {
             let t = &self.targets[info.dest];
             self.metrics.uploaded(
                 &t.name,
@@ -309,9 +338,27 @@ impl ObjectTask {
         });
     }
 
+    /// Headers of one object: the destination's, plus where its records come from and which
+    /// task wrote it.
+    fn object_meta(&self, info: &ObjectInfo, writer: &str) -> ObjectMeta {
+        let mut meta = self.targets[info.dest].meta.clone();
+        meta.user
+            .insert(meta_keys::WRITER.into(), writer.to_string());
+        meta.user
+            .insert(meta_keys::TOPIC.into(), info.tp.topic.to_string());
+        meta.user
+            .insert(meta_keys::PARTITION.into(), info.tp.partition.to_string());
+        meta.user.insert(
+            meta_keys::FIRST_OFFSET.into(),
+            info.first_offset.to_string(),
+        );
+        meta
+    }
+
     async fn send_part(
         &self,
         info: &ObjectInfo,
+        meta: &ObjectMeta,
         mp: &mut Option<Multipart>,
         key: Option<&str>,
         body: Bytes,
@@ -320,12 +367,13 @@ impl ObjectTask {
         if mp.is_none() {
             let key = key.ok_or(UploadError::Cancelled)?.to_string();
             let upload_id = self
-                .attempt(info, || t.sink.create_multipart(&key, &t.meta))
+                .attempt(info, || t.sink.create_multipart(&key, meta))
                 .await?;
             *mp = Some(Multipart {
                 key,
                 upload_id,
                 parts: Vec::new(),
+                completed: false,
             });
         }
         let m = mp.as_mut().ok_or(UploadError::Cancelled)?;
@@ -341,38 +389,82 @@ impl ObjectTask {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         info: &ObjectInfo,
+        meta: &ObjectMeta,
+        writer: &str,
         mp: &mut Option<Multipart>,
         key: String,
         last: Bytes,
-    ) -> Result<(), UploadError> {
+        stats: &FileStats,
+    ) -> Result<Resolution, UploadError> {
         let t = &self.targets[info.dest];
+        let cond = if t.conditional {
+            WriteCondition::IfAbsent
+        } else {
+            WriteCondition::Always
+        };
+        let ours = conflict::Ours {
+            key: &key,
+            writer,
+            content_hash: stats.content_hash,
+        };
         if mp.is_none() && last.len() <= self.part_size {
-            return self
-                .attempt(info, || {
-                    t.sink
-                        .put(&key, last.clone(), &t.meta, &WriteCondition::Always)
-                })
+            let r = self
+                .attempt(info, || t.sink.put(&key, last.clone(), meta, &cond))
                 .await;
+            return match r {
+                Ok(()) => Ok(Resolution::Written),
+                Err(UploadError::Sink(e)) if e.kind == ErrorKind::Conflict => {
+                    self.resolve(info, &ours, conflict::Body::Whole(&last, meta))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
         }
         // Multipart: whatever remains goes in parts of the part size; the last may be smaller.
         let mut rest = last;
         while !rest.is_empty() || mp.as_ref().is_some_and(|m| m.parts.is_empty()) {
             let n = rest.len().min(self.part_size.max(1));
             let piece = rest.split_to(n);
-            self.send_part(info, mp, Some(&key), piece).await?;
+            self.send_part(info, meta, mp, Some(&key), piece).await?;
             if rest.is_empty() {
                 break;
             }
         }
         let m = mp.as_ref().ok_or(UploadError::Cancelled)?;
-        self.attempt(info, || {
-            t.sink
-                .complete_multipart(&m.key, &m.upload_id, &m.parts, &WriteCondition::Always)
-        })
-        .await
+        let r = self
+            .attempt(info, || {
+                t.sink
+                    .complete_multipart(&m.key, &m.upload_id, &m.parts, &cond)
+            })
+            .await;
+        let r = match r {
+            Ok(()) => Ok(Resolution::Written),
+            // A taken key, or a retried Complete whose first attempt did land (the upload id is
+            // gone then): the resolution tells them apart.
+            Err(UploadError::Sink(e))
+                if e.kind == ErrorKind::Conflict || e.kind == ErrorKind::Permanent =>
+            {
+                let body = conflict::Body::Multipart {
+                    upload_id: &m.upload_id,
+                    parts: &m.parts,
+                    failed: e,
+                };
+                self.resolve(info, &ours, body).await
+            }
+            Err(e) => Err(e),
+        };
+        // Completed (by this or an earlier attempt) unless the key already held these records,
+        // in which case the upload is left for the abort.
+        if matches!(&r, Ok(res) if *res != Resolution::Identical) {
+            if let Some(m) = mp.as_mut() {
+                m.completed = true;
+            }
+        }
+        r
     }
 
     async fn abort(&self, info: &ObjectInfo, m: &Multipart) {
@@ -434,8 +526,11 @@ impl ObjectTask {
             biased;
             _ = self.cancel.cancelled() => Err(UploadError::Cancelled),
             r = run => r.map_err(|e| {
-                self.metrics.upload_failed(&t.name, e.kind);
-                tracing::error!(destination = %t.name, error = %e, "S3 request failed for good");
+                // A taken key is not a failure: the caller resolves it.
+                if e.kind != ErrorKind::Conflict {
+                    self.metrics.upload_failed(&t.name, e.kind);
+                    tracing::error!(destination = %t.name, error = %e, "S3 request failed for good");
+                }
                 UploadError::Sink(e)
             }),
         }

@@ -138,6 +138,11 @@ pub struct RawUpload {
     pub retry_max_backoff_ms: u64,
     /// Attempts per request before the worker gives up and exits (0 = retry for ever).
     pub retry_max_attempts: u32,
+    /// At start-up, abort multipart uploads under each destination's prefixes that are older
+    /// than `orphaned_upload_min_age_secs` (left by a crashed or killed worker).
+    pub abort_orphaned_uploads: bool,
+    /// Age above which an in-progress multipart upload counts as abandoned.
+    pub orphaned_upload_min_age_secs: u64,
 }
 
 impl Default for RawUpload {
@@ -149,6 +154,8 @@ impl Default for RawUpload {
             retry_initial_backoff_ms: 200,
             retry_max_backoff_ms: 30_000,
             retry_max_attempts: 0,
+            abort_orphaned_uploads: true,
+            orphaned_upload_min_age_secs: 6 * 3600,
         }
     }
 }
@@ -194,6 +201,10 @@ pub struct RawDestination {
     /// Set `Content-Encoding: gzip` on gzip objects (off: S3 clients would decompress silently).
     #[serde(default)]
     pub content_encoding_header: bool,
+    /// Write with `If-None-Match: *` so no object ever replaces another (turn off only for
+    /// stores that reject conditional writes).
+    #[serde(default = "d_true")]
+    pub conditional_writes: bool,
     /// Credentials (default: the AWS default chain).
     #[serde(default)]
     pub credentials: RawCredentials,
@@ -304,6 +315,9 @@ pub struct RawBatch {
     pub idle_secs: u64,
     /// Quarantine records whose value is larger than this (0 = no limit).
     pub max_record_bytes: u64,
+    /// Files hold fixed offset windows of `max_records` and commits land on window starts, so
+    /// a replay rebuilds the same objects (no duplicates after a crash).
+    pub deterministic: bool,
 }
 
 impl Default for RawBatch {
@@ -316,6 +330,7 @@ impl Default for RawBatch {
             max_age_secs: 300,
             idle_secs: 30,
             max_record_bytes: 8 * 1024 * 1024,
+            deterministic: false,
         }
     }
 }
@@ -345,6 +360,9 @@ fn d_session_timeout_ms() -> u64 {
 }
 fn d_max_poll_interval_ms() -> u64 {
     300_000
+}
+fn d_true() -> bool {
+    true
 }
 fn d_region() -> String {
     "us-east-1".into()

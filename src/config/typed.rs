@@ -80,6 +80,8 @@ pub struct UploadConfig {
     pub request_timeout: Duration,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Start-up cleanup: abort multipart uploads older than this (`None`: off).
+    pub orphan_min_age: Option<Duration>,
 }
 
 /// Exponential backoff with jitter.
@@ -221,6 +223,8 @@ pub struct BatchConfig {
     pub idle: Duration,
     /// Largest accepted record value.
     pub max_record_bytes: Option<u64>,
+    /// Offset-window files and window-aligned commits.
+    pub deterministic: bool,
 }
 
 /// Validated filter.
@@ -265,6 +269,8 @@ pub struct DestinationConfig {
     pub content_type: String,
     /// Whether to send `Content-Encoding: gzip`.
     pub content_encoding_header: bool,
+    /// Conditional writes (`If-None-Match: *`).
+    pub conditional_writes: bool,
     /// Credentials.
     pub credentials: Credentials,
     /// SSE.

@@ -145,6 +145,23 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         destinations.push(dest);
     }
+    if let Some(age) = upload.orphan_min_age {
+        let longest = destinations
+            .iter()
+            .map(|d| d.batch.max_age)
+            .max()
+            .unwrap_or_default();
+        let floor = (longest + upload.request_timeout).max(Duration::from_secs(60));
+        if age < floor {
+            return Err(ConfigError::new(
+                "upload.orphaned_upload_min_age_secs",
+                format!(
+                    "must be at least {} (the longest batch.max_age_secs plus upload.request_timeout_secs, and ≥ 60), or live uploads of other replicas get aborted; raise it or set abort_orphaned_uploads = false",
+                    floor.as_secs()
+                ),
+            ));
+        }
+    }
     Ok(Config {
         kafka,
         pipeline,
@@ -265,6 +282,9 @@ fn validate_upload(u: &RawUpload) -> Result<UploadConfig, ConfigError> {
             max_backoff: Duration::from_millis(u.retry_max_backoff_ms),
             max_attempts: (u.retry_max_attempts > 0).then_some(u.retry_max_attempts),
         },
+        orphan_min_age: u
+            .abort_orphaned_uploads
+            .then(|| Duration::from_secs(u.orphaned_upload_min_age_secs)),
     })
 }
 
@@ -363,6 +383,23 @@ fn validate_destination(
     };
     let routing = validate_routing(at, &d.routing)?;
     let batch = validate_batch(at, &d.batch)?;
+    if batch.deterministic {
+        let why = match routing.time_source {
+            TimeSource::UploadTime | TimeSource::EventTimeOrUploadTime { .. } => {
+                Some(("routing.time_source", "folders from the upload time differ on a replay; use event_time, kafka_timestamp or none"))
+            }
+            _ if !routing.file.is_deterministic() => Some(("routing.file_template", "{upload_time} and {random5} differ on a replay; remove them")),
+            _ => None,
+        };
+        if let Some((k, msg)) = why {
+            return Err(ConfigError::new(
+                key(k),
+                format!(
+                    "batch.deterministic = true needs the same names for the same records: {msg}"
+                ),
+            ));
+        }
+    }
     let filter = FilterConfig {
         field: d
             .filter
@@ -399,6 +436,7 @@ fn validate_destination(
         source_id: d.source_id.clone(),
         content_type: d.content_type.clone(),
         content_encoding_header: d.content_encoding_header,
+        conditional_writes: d.conditional_writes,
         credentials,
         encryption,
         routing,
@@ -526,5 +564,6 @@ fn validate_batch(at: &str, b: &RawBatch) -> Result<BatchConfig, ConfigError> {
         max_age: positive_secs(&key("max_age_secs"), b.max_age_secs)?,
         idle: positive_secs(&key("idle_secs"), b.idle_secs)?,
         max_record_bytes: (b.max_record_bytes > 0).then_some(b.max_record_bytes),
+        deterministic: b.deterministic,
     })
 }

@@ -23,6 +23,8 @@ fn harness(extra: &str) -> Harness {
         name: "d".into(),
         sink: sink.clone() as Arc<dyn ObjectSink>,
         meta: crate::app::object_meta(&cfg.destinations[0]),
+        conditional: true,
+        gzip: true,
     }];
     let metrics = Metrics::unregistered();
     let (uploader, done) = Uploader::new(

@@ -50,6 +50,7 @@ struct State {
 pub struct MemorySink {
     state: Mutex<State>,
     fail_next: AtomicU32,
+    lose_answers: AtomicU32,
 }
 
 impl MemorySink {
@@ -61,6 +62,28 @@ impl MemorySink {
     /// Makes the next `n` requests fail with a 503 SlowDown.
     pub fn fail_next(&self, n: u32) {
         self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` PutObject / CompleteMultipartUpload requests take effect and then
+    /// fail as if the connection dropped before the answer (the client retries an applied write).
+    pub fn lose_answers(&self, n: u32) {
+        self.lose_answers.store(n, Ordering::SeqCst);
+    }
+
+    fn answer_lost(&self, op: &'static str, key: &str) -> Result<(), SinkError> {
+        let took = self
+            .lose_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match took {
+            Ok(_) => Err(SinkError {
+                op,
+                bucket: "memory".into(),
+                key: key.into(),
+                kind: ErrorKind::Network,
+                message: "connection reset after the request was applied (injected)".into(),
+            }),
+            Err(_) => Ok(()),
+        }
     }
 
     /// All stored objects by key.
@@ -184,7 +207,8 @@ impl ObjectSink for MemorySink {
                 meta: meta.clone(),
             },
         );
-        Ok(())
+        drop(st);
+        self.answer_lost("PutObject", key)
     }
 
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, SinkError> {
@@ -258,7 +282,8 @@ impl ObjectSink for MemorySink {
                 meta,
             },
         );
-        Ok(())
+        drop(st);
+        self.answer_lost("CompleteMultipartUpload", key)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), SinkError> {

@@ -6,6 +6,14 @@ fn uploader(
     sink: Arc<MemorySink>,
     max_attempts: Option<u32>,
 ) -> (Uploader, mpsc::UnboundedReceiver<UploadDone>) {
+    uploader_with(sink, max_attempts, true)
+}
+
+fn uploader_with(
+    sink: Arc<MemorySink>,
+    max_attempts: Option<u32>,
+    conditional: bool,
+) -> (Uploader, mpsc::UnboundedReceiver<UploadDone>) {
     let targets = vec![Target {
         name: "d".into(),
         sink,
@@ -13,6 +21,8 @@ fn uploader(
             content_type: "application/x-ndjson".into(),
             ..Default::default()
         },
+        conditional,
+        gzip: false,
     }];
     let policy = RetryPolicy {
         initial_backoff: Duration::from_millis(1),
@@ -36,7 +46,146 @@ fn stats() -> FileStats {
         records: 1,
         raw_bytes: 1,
         stored_bytes: 1,
+        content_hash: 0,
     }
+}
+
+/// Stats of a plain (uncompressed) object: its content hash is the hash of its bytes.
+fn stats_of(body: &[u8]) -> FileStats {
+    FileStats {
+        content_hash: xxhash_rust::xxh3::xxh3_128(body),
+        ..stats()
+    }
+}
+
+fn other_writer() -> ObjectMeta {
+    let mut m = ObjectMeta::default();
+    m.user.insert(meta_keys::WRITER.into(), "0ther".into());
+    m
+}
+
+/// Uploads `body` at `key`, streamed as parts of 8 bytes when `multipart`.
+async fn upload(up: &Uploader, id: u64, key: &str, body: &'static [u8], multipart: bool) {
+    let mut w = up.open(info(id), Some(key.into()), CancellationToken::new());
+    let mut rest = body;
+    while multipart && rest.len() > 8 {
+        w.part(Bytes::from_static(&rest[..8]));
+        rest = &rest[8..];
+    }
+    w.finish(Bytes::from_static(rest), key.into(), stats_of(body));
+}
+
+#[tokio::test]
+async fn objects_carry_their_partition_offset_and_writer() {
+    let sink = Arc::new(MemorySink::new());
+    let (up, mut done) = uploader(sink.clone(), None);
+    upload(&up, 1, "k", b"abc", false).await;
+    assert_eq!(
+        done.recv().await.unwrap().result.unwrap(),
+        Resolution::Written
+    );
+    let user = &sink.objects()["k"].meta.user;
+    assert_eq!(user[meta_keys::TOPIC], "t");
+    assert_eq!(user[meta_keys::PARTITION], "0");
+    assert_eq!(user[meta_keys::FIRST_OFFSET], "0");
+    assert_eq!(user[meta_keys::WRITER].len(), 16);
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_recognised_as_our_own_write() {
+    for multipart in [false, true] {
+        let sink = Arc::new(MemorySink::new());
+        sink.lose_answers(1);
+        let (up, mut done) = uploader(sink.clone(), None);
+        upload(&up, 1, "k", b"0123456789abcdefghij", multipart).await;
+        let d = done.recv().await.unwrap();
+        assert_eq!(
+            d.result.unwrap(),
+            Resolution::OwnEarlierAttempt,
+            "{multipart}"
+        );
+        assert_eq!(sink.objects().len(), 1, "no second copy");
+        assert_eq!(sink.open_uploads(), 0);
+    }
+}
+
+#[tokio::test]
+async fn the_same_content_at_the_key_is_not_written_again() {
+    for multipart in [false, true] {
+        let sink = Arc::new(MemorySink::new());
+        let body: &'static [u8] = b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n";
+        sink.insert("k", Bytes::from_static(body), other_writer());
+        let (up, mut done) = uploader(sink.clone(), None);
+        upload(&up, 1, "k", body, multipart).await;
+        let d = done.recv().await.unwrap();
+        assert_eq!(d.result.unwrap(), Resolution::Identical, "{multipart}");
+        assert_eq!(sink.objects().len(), 1);
+        assert_eq!(sink.objects()["k"].meta.user[meta_keys::WRITER], "0ther");
+        assert_eq!(
+            sink.open_uploads(),
+            0,
+            "the unneeded multipart upload is aborted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_put_never_replaces_other_records() {
+    let sink = Arc::new(MemorySink::new());
+    sink.insert(
+        "p/t+0+1.ndjson",
+        Bytes::from_static(b"old\n"),
+        other_writer(),
+    );
+    let (up, mut done) = uploader(sink.clone(), None);
+    upload(&up, 1, "p/t+0+1.ndjson", b"new\n", false).await;
+    let d = done.recv().await.unwrap();
+    let Resolution::WrittenAside(aside) = d.result.unwrap() else {
+        panic!("expected WrittenAside")
+    };
+    assert!(
+        aside.starts_with("p/t+0+1~") && aside.ends_with(".ndjson"),
+        "{aside}"
+    );
+    assert_eq!(
+        d.key, aside,
+        "the report names the key that holds the records"
+    );
+    let objects = sink.objects();
+    assert_eq!(&objects["p/t+0+1.ndjson"].body[..], b"old\n");
+    assert_eq!(&objects[&aside].body[..], b"new\n");
+}
+
+#[tokio::test]
+async fn a_multipart_upload_moves_other_records_aside_first() {
+    let sink = Arc::new(MemorySink::new());
+    sink.insert("k.ndjson", Bytes::from_static(b"old\n"), other_writer());
+    let (up, mut done) = uploader(sink.clone(), None);
+    upload(&up, 1, "k.ndjson", b"0123456789abcdefghij\n", true).await;
+    let d = done.recv().await.unwrap();
+    assert_eq!(
+        d.result.unwrap(),
+        Resolution::MovedAside("k~0ther.ndjson".into())
+    );
+    let objects = sink.objects();
+    assert_eq!(&objects["k~0ther.ndjson"].body[..], b"old\n");
+    assert_eq!(&objects["k.ndjson"].body[..], b"0123456789abcdefghij\n");
+    assert_eq!(sink.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn without_conditional_writes_the_last_writer_wins() {
+    // The hazard conditional writes remove (documented for stores that lack them).
+    let sink = Arc::new(MemorySink::new());
+    sink.insert("k", Bytes::from_static(b"old\n"), other_writer());
+    let (up, mut done) = uploader_with(sink.clone(), None, false);
+    upload(&up, 1, "k", b"new\n", false).await;
+    assert_eq!(
+        done.recv().await.unwrap().result.unwrap(),
+        Resolution::Written
+    );
+    assert_eq!(&sink.objects()["k"].body[..], b"new\n");
+    assert_eq!(sink.objects().len(), 1);
 }
 
 #[tokio::test]

@@ -1,0 +1,303 @@
+//! What the uploader does when a conditional write finds its key taken (412/409), or when a
+//! retried CompleteMultipartUpload finds its upload gone. An object is never replaced by one
+//! with other records, so no overwrite can remove records from S3:
+//!
+//! 1. The object at the key carries our `writer-id`: an earlier attempt of this same request
+//!    landed (its answer was lost). Done.
+//! 2. Its uncompressed content has our content hash: a replay rebuilt the same file (after a
+//!    crash, or a zombie worker racing the partition's new owner). Done, no duplicate.
+//! 3. Different records (a writer that cut its file elsewhere): both must stay. A single
+//!    PutObject body goes to [`aside_key`] (`…~<writer>.ndjson.gz`) instead; a multipart upload
+//!    (whose parts are already in S3) copies the existing object aside first, then completes
+//!    with `If-Match` on the ETag it copied, so a third writer in between is caught and the
+//!    round repeats.
+//!
+//! Invariant: every path either leaves our records in S3 under a reported key or returns an
+//! error, so the pipeline never commits records that are not stored.
+
+use bytes::Bytes;
+use std::io::Write;
+use tokio::io::AsyncReadExt;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{ObjectInfo, ObjectTask, UploadError};
+use crate::sink::{meta_keys, CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError};
+use crate::sink::{ObjectHead, WriteCondition};
+
+/// Rounds of head / compare / write before giving up (each round means another writer changed
+/// the key meanwhile).
+const MAX_ROUNDS: usize = 5;
+
+/// How an object's records got into S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Written at its key.
+    Written,
+    /// The key held this upload's own earlier attempt (its answer was lost).
+    OwnEarlierAttempt,
+    /// The key held the same content, written by another writer (a replay): nothing written.
+    Identical,
+    /// The key held other records; this object went to the given key beside it.
+    WrittenAside(String),
+    /// The key held other records; they were copied to the given key, then this object
+    /// replaced them at the key.
+    MovedAside(String),
+}
+
+impl Resolution {
+    /// Metrics label (`None` for a plain write).
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Self::Written => None,
+            Self::OwnEarlierAttempt => Some("own_attempt"),
+            Self::Identical => Some("identical"),
+            Self::WrittenAside(_) => Some("written_aside"),
+            Self::MovedAside(_) => Some("moved_aside"),
+        }
+    }
+
+    /// Every label (to initialise metric series at zero).
+    pub const LABELS: [&'static str; 4] =
+        ["own_attempt", "identical", "written_aside", "moved_aside"];
+}
+
+/// The object being written.
+pub(super) struct Ours<'a> {
+    pub key: &'a str,
+    pub writer: &'a str,
+    pub content_hash: u128,
+}
+
+/// Its bytes: whole (PutObject) or already uploaded as parts.
+pub(super) enum Body<'a> {
+    Whole(&'a Bytes, &'a ObjectMeta),
+    Multipart {
+        upload_id: &'a str,
+        parts: &'a [CompletedPart],
+        /// Why the Complete failed (a conflict, or a permanent error such as NoSuchUpload).
+        failed: SinkError,
+    },
+}
+
+/// The key beside `key` for the object of writer `tag`: the tag goes before the file's
+/// extensions, so tools that look at `.ndjson.gz` still see the file.
+pub fn aside_key(key: &str, tag: &str) -> String {
+    let name_start = key.rfind('/').map_or(0, |i| i + 1);
+    let name = &key[name_start..];
+    let mut stem_len = name.len();
+    for ext in [".gz", ".ndjson", ".jsonl", ".json", ".txt", ".log"] {
+        if name[..stem_len].ends_with(ext) && stem_len > ext.len() {
+            stem_len -= ext.len();
+        }
+    }
+    let split = name_start + stem_len;
+    format!("{}~{tag}{}", &key[..split], &key[split..])
+}
+
+/// Reads an object and hashes its uncompressed content. `Ok(None)`: no object at the key;
+/// `Ok(Some(None))`: it exists but does not decompress (so it is not our content).
+async fn stored_content_hash(
+    sink: &dyn ObjectSink,
+    key: &str,
+    gzip: bool,
+) -> Result<Option<Option<u128>>, SinkError> {
+    let Some(mut obj) = sink.get(key).await? else {
+        return Ok(None);
+    };
+    let read_err = |e: std::io::Error| SinkError {
+        op: "GetObject",
+        bucket: sink.bucket().to_string(),
+        key: key.to_string(),
+        kind: ErrorKind::Network,
+        message: e.to_string(),
+    };
+    let mut hasher = HashWriter(Xxh3::new());
+    let mut gunzip = gzip.then(|| flate2::write::MultiGzDecoder::new(HashWriter(Xxh3::new())));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut readable = true;
+    loop {
+        let n = obj.body.read(&mut buf).await.map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        match &mut gunzip {
+            Some(d) => readable &= d.write_all(&buf[..n]).is_ok(),
+            None => hasher.0.update(&buf[..n]),
+        }
+    }
+    let hash = match gunzip {
+        Some(d) => match d.finish() {
+            Ok(h) if readable => Some(h.0.digest128()),
+            _ => None,
+        },
+        None => Some(hasher.0.digest128()),
+    };
+    Ok(Some(hash))
+}
+
+struct HashWriter(Xxh3);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn writer_of(head: &ObjectHead) -> Option<&str> {
+    head.user.get(meta_keys::WRITER).map(String::as_str)
+}
+
+impl ObjectTask {
+    /// Resolves a taken key (see the module doc). Each request is retried like any other.
+    pub(super) async fn resolve(
+        &self,
+        info: &ObjectInfo,
+        ours: &Ours<'_>,
+        body: Body<'_>,
+    ) -> Result<Resolution, UploadError> {
+        let t = &self.targets[info.dest];
+        let sink = &*t.sink;
+        let key = ours.key;
+        let cond = if t.conditional {
+            WriteCondition::IfAbsent
+        } else {
+            WriteCondition::Always
+        };
+        let mut last_err = None;
+        for _ in 0..MAX_ROUNDS {
+            let head = self.attempt(info, || sink.head(key)).await?;
+            let Some(head) = head else {
+                // Nothing at the key (any more): write as first planned.
+                let r = match &body {
+                    Body::Whole(bytes, meta) => {
+                        self.attempt(info, || sink.put(key, (*bytes).clone(), meta, &cond))
+                            .await
+                    }
+                    Body::Multipart { failed, .. } if failed.kind == ErrorKind::Permanent => {
+                        return Err(UploadError::Sink(failed.clone()))
+                    }
+                    Body::Multipart {
+                        upload_id, parts, ..
+                    } => {
+                        self.attempt(info, || {
+                            sink.complete_multipart(key, upload_id, parts, &cond)
+                        })
+                        .await
+                    }
+                };
+                match r {
+                    Ok(()) => return self.resolved(info, Resolution::Written),
+                    Err(UploadError::Sink(e)) if e.kind == ErrorKind::Conflict => {
+                        last_err = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if writer_of(&head) == Some(ours.writer) {
+                return self.resolved(info, Resolution::OwnEarlierAttempt);
+            }
+            if let Body::Multipart { failed, .. } = &body {
+                if failed.kind == ErrorKind::Permanent {
+                    // The upload is gone and the key holds someone else's object.
+                    return Err(UploadError::Sink(failed.clone()));
+                }
+            }
+            let stored = self
+                .attempt(info, || stored_content_hash(sink, key, t.gzip))
+                .await?;
+            match stored {
+                None => continue, // deleted between HEAD and GET: look again
+                Some(Some(h)) if h == ours.content_hash => {
+                    return self.resolved(info, Resolution::Identical)
+                }
+                Some(_) => {}
+            }
+            match &body {
+                Body::Whole(bytes, meta) => {
+                    let aside = aside_key(key, ours.writer);
+                    let r = self
+                        .attempt(info, || sink.put(&aside, (*bytes).clone(), meta, &cond))
+                        .await;
+                    return match r {
+                        Ok(()) => self.resolved(info, Resolution::WrittenAside(aside)),
+                        Err(UploadError::Sink(e)) if e.kind == ErrorKind::Conflict => {
+                            // Only this task writes its aside key: an earlier attempt landed.
+                            self.resolved(info, Resolution::WrittenAside(aside))
+                        }
+                        Err(e) => Err(e),
+                    };
+                }
+                Body::Multipart {
+                    upload_id, parts, ..
+                } => {
+                    let tag = writer_of(&head)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+                    let aside = aside_key(key, &tag);
+                    self.attempt(info, || sink.copy(key, &aside)).await?;
+                    let if_match = WriteCondition::IfMatch(head.etag.clone());
+                    let r = self
+                        .attempt(info, || {
+                            sink.complete_multipart(key, upload_id, parts, &if_match)
+                        })
+                        .await;
+                    match r {
+                        Ok(()) => return self.resolved(info, Resolution::MovedAside(aside)),
+                        Err(UploadError::Sink(e))
+                            if e.kind == ErrorKind::Conflict || e.kind == ErrorKind::Permanent =>
+                        {
+                            // Changed again meanwhile, or our Complete landed and its answer
+                            // was lost: the next round's HEAD tells.
+                            last_err = Some(e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(UploadError::Sink(last_err.unwrap_or_else(|| SinkError {
+            op: "PutObject",
+            bucket: sink.bucket().to_string(),
+            key: key.to_string(),
+            kind: ErrorKind::Conflict,
+            message: format!("key still contended after {MAX_ROUNDS} rounds"),
+        })))
+    }
+
+    fn resolved(
+        &self,
+        info: &ObjectInfo,
+        resolution: Resolution,
+    ) -> Result<Resolution, UploadError> {
+        let t = &self.targets[info.dest];
+        if let Some(label) = resolution.label() {
+            self.metrics.key_conflict(&t.name, label);
+            tracing::info!(destination = %t.name, tp = %info.tp, first_offset = info.first_offset, resolution = ?resolution, "object key was taken; resolved");
+        }
+        Ok(resolution)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aside_keys_keep_folders_and_extensions() {
+        assert_eq!(
+            aside_key("p/2024/01/02/03/t+0+00000000000000000100.ndjson.gz", "ab12"),
+            "p/2024/01/02/03/t+0+00000000000000000100~ab12.ndjson.gz"
+        );
+        assert_eq!(
+            aside_key("events.v1+3+7.ndjson", "w"),
+            "events.v1+3+7~w.ndjson"
+        );
+        assert_eq!(aside_key("a/b/name", "w"), "a/b/name~w");
+        assert_eq!(aside_key("a.b/.gz", "w"), "a.b/.gz~w");
+    }
+}

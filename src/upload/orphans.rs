@@ -1,0 +1,138 @@
+//! Start-up cleanup of abandoned multipart uploads: a worker killed mid-upload (kill -9, OOM,
+//! node loss) cannot abort its upload, and S3 keeps — and bills — the parts until someone does.
+//!
+//! Invariants: only uploads under the destination's own prefix (errors included, they live
+//! under it) are considered, and only those older than the configured age, which validation
+//! keeps above the longest a live upload can last (max age + request timeout), so replicas never
+//! abort each other's live uploads. With an empty prefix (a bucket shared with others) only keys
+//! ending in the destination's file suffix count. Failures are logged, never fatal: lifecycle
+//! rules remain the backstop.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::DestinationConfig;
+use crate::metrics::Metrics;
+use crate::sink::{ObjectSink, SinkError};
+
+/// Pages of ListMultipartUploads read at most (1,000 uploads each).
+const MAX_PAGES: usize = 100;
+
+/// What one cleanup did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrphanReport {
+    /// Uploads in progress under the prefix.
+    pub seen: usize,
+    /// Aborted (older than the age).
+    pub aborted: usize,
+}
+
+/// Aborts the multipart uploads under `d`'s prefix started more than `min_age` ago.
+pub async fn abort_orphans(
+    d: &DestinationConfig,
+    sink: &dyn ObjectSink,
+    min_age: Duration,
+    metrics: &Metrics,
+) -> Result<OrphanReport, SinkError> {
+    let now = SystemTime::now();
+    let suffix = match d.batch.compression.suffix() {
+        "" => ".ndjson",
+        s => s,
+    };
+    let ours =
+        |key: &str| key.starts_with(&d.prefix) && (!d.prefix.is_empty() || key.ends_with(suffix));
+    let mut report = OrphanReport::default();
+    let mut marker = None;
+    for _ in 0..MAX_PAGES {
+        let page = sink.list_uploads(&d.prefix, marker).await?;
+        for u in page.uploads.iter().filter(|u| ours(&u.key)) {
+            report.seen += 1;
+            let age = u
+                .initiated
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            if age < min_age {
+                continue;
+            }
+            match sink.abort_multipart(&u.key, &u.upload_id).await {
+                Ok(()) => {
+                    report.aborted += 1;
+                    metrics.orphans_aborted(&d.name, 1);
+                    tracing::info!(destination = %d.name, key = %u.key, age_secs = age.as_secs(), "aborted an abandoned multipart upload");
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %d.name, error = %e, "could not abort an abandoned multipart upload")
+                }
+            }
+        }
+        marker = page.next;
+        if marker.is_none() {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::memory::MemorySink;
+
+    fn dest(prefix: &str) -> DestinationConfig {
+        let toml = format!(
+            "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\nprefix = \"{prefix}\"\n"
+        );
+        crate::config::parse(&toml, &|_| None)
+            .expect("valid test config")
+            .destinations
+            .remove(0)
+    }
+
+    #[tokio::test]
+    async fn aborts_only_old_uploads_under_the_prefix() {
+        let sink = MemorySink::new();
+        let hour = Duration::from_secs(3600);
+        sink.insert_upload("logs/2024/t+0+1.ndjson.gz", 7 * hour);
+        sink.insert_upload("logs/_errors/not_json/t+0+2.ndjson.gz", 7 * hour);
+        sink.insert_upload("logs/2024/t+0+3.ndjson.gz", Duration::from_secs(60));
+        sink.insert_upload("other-app/x.ndjson.gz", 7 * hour);
+        let r = abort_orphans(&dest("logs"), &sink, 6 * hour, &Metrics::unregistered())
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            OrphanReport {
+                seen: 3,
+                aborted: 2
+            }
+        );
+        assert_eq!(
+            sink.open_uploads(),
+            2,
+            "the young one and the other app's stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_prefix_only_touches_our_file_suffix() {
+        let sink = MemorySink::new();
+        let day = Duration::from_secs(86_400);
+        sink.insert_upload("2024/01/t+0+1.ndjson.gz", day);
+        sink.insert_upload("backups/db.tar", day);
+        let r = abort_orphans(
+            &dest(""),
+            &sink,
+            Duration::from_secs(3600),
+            &Metrics::unregistered(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r,
+            OrphanReport {
+                seen: 1,
+                aborted: 1
+            }
+        );
+        assert_eq!(sink.open_uploads(), 1);
+    }
+}
