@@ -6,6 +6,12 @@
 //! record can sit in files of several destinations). The safe commit is the lowest held offset,
 //! or `next` when nothing is held. Files finish uploading in any order; the watermark only moves
 //! forward once the lowest held file is in S3.
+//!
+//! Deterministic destinations (`batch.deterministic`) cut files at offset windows of
+//! `max_records`; for their topics a commit while files are held lands on a window start (or on
+//! the first offset taken in since the assignment, if later), so a replay after a crash starts
+//! where the crashed worker's files started and rebuilds the same objects. When nothing is held,
+//! every record taken in is in S3 and the exact next offset is committed.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,15 +25,28 @@ struct PartitionState {
     held: BTreeMap<i64, usize>,
     /// Last offset committed (or handed out for commit).
     committed: Option<i64>,
+    /// First offset taken in since the assignment.
+    first: Option<i64>,
 }
 
 impl PartitionState {
-    fn safe(&self) -> Option<i64> {
+    fn safe(&self, windows: &[u64]) -> Option<i64> {
         match self.held.first_key_value() {
-            Some((&lowest, _)) => Some(lowest),
+            Some((&lowest, _)) => Some(align(lowest, windows, self.first)),
             None => self.next,
         }
     }
+}
+
+/// The commit point at or below `w` where no file of a deterministic destination (window sizes
+/// `windows`) starts earlier: the lowest window start, but not below `first`.
+fn align(w: i64, windows: &[u64], first: Option<i64>) -> i64 {
+    let floor = windows
+        .iter()
+        .map(|&n| w - w.rem_euclid(n.max(1) as i64))
+        .min()
+        .unwrap_or(w);
+    floor.max(first.unwrap_or(floor)).min(w)
 }
 
 /// Why the tracker refused a call; each one is a bug upstream, reported instead of hidden.
@@ -60,12 +79,27 @@ pub enum OffsetError {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     parts: HashMap<TopicPartition, PartitionState>,
+    /// Offset-window sizes of the deterministic destinations, per topic.
+    windows: HashMap<String, Vec<u64>>,
 }
 
 impl OffsetTracker {
     /// An empty tracker.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A tracker whose commits for `topic` land on multiples of each window size (see the
+    /// module doc).
+    pub fn with_windows(windows: HashMap<String, Vec<u64>>) -> Self {
+        Self {
+            parts: HashMap::new(),
+            windows,
+        }
+    }
+
+    fn windows_of(&self, tp: &TopicPartition) -> &[u64] {
+        self.windows.get(&*tp.topic).map_or(&[], Vec::as_slice)
     }
 
     /// Starts tracking a newly assigned partition (its position is learnt from its first record).
@@ -104,6 +138,7 @@ impl OffsetTracker {
             }
         }
         st.next = Some(offset + 1);
+        st.first.get_or_insert(offset);
         Ok(())
     }
 
@@ -115,6 +150,7 @@ impl OffsetTracker {
             .get_mut(tp)
             .ok_or_else(|| OffsetError::NotAssigned(tp.clone()))?;
         *st.held.entry(offset).or_default() += 1;
+        st.first.get_or_insert(offset);
         Ok(())
     }
 
@@ -141,7 +177,8 @@ impl OffsetTracker {
 
     /// The offset safe to commit for `tp` now, if any.
     pub fn safe_offset(&self, tp: &TopicPartition) -> Option<i64> {
-        self.parts.get(tp).and_then(PartitionState::safe)
+        let windows = self.windows_of(tp);
+        self.parts.get(tp).and_then(|st| st.safe(windows))
     }
 
     /// Offsets that moved past the last commit, marking them committed. Pass `only` to limit
@@ -152,7 +189,8 @@ impl OffsetTracker {
             if only.is_some_and(|o| !o.contains(tp)) {
                 continue;
             }
-            if let Some(safe) = st.safe() {
+            let windows = self.windows.get(&*tp.topic).map_or(&[][..], Vec::as_slice);
+            if let Some(safe) = st.safe(windows) {
                 if st.committed.is_none_or(|c| safe > c) {
                     st.committed = Some(safe);
                     out.push((tp.clone(), safe));
@@ -272,5 +310,55 @@ mod tests {
         assert_eq!(t.take_commits(None), vec![(tp(0), 2)]);
         t.forget(&tp(1));
         assert!(!t.is_assigned(&tp(1)));
+    }
+
+    #[test]
+    fn deterministic_topics_commit_at_window_starts() {
+        let windows = HashMap::from([("t".to_string(), vec![100])]);
+        let mut o = OffsetTracker::with_windows(windows);
+        let t = tp(0);
+        o.assign(t.clone());
+        // Assigned at 40 (mid-window): files of this assignment start at ≥ 40.
+        for off in 40..250 {
+            if off == 40 || off == 100 || off == 200 {
+                o.hold(&t, off).unwrap();
+            }
+            o.consumed(&t, off).unwrap();
+        }
+        assert_eq!(o.safe_offset(&t), Some(40));
+        o.release(&t, 40).unwrap();
+        assert_eq!(o.safe_offset(&t), Some(100));
+        // A second folder's file of window 1 starting at 130 is in S3 or not: the commit stays
+        // on the window start until every file of the window is in S3.
+        o.hold(&t, 130).unwrap();
+        o.release(&t, 100).unwrap();
+        assert_eq!(
+            o.safe_offset(&t),
+            Some(100),
+            "130 is held: back to its window start"
+        );
+        o.release(&t, 130).unwrap();
+        assert_eq!(o.safe_offset(&t), Some(200));
+        o.release(&t, 200).unwrap();
+        assert_eq!(
+            o.safe_offset(&t),
+            Some(250),
+            "nothing held: the exact next offset"
+        );
+        // Other topics are not aligned.
+        let mut plain = OffsetTracker::with_windows(HashMap::new());
+        plain.assign(t.clone());
+        plain.hold(&t, 130).unwrap();
+        plain.consumed(&t, 130).unwrap();
+        assert_eq!(plain.safe_offset(&t), Some(130));
+    }
+
+    #[test]
+    fn alignment_never_goes_below_the_assignment_start_or_above_the_watermark() {
+        assert_eq!(align(250, &[100], Some(40)), 200);
+        assert_eq!(align(250, &[100], Some(230)), 230);
+        assert_eq!(align(250, &[100, 30], None), 200);
+        assert_eq!(align(250, &[], Some(0)), 250);
+        assert_eq!(align(7, &[100], None), 0);
     }
 }

@@ -106,6 +106,8 @@ struct Destination {
     cfg: DestinationConfig,
     router: Router,
     error_file: FileTemplate,
+    /// Offset-window size of a deterministic destination.
+    window: Option<i64>,
 }
 
 /// The worker.
@@ -113,6 +115,8 @@ pub struct Pipeline {
     dests: Vec<Destination>,
     topic_dests: HashMap<Arc<str>, Arc<[usize]>>,
     open: HashMap<FileKey, OpenFile>,
+    /// Current offset window per (deterministic destination, partition).
+    windows: HashMap<(usize, TopicPartition), i64>,
     open_memory: usize,
     in_flight: HashMap<u64, InFlight>,
     offsets: OffsetTracker,
@@ -143,6 +147,7 @@ impl Pipeline {
         metrics: Metrics,
     ) -> Self {
         let mut by_topic: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        let mut windows: HashMap<String, Vec<u64>> = HashMap::new();
         let dests = config
             .destinations
             .iter()
@@ -150,12 +155,22 @@ impl Pipeline {
             .map(|(i, d)| {
                 for t in &d.topics {
                     by_topic.entry(Arc::from(t.as_str())).or_default().push(i);
+                    if d.batch.deterministic {
+                        windows
+                            .entry(t.clone())
+                            .or_default()
+                            .push(d.batch.max_records);
+                    }
                 }
                 Destination {
                     cfg: d.clone(),
                     router: Router::new(d),
                     error_file: FileTemplate::parse("{topic}+{partition}+{start_offset}.ndjson")
                         .expect("invariant: the built-in error file template parses"),
+                    window: d
+                        .batch
+                        .deterministic
+                        .then(|| i64::try_from(d.batch.max_records).unwrap_or(i64::MAX)),
                 }
             })
             .collect();
@@ -167,9 +182,10 @@ impl Pipeline {
             dests,
             topic_dests,
             open: HashMap::new(),
+            windows: HashMap::new(),
             open_memory: 0,
             in_flight: HashMap::new(),
-            offsets: OffsetTracker::new(),
+            offsets: OffsetTracker::with_windows(windows),
             uploader,
             done,
             io,
@@ -298,6 +314,9 @@ impl Pipeline {
                 .cloned()
                 .unwrap_or_else(|| Arc::from([]));
             for &d in dests.iter() {
+                if let Some(n) = self.dests[d].window {
+                    self.enter_window(d, &rec.tp, rec.offset / n.max(1));
+                }
                 match self.dests[d].router.route(&rec, now_utc) {
                     Route::Filtered => {
                         self.stats.records_filtered += 1;
@@ -326,6 +345,28 @@ impl Pipeline {
         }
         for (tp, n, b) in consumed {
             self.metrics.consumed(&tp, n, b);
+        }
+    }
+
+    /// Deterministic destinations: a record of a new offset window closes every file of the
+    /// partition's previous window, so files hold fixed windows whatever happened before.
+    fn enter_window(&mut self, dest: usize, tp: &TopicPartition, window: i64) {
+        match self.windows.get_mut(&(dest, tp.clone())) {
+            Some(w) if *w == window => return,
+            Some(w) => *w = window,
+            None => {
+                self.windows.insert((dest, tp.clone()), window);
+                return;
+            }
+        }
+        let ended: Vec<FileKey> = self
+            .open
+            .keys()
+            .filter(|k| k.dest == dest && k.tp == *tp)
+            .cloned()
+            .collect();
+        for key in ended {
+            self.seal(&key, FlushReason::Records);
         }
     }
 
@@ -550,6 +591,7 @@ impl Pipeline {
                 let _ = reply.send(offsets);
                 for tp in &partitions {
                     self.offsets.forget(tp);
+                    self.windows.retain(|(_, t), _| t != tp);
                 }
                 Ok(())
             }
