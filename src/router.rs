@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use crate::config::{DestinationConfig, FilterConfig, Granularity, TimeFormat, TimeSource};
 use crate::model::Record;
-use crate::scan::{scan_fields, Scalar, ScanError};
+use crate::scan::{scan_fields_str, Scalar, ScanError};
 
 /// Why a record was quarantined. A small fixed set: it is a metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -164,10 +164,11 @@ impl Router {
         {
             return Route::Quarantine(QuarantineReason::TooLarge);
         }
-        if std::str::from_utf8(value).is_err() {
+        // SIMD validation (several times faster than std's on this ASCII-heavy data).
+        let Ok(text) = simdutf8::basic::from_utf8(value) else {
             return Route::Quarantine(QuarantineReason::InvalidUtf8);
-        }
-        let fields = match scan_fields(value, &self.paths) {
+        };
+        let fields = match scan_fields_str(text, &self.paths) {
             Ok(f) => f,
             Err(ScanError::NotObject) => return Route::Quarantine(QuarantineReason::NotObject),
             Err(ScanError::TooDeep) => return Route::Quarantine(QuarantineReason::TooDeep),

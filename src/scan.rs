@@ -76,6 +76,24 @@ fn too_deep(bytes: &[u8], limit: usize) -> bool {
 
 /// Validates `bytes` as one JSON object and returns the value at each of `paths` (in order).
 pub fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>>, ScanError> {
+    scan_with(bytes, paths, serde_json::Deserializer::from_slice(bytes))
+}
+
+/// [`scan_fields`] for text already validated as UTF-8 (serde_json then skips its own string
+/// validation).
+pub fn scan_fields_str(text: &str, paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>>, ScanError> {
+    scan_with(
+        text.as_bytes(),
+        paths,
+        serde_json::Deserializer::from_str(text),
+    )
+}
+
+fn scan_with<'de, R: serde_json::de::Read<'de>>(
+    bytes: &[u8],
+    paths: &[Vec<String>],
+    mut de: serde_json::Deserializer<R>,
+) -> Result<Vec<Option<Scalar>>, ScanError> {
     if too_deep(bytes, MAX_DEPTH) {
         return Err(ScanError::TooDeep);
     }
@@ -85,7 +103,6 @@ pub fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Sca
         .enumerate()
         .map(|(i, p)| (i, p.as_slice()))
         .collect();
-    let mut de = serde_json::Deserializer::from_slice(bytes);
     let is_object = ObjectSeed {
         wanted: &wanted,
         out: &mut out,
