@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use crate::config::{DestinationConfig, FilterConfig, Granularity, TimeFormat, TimeSource};
 use crate::model::Record;
-use crate::scan::{scan_fields_str, Scalar, ScanError};
+use crate::scan::{scan_fields_into, Scalar, ScanError};
 
 /// Why a record was quarantined. A small fixed set: it is a metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -168,8 +168,11 @@ impl Router {
         let Ok(text) = simdutf8::basic::from_utf8(value) else {
             return Route::Quarantine(QuarantineReason::InvalidUtf8);
         };
-        let fields = match scan_fields_str(text, &self.paths) {
-            Ok(f) => f,
+        // At most two paths (time, event type): the values land on the stack.
+        let mut slots: [Option<Scalar>; 2] = Default::default();
+        let fields = &mut slots[..self.paths.len().min(2)];
+        match scan_fields_into(text, &self.paths, fields) {
+            Ok(()) => {}
             Err(ScanError::NotObject) => return Route::Quarantine(QuarantineReason::NotObject),
             Err(ScanError::TooDeep) => return Route::Quarantine(QuarantineReason::TooDeep),
             Err(ScanError::Json(_)) => return Route::Quarantine(QuarantineReason::NotJson),

@@ -76,16 +76,29 @@ fn too_deep(bytes: &[u8], limit: usize) -> bool {
 
 /// Validates `bytes` as one JSON object and returns the value at each of `paths` (in order).
 pub fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>>, ScanError> {
-    scan_with(bytes, paths, serde_json::Deserializer::from_slice(bytes))
+    let mut out = vec![None; paths.len()];
+    scan_with(
+        bytes,
+        paths,
+        serde_json::Deserializer::from_slice(bytes),
+        &mut out,
+    )?;
+    Ok(out)
 }
 
 /// [`scan_fields`] for text already validated as UTF-8 (serde_json then skips its own string
-/// validation).
-pub fn scan_fields_str(text: &str, paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>>, ScanError> {
+/// validation), writing the values into `out` (one slot per path): no allocation but the
+/// strings found.
+pub fn scan_fields_into(
+    text: &str,
+    paths: &[Vec<String>],
+    out: &mut [Option<Scalar>],
+) -> Result<(), ScanError> {
     scan_with(
         text.as_bytes(),
         paths,
         serde_json::Deserializer::from_str(text),
+        out,
     )
 }
 
@@ -93,32 +106,37 @@ fn scan_with<'de, R: serde_json::de::Read<'de>>(
     bytes: &[u8],
     paths: &[Vec<String>],
     mut de: serde_json::Deserializer<R>,
-) -> Result<Vec<Option<Scalar>>, ScanError> {
+    out: &mut [Option<Scalar>],
+) -> Result<(), ScanError> {
     if too_deep(bytes, MAX_DEPTH) {
         return Err(ScanError::TooDeep);
     }
-    let mut out = vec![None; paths.len()];
-    let wanted: Vec<(usize, &[String])> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i, p.as_slice()))
-        .collect();
+    let all = if paths.len() >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << paths.len()) - 1
+    };
     let is_object = ObjectSeed {
-        wanted: &wanted,
-        out: &mut out,
+        paths,
+        active: all,
+        depth: 0,
+        out,
     }
     .deserialize(&mut de)?;
     de.end()?;
     if is_object {
-        Ok(out)
+        Ok(())
     } else {
         Err(ScanError::NotObject)
     }
 }
 
-/// Walks one object, capturing values of `wanted` paths (relative to this object).
+/// Walks one object at `depth`, capturing values of the `active` paths (bit i: `paths[i]` still
+/// matches the keys above this object).
 struct ObjectSeed<'w, 'p> {
-    wanted: &'w [(usize, &'p [String])],
+    paths: &'p [Vec<String>],
+    active: u64,
+    depth: usize,
     out: &'w mut [Option<Scalar>],
 }
 
@@ -138,27 +156,26 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         while let Some(key) = map.next_key_seed(KeyMatch {
-            wanted: self.wanted,
+            paths: self.paths,
+            active: self.active,
+            depth: self.depth,
         })? {
             if key == 0 {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            // Paths whose first segment is this key: capture (len 1) or descend (len > 1).
-            let here: Vec<(usize, &[String])> = self
-                .wanted
-                .iter()
-                .enumerate()
-                .filter(|(bit, _)| key & (1u64 << bit) != 0)
-                .map(|(_, (i, p))| (*i, &p[1..]))
-                .collect();
-            if let Some((slot, _)) = here.iter().find(|(_, rest)| rest.is_empty()) {
+            // Paths whose segment at this depth is this key: capture (last segment) or descend.
+            let ends = (0..self.paths.len().min(64))
+                .find(|&i| key & (1 << i) != 0 && self.paths[i].len() == self.depth + 1);
+            if let Some(slot) = ends {
                 let v = map.next_value_seed(ScalarSeed)?;
-                self.out[*slot] = Some(v);
+                self.out[slot] = Some(v);
             } else {
                 map.next_value_seed(ObjectSeed {
-                    wanted: &here,
-                    out: self.out,
+                    paths: self.paths,
+                    active: key,
+                    depth: self.depth + 1,
+                    out: &mut *self.out,
                 })?;
             }
         }
@@ -189,27 +206,30 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
     }
 }
 
-/// Matches a key against the first segment of every wanted path; returns a bit mask (0: none).
-struct KeyMatch<'w, 'p> {
-    wanted: &'w [(usize, &'p [String])],
+/// Matches a key against the segment at `depth` of every active path; returns a bit mask
+/// (0: none).
+struct KeyMatch<'p> {
+    paths: &'p [Vec<String>],
+    active: u64,
+    depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for KeyMatch<'_, '_> {
+impl<'de> DeserializeSeed<'de> for KeyMatch<'_> {
     type Value = u64;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeyMatch<'_, '_> {
+impl<'de> Visitor<'de> for KeyMatch<'_> {
     type Value = u64;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object key")
     }
     fn visit_str<E>(self, k: &str) -> Result<u64, E> {
         let mut mask = 0u64;
-        for (bit, (_, path)) in self.wanted.iter().enumerate().take(64) {
-            if path.first().is_some_and(|p| p == k) {
+        for (bit, path) in self.paths.iter().enumerate().take(64) {
+            if self.active & (1 << bit) != 0 && path.get(self.depth).is_some_and(|p| p == k) {
                 mask |= 1 << bit;
             }
         }
