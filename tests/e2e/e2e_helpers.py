@@ -26,9 +26,44 @@ Subcommands (every wait is bounded by a deadline in seconds):
                                          is 1 when every partition's committed offset equals the
                                          producer's next offset
   partitions PROM METRIC                 prints JSON {partition: value} of a per-partition metric
+
+Used by faults.sh (no Prometheus there: each connector's own /metrics is read directly):
+  produce-steady BROKER TOPIC FILE PARTS STATE RATE STOPFILE SECS
+                                         lines of FILE from the first, one record each
+                                         (partition = line % PARTS, key k<line>), at most RATE
+                                         per second, until the file ends, STOPFILE exists,
+                                         SIGTERM, or SECS pass; rewrites STATE (as `produce`,
+                                         plus "lines": lines sent) every second and at the end
+  committed BROKER GROUP TOPIC PARTS     prints JSON {partition: committed offset} of GROUP
+                                         (-1 when none)
+  offsets-equal STATE COMMITTED_JSON     exit 0 when every partition's committed offset (JSON
+                                         text) equals the producer's next offset in STATE
+  caught-up URL STATE COMMITTED_JSON     exit 0 when the connector at URL (a fresh incarnation
+                                         that started from COMMITTED_JSON and owns every
+                                         partition) has taken in every record up to STATE's
+                                         next offsets: records_consumed_total{partition} >=
+                                         next offset - committed offset, for each partition
+  metric URL NAME [LABEL=VALUE...]       sum of NAME's samples (with those labels) in the
+                                         Prometheus text at URL; "none" when unreachable or
+                                         absent
+  owned URL                              partitions a connector owns now: rebalance_partitions
+                                         assigned - revoked from its /metrics ("none" if down)
+  delays SEED N LO HI                    N seeded uniform numbers in [LO, HI), one a line
+  http METHOD URL                        one request; prints the body; exit 1 unless 2xx
+  compare S3_ENDPOINT BUCKET BROKER TOPIC STATE
+                                         the independent count: reads the topic back from Kafka
+                                         up to STATE's next offsets and every object of BUCKET
+                                         (gunzipped; quarantine envelopes unwrapped) and compares
+                                         the multisets of record values; prints JSON {produced,
+                                         in_s3, missing, duplicated, unexpected, objects,
+                                         quarantined, kafka_duplicate_values, ...examples}
 """
 import gzip
+import hashlib
 import json
+import os
+import random
+import signal
 import socket
 import sys
 import time
@@ -226,6 +261,280 @@ def s3_count(endpoint, bucket):
     print(json.dumps({"objects": objects, "records": records}))
 
 
+def _write_state(state, st):
+    tmp = f"{state}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(st, f)
+    os.replace(tmp, state)
+
+
+def produce_steady(broker, topic, path, parts, state, rate, stopfile, secs):
+    """Paced producer for faults.sh: runs in the background while the connectors are killed,
+    restarted and rescaled; stops at EOF, STOPFILE, SIGTERM or after SECS."""
+    from confluent_kafka import Producer
+
+    parts, rate, secs = int(parts), float(rate), float(secs)
+    p = Producer({"bootstrap.servers": broker, "linger.ms": 20, "acks": "all",
+                  "enable.idempotence": True})
+    st = {"total": 0, "per_partition": {}, "next_offset": {}, "lines": 0, "errors": 0}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
+
+    def on_delivery(err, msg):
+        if err is not None:
+            st["errors"] += 1
+            print(f"produce-steady: delivery error: {err}", file=sys.stderr)
+            return
+        k = str(msg.partition())
+        st["total"] += 1
+        st["per_partition"][k] = st["per_partition"].get(k, 0) + 1
+        st["next_offset"][k] = max(st["next_offset"].get(k, 0), msg.offset() + 1)
+
+    t0 = time.monotonic()
+    deadline = t0 + secs
+    last_save = 0.0
+    sent = 0
+    why = "end of file"
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            now = time.monotonic()
+            if stop:
+                why = stop[0]
+                break
+            if now >= deadline:
+                why = f"{secs:g} s passed"
+                break
+            if i % 64 == 0 and os.path.exists(stopfile):
+                why = "stop file"
+                break
+            ahead = t0 + i / rate - now  # pace: line i is due at t0 + i/rate
+            if ahead > 0:
+                p.poll(ahead)
+            while True:
+                try:
+                    p.produce(topic, value=line.rstrip(b"\n"), key=f"k{i}".encode(),
+                              partition=i % parts, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            sent += 1
+            st["lines"] = sent
+            p.poll(0)
+            if now - last_save >= 1.0:
+                last_save = now
+                _write_state(state, st)
+    left = p.flush(60)
+    st["lines"] = sent
+    _write_state(state, st)
+    print(f"produce-steady: stopped ({why}): {sent} sent, {st['total']} delivered, "
+          f"{st['errors']} errors, {left} undelivered in {time.monotonic() - t0:.1f}s",
+          file=sys.stderr)
+    if st["errors"] or left or st["total"] != sent:
+        sys.exit(1)
+
+
+def committed(broker, group, topic, parts):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": broker, "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(int(parts))], timeout=10)
+        return {str(tp.partition): (tp.offset if tp.offset >= 0 else -1) for tp in tps}
+    finally:
+        c.close()
+
+
+def offsets_equal(state, committed_json):
+    with open(state) as f:
+        want = {k: int(v) for k, v in json.load(f)["next_offset"].items()}
+    got = {k: int(v) for k, v in json.loads(committed_json).items()}
+    return all(got.get(k, -1) == v for k, v in want.items())
+
+
+def caught_up(url, state, committed_json):
+    samples = scrape(url)
+    if samples is None:
+        return False
+    with open(state) as f:
+        want = {k: int(v) for k, v in json.load(f)["next_offset"].items()}
+    start = {k: max(0, int(v)) for k, v in json.loads(committed_json).items()}
+    got = {}
+    for n, l, v in samples:
+        if n == "kafka_s3_sink_records_consumed_total":
+            got[l.get("partition")] = got.get(l.get("partition"), 0) + v
+    return all(got.get(k, 0) >= end - start.get(k, 0) for k, end in want.items())
+
+
+def scrape(url):
+    """Prometheus text at url -> list of (name, {label: value}, float); None if unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            text = r.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, rest = head.partition("{")
+        labels = {}
+        for part in rest.rstrip("}").split('",'):
+            k, sep, v = part.partition('="')
+            if sep:
+                labels[k.strip(",")] = v.rstrip('"')
+        try:
+            out.append((name, labels, float(value)))
+        except ValueError:
+            pass
+    return out
+
+
+def metric(url, name, *selectors):
+    samples = scrape(url)
+    if samples is None:
+        return None
+    want = dict(s.split("=", 1) for s in selectors)
+    vals = [v for n, l, v in samples
+            if n == name and all(l.get(k) == v2 for k, v2 in want.items())]
+    return sum(vals) if vals else None
+
+
+def owned(url):
+    samples = scrape(url)
+    if samples is None:
+        return None
+    n = "kafka_s3_sink_rebalance_partitions_total"
+    a = sum(v for m, l, v in samples if m == n and l.get("event") == "assigned")
+    r = sum(v for m, l, v in samples if m == n and l.get("event") == "revoked")
+    return int(a - r)
+
+
+def http_call(method, url):
+    req = urllib.request.Request(url, method=method.upper(), data=b"" if method.upper() == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            print(r.read().decode().rstrip("\n"))
+    except (urllib.error.URLError, OSError) as e:
+        sys.exit(f"http: {method} {url}: {e}")
+
+
+def _digest(b):
+    return hashlib.blake2b(b, digest_size=16).digest()
+
+
+def _kafka_values(broker, topic, want):
+    """{digest: [(partition, offset), ...]} of every record below the wanted end offsets."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": broker, "group.id": f"e2e-compare-{os.getpid()}",
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "fetch.max.bytes": 16 << 20})
+    values = {}
+    try:
+        todo = {p: end for p, end in want.items() if end > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in todo])
+        pos = {p: 0 for p in todo}
+        deadline = time.monotonic() + 300
+        while todo:
+            if time.monotonic() > deadline:
+                sys.exit(f"compare: reading the topic back timed out; still to read {todo}, at {pos}")
+            for m in c.consume(1000, 1.0):
+                if m.error():
+                    continue  # partition EOF: keep polling until the wanted end
+                p, off = m.partition(), m.offset()
+                if p not in todo or off >= todo[p]:
+                    continue
+                values.setdefault(_digest(m.value() or b""), []).append((p, off))
+                pos[p] = off + 1
+                if pos[p] >= todo[p]:
+                    del todo[p]
+    finally:
+        c.close()
+    return values
+
+
+def _s3_lines(endpoint, bucket):
+    """Yields (key, value bytes) for every line of every object; quarantine envelopes are
+    unwrapped to the original value."""
+    import base64
+
+    s3 = s3_client(endpoint)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            if key.endswith(".gz"):
+                body = gzip.decompress(body)
+            quarantine = "_errors/" in key
+            for line in body.split(b"\n"):
+                if not line:
+                    continue
+                if quarantine:
+                    env = json.loads(line)
+                    if env.get("value_base64") is not None:
+                        line = base64.b64decode(env["value_base64"])
+                    elif env.get("value") is not None:
+                        line = env["value"].encode()
+                    else:
+                        line = b""
+                yield key, line, quarantine
+
+
+def compare(endpoint, bucket, broker, topic, state):
+    with open(state) as f:
+        st = json.load(f)
+    want = {int(k): int(v) for k, v in st["next_offset"].items()}
+    kafka = _kafka_values(broker, topic, want)
+    produced = sum(len(v) for v in kafka.values())
+    seen = {}
+    keys_of = {}
+    objects = set()
+    in_s3 = quarantined = 0
+    for key, line, q in _s3_lines(endpoint, bucket):
+        objects.add(key)
+        in_s3 += 1
+        quarantined += q
+        d = _digest(line)
+        seen[d] = seen.get(d, 0) + 1
+        keys_of.setdefault(d, []).append(key)
+    missing = duplicated = unexpected = 0
+    missing_ex, dup_ex = [], []
+    dup_pairs = {}
+    for d, where in kafka.items():
+        n = seen.get(d, 0)
+        if n < len(where):
+            missing += len(where) - n
+            if len(missing_ex) < 10:
+                missing_ex.append({"partition": where[0][0], "offset": where[0][1]})
+        elif n > len(where):
+            duplicated += n - len(where)
+            ks = sorted(keys_of[d])
+            pair = " & ".join(ks)
+            dup_pairs[pair] = dup_pairs.get(pair, 0) + n - len(where)
+            if len(dup_ex) < 10:
+                dup_ex.append({"partition": where[0][0], "offset": where[0][1], "keys": ks})
+    for d, n in seen.items():
+        if d not in kafka:
+            unexpected += n
+    out = {
+        "produced": produced,
+        "producer_delivered": st.get("total"),
+        "in_s3": in_s3,
+        "missing": missing,
+        "duplicated": duplicated,
+        "unexpected": unexpected,
+        "objects": len(objects),
+        "quarantined": quarantined,
+        "kafka_duplicate_values": sum(len(v) - 1 for v in kafka.values() if len(v) > 1),
+        "missing_examples": missing_ex,
+        "duplicate_examples": dup_ex,
+        "duplicates_by_objects": dict(sorted(dup_pairs.items(), key=lambda kv: -kv[1])[:10]),
+    }
+    print(json.dumps(out))
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "port":
@@ -255,6 +564,28 @@ def main(argv):
         print(json.dumps(dict(sorted(per_partition(*args).items()))))
     elif cmd == "s3-count":
         s3_count(*args)
+    elif cmd == "produce-steady":
+        produce_steady(*args)
+    elif cmd == "committed":
+        print(json.dumps(committed(*args)))
+    elif cmd == "offsets-equal":
+        sys.exit(0 if offsets_equal(*args) else 1)
+    elif cmd == "caught-up":
+        sys.exit(0 if caught_up(*args) else 1)
+    elif cmd == "metric":
+        v = metric(*args)
+        print("none" if v is None else int(v))
+    elif cmd == "owned":
+        v = owned(*args)
+        print("none" if v is None else v)
+    elif cmd == "delays":
+        rng = random.Random(int(args[0]))
+        for _ in range(int(args[1])):
+            print(f"{rng.uniform(float(args[2]), float(args[3])):.2f}")
+    elif cmd == "http":
+        http_call(*args)
+    elif cmd == "compare":
+        compare(*args)
     else:
         sys.exit(f"unknown subcommand {cmd}")
 
