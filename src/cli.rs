@@ -1,4 +1,4 @@
-//! Command line: `run`, `check-config` and `demo`. Environment enters only through clap's
+//! Command line: `run`, `check-config`, `verify` and `demo`. Environment enters only through clap's
 //! `env =` attributes here and `${VAR}` in the config file.
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,6 +43,34 @@ pub enum Command {
         /// Config file (TOML).
         #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
         config: PathBuf,
+    },
+    /// Audit a destination: compare the records of an offset range in Kafka with the objects under
+    /// the destination's prefix; report missing, duplicated and out-of-range records. Exit 0 when
+    /// nothing is missing, 1 when records are missing, 2 on a config/usage error, 3 when Kafka or
+    /// S3 could not be read.
+    Verify {
+        /// Config file (TOML).
+        #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
+        config: PathBuf,
+        /// Destination to verify (default: the first).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Topic to verify (repeatable; default: all of the destination's topics).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Start of each partition's range: `earliest` (log start) or an offset.
+        #[arg(long, default_value = "earliest")]
+        from: crate::verify::FromOffset,
+        /// End of each partition's range (exclusive): `committed` (the config's group), `latest`
+        /// (high watermark) or an offset.
+        #[arg(long, default_value = "committed")]
+        to: crate::verify::ToOffset,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Memory for sorting, in MiB (the rest spills to temp files).
+        #[arg(long, default_value_t = 256)]
+        max_memory_mb: u64,
     },
     /// Run the real pipeline on an in-process Kafka (librdkafka mock cluster) and an in-process
     /// S3 server that keeps its objects under a local folder.

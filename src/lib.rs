@@ -17,6 +17,7 @@
 //! - [`offsets`]: the contiguous commit watermark.
 //! - [`pipeline`]: the worker loop; [`app`] assembles it from a config.
 //! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo.
+//! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
 #![warn(missing_docs)]
 
 pub mod app;
@@ -39,3 +40,4 @@ pub mod sink;
 pub mod source;
 pub mod template;
 pub mod upload;
+pub mod verify;

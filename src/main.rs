@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use kafka_s3_sink::cli::{Cli, Command, LogFormat};
-use kafka_s3_sink::{app, config, demo};
+use kafka_s3_sink::{app, config, demo, verify};
 use tokio_util::sync::CancellationToken;
 
 /// Logging from the command line / environment, else the config file, else `info` plain.
@@ -89,6 +89,40 @@ async fn main() -> anyhow::Result<()> {
                 "stopped cleanly"
             );
             Ok(())
+        }
+        Command::Verify {
+            config,
+            destination,
+            topics,
+            from,
+            to,
+            json,
+            max_memory_mb,
+        } => {
+            let cfg = load_or_exit(config);
+            init_logging(&cli, Some(&cfg.log));
+            let opts = verify::VerifyOptions {
+                destination: destination.clone(),
+                topics: topics.clone(),
+                from: *from,
+                to: *to,
+                max_memory_mb: *max_memory_mb,
+                ..verify::VerifyOptions::default()
+            };
+            match verify::run(&cfg, &opts).await {
+                Ok(report) => {
+                    if *json {
+                        println!("{}", report.to_json());
+                    } else {
+                        print!("{}", report.to_text());
+                    }
+                    std::process::exit(report.exit_code());
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(e.exit_code());
+                }
+            }
         }
         Command::Demo {
             dir,

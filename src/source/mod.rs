@@ -4,10 +4,11 @@
 //! Records arrive in chunks on a bounded channel (its fullness is the backpressure signal: the
 //! Kafka thread pauses its partitions). Assignment changes arrive on a separate control channel
 //! that the worker always reads first. Commits go back as [`Command`]s on one channel shared by
-//! all workers. Only [`kafka`] knows rdkafka; tests and benchmarks drive workers through these
-//! channels alone.
+//! all workers. Only [`kafka`] (the consumer-group source) and [`reader`] (read-only range reads
+//! for `verify`) know rdkafka; tests and benchmarks drive workers through these channels alone.
 
 pub mod kafka;
+pub mod reader;
 pub mod replay;
 
 use std::sync::mpsc as std_mpsc;

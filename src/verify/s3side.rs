@@ -1,0 +1,488 @@
+//! The S3 side of `verify`: lists every object under the destination's prefix (error folder
+//! included), streams each one (gunzipped by its `.gz` suffix or gzip magic), and emits one
+//! [`Entry`] per data line (topic/partition from the object's metadata, else from a default
+//! template key) and per error envelope (topic/partition from the envelope).
+//!
+//! Invariants: only the [`ObjectSink`] trait is used (no SDK here); memory per object is a few
+//! 64 KiB buffers whatever its size (the body is pumped through a bounded channel into a
+//! blocking reader); every request has a timeout and a bounded number of attempts, and a body
+//! that stalls fails the verification instead of hanging. Objects are numbered in listing order;
+//! their keys are sent in that order so the collector can resolve indexes later.
+
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::extsort::Entry;
+use super::identity::{line_hash, parse_default_key, Identifier};
+use super::join::s3_aux;
+use super::VerifyError;
+use crate::sink::{meta_keys, ObjectBody, ObjectSink, SinkError};
+
+/// Topics being verified, by index.
+#[derive(Debug, Clone, Default)]
+pub struct TopicIndex {
+    names: Vec<String>,
+    by_name: HashMap<String, u32>,
+}
+
+impl TopicIndex {
+    /// Index of the given topics, in order.
+    pub fn new(topics: &[String]) -> Self {
+        let mut t = Self::default();
+        for name in topics {
+            if !t.by_name.contains_key(name) {
+                t.by_name.insert(name.clone(), t.names.len() as u32);
+                t.names.push(name.clone());
+            }
+        }
+        t
+    }
+
+    /// Index of `topic`, if verified.
+    pub fn get(&self, topic: &str) -> Option<u32> {
+        self.by_name.get(topic).copied()
+    }
+
+    /// Name of index `i`.
+    pub fn name(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("?", String::as_str)
+    }
+
+    /// Every topic, in index order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Where to read and how patiently.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// Destination prefix (listed).
+    pub prefix: String,
+    /// Full error-folder prefix (`prefix + error_prefix`).
+    pub error_prefix: String,
+    /// Objects read at once.
+    pub concurrency: usize,
+    /// Per-request timeout, and longest wait for the next bytes of a body.
+    pub request_timeout: Duration,
+    /// Attempts per request.
+    pub attempts: u32,
+}
+
+/// What the collector receives, in order.
+#[derive(Debug)]
+pub enum Collected {
+    /// The key of the next object index.
+    Key(String),
+    /// Entries of some object.
+    Entries(Vec<Entry>),
+}
+
+/// Totals of the S3 side.
+#[derive(Debug, Clone, Default)]
+pub struct S3Tally {
+    /// Objects read (data and error objects of verified topics).
+    pub objects: u64,
+    /// Objects listed.
+    pub listed: u64,
+    /// Data lines read.
+    pub lines: u64,
+    /// Envelopes read.
+    pub envelopes: u64,
+    /// Objects without metadata, outside the error folder, with a key of another template.
+    pub unattributed_objects: u64,
+    /// Some of their keys.
+    pub unattributed_keys: Vec<String>,
+    /// Objects (or envelopes) of topics not verified.
+    pub other_topic_objects: u64,
+    /// Envelope lines of topics not verified.
+    pub other_topic_envelopes: u64,
+    /// Lines in the error folder that are not envelopes.
+    pub bad_envelopes: u64,
+    /// Objects that could not be decoded (key, error): their lines so far count.
+    pub unreadable: Vec<(String, String)>,
+    /// Objects listed but gone when read.
+    pub vanished: u64,
+}
+
+const EXAMPLES: usize = 20;
+const CHUNK_ENTRIES: usize = 4096;
+const BODY_CHUNK: usize = 64 * 1024;
+
+async fn retry<T, F, Fut>(
+    opts: &S3Options,
+    op: &'static str,
+    key: &str,
+    f: F,
+) -> Result<T, VerifyError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SinkError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        let err = match tokio::time::timeout(opts.request_timeout, f()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if !e.kind.retryable() => return Err(VerifyError::S3(e)),
+            Ok(Err(e)) => VerifyError::S3(e),
+            Err(_) => VerifyError::S3Timeout {
+                op,
+                key: key.to_string(),
+                secs: opts.request_timeout.as_secs(),
+            },
+        };
+        if attempt >= opts.attempts {
+            return Err(err);
+        }
+        tracing::debug!(error = %err, attempt, "S3 request failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay *= 4;
+        attempt += 1;
+    }
+}
+
+/// Lists and reads every object under `opts.prefix`, sending keys and entries to `out`.
+pub async fn scan(
+    sink: Arc<dyn ObjectSink>,
+    opts: S3Options,
+    ident: Arc<Identifier>,
+    topics: Arc<TopicIndex>,
+    out: mpsc::Sender<Collected>,
+) -> Result<S3Tally, VerifyError> {
+    use futures::stream::{StreamExt, TryStreamExt};
+    let mut tally = S3Tally::default();
+    let mut token: Option<String> = None;
+    let mut index = 0u64;
+    loop {
+        let page = retry(&opts, "ListObjectsV2", &opts.prefix, || {
+            sink.list(&opts.prefix, token.clone())
+        })
+        .await?;
+        let mut jobs = Vec::with_capacity(page.objects.len());
+        for obj in page.objects {
+            out.send(Collected::Key(obj.key.clone()))
+                .await
+                .map_err(|_| VerifyError::Task("the S3 collector stopped".into()))?;
+            jobs.push((index, obj.key));
+            index += 1;
+        }
+        tally.listed += jobs.len() as u64;
+        let outcomes: Vec<Outcome> = futures::stream::iter(jobs)
+            .map(|(i, key)| read_object(&*sink, &opts, &ident, &topics, &out, i, key))
+            .buffer_unordered(opts.concurrency.max(1))
+            .try_collect()
+            .await?;
+        for o in outcomes {
+            o.add_to(&mut tally);
+        }
+        token = page.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(tally)
+}
+
+/// What one object contributed.
+#[derive(Debug, Default)]
+struct Outcome {
+    key: String,
+    kind: Kind,
+    lines: LineCounts,
+    unreadable: Option<String>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Read,
+    Vanished,
+    Unattributed,
+    OtherTopic,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LineCounts {
+    data: u64,
+    envelopes: u64,
+    bad_envelopes: u64,
+    other_topic: u64,
+}
+
+impl Outcome {
+    fn add_to(self, t: &mut S3Tally) {
+        match self.kind {
+            Kind::Read => t.objects += 1,
+            Kind::Vanished => t.vanished += 1,
+            Kind::OtherTopic => t.other_topic_objects += 1,
+            Kind::Unattributed => {
+                t.unattributed_objects += 1;
+                if t.unattributed_keys.len() < EXAMPLES {
+                    t.unattributed_keys.push(self.key.clone());
+                }
+            }
+        }
+        t.lines += self.lines.data;
+        t.envelopes += self.lines.envelopes;
+        t.bad_envelopes += self.lines.bad_envelopes;
+        t.other_topic_envelopes += self.lines.other_topic;
+        if let Some(e) = self.unreadable {
+            if t.unreadable.len() < EXAMPLES {
+                t.unreadable.push((self.key, e));
+            }
+        }
+    }
+}
+
+/// How the lines of an object are identified.
+#[derive(Debug, Clone, Copy)]
+enum Lines {
+    /// Data lines of (topic index, partition).
+    Data(u32, i32),
+    /// Error envelopes.
+    Envelopes,
+}
+
+async fn read_object(
+    sink: &dyn ObjectSink,
+    opts: &S3Options,
+    ident: &Arc<Identifier>,
+    topics: &Arc<TopicIndex>,
+    out: &mpsc::Sender<Collected>,
+    index: u64,
+    key: String,
+) -> Result<Outcome, VerifyError> {
+    let mut outcome = Outcome {
+        key: key.clone(),
+        ..Outcome::default()
+    };
+    let Some(ObjectBody { head, body }) = retry(opts, "GetObject", &key, || sink.get(&key)).await?
+    else {
+        outcome.kind = Kind::Vanished;
+        return Ok(outcome);
+    };
+    let lines = if key.starts_with(&opts.error_prefix) {
+        Lines::Envelopes
+    } else {
+        let from_meta = match (
+            head.user.get(meta_keys::TOPIC),
+            head.user
+                .get(meta_keys::PARTITION)
+                .and_then(|p| p.parse().ok()),
+        ) {
+            (Some(t), Some(p)) => Some((t.clone(), p)),
+            _ => None,
+        };
+        match from_meta.or_else(|| parse_default_key(&key)) {
+            None => {
+                outcome.kind = Kind::Unattributed;
+                return Ok(outcome);
+            }
+            Some((topic, partition)) => match topics.get(&topic) {
+                Some(t) => Lines::Data(t, partition),
+                None => {
+                    outcome.kind = Kind::OtherTopic;
+                    return Ok(outcome);
+                }
+            },
+        }
+    };
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let gz_suffix = key.ends_with(".gz");
+    let (ident, topics, out) = (ident.clone(), topics.clone(), out.clone());
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut emit = Emitter::new(index, lines, &ident, &topics, &out);
+        let r = read_lines(
+            ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            },
+            gz_suffix,
+            |l| emit.line(l),
+        );
+        let flushed = emit.flush();
+        (r, flushed, emit.counts)
+    });
+    let pumped = pump(body, tx, opts.request_timeout, &key).await;
+    let (read, flushed, counts) = reader
+        .await
+        .map_err(|e| VerifyError::Task(format!("reading {key}: {e}")))?;
+    // A transport failure fails the run (its lines were partly counted); a decoding failure
+    // marks the object unreadable.
+    pumped?;
+    if !flushed {
+        return Err(VerifyError::Task("the S3 collector stopped".into()));
+    }
+    outcome.lines = counts;
+    if let Err(e) = read {
+        outcome.unreadable = Some(e.to_string());
+    }
+    Ok(outcome)
+}
+
+/// Copies a body into the channel, failing if no bytes arrive for `stall`.
+async fn pump(
+    mut body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    stall: Duration,
+    key: &str,
+) -> Result<(), VerifyError> {
+    loop {
+        let mut buf = BytesMut::with_capacity(BODY_CHUNK);
+        let err = match tokio::time::timeout(stall, body.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(_)) => {
+                if tx.send(Ok(buf.freeze())).await.is_err() {
+                    // The reader stopped (undecodable content): nothing more to read.
+                    return Ok(());
+                }
+                continue;
+            }
+            Ok(Err(e)) => VerifyError::S3Body {
+                key: key.to_string(),
+                message: e.to_string(),
+            },
+            Err(_) => VerifyError::S3Body {
+                key: key.to_string(),
+                message: format!("no bytes for {} s", stall.as_secs()),
+            },
+        };
+        let _ = tx.send(Err(io::Error::other("the S3 body failed"))).await;
+        return Err(err);
+    }
+}
+
+/// `Read` over the chunks the pump sends.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Calls `f` for every non-empty line of `r` (without its newline; a last line without one
+/// counts too), gunzipping every member when the content starts with the gzip magic or
+/// `gz_suffix` says so.
+pub fn read_lines(r: impl Read, gz_suffix: bool, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    let mut r = BufReader::with_capacity(BODY_CHUNK, r);
+    let magic = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let mut lines: Box<dyn BufRead> = if magic || (gz_suffix && !r.buffer().is_empty()) {
+        Box::new(BufReader::with_capacity(
+            BODY_CHUNK,
+            flate2::read::MultiGzDecoder::new(r),
+        ))
+    } else {
+        Box::new(r)
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if !l.is_empty() {
+            f(l);
+        }
+    }
+}
+
+/// Turns lines into entries and sends them in chunks.
+struct Emitter<'a> {
+    index: u64,
+    lines: Lines,
+    ident: &'a Identifier,
+    topics: &'a TopicIndex,
+    out: &'a mpsc::Sender<Collected>,
+    chunk: Vec<Entry>,
+    counts: LineCounts,
+    closed: bool,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(
+        index: u64,
+        lines: Lines,
+        ident: &'a Identifier,
+        topics: &'a TopicIndex,
+        out: &'a mpsc::Sender<Collected>,
+    ) -> Self {
+        Self {
+            index,
+            lines,
+            ident,
+            topics,
+            out,
+            chunk: Vec::new(),
+            counts: LineCounts::default(),
+            closed: false,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let entry = match self.lines {
+            Lines::Data(topic, partition) => {
+                self.counts.data += 1;
+                Entry {
+                    topic,
+                    partition,
+                    hash: line_hash(line),
+                    aux: s3_aux(self.index, false),
+                }
+            }
+            Lines::Envelopes => {
+                let Some(env) = self.ident.of_envelope(line) else {
+                    self.counts.bad_envelopes += 1;
+                    return;
+                };
+                let Some(topic) = self.topics.get(&env.tp.topic) else {
+                    self.counts.other_topic += 1;
+                    return;
+                };
+                self.counts.envelopes += 1;
+                Entry {
+                    topic,
+                    partition: env.tp.partition,
+                    hash: env.hash,
+                    aux: s3_aux(self.index, true),
+                }
+            }
+        };
+        self.chunk.push(entry);
+        if self.chunk.len() >= CHUNK_ENTRIES {
+            self.flush();
+        }
+    }
+
+    /// Sends the pending chunk; false once the collector is gone.
+    fn flush(&mut self) -> bool {
+        if !self.chunk.is_empty() && !self.closed {
+            let chunk = std::mem::take(&mut self.chunk);
+            self.closed = self.out.blocking_send(Collected::Entries(chunk)).is_err();
+        }
+        !self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests;
