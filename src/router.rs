@@ -215,7 +215,7 @@ impl Router {
             ),
         };
         let line = if self.filter.drop_fields.is_empty() {
-            Cow::Borrowed(value)
+            one_line(value)
         } else {
             match drop_fields(value, &self.filter.drop_fields) {
                 Some(v) => Cow::Owned(v),
@@ -271,6 +271,21 @@ fn from_secs_f64(s: f64) -> Option<DateTime<Utc>> {
 
 /// Epoch numbers at or above this are taken as milliseconds by `auto` (10^11 s is year 5138).
 const AUTO_MILLIS_THRESHOLD: f64 = 1.0e11;
+
+/// The record as one NDJSON line. In valid JSON a raw CR or LF byte can only be whitespace
+/// between tokens (inside strings they are escaped), so a pretty-printed record becomes one line
+/// by turning them into spaces: the same JSON value, byte for byte otherwise.
+pub fn one_line(value: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memchr2(b'\n', b'\r', value).is_none() {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(
+        value
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+            .collect(),
+    )
+}
 
 /// Reads a scalar as a time in the given format.
 pub fn parse_time(v: &Scalar, format: TimeFormat) -> Option<DateTime<Utc>> {

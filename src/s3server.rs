@@ -719,6 +719,8 @@ async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    // Small answers (HEAD, GET of small objects) must not wait for delayed ACKs.
+                    let _ = socket.set_nodelay(true);
                     let conn = builder.serve_connection(TokioIo::new(socket), service.clone());
                     let conn = graceful.watch(conn.into_owned());
                     conns.spawn(async move {

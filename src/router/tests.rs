@@ -294,3 +294,24 @@ fn event_times_outside_the_window_are_quarantined() {
     assert_eq!(outcome(&r, "2029-12-31T23:30:00Z"), None);
     assert_eq!(outcome(&r, "2099-01-01T00:00:00Z"), None, "no future limit");
 }
+
+#[test]
+fn pretty_printed_records_become_one_line_with_the_same_value() {
+    let r = Router::new(&dest(""));
+    let pretty = "{\r\n  \"timestamp\": \"2030-01-01T10:00:00Z\",\n  \"text\": \"a\\nb\"\n}\n";
+    let pretty_rec = rec(pretty);
+    let Route::Write { line, .. } = r.route(&pretty_rec, now()) else {
+        panic!("written")
+    };
+    assert!(!line.contains(&b'\n') && !line.contains(&b'\r'), "one line");
+    let a: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    let b: serde_json::Value = serde_json::from_str(pretty).unwrap();
+    assert_eq!(a, b, "the same JSON value");
+    // Compact records are written as they came, without a copy.
+    let compact = r#"{"timestamp":"2030-01-01T10:00:00Z"}"#;
+    let compact_rec = rec(compact);
+    let Route::Write { line, .. } = r.route(&compact_rec, now()) else {
+        panic!("written")
+    };
+    assert!(matches!(line, Cow::Borrowed(_)));
+}
