@@ -58,14 +58,15 @@ pub fn original_value(line: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::model::TopicPartition;
+    use bytes::Bytes;
 
     fn rec(value: Option<&[u8]>) -> Record {
         Record {
             tp: TopicPartition::new("t", 2),
             offset: 9,
             timestamp_ms: Some(1),
-            key: Some(b"k".to_vec()),
-            value: value.map(<[u8]>::to_vec),
+            key: Some(Bytes::from_static(b"k")),
+            value: value.map(Bytes::copy_from_slice),
         }
     }
 

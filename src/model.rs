@@ -3,6 +3,7 @@
 //! These types are free of rdkafka and AWS SDK types so the router, batcher and offset tracker can
 //! be tested as plain values.
 
+use bytes::Bytes;
 use std::fmt;
 use std::sync::Arc;
 
@@ -41,14 +42,15 @@ pub struct Record {
     /// Kafka timestamp in epoch milliseconds (create or log-append time), if the broker gave one.
     pub timestamp_ms: Option<i64>,
     /// The record key, if any.
-    pub key: Option<Vec<u8>>,
-    /// The record value; `None` for a tombstone.
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
+    /// The record value; `None` for a tombstone. Usually a slice of its chunk's buffer (see
+    /// [`crate::source::ChunkBuilder`]): one allocation per chunk, not per record.
+    pub value: Option<Bytes>,
 }
 
 impl Record {
     /// Size of the value in bytes (0 for a tombstone).
     pub fn value_len(&self) -> usize {
-        self.value.as_ref().map_or(0, Vec::len)
+        self.value.as_ref().map_or(0, Bytes::len)
     }
 }

@@ -156,7 +156,7 @@ impl Router {
         let value = match &rec.value {
             None => return Route::Quarantine(QuarantineReason::Tombstone),
             Some(v) if v.is_empty() => return Route::Quarantine(QuarantineReason::Empty),
-            Some(v) => v.as_slice(),
+            Some(v) => &v[..],
         };
         if self
             .max_record_bytes

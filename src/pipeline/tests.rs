@@ -59,7 +59,11 @@ fn rec(offset: i64, ts: &str) -> Record {
         offset,
         timestamp_ms: Some(0),
         key: None,
-        value: Some(format!(r#"{{"timestamp":"{ts}","n":{offset}}}"#).into_bytes()),
+        value: Some(
+            format!(r#"{{"timestamp":"{ts}","n":{offset}}}"#)
+                .into_bytes()
+                .into(),
+        ),
     }
 }
 
@@ -123,7 +127,7 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
 async fn quarantined_records_commit_like_any_other() {
     let mut h = harness("");
     let mut bad = rec(0, "x");
-    bad.value = Some(b"not json".to_vec());
+    bad.value = Some(bytes::Bytes::from_static(b"not json"));
     h.p.ingest(vec![bad, rec(1, &hour(0))]);
     let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
     for k in keys {
@@ -159,7 +163,8 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
                         r#"{{"timestamp":"{}","pad":"{pad}","n":{round}}}"#,
                         hour(folder)
                     )
-                    .into_bytes(),
+                    .into_bytes()
+                    .into(),
                 );
                 r
             })

@@ -16,7 +16,7 @@ fn rec(value: &str) -> Record {
         offset: 1,
         timestamp_ms: Some(1_762_000_000_000),
         key: None,
-        value: Some(value.as_bytes().to_vec()),
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
     }
 }
 
@@ -103,7 +103,7 @@ fn bad_records_are_quarantined_with_reasons() {
     let r = Router::new(&dest(""));
     let q = |v: Option<&[u8]>| match r.route(
         &Record {
-            value: v.map(<[u8]>::to_vec),
+            value: v.map(bytes::Bytes::copy_from_slice),
             ..rec("")
         },
         now(),

@@ -24,6 +24,7 @@ use super::{by_shard, channels, shard_of, Command, Control, Offsets, ShardSender
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
+use crate::source::ChunkBuilder;
 
 /// Why the consumer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +352,7 @@ fn poll_loop(
             paused = true;
         }
         backpressure(&consumer, &mut paused, stopping.done_shards.is_empty());
-        let mut chunks: Vec<Vec<Record>> = vec![Vec::new(); n];
+        let mut chunks: Vec<ChunkBuilder> = (0..n).map(|_| ChunkBuilder::new()).collect();
         let mut polled = 0;
         let mut timeout = Duration::from_millis(100);
         while polled < chunk_records {
@@ -371,13 +372,13 @@ fn poll_loop(
                         partition: m.partition(),
                     };
                     let shard = shard_of(&tp, n);
-                    chunks[shard].push(Record {
+                    chunks[shard].push(
                         tp,
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                    });
+                        m.offset(),
+                        m.timestamp().to_millis(),
+                        m.key(),
+                        m.payload(),
+                    );
                     polled += 1;
                     timeout = Duration::ZERO;
                 }
@@ -397,6 +398,7 @@ fn poll_loop(
             if chunk.is_empty() {
                 continue;
             }
+            let chunk = chunk.finish();
             if let Err(mpsc::error::TrySendError::Full(c)) = ctx.shards.data[shard].try_send(chunk)
             {
                 if let Ok(mut l) = ctx.leftover.lock() {

@@ -98,6 +98,84 @@ pub fn channels(
     (senders, ios, cmd_rx)
 }
 
+/// Builds one chunk of records whose keys and values share one buffer: the source copies each
+/// payload once into it, and a worker drops a record with an atomic decrement instead of a
+/// `free` of memory another thread allocated.
+#[derive(Debug, Default)]
+pub struct ChunkBuilder {
+    buf: Vec<u8>,
+    metas: Vec<Meta>,
+}
+
+#[derive(Debug)]
+struct Meta {
+    tp: TopicPartition,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+}
+
+impl ChunkBuilder {
+    /// An empty chunk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records so far.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    fn copy(&mut self, bytes: Option<&[u8]>) -> Option<(usize, usize)> {
+        bytes.map(|b| {
+            let start = self.buf.len();
+            self.buf.extend_from_slice(b);
+            (start, self.buf.len())
+        })
+    }
+
+    /// Adds a record, copying its key and value.
+    pub fn push(
+        &mut self,
+        tp: TopicPartition,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) {
+        let key = self.copy(key);
+        let value = self.copy(value);
+        self.metas.push(Meta {
+            tp,
+            offset,
+            timestamp_ms,
+            key,
+            value,
+        });
+    }
+
+    /// The records, their keys and values slices of one shared buffer.
+    pub fn finish(self) -> Vec<Record> {
+        let buf = bytes::Bytes::from(self.buf);
+        self.metas
+            .into_iter()
+            .map(|m| Record {
+                tp: m.tp,
+                offset: m.offset,
+                timestamp_ms: m.timestamp_ms,
+                key: m.key.map(|(a, b)| buf.slice(a..b)),
+                value: m.value.map(|(a, b)| buf.slice(a..b)),
+            })
+            .collect()
+    }
+}
+
 /// The worker that owns a partition: stable for the life of the process, and spreading the
 /// partitions of one topic evenly.
 pub fn shard_of(tp: &TopicPartition, shards: usize) -> usize {
@@ -124,6 +202,29 @@ pub fn by_shard(parts: &[TopicPartition], shards: usize) -> Vec<Vec<TopicPartiti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_shares_one_buffer() {
+        let mut c = ChunkBuilder::new();
+        let tp = TopicPartition::new("t", 0);
+        c.push(tp.clone(), 5, Some(1), Some(b"k"), Some(b"{\"a\":1}"));
+        c.push(tp.clone(), 6, None, None, None);
+        c.push(tp, 7, None, None, Some(b""));
+        assert_eq!(c.len(), 3);
+        let r = c.finish();
+        assert_eq!(r[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r[0].value.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(
+            (r[1].offset, r[1].value.is_none(), r[1].key.is_none()),
+            (6, true, true)
+        );
+        assert_eq!(
+            r[2].value.as_deref(),
+            Some(&b""[..]),
+            "empty, not a tombstone"
+        );
+        assert_eq!(r[0].value_len(), 7);
+    }
 
     #[test]
     fn partitions_of_a_topic_spread_evenly_and_stably() {

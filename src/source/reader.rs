@@ -224,8 +224,8 @@ impl RangeReader {
                             tp: TopicPartition::new(topic.clone(), m.partition()),
                             offset: m.offset(),
                             timestamp_ms: m.timestamp().to_millis(),
-                            key: m.key().map(<[u8]>::to_vec),
-                            value: m.payload().map(<[u8]>::to_vec),
+                            key: m.key().map(bytes::Bytes::copy_from_slice),
+                            value: m.payload().map(bytes::Bytes::copy_from_slice),
                         };
                         f(&rec)?;
                     }

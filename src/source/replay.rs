@@ -128,7 +128,9 @@ mod tests {
                 timestamp_ms: None,
                 key: None,
                 value: Some(
-                    format!(r#"{{"timestamp":"2026-11-01T00:00:00Z","i":{i}}}"#).into_bytes(),
+                    format!(r#"{{"timestamp":"2026-11-01T00:00:00Z","i":{i}}}"#)
+                        .into_bytes()
+                        .into(),
                 ),
             })
             .collect();

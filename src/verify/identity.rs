@@ -128,8 +128,8 @@ impl Identifier {
             tp: TopicPartition::new(env.topic, env.partition),
             offset: env.offset,
             timestamp_ms: env.timestamp_ms,
-            key: bytes_of(env.key, env.key_base64).ok()?,
-            value: bytes_of(env.value, env.value_base64).ok()?,
+            key: bytes_of(env.key, env.key_base64).ok()?.map(Into::into),
+            value: bytes_of(env.value, env.value_base64).ok()?.map(Into::into),
         };
         let hash = match self.of_record(&rec) {
             Identity::Expected { hash, .. } => hash,
@@ -200,8 +200,8 @@ bucket = "b"
             tp: TopicPartition::new("t", 1),
             offset: 5,
             timestamp_ms: Some(1_700_000_000_000),
-            key: Some(vec![0xff, 1]),
-            value: value.map(<[u8]>::to_vec),
+            key: Some(bytes::Bytes::from_static(&[0xff, 1])),
+            value: value.map(bytes::Bytes::copy_from_slice),
         }
     }
 

@@ -94,7 +94,7 @@ async fn objects_are_attributed_and_read() {
         offset: 4,
         timestamp_ms: None,
         key: None,
-        value: Some(value.to_vec()),
+        value: Some(bytes::Bytes::copy_from_slice(value)),
     };
     let mut env = error_line(&rec("t", b"nope"), QuarantineReason::NotJson);
     env.push(b'\n');
