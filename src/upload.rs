@@ -410,6 +410,7 @@ impl ObjectTask {
             key: &key,
             writer,
             content_hash: stats.content_hash,
+            raw_len: stats.raw_bytes,
         };
         if mp.is_none() && last.len() <= self.part_size {
             let r = self
@@ -457,9 +458,12 @@ impl ObjectTask {
             }
             Err(e) => Err(e),
         };
-        // Completed (by this or an earlier attempt) unless the key already held these records,
-        // in which case the upload is left for the abort.
-        if matches!(&r, Ok(res) if *res != Resolution::Identical) {
+        // Completed (by this or an earlier attempt), unless the key already held these records
+        // (identical or covered): then the upload is left for the abort.
+        if matches!(
+            &r,
+            Ok(Resolution::Written | Resolution::OwnEarlierAttempt | Resolution::MovedAside(_))
+        ) {
             if let Some(m) = mp.as_mut() {
                 m.completed = true;
             }

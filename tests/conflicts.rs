@@ -57,6 +57,7 @@ async fn write(
     first: i64,
     last: i64,
     pad: usize,
+    fill: char,
 ) -> UploadDone {
     let tp = TopicPartition::new("events", 0);
     let now = Instant::now();
@@ -69,7 +70,10 @@ async fn write(
     };
     let mut w = up.open(info, Some(KEY.into()), CancellationToken::new());
     for off in first..=last {
-        let line = format!("{{\"offset\":{off},\"pad\":\"{}\"}}", "x".repeat(pad));
+        let line = format!(
+            "{{\"offset\":{off},\"pad\":\"{}\"}}",
+            fill.to_string().repeat(pad)
+        );
         batch.append(off, line.as_bytes(), now);
         if batch.buffered_bytes() >= up.part_size() {
             w.part(batch.take_part());
@@ -103,8 +107,10 @@ fn stored_offsets(s3: &TestS3) -> (BTreeSet<i64>, usize) {
 
 /// The zombie scenario: the partition's new owner re-read from the last commit (100) and
 /// uploaded records 100..=180; the old owner, whose session expired while it held 100..=150,
-/// uploads afterwards under the same deterministic key. Either order, either upload kind
-/// (PutObject, or multipart parts already in S3): every record stays in S3.
+/// uploads afterwards under the same deterministic key (or the other way round). The two files
+/// start at the same record of the same folder, so one holds the start of the other: the
+/// longer one ends up at the key and nothing is lost or doubled — except a multipart upload
+/// that must replace a shorter object, which keeps that object aside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_upload_never_removes_the_new_owners_records() {
     for (pad, kind) in [(100, "put"), (150_000, "multipart")] {
@@ -117,28 +123,35 @@ async fn a_zombie_upload_never_removes_the_new_owners_records() {
             } else {
                 ((100, 150), (100, 180))
             };
-            let first = write(&up, &mut done, a.0, a.1, pad).await;
+            let first = write(&up, &mut done, a.0, a.1, pad, 'x').await;
             assert_eq!(first.result.unwrap(), Resolution::Written);
-            let second = write(&up, &mut done, b.0, b.1, pad).await;
+            let second = write(&up, &mut done, b.0, b.1, pad, 'x').await;
             let resolution = second.result.unwrap();
-            match kind {
-                "put" => assert!(
-                    matches!(&resolution, Resolution::WrittenAside(k) if k.contains('~')),
-                    "{kind} owner_first={owner_first}: {resolution:?}"
-                ),
-                _ => assert!(
-                    matches!(&resolution, Resolution::MovedAside(k) if k.contains('~')),
-                    "{kind} owner_first={owner_first}: {resolution:?}"
-                ),
-            }
-            let (offsets, lines) = stored_offsets(&s3);
+            let case = format!("{kind} owner_first={owner_first}: {resolution:?}");
+            let (keys, lines) = match (kind, owner_first) {
+                (_, true) => {
+                    assert_eq!(resolution, Resolution::Covered, "{case}");
+                    (1, 81)
+                }
+                ("put", false) => {
+                    assert_eq!(resolution, Resolution::Superseded, "{case}");
+                    (1, 81)
+                }
+                _ => {
+                    assert!(
+                        matches!(&resolution, Resolution::MovedAside(k) if k.contains('~')),
+                        "{case}"
+                    );
+                    (2, 81 + 51)
+                }
+            };
+            let (offsets, n) = stored_offsets(&s3);
             assert_eq!(
                 offsets,
                 (100..=180).collect::<BTreeSet<i64>>(),
-                "{kind} owner_first={owner_first}: no record lost"
+                "{case}: no record lost"
             );
-            assert_eq!(lines, 81 + 51, "both objects kept");
-            assert_eq!(s3.keys(BUCKET).len(), 2);
+            assert_eq!((s3.keys(BUCKET).len(), n), (keys, lines), "{case}");
             assert!(
                 s3.upload_leftovers().is_empty(),
                 "{:?}",
@@ -149,6 +162,38 @@ async fn a_zombie_upload_never_removes_the_new_owners_records() {
     }
 }
 
+/// Two writers with different content at one key (e.g. a config change between them): both
+/// objects are kept, whichever comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_records_at_one_key_are_both_kept() {
+    for (pad, kind) in [(100, "put"), (150_000, "multipart")] {
+        let s3 = TestS3::start().await;
+        let cfg = config(&s3, true);
+        let (up, mut done) = uploader(&cfg).await;
+        write(&up, &mut done, 100, 180, pad, 'x')
+            .await
+            .result
+            .unwrap();
+        let second = write(&up, &mut done, 100, 150, pad, 'y').await;
+        let resolution = second.result.unwrap();
+        match kind {
+            "put" => assert!(
+                matches!(&resolution, Resolution::WrittenAside(k) if k.contains('~')),
+                "{resolution:?}"
+            ),
+            _ => assert!(
+                matches!(&resolution, Resolution::MovedAside(k) if k.contains('~')),
+                "{resolution:?}"
+            ),
+        }
+        let (offsets, lines) = stored_offsets(&s3);
+        assert_eq!(offsets, (100..=180).collect::<BTreeSet<i64>>());
+        assert_eq!((s3.keys(BUCKET).len(), lines), (2, 81 + 51), "{kind}");
+        assert!(s3.upload_leftovers().is_empty());
+        s3.stop().await;
+    }
+}
+
 /// The same scenario without conditional writes (stores that lack them): the zombie's object
 /// replaces the owner's and 30 committed records vanish. This is what the default prevents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,8 +201,14 @@ async fn without_conditional_writes_a_zombie_loses_records() {
     let s3 = TestS3::start().await;
     let cfg = config(&s3, false);
     let (up, mut done) = uploader(&cfg).await;
-    write(&up, &mut done, 100, 180, 100).await.result.unwrap();
-    write(&up, &mut done, 100, 150, 100).await.result.unwrap();
+    write(&up, &mut done, 100, 180, 100, 'x')
+        .await
+        .result
+        .unwrap();
+    write(&up, &mut done, 100, 150, 100, 'y')
+        .await
+        .result
+        .unwrap();
     let (offsets, _) = stored_offsets(&s3);
     assert_eq!(offsets.len(), 51, "records 151..=180 were overwritten");
     s3.stop().await;
@@ -171,8 +222,11 @@ async fn a_rebuilt_object_is_recognised_and_not_duplicated() {
         let s3 = TestS3::start().await;
         let cfg = config(&s3, true);
         let (up, mut done) = uploader(&cfg).await;
-        write(&up, &mut done, 100, 180, pad).await.result.unwrap();
-        let again = write(&up, &mut done, 100, 180, pad).await;
+        write(&up, &mut done, 100, 180, pad, 'x')
+            .await
+            .result
+            .unwrap();
+        let again = write(&up, &mut done, 100, 180, pad, 'x').await;
         assert_eq!(again.result.unwrap(), Resolution::Identical, "pad {pad}");
         let (offsets, lines) = stored_offsets(&s3);
         assert_eq!((offsets.len(), lines), (81, 81));

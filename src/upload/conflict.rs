@@ -6,7 +6,13 @@
 //!    landed (its answer was lost). Done.
 //! 2. Its uncompressed content has our content hash: a replay rebuilt the same file (after a
 //!    crash, or a zombie worker racing the partition's new owner). Done, no duplicate.
-//! 3. Different records (a writer that cut its file elsewhere): both must stay. A single
+//! 3. Its content starts with all of ours (a writer that kept its file open longer, e.g. the
+//!    new owner of a zombie's partition): our records are there. Done, no duplicate.
+//! 4. Ours starts with all of its content (a file cut early by a revoke, shutdown or age flush,
+//!    rebuilt whole by the replay): ours replaces it with `If-Match` on its ETag, which loses
+//!    nothing because ours holds every line of it. PutObject only (a multipart body is no longer
+//!    in memory to compare).
+//! 5. Different records (a writer that cut its file elsewhere): both must stay. A single
 //!    PutObject body goes to [`aside_key`] (`…~<writer>.ndjson.gz`) instead; a multipart upload
 //!    (whose parts are already in S3) copies the existing object aside first, then completes
 //!    with `If-Match` on the ETag it copied, so a third writer in between is caught and the
@@ -37,6 +43,10 @@ pub enum Resolution {
     OwnEarlierAttempt,
     /// The key held the same content, written by another writer (a replay): nothing written.
     Identical,
+    /// The key held more records, starting with all of this object's: nothing written.
+    Covered,
+    /// The key held fewer records, all of them the start of this object: replaced.
+    Superseded,
     /// The key held other records; this object went to the given key beside it.
     WrittenAside(String),
     /// The key held other records; they were copied to the given key, then this object
@@ -51,14 +61,22 @@ impl Resolution {
             Self::Written => None,
             Self::OwnEarlierAttempt => Some("own_attempt"),
             Self::Identical => Some("identical"),
+            Self::Covered => Some("covered"),
+            Self::Superseded => Some("superseded"),
             Self::WrittenAside(_) => Some("written_aside"),
             Self::MovedAside(_) => Some("moved_aside"),
         }
     }
 
     /// Every label (to initialise metric series at zero).
-    pub const LABELS: [&'static str; 4] =
-        ["own_attempt", "identical", "written_aside", "moved_aside"];
+    pub const LABELS: [&'static str; 6] = [
+        "own_attempt",
+        "identical",
+        "covered",
+        "superseded",
+        "written_aside",
+        "moved_aside",
+    ];
 }
 
 /// The object being written.
@@ -66,6 +84,17 @@ pub(super) struct Ours<'a> {
     pub key: &'a str,
     pub writer: &'a str,
     pub content_hash: u128,
+    /// Uncompressed length.
+    pub raw_len: u64,
+}
+
+/// What an object holds, uncompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Content {
+    hash: u128,
+    len: u64,
+    /// Hash of its first `prefix_len` bytes, if it is that long.
+    prefix_hash: Option<u128>,
 }
 
 /// Its bytes: whole (PutObject) or already uploaded as parts.
@@ -94,13 +123,15 @@ pub fn aside_key(key: &str, tag: &str) -> String {
     format!("{}~{tag}{}", &key[..split], &key[split..])
 }
 
-/// Reads an object and hashes its uncompressed content. `Ok(None)`: no object at the key;
-/// `Ok(Some(None))`: it exists but does not decompress (so it is not our content).
-async fn stored_content_hash(
+/// Reads an object and hashes its uncompressed content (and its first `prefix_len` bytes).
+/// `Ok(None)`: no object at the key; `Ok(Some(None))`: it exists but does not decompress (so it
+/// is not our content).
+async fn stored_content(
     sink: &dyn ObjectSink,
     key: &str,
     gzip: bool,
-) -> Result<Option<Option<u128>>, SinkError> {
+    prefix_len: u64,
+) -> Result<Option<Option<Content>>, SinkError> {
     let Some(mut obj) = sink.get(key).await? else {
         return Ok(None);
     };
@@ -111,8 +142,8 @@ async fn stored_content_hash(
         kind: ErrorKind::Network,
         message: e.to_string(),
     };
-    let mut hasher = HashWriter(Xxh3::new());
-    let mut gunzip = gzip.then(|| flate2::write::MultiGzDecoder::new(HashWriter(Xxh3::new())));
+    let mut plain = HashWriter::new(prefix_len);
+    let mut gunzip = gzip.then(|| flate2::write::MultiGzDecoder::new(HashWriter::new(prefix_len)));
     let mut buf = vec![0u8; 64 * 1024];
     let mut readable = true;
     loop {
@@ -122,24 +153,70 @@ async fn stored_content_hash(
         }
         match &mut gunzip {
             Some(d) => readable &= d.write_all(&buf[..n]).is_ok(),
-            None => hasher.0.update(&buf[..n]),
+            None => plain.update(&buf[..n]),
         }
     }
-    let hash = match gunzip {
+    let content = match gunzip {
         Some(d) => match d.finish() {
-            Ok(h) if readable => Some(h.0.digest128()),
+            Ok(h) if readable => Some(h.content()),
             _ => None,
         },
-        None => Some(hasher.0.digest128()),
+        None => Some(plain.content()),
     };
-    Ok(Some(hash))
+    Ok(Some(content))
 }
 
-struct HashWriter(Xxh3);
+/// Hash of the first `len` uncompressed bytes of a body we hold (`None`: shorter, or not gzip).
+fn prefix_hash_of(body: &[u8], gzip: bool, len: u64) -> Option<u128> {
+    let mut h = HashWriter::new(len);
+    if gzip {
+        let mut d = flate2::write::MultiGzDecoder::new(&mut h);
+        d.write_all(body).ok()?;
+        d.finish().ok()?;
+    } else {
+        h.update(body);
+    }
+    h.content().prefix_hash
+}
+
+/// Hashes what is written to it, whole and up to a prefix length.
+struct HashWriter {
+    all: Xxh3,
+    prefix: Xxh3,
+    prefix_len: u64,
+    len: u64,
+}
+
+impl HashWriter {
+    fn new(prefix_len: u64) -> Self {
+        Self {
+            all: Xxh3::new(),
+            prefix: Xxh3::new(),
+            prefix_len,
+            len: 0,
+        }
+    }
+
+    fn update(&mut self, buf: &[u8]) {
+        let room = self.prefix_len.saturating_sub(self.len);
+        let take = (buf.len() as u64).min(room) as usize;
+        self.prefix.update(&buf[..take]);
+        self.all.update(buf);
+        self.len += buf.len() as u64;
+    }
+
+    fn content(&self) -> Content {
+        Content {
+            hash: self.all.digest128(),
+            len: self.len,
+            prefix_hash: (self.len >= self.prefix_len).then(|| self.prefix.digest128()),
+        }
+    }
+}
 
 impl Write for HashWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
+        self.update(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -208,14 +285,37 @@ impl ObjectTask {
                 }
             }
             let stored = self
-                .attempt(info, || stored_content_hash(sink, key, t.gzip))
+                .attempt(info, || stored_content(sink, key, t.gzip, ours.raw_len))
                 .await?;
-            match stored {
+            let content = match stored {
                 None => continue, // deleted between HEAD and GET: look again
-                Some(Some(h)) if h == ours.content_hash => {
-                    return self.resolved(info, Resolution::Identical)
+                Some(c) => c,
+            };
+            if let Some(c) = content {
+                if c.hash == ours.content_hash && c.len == ours.raw_len {
+                    return self.resolved(info, Resolution::Identical);
                 }
-                Some(_) => {}
+                if c.len > ours.raw_len && c.prefix_hash == Some(ours.content_hash) {
+                    return self.resolved(info, Resolution::Covered);
+                }
+                if let Body::Whole(bytes, meta) = &body {
+                    let starts_ours = c.len < ours.raw_len
+                        && prefix_hash_of(bytes, t.gzip, c.len) == Some(c.hash);
+                    if starts_ours && t.conditional {
+                        let if_match = WriteCondition::IfMatch(head.etag.clone());
+                        let r = self
+                            .attempt(info, || sink.put(key, (*bytes).clone(), meta, &if_match))
+                            .await;
+                        match r {
+                            Ok(()) => return self.resolved(info, Resolution::Superseded),
+                            Err(UploadError::Sink(e)) if e.kind == ErrorKind::Conflict => {
+                                last_err = Some(e);
+                                continue; // changed meanwhile: look again
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
             }
             match &body {
                 Body::Whole(bytes, meta) => {

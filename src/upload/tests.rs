@@ -54,6 +54,7 @@ fn stats() -> FileStats {
 fn stats_of(body: &[u8]) -> FileStats {
     FileStats {
         content_hash: xxhash_rust::xxh3::xxh3_128(body),
+        raw_bytes: body.len() as u64,
         ..stats()
     }
 }
@@ -171,6 +172,44 @@ async fn a_multipart_upload_moves_other_records_aside_first() {
     assert_eq!(&objects["k~0ther.ndjson"].body[..], b"old\n");
     assert_eq!(&objects["k.ndjson"].body[..], b"0123456789abcdefghij\n");
     assert_eq!(sink.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn a_longer_file_covers_a_shorter_one_and_replaces_it() {
+    // The key holds more lines starting with ours (the new owner kept its file open longer
+    // than a zombie did): our records are there.
+    let sink = Arc::new(MemorySink::new());
+    sink.insert("k", Bytes::from_static(b"a\nb\nc\n"), other_writer());
+    let (up, mut done) = uploader(sink.clone(), None);
+    upload(&up, 1, "k", b"a\nb\n", false).await;
+    assert_eq!(
+        done.recv().await.unwrap().result.unwrap(),
+        Resolution::Covered
+    );
+    assert_eq!(&sink.objects()["k"].body[..], b"a\nb\nc\n");
+    assert_eq!(sink.objects().len(), 1);
+    // The key holds fewer lines, all the start of ours (a file cut by a revoke, rebuilt whole):
+    // ours replaces it, nothing is lost.
+    let sink = Arc::new(MemorySink::new());
+    sink.insert("k", Bytes::from_static(b"a\nb\n"), other_writer());
+    let (up, mut done) = uploader(sink.clone(), None);
+    upload(&up, 1, "k", b"a\nb\nc\n", false).await;
+    assert_eq!(
+        done.recv().await.unwrap().result.unwrap(),
+        Resolution::Superseded
+    );
+    assert_eq!(&sink.objects()["k"].body[..], b"a\nb\nc\n");
+    assert_eq!(sink.objects().len(), 1);
+    // Same length but other lines, or a longer file that does not start with ours: kept aside.
+    let sink = Arc::new(MemorySink::new());
+    sink.insert("k", Bytes::from_static(b"x\nb\nc\n"), other_writer());
+    let (up, mut done) = uploader(sink.clone(), None);
+    upload(&up, 1, "k", b"a\nb\n", false).await;
+    assert!(matches!(
+        done.recv().await.unwrap().result.unwrap(),
+        Resolution::WrittenAside(_)
+    ));
+    assert_eq!(sink.objects().len(), 2);
 }
 
 #[tokio::test]
