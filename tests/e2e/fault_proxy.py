@@ -26,7 +26,8 @@ Control endpoint on 127.0.0.1:--control-port (HTTP/1.1, one request per connecti
                                   counts connections/requests reset during an outage),
                                   injected_total, upstream_errors, error_rate, outage_remaining_s,
                                   by_method {METHOD: n}
-  POST /rate?error=R[&slow_ms=N][&hold_secs=S]   change the fault rate (and delays) now
+  POST /rate?error=R[&slow_ms=N][&hold_secs=S][&match=REGEX][&weights=SPEC]
+                                  change the fault rate (delays, target, kinds) now
   POST /outage?secs=S             every request fails for the next S seconds (0 ends it)
 
 Deterministic with --seed: the n-th request that reaches the decision gets the same fate in
@@ -44,6 +45,7 @@ import asyncio
 import email.utils
 import json
 import random
+import re
 import signal
 import socket
 import struct
@@ -74,6 +76,7 @@ class State:
         self.slow_ms = args.slow_ms
         self.hold_secs = args.hold_secs
         self.weights = parse_weights(args.weights)
+        self.match = re.compile(args.match)
         self.outage_until = 0.0
         self.requests = 0
         self.forwarded = 0
@@ -86,11 +89,12 @@ class State:
     def in_outage(self):
         return time.monotonic() < self.outage_until
 
-    def decide(self):
-        """The fault for the next request, or None (forward it)."""
+    def decide(self, what):
+        """The fault for the next request ("METHOD target"), or None (forward it). Two draws per
+        request whatever the outcome, so --match does not shift the sequence."""
         r = self.rng.random()
         k = self.rng.random()
-        if r >= self.error_rate:
+        if r >= self.error_rate or not self.match.search(what):
             return None
         total = sum(self.weights.values())
         acc = 0.0
@@ -111,6 +115,8 @@ class State:
             "error_rate": self.error_rate,
             "slow_ms": self.slow_ms,
             "hold_secs": self.hold_secs,
+            "match": self.match.pattern,
+            "weights": self.weights,
             "outage_remaining_s": round(max(0.0, self.outage_until - time.monotonic()), 3),
             "by_method": dict(sorted(self.by_method.items())),
         }
@@ -325,7 +331,7 @@ async def serve_client(state, reader, writer):
                 state.injected["outage"] += 1
                 reset(writer)
                 return
-            fault = state.decide()
+            fault = state.decide(f"{method} {target}")
             what = f"{method} {target[:120]}"
             if fault is not None:
                 state.injected[fault] += 1
@@ -397,7 +403,12 @@ async def serve_control(state, reader, writer):
                 state.slow_ms = max(0, int(q["slow_ms"]))
             if "hold_secs" in q:
                 state.hold_secs = max(0.0, float(q["hold_secs"]))
-            log(f"error rate {state.error_rate}, slow {state.slow_ms} ms, hold {state.hold_secs} s")
+            if "match" in q:
+                state.match = re.compile(q["match"])
+            if "weights" in q:
+                state.weights = parse_weights(q["weights"])
+            log(f"error rate {state.error_rate}, slow {state.slow_ms} ms, hold {state.hold_secs} s, "
+                f"match {state.match.pattern!r}, weights {state.weights}")
             out = state.stats()
         elif method == "POST" and url.path == "/outage":
             secs = max(0.0, float(q.get("secs", "0")))
@@ -455,6 +466,9 @@ def main(argv=None):
                     help="probability that a request gets a fault (0-1)")
     ap.add_argument("--weights", default=DEFAULT_WEIGHTS,
                     help=f"relative frequency of each fault kind (default {DEFAULT_WEIGHTS})")
+    ap.add_argument("--match", default="",
+                    help="only requests whose 'METHOD target' matches this regex get faults "
+                         "(default: all), e.g. '^POST .*uploadId=' for CompleteMultipartUpload")
     ap.add_argument("--slow-ms", type=int, default=1500, help="delay of a slow answer")
     ap.add_argument("--hold-secs", type=float, default=8.0,
                     help="how long a timeout fault holds the connection silent")

@@ -40,6 +40,9 @@
 #   FAULTS_EVENTS (RATE x the expected run time)   events generated (the producer stops earlier
 #                                                  when the scenario ends; produced= is exact)
 #   FAULTS_SCALE_ERROR_RATE (FAULTS_ERROR_RATE)    share of S3 requests that get a fault in phase 3
+#   FAULTS_MATCH (all requests)                    fault_proxy.py --match: only requests whose
+#                                                  "METHOD target" matches this regex get faults
+#   FAULTS_WEIGHTS (fault_proxy.py's default)      fault_proxy.py --weights, e.g. drop_after=1
 #   FAULTS_MAX_RECORDS (2000)                      [destinations.batch] max_records
 #   FAULTS_COMPRESSION (gzip)                      [destinations.batch] compression
 #   FAULTS_EVENT_DAYS (3)                          gen_events.py --days: time span of the events
@@ -55,6 +58,8 @@
 # abandoned uploads):
 #   FAULTS_MAX_RECORDS=10000 FAULTS_COMPRESSION=none FAULTS_EVENT_DAYS=0.02 FAULTS_RATE=1500 \
 #     FAULTS_ABORT_ORPHANS=0 bash tests/e2e/faults.sh
+# and to aim the faults at CompleteMultipartUpload answers lost after S3 applied them, add
+#   FAULTS_MATCH='^POST .*uploadId=' FAULTS_WEIGHTS=drop_after=1 FAULTS_ERROR_RATE=0.5
 # (moto lists every multipart upload as initiated 2010-11-10T20:48:33Z, so the start-up orphan
 # cleanup of a new instance would abort the live uploads of the others, whose parts moto then
 # answers with 500 for ever: off in that variant. Without multipart there is nothing to abort.)
@@ -179,6 +184,7 @@ started "$MOTO_PID"
 # Safety net only: the proxy stops itself if this script somehow outlives every deadline.
 python3 "$PROXY" --port "$PROXY_PORT" --control-port "$CONTROL_PORT" --upstream "127.0.0.1:$S3_PORT" \
   --seed "$SEED" --error-rate 0 --hold-secs 8 --slow-ms 1500 --verbose \
+  --match "${FAULTS_MATCH:-}" ${FAULTS_WEIGHTS:+--weights "$FAULTS_WEIGHTS"} \
   --max-lifetime-secs $((3600 + 60 * KILL_CYCLES + OUTAGE_SECS)) >"$TMP/proxy.log" 2>&1 &
 PROXY_PID=$!
 started "$PROXY_PID"
