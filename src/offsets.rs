@@ -8,10 +8,11 @@
 //! forward once the lowest held file is in S3.
 //!
 //! Deterministic destinations (`batch.deterministic`) cut files at offset windows of
-//! `max_records`; for their topics a commit while files are held lands on a window start (or on
-//! the first offset taken in since the assignment, if later), so a replay after a crash starts
-//! where the crashed worker's files started and rebuilds the same objects. When nothing is held,
-//! every record taken in is in S3 and the exact next offset is committed.
+//! `max_records`; for their topics every commit lands on a window start (or on the first offset
+//! taken in since the assignment, if later), so whoever reads the partition next starts where
+//! the files of that window started and rebuilds the same objects, even when nothing is held:
+//! a mid-window commit after a revoke or shutdown would let the next owner start new files
+//! inside a window whose whole object an earlier incarnation may already have written.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,10 +32,11 @@ struct PartitionState {
 
 impl PartitionState {
     fn safe(&self, windows: &[u64]) -> Option<i64> {
-        match self.held.first_key_value() {
-            Some((&lowest, _)) => Some(align(lowest, windows, self.first)),
+        let w = match self.held.first_key_value() {
+            Some((&lowest, _)) => Some(lowest),
             None => self.next,
-        }
+        };
+        w.map(|w| align(w, windows, self.first))
     }
 }
 
@@ -342,9 +344,13 @@ mod tests {
         o.release(&t, 200).unwrap();
         assert_eq!(
             o.safe_offset(&t),
-            Some(250),
-            "nothing held: the exact next offset"
+            Some(200),
+            "nothing held: still the window start (the next owner rebuilds the window)"
         );
+        for off in 250..300 {
+            o.consumed(&t, off).unwrap();
+        }
+        assert_eq!(o.safe_offset(&t), Some(300), "exactly at a window start");
         // Other topics are not aligned.
         let mut plain = OffsetTracker::with_windows(HashMap::new());
         plain.assign(t.clone());
