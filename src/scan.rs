@@ -75,7 +75,9 @@ fn too_deep(bytes: &[u8], limit: usize) -> bool {
 }
 
 /// Validates `bytes` as one JSON object and returns the value at each of `paths` (in order).
-pub fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>>, ScanError> {
+/// (The tests' entry point: it takes bytes that may not be UTF-8.)
+#[cfg(test)]
+fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>>, ScanError> {
     let mut out = vec![None; paths.len()];
     scan_with(
         bytes,
@@ -86,7 +88,7 @@ pub fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Sca
     Ok(out)
 }
 
-/// [`scan_fields`] for text already validated as UTF-8 (serde_json then skips its own string
+/// Validates `text` (already checked as UTF-8) as one JSON object and picks the values at `paths` (serde_json then skips its own string
 /// validation), writing the values into `out` (one slot per path): no allocation but the
 /// strings found.
 pub fn scan_fields_into(
