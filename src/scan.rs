@@ -88,8 +88,9 @@ fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>
     Ok(out)
 }
 
-/// Validates `text` (already checked as UTF-8) as one JSON object and picks the values at `paths` (serde_json then skips its own string
-/// validation), writing the values into `out` (one slot per path): no allocation but the
+/// Validates `text` (already checked as UTF-8, so serde_json skips its own string validation)
+/// as one JSON object, writing the value at each of `paths` into `out` (one slot per path): no
+/// allocation but the
 /// strings found.
 pub fn scan_fields_into(
     text: &str,
