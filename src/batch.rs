@@ -8,8 +8,7 @@
 //! whatever their compression (the uploader compares it when a key is already taken).
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use std::io::Write;
+use flate2::{Compress, FlushCompress, Status};
 use tokio::time::Instant;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -70,14 +69,88 @@ impl FlushReason {
 /// this holds no encoder (about 300 KiB) at all until it is closed.
 pub const STAGE_BYTES: usize = 64 * 1024;
 
+/// Idle gzip encoders kept by [`EncoderPool`]: enough for the files a worker closes in a row, few
+/// enough to stay small against the memory budget (they are counted in it).
+const POOL_MAX: usize = 4;
+
+/// Closed files' gzip encoders, reset and kept for the next file, so opening a file neither
+/// allocates nor zeroes a fresh deflate state (hundreds of KiB: page faults and `munmap`s).
+/// One per worker, passed to the batches it fills.
+#[derive(Default)]
+pub struct EncoderPool {
+    idle: Vec<(u32, Box<Compress>)>,
+}
+
+impl EncoderPool {
+    /// A reset encoder for `level`, reused if one is idle.
+    fn take(&mut self, level: u32) -> Box<Compress> {
+        match self.idle.iter().rposition(|(l, _)| *l == level) {
+            Some(i) => self.idle.swap_remove(i).1,
+            None => Box::new(Compress::new_gzip(flate2::Compression::new(level), 15)),
+        }
+    }
+
+    /// Gives a finished encoder back (reset here; dropped if the pool is full).
+    fn give(&mut self, level: u32, mut enc: Box<Compress>) {
+        if self.idle.len() < POOL_MAX {
+            enc.reset();
+            self.idle.push((level, enc));
+        }
+    }
+
+    /// Memory the idle encoders hold.
+    pub fn memory_bytes(&self) -> usize {
+        self.idle.len() * GZIP_ENCODER_OVERHEAD_BYTES
+    }
+
+    /// Drops every idle encoder (memory pressure).
+    pub fn clear(&mut self) {
+        self.idle.clear();
+    }
+}
+
+/// Compressed output is reserved in steps of at least this much (the `Vec` then grows by
+/// doubling): one 64 KiB block of NDJSON deflates to about 10 KiB.
+const OUT_RESERVE: usize = 16 * 1024;
+
+/// Runs `input` through `enc` into `out` (growing it as needed); with `finish`, also ends the
+/// stream (deflate's last block and the gzip trailer).
+fn deflate_into(enc: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, finish: bool) {
+    let flush = if finish {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::None
+    };
+    loop {
+        if out.capacity() - out.len() < OUT_RESERVE {
+            out.reserve(OUT_RESERVE.max(input.len() / 4));
+        }
+        let (in_before, out_before) = (enc.total_in(), enc.total_out());
+        let status = enc.compress_vec(input, out, flush);
+        input = &input[(enc.total_in() - in_before) as usize..];
+        let progressed = enc.total_in() != in_before || enc.total_out() != out_before;
+        match status {
+            // An error is impossible with a valid stream and output space; stop rather than spin.
+            Ok(Status::StreamEnd) | Err(_) => return,
+            // No progress with free output space: nothing is left to do.
+            Ok(_) if !progressed => return,
+            // Without `finish`, all input taken and output space left means deflate is done.
+            Ok(_) if !finish && input.is_empty() && out.len() < out.capacity() => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 enum Encoder {
     Plain(Vec<u8>),
     Gzip {
         level: u32,
         /// Raw lines not compressed yet.
         staging: Vec<u8>,
-        /// Attached once the first block is compressed.
-        enc: Option<Box<GzEncoder<Vec<u8>>>>,
+        /// Attached (from the pool) once the first block is compressed.
+        enc: Option<Box<Compress>>,
+        /// The gzip stream so far.
+        out: Vec<u8>,
     },
 }
 
@@ -85,26 +158,22 @@ impl Encoder {
     /// Compressed (or, for plain files, final) bytes ready to be taken.
     fn out(&self) -> &[u8] {
         match self {
-            Encoder::Plain(v) => v,
-            Encoder::Gzip { enc: Some(g), .. } => g.get_ref(),
-            Encoder::Gzip { enc: None, .. } => &[],
+            Encoder::Plain(v) | Encoder::Gzip { out: v, .. } => v,
         }
     }
 
-    /// Compresses the staged lines into the encoder (attaching it if needed), hashing them.
-    fn compress_staging(&mut self, hash: &mut Xxh3) {
+    /// Compresses the staged lines (attaching an encoder if needed), hashing them.
+    fn compress_staging(&mut self, hash: &mut Xxh3, pool: &mut EncoderPool) {
         if let Encoder::Gzip {
             level,
             staging,
             enc,
+            out,
         } = self
         {
             hash.update(staging);
-            let g = enc.get_or_insert_with(|| {
-                Box::new(GzEncoder::new(Vec::new(), flate2::Compression::new(*level)))
-            });
-            // Writing into a Vec cannot fail.
-            let _ = g.write_all(staging);
+            let e = enc.get_or_insert_with(|| pool.take(*level));
+            deflate_into(e, staging, out, false);
             staging.clear();
         }
     }
@@ -146,6 +215,7 @@ impl Batch {
                 level,
                 staging: Vec::new(),
                 enc: None,
+                out: Vec::new(),
             },
         };
         Self {
@@ -163,8 +233,9 @@ impl Batch {
         }
     }
 
-    /// Appends one line (a newline is added).
-    pub fn append(&mut self, offset: i64, line: &[u8], now: Instant) {
+    /// Appends one line (a newline is added); a full staging block is compressed with an
+    /// encoder from `pool`.
+    pub fn append(&mut self, offset: i64, line: &[u8], now: Instant, pool: &mut EncoderPool) {
         match &mut self.enc {
             Encoder::Plain(v) => {
                 v.extend_from_slice(line);
@@ -174,7 +245,7 @@ impl Batch {
                 staging.extend_from_slice(line);
                 staging.push(b'\n');
                 if staging.len() >= STAGE_BYTES {
-                    self.enc.compress_staging(&mut self.hash);
+                    self.enc.compress_staging(&mut self.hash, pool);
                 }
             }
         }
@@ -198,11 +269,12 @@ impl Batch {
     pub fn memory_bytes(&self) -> usize {
         match &self.enc {
             Encoder::Plain(v) => v.capacity(),
-            Encoder::Gzip { staging, enc, .. } => {
+            Encoder::Gzip {
+                staging, enc, out, ..
+            } => {
                 staging.capacity()
-                    + enc
-                        .as_ref()
-                        .map_or(0, |g| g.get_ref().capacity() + GZIP_ENCODER_OVERHEAD_BYTES)
+                    + out.capacity()
+                    + enc.as_ref().map_or(0, |_| GZIP_ENCODER_OVERHEAD_BYTES)
             }
         }
     }
@@ -214,8 +286,7 @@ impl Batch {
                 self.hash.update(v);
                 v
             }
-            Encoder::Gzip { enc: Some(g), .. } => g.get_mut(),
-            Encoder::Gzip { enc: None, .. } => return Bytes::new(),
+            Encoder::Gzip { out, .. } => out,
         };
         let cap = buf.capacity();
         let taken = std::mem::replace(buf, Vec::with_capacity(cap.min(1 << 20)));
@@ -224,17 +295,26 @@ impl Batch {
     }
 
     /// Closes the stream and returns the remaining bytes and the content hash (xxh3-128 of
-    /// every uncompressed byte of the file).
-    pub fn finish(mut self) -> (Bytes, u128) {
-        self.enc.compress_staging(&mut self.hash);
+    /// every uncompressed byte of the file); the encoder goes back to `pool`.
+    pub fn finish(mut self, pool: &mut EncoderPool) -> (Bytes, u128) {
+        self.enc.compress_staging(&mut self.hash, pool);
         if let Encoder::Plain(v) = &self.enc {
             self.hash.update(v);
         }
         let hash = self.hash.digest128();
         let v = match self.enc {
             Encoder::Plain(v) => v,
-            // Finishing into a Vec cannot fail; an error would only mean no trailer was written.
-            Encoder::Gzip { enc: Some(g), .. } => g.finish().unwrap_or_default(),
+            Encoder::Gzip {
+                level,
+                enc: Some(mut e),
+                mut out,
+                ..
+            } => {
+                deflate_into(&mut e, &[], &mut out, true);
+                pool.give(level, e);
+                out
+            }
+            // Nothing was ever staged: an empty file, no gzip stream.
             Encoder::Gzip { enc: None, .. } => Vec::new(),
         };
         (Bytes::from(v), hash)
@@ -292,6 +372,10 @@ mod tests {
         }
     }
 
+    fn pool() -> EncoderPool {
+        EncoderPool::default()
+    }
+
     fn gunzip(b: &[u8]) -> String {
         let mut s = String::new();
         MultiGzDecoder::new(b).read_to_string(&mut s).unwrap();
@@ -300,6 +384,7 @@ mod tests {
 
     #[test]
     fn parts_and_tail_form_one_gzip_stream() {
+        let mut p = pool();
         let now = Instant::now();
         let mut b = Batch::new(
             TopicPartition::new("t", 0),
@@ -309,7 +394,7 @@ mod tests {
         );
         let mut all = Vec::new();
         for i in 0..1000 {
-            b.append(10 + i, format!("{{\"i\":{i}}}").as_bytes(), now);
+            b.append(10 + i, format!("{{\"i\":{i}}}").as_bytes(), now, &mut p);
             if i % 300 == 299 {
                 all.extend_from_slice(&b.take_part());
             }
@@ -317,7 +402,7 @@ mod tests {
         assert_eq!(b.records, 1000);
         assert_eq!(b.last_offset, 1009);
         let compressed = b.compressed_bytes();
-        let (tail, hash) = b.finish();
+        let (tail, hash) = b.finish(&mut p);
         all.extend_from_slice(&tail);
         assert!(all.len() as u64 >= compressed);
         let text = gunzip(&all);
@@ -328,49 +413,54 @@ mod tests {
 
     #[test]
     fn content_hash_ignores_compression_and_part_boundaries() {
+        let mut p = pool();
         let now = Instant::now();
         let tp = TopicPartition::new("t", 0);
-        let fill = |compression, part_every: i64| {
+        let mut fill = |compression, part_every: i64| {
             let mut b = Batch::new(tp.clone(), 0, compression, now);
             for i in 0..5000 {
                 b.append(
                     i,
                     format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(40)).as_bytes(),
                     now,
+                    &mut p,
                 );
                 if i % part_every == part_every - 1 {
                     b.take_part();
                 }
             }
-            b.finish().1
+            b.finish(&mut p).1
         };
         let gz = fill(Compression::Gzip { level: 6 }, 1700);
         assert_eq!(gz, fill(Compression::Gzip { level: 1 }, 900));
         assert_eq!(gz, fill(Compression::None, 1234));
+        let mut p = pool();
         let mut other = Batch::new(tp.clone(), 0, Compression::None, now);
-        other.append(0, b"{}", now);
-        assert_ne!(gz, other.finish().1);
+        other.append(0, b"{}", now, &mut p);
+        assert_ne!(gz, other.finish(&mut p).1);
     }
 
     #[test]
     fn plain_batches_are_raw_ndjson() {
+        let mut p = pool();
         let now = Instant::now();
         let mut b = Batch::new(TopicPartition::new("t", 0), 0, Compression::None, now);
-        b.append(0, b"{}", now);
-        b.append(1, b"{\"a\":1}", now);
+        b.append(0, b"{}", now, &mut p);
+        b.append(1, b"{\"a\":1}", now, &mut p);
         assert_eq!(b.raw_bytes, 11);
-        assert_eq!(&b.finish().0[..], b"{}\n{\"a\":1}\n");
+        assert_eq!(&b.finish(&mut p).0[..], b"{}\n{\"a\":1}\n");
     }
 
     #[test]
     fn rotation_by_records_size_age_and_idle() {
+        let mut p = pool();
         let t0 = Instant::now();
         let c = cfg();
         let mut b = Batch::new(TopicPartition::new("t", 0), 0, c.compression, t0);
-        b.append(0, b"{}", t0);
+        b.append(0, b"{}", t0, &mut p);
         assert_eq!(b.full(&c), None);
-        b.append(1, b"{}", t0);
-        b.append(2, b"{}", t0);
+        b.append(1, b"{}", t0, &mut p);
+        b.append(2, b"{}", t0, &mut p);
         assert_eq!(b.full(&c), Some(FlushReason::Records));
 
         let small = BatchConfig {
@@ -379,17 +469,17 @@ mod tests {
             ..c
         };
         let mut b = Batch::new(TopicPartition::new("t", 0), 0, Compression::None, t0);
-        b.append(0, &[b'x'; 1100], t0);
+        b.append(0, &[b'x'; 1100], t0, &mut p);
         assert_eq!(b.full(&small), Some(FlushReason::Size));
 
         let mut b = Batch::new(TopicPartition::new("t", 0), 0, c.compression, t0);
-        b.append(0, b"{}", t0);
+        b.append(0, b"{}", t0, &mut p);
         assert_eq!(b.expired(&c, t0 + Duration::from_secs(9)), None);
         assert_eq!(
             b.expired(&c, t0 + Duration::from_secs(10)),
             Some(FlushReason::Idle)
         );
-        b.append(1, b"{}", t0 + Duration::from_secs(55));
+        b.append(1, b"{}", t0 + Duration::from_secs(55), &mut p);
         assert_eq!(b.expired(&c, t0 + Duration::from_secs(59)), None);
         assert_eq!(
             b.expired(&c, t0 + Duration::from_secs(60)),
@@ -400,23 +490,63 @@ mod tests {
 
     #[test]
     fn memory_estimate_counts_encoder_state_once_attached() {
+        let mut p = pool();
         let now = Instant::now();
         let tp = TopicPartition::new("t", 0);
         let mut b = Batch::new(tp.clone(), 0, Compression::Gzip { level: 6 }, now);
-        b.append(0, b"{}", now);
+        b.append(0, b"{}", now, &mut p);
         assert!(
             b.memory_bytes() < 1024,
             "small files stage raw lines, no encoder"
         );
         let line = vec![b'x'; 1000];
         for i in 1..100 {
-            b.append(i, &line, now);
+            b.append(i, &line, now, &mut p);
         }
         assert!(
             b.memory_bytes() >= GZIP_ENCODER_OVERHEAD_BYTES,
             "encoder attached past {STAGE_BYTES} bytes"
         );
         let p = Batch::new(tp, 0, Compression::None, now);
+        assert_eq!(p.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn pooled_encoders_are_reset_between_files() {
+        let now = Instant::now();
+        let mut p = pool();
+        let tp = TopicPartition::new("t", 0);
+        let line = |i: i64| format!("{{\"i\":{i},\"pad\":\"{}\"}}", "y".repeat(200));
+        let mut first_stream = None;
+        for round in 0..3 {
+            let mut b = Batch::new(tp.clone(), 0, Compression::Gzip { level: 6 }, now);
+            for i in 0..2000 {
+                b.append(i, line(i).as_bytes(), now, &mut p);
+            }
+            let (bytes, _) = b.finish(&mut p);
+            let text = gunzip(&bytes);
+            assert_eq!(text.lines().count(), 2000, "round {round}");
+            assert_eq!(text.lines().nth(1999), Some(line(1999).as_str()));
+            // A reused encoder starts a fresh stream: the same lines give the same bytes.
+            match &first_stream {
+                None => first_stream = Some(bytes),
+                Some(f) => assert_eq!(f, &bytes, "round {round}"),
+            }
+            assert_eq!(p.memory_bytes(), GZIP_ENCODER_OVERHEAD_BYTES);
+        }
+        // Another level gets its own encoder; the pool stays bounded.
+        let mut b = Batch::new(tp.clone(), 0, Compression::Gzip { level: 1 }, now);
+        b.append(0, b"{}", now, &mut p);
+        assert_eq!(gunzip(&b.finish(&mut p).0), "{}\n");
+        assert_eq!(p.memory_bytes(), 2 * GZIP_ENCODER_OVERHEAD_BYTES);
+        for _ in 0..10 {
+            p.give(
+                6,
+                Box::new(Compress::new_gzip(flate2::Compression::new(6), 15)),
+            );
+        }
+        assert_eq!(p.memory_bytes(), POOL_MAX * GZIP_ENCODER_OVERHEAD_BYTES);
+        p.clear();
         assert_eq!(p.memory_bytes(), 0);
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A Kafka topic and partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct TopicPartition {
     /// Topic name (shared, since every record carries it).
     pub topic: Arc<str>,
@@ -23,6 +23,23 @@ impl TopicPartition {
             topic: topic.into(),
             partition,
         }
+    }
+}
+
+impl PartialEq for TopicPartition {
+    /// Same content; the shared topic name is compared by pointer first (every record of a
+    /// partition carries a clone of one `Arc`), by content only when the pointers differ.
+    fn eq(&self, other: &Self) -> bool {
+        self.partition == other.partition
+            && (Arc::ptr_eq(&self.topic, &other.topic) || self.topic == other.topic)
+    }
+}
+
+impl std::hash::Hash for TopicPartition {
+    /// By content, consistent with `eq`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.topic.hash(state);
+        self.partition.hash(state);
     }
 }
 

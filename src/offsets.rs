@@ -80,7 +80,8 @@ pub enum OffsetError {
 /// Tracks every assigned partition.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    parts: HashMap<TopicPartition, PartitionState>,
+    /// Looked up for every record: hashbrown's default hasher (foldhash) rather than SipHash.
+    parts: hashbrown::HashMap<TopicPartition, PartitionState>,
     /// Offset-window sizes of the deterministic destinations, per topic.
     windows: HashMap<String, Vec<u64>>,
 }
@@ -95,7 +96,7 @@ impl OffsetTracker {
     /// module doc).
     pub fn with_windows(windows: HashMap<String, Vec<u64>>) -> Self {
         Self {
-            parts: HashMap::new(),
+            parts: hashbrown::HashMap::new(),
             windows,
         }
     }

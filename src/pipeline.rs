@@ -9,13 +9,14 @@
 //! spent.
 
 use chrono::Utc;
+use hashbrown::hash_map::RawEntryMut;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, FlushReason};
+use crate::batch::{Batch, EncoderPool, FlushReason};
 use crate::config::{Config, DestinationConfig};
 use crate::envelope::error_line;
 use crate::metrics::Metrics;
@@ -76,7 +77,7 @@ impl RunStats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum FileKind {
     Data(FolderKey),
     Error(QuarantineReason),
@@ -87,6 +88,21 @@ struct FileKey {
     dest: usize,
     tp: TopicPartition,
     kind: FileKind,
+}
+
+/// A [`FileKey`] borrowing its partition, to look a file up without cloning it. Its fields and
+/// their order are `FileKey`'s, so both hash alike.
+#[derive(Hash)]
+struct FileKeyRef<'a> {
+    dest: usize,
+    tp: &'a TopicPartition,
+    kind: &'a FileKind,
+}
+
+impl hashbrown::Equivalent<FileKey> for FileKeyRef<'_> {
+    fn equivalent(&self, key: &FileKey) -> bool {
+        self.dest == key.dest && *self.tp == key.tp && *self.kind == key.kind
+    }
 }
 
 struct OpenFile {
@@ -113,11 +129,16 @@ struct Destination {
 /// The worker.
 pub struct Pipeline {
     dests: Vec<Destination>,
-    topic_dests: HashMap<Arc<str>, Arc<[usize]>>,
-    open: HashMap<FileKey, OpenFile>,
-    /// Current offset window per (deterministic destination, partition).
-    windows: HashMap<(usize, TopicPartition), i64>,
+    // The maps below are looked up for every record: hashbrown's default hasher (foldhash) is
+    // several times cheaper than SipHash on these short keys, and `FileKeyRef` finds a file
+    // without cloning the record's partition.
+    topic_dests: hashbrown::HashMap<Arc<str>, Arc<[usize]>>,
+    open: hashbrown::HashMap<FileKey, OpenFile>,
+    /// Current offset window per partition and deterministic destination.
+    windows: hashbrown::HashMap<TopicPartition, Vec<(usize, i64)>>,
     open_memory: usize,
+    /// Gzip encoders of closed files, reused by the next ones.
+    encoders: EncoderPool,
     in_flight: HashMap<u64, InFlight>,
     offsets: OffsetTracker,
     uploader: Uploader,
@@ -181,9 +202,10 @@ impl Pipeline {
         Self {
             dests,
             topic_dests,
-            open: HashMap::new(),
-            windows: HashMap::new(),
+            open: hashbrown::HashMap::new(),
+            windows: hashbrown::HashMap::new(),
             open_memory: 0,
+            encoders: EncoderPool::default(),
             in_flight: HashMap::new(),
             offsets: OffsetTracker::with_windows(windows),
             uploader,
@@ -222,7 +244,7 @@ impl Pipeline {
     }
 
     fn memory_used(&self) -> usize {
-        self.open_memory + self.uploader.queued_bytes()
+        self.open_memory + self.uploader.queued_bytes() + self.encoders.memory_bytes()
     }
 
     /// Runs until `shutdown` is cancelled (then drains, uploads, commits) or a fatal error.
@@ -351,11 +373,15 @@ impl Pipeline {
     /// Deterministic destinations: a record of a new offset window closes every file of the
     /// partition's previous window, so files hold fixed windows whatever happened before.
     fn enter_window(&mut self, dest: usize, tp: &TopicPartition, window: i64) {
-        match self.windows.get_mut(&(dest, tp.clone())) {
-            Some(w) if *w == window => return,
-            Some(w) => *w = window,
+        let windows = match self.windows.get_mut(tp) {
+            Some(ws) => ws,
+            None => self.windows.entry(tp.clone()).or_default(),
+        };
+        match windows.iter_mut().find(|(d, _)| *d == dest) {
+            Some((_, w)) if *w == window => return,
+            Some((_, w)) => *w = window,
             None => {
-                self.windows.insert((dest, tp.clone()), window);
+                windows.push((dest, window));
                 return;
             }
         }
@@ -379,15 +405,20 @@ impl Pipeline {
         time: Option<chrono::DateTime<Utc>>,
         now: Instant,
     ) {
-        let key = FileKey {
+        let compression = self.dests[dest].cfg.batch.compression;
+        let file_key = || FileKey {
             dest,
             tp: rec.tp.clone(),
             kind,
         };
-        let compression = self.dests[dest].cfg.batch.compression;
-        let file = match self.open.get_mut(&key) {
-            Some(f) => f,
-            None => {
+        let lookup = FileKeyRef {
+            dest,
+            tp: &rec.tp,
+            kind: &kind,
+        };
+        let file = match self.open.raw_entry_mut().from_key(&lookup) {
+            RawEntryMut::Occupied(o) => o.into_mut(),
+            RawEntryMut::Vacant(v) => {
                 self.next_id += 1;
                 let mut batch = Batch::new(rec.tp.clone(), rec.offset, compression, now);
                 batch.first_time = time;
@@ -395,26 +426,27 @@ impl Pipeline {
                     tracing::warn!(error = %e, "cannot hold offset");
                 }
                 self.open_memory += batch.memory_bytes();
-                self.open.entry(key.clone()).or_insert(OpenFile {
+                let file = OpenFile {
                     id: self.next_id,
                     batch,
                     writer: None,
                     key: None,
-                })
+                };
+                v.insert(file_key(), file).1
             }
         };
         let before = file.batch.memory_bytes();
-        file.batch.append(rec.offset, line, now);
+        file.batch.append(rec.offset, line, now, &mut self.encoders);
         let after = file.batch.memory_bytes();
         self.open_memory = (self.open_memory + after).saturating_sub(before);
         let cfg = &self.dests[dest].cfg;
         if let Some(reason) = file.batch.full(&cfg.batch) {
-            self.seal(&key, reason);
+            self.seal(&file_key(), reason);
             return;
         }
         let part_size = self.uploader.part_size();
         let streamable = matches!(
-            key.kind,
+            kind,
             FileKind::Error(_) | FileKind::Data(FolderKey::Slot(_))
         ) && !cfg.routing.file.needs_end();
         if streamable && file.batch.buffered_bytes() >= part_size {
@@ -422,11 +454,12 @@ impl Pipeline {
             let part = file.batch.take_part();
             self.open_memory = self.open_memory.saturating_sub(before) + file.batch.memory_bytes();
             if file.writer.is_none() {
-                let object_key = object_key(&self.dests[dest], &key, &file.batch, Utc::now());
+                let object_key =
+                    object_key(&self.dests[dest], &file_key(), &file.batch, Utc::now());
                 let info = ObjectInfo {
                     id: file.id,
                     dest,
-                    tp: key.tp.clone(),
+                    tp: rec.tp.clone(),
                     first_offset: file.batch.first_offset,
                 };
                 file.writer = Some(self.uploader.open(
@@ -463,7 +496,7 @@ impl Pipeline {
         let raw_bytes = file.batch.raw_bytes;
         let (first, last_offset) = (file.batch.first_offset, file.batch.last_offset);
         let taken = file.batch.taken_bytes;
-        let (body, content_hash) = file.batch.finish();
+        let (body, content_hash) = file.batch.finish(&mut self.encoders);
         let stored = taken + body.len() as u64;
         let cancel = self.uploads_cancel.child_token();
         let writer = match file.writer {
@@ -591,7 +624,7 @@ impl Pipeline {
                 let _ = reply.send(offsets);
                 for tp in &partitions {
                     self.offsets.forget(tp);
-                    self.windows.retain(|(_, t), _| t != tp);
+                    self.windows.remove(tp);
                 }
                 Ok(())
             }
@@ -636,6 +669,7 @@ impl Pipeline {
     /// already queued for upload, closing more files would not free any: intake stops instead
     /// (see `run`) until uploads drain.
     fn enforce_budget(&mut self) {
+        self.encoders.clear();
         while self.memory_used() > self.budget
             && !self.open.is_empty()
             && self.uploader.queued_bytes() <= self.budget / 2

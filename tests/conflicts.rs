@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_s3_sink::app;
-use kafka_s3_sink::batch::Batch;
+use kafka_s3_sink::batch::{Batch, EncoderPool};
 use kafka_s3_sink::config::{Compression, Config, RetryPolicy};
 use kafka_s3_sink::metrics::Metrics;
 use kafka_s3_sink::model::TopicPartition;
@@ -69,18 +69,19 @@ async fn write(
         first_offset: first,
     };
     let mut w = up.open(info, Some(KEY.into()), CancellationToken::new());
+    let mut encoders = EncoderPool::default();
     for off in first..=last {
         let line = format!(
             "{{\"offset\":{off},\"pad\":\"{}\"}}",
             fill.to_string().repeat(pad)
         );
-        batch.append(off, line.as_bytes(), now);
+        batch.append(off, line.as_bytes(), now, &mut encoders);
         if batch.buffered_bytes() >= up.part_size() {
             w.part(batch.take_part());
         }
     }
     let (records, raw_bytes) = (batch.records, batch.raw_bytes);
-    let (body, content_hash) = batch.finish();
+    let (body, content_hash) = batch.finish(&mut encoders);
     let stats = FileStats {
         records,
         raw_bytes,

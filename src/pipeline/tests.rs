@@ -98,7 +98,7 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     // Seal hour 1 first (starts at offset 1): the watermark stays at 0, held by hour 0.
     let k1 = keys
         .iter()
-        .find(|k| h.p.open[k].batch.first_offset == 1)
+        .find(|k| h.p.open[*k].batch.first_offset == 1)
         .unwrap()
         .clone();
     h.p.seal(&k1, FlushReason::Size);
@@ -106,7 +106,7 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     assert_eq!(commits(&h), vec![vec![(TopicPartition::new("t", 0), 0)]]);
     let k0 = keys
         .iter()
-        .find(|k| h.p.open.contains_key(k))
+        .find(|k| h.p.open.contains_key(*k))
         .unwrap()
         .clone();
     h.p.seal(&k0, FlushReason::Size);

@@ -305,6 +305,8 @@ fn poll_loop(
     let mut paused = false;
     let mut last_retry = Instant::now();
     let mut stopping = Stopping::default();
+    // Kept across polls, so a chunk's buffer is reused once the workers are done with it.
+    let mut chunks: Vec<ChunkBuilder> = (0..n).map(|_| ChunkBuilder::new()).collect();
     loop {
         loop {
             match commands.try_recv() {
@@ -352,7 +354,6 @@ fn poll_loop(
             paused = true;
         }
         backpressure(&consumer, &mut paused, stopping.done_shards.is_empty());
-        let mut chunks: Vec<ChunkBuilder> = (0..n).map(|_| ChunkBuilder::new()).collect();
         let mut polled = 0;
         let mut timeout = Duration::from_millis(100);
         while polled < chunk_records {
@@ -394,7 +395,7 @@ fn poll_loop(
             }
         }
         let ctx = consumer.context();
-        for (shard, chunk) in chunks.into_iter().enumerate() {
+        for (shard, chunk) in chunks.iter_mut().enumerate() {
             if chunk.is_empty() {
                 continue;
             }

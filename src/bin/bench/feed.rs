@@ -57,7 +57,7 @@ pub fn load(
         chunk.push(tps[p].clone(), next[p], None, None, Some(&line));
         next[p] += 1;
         if chunk.len() == 2000 {
-            records.extend(std::mem::take(&mut chunk).finish());
+            records.extend(chunk.finish());
         }
     }
     records.extend(chunk.finish());
