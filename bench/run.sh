@@ -121,7 +121,7 @@ log "gzip -6 (one core)"
 h timed "$OUT/gzip.json" -- sh -c "gzip -6 -c '$EVENTS' | wc -c > '$OUT/gzip.bytes'"
 merge "$OUT/machine.json" gzip_bytes "$(cat "$OUT/gzip.bytes")"
 log "deflate only, in-process (one thread)"
-"$BENCH" deflate --input "$EVENTS" --level 6 --per-line >"$OUT/deflate.json"
+"$BENCH" deflate --input "$EVENTS" --level 6 --batches 32 >"$OUT/deflate.json"
 
 # ------------------------------------------------------------------ 3. replay through the workers
 replay() { # [PIN="taskset -c 0"] replay NAME [ARGS...]

@@ -67,7 +67,7 @@ impl FlushReason {
 /// Raw bytes a gzip file stages before they are compressed in one block: deflate works much
 /// faster on large writes than on one small write per record, and a file that never grows past
 /// this holds no encoder (about 300 KiB) at all until it is closed.
-pub const STAGE_BYTES: usize = 64 * 1024;
+pub const STAGE_BYTES: usize = 128 * 1024;
 
 /// Idle gzip encoders kept by [`EncoderPool`]: enough for the files a worker closes in a row, few
 /// enough to stay small against the memory budget (they are counted in it).
@@ -109,9 +109,10 @@ impl EncoderPool {
     }
 }
 
-/// Compressed output is reserved in steps of at least this much (the `Vec` then grows by
-/// doubling): one 64 KiB block of NDJSON deflates to about 10 KiB.
-const OUT_RESERVE: usize = 16 * 1024;
+/// Free output space below which more is reserved before a deflate call. Reservations are sized
+/// to the input (NDJSON deflates about 6:1) and the `Vec` grows by doubling beyond that, so a
+/// small file's buffer stays small: thousands of them can wait for upload at once.
+const OUT_MIN_SPARE: usize = 1024;
 
 /// Runs `input` through `enc` into `out` (growing it as needed); with `finish`, also ends the
 /// stream (deflate's last block and the gzip trailer).
@@ -122,8 +123,8 @@ fn deflate_into(enc: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, finish:
         FlushCompress::None
     };
     loop {
-        if out.capacity() - out.len() < OUT_RESERVE {
-            out.reserve(OUT_RESERVE.max(input.len() / 4));
+        if out.capacity() - out.len() < OUT_MIN_SPARE {
+            out.reserve(input.len() / 4 + OUT_MIN_SPARE);
         }
         let (in_before, out_before) = (enc.total_in(), enc.total_out());
         let status = enc.compress_vec(input, out, flush);
@@ -302,7 +303,7 @@ impl Batch {
             self.hash.update(v);
         }
         let hash = self.hash.digest128();
-        let v = match self.enc {
+        let mut v = match self.enc {
             Encoder::Plain(v) => v,
             Encoder::Gzip {
                 level,
@@ -317,6 +318,10 @@ impl Batch {
             // Nothing was ever staged: an empty file, no gzip stream.
             Encoder::Gzip { enc: None, .. } => Vec::new(),
         };
+        // The body waits for upload counted by its length: give back what growth over-reserved.
+        if v.capacity() - v.len() > v.len() / 8 {
+            v.shrink_to_fit();
+        }
         (Bytes::from(v), hash)
     }
 
@@ -500,9 +505,15 @@ mod tests {
             "small files stage raw lines, no encoder"
         );
         let line = vec![b'x'; 1000];
-        for i in 1..100 {
+        for i in 1..(STAGE_BYTES / 1000) as i64 {
             b.append(i, &line, now, &mut p);
         }
+        assert!(
+            b.memory_bytes() < GZIP_ENCODER_OVERHEAD_BYTES,
+            "no encoder below {STAGE_BYTES} staged bytes"
+        );
+        b.append(STAGE_BYTES as i64, &line, now, &mut p);
+        b.append(STAGE_BYTES as i64 + 1, &line, now, &mut p);
         assert!(
             b.memory_bytes() >= GZIP_ENCODER_OVERHEAD_BYTES,
             "encoder attached past {STAGE_BYTES} bytes"

@@ -85,11 +85,14 @@ pub struct UploadDone {
 
 enum Chunk {
     Part(Bytes),
-    Finish {
-        last: Bytes,
-        key: String,
-        stats: FileStats,
-    },
+    /// Boxed: every object's channel allocates a block of slots sized to the largest variant.
+    Finish(Box<Finish>),
+}
+
+struct Finish {
+    last: Bytes,
+    key: String,
+    stats: FileStats,
 }
 
 /// Destination-side handles of the uploader.
@@ -110,6 +113,7 @@ pub struct Target {
 pub struct Uploader {
     targets: Arc<Vec<Target>>,
     permits: Arc<Semaphore>,
+    admission: Arc<Semaphore>,
     policy: RetryPolicy,
     part_size: usize,
     queued: Arc<AtomicUsize>,
@@ -152,10 +156,15 @@ impl Uploader {
         metrics: Metrics,
     ) -> (Self, mpsc::UnboundedReceiver<UploadDone>) {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        // Nothing is in flight yet: every request permit is available.
+        let admission = Arc::new(Semaphore::new(
+            permits.available_permits().max(1) * ADMISSION_PER_PERMIT,
+        ));
         (
             Self {
                 targets,
                 permits,
+                admission,
                 policy,
                 part_size,
                 queued: Arc::new(AtomicUsize::new(0)),
@@ -187,6 +196,7 @@ impl Uploader {
         let task = ObjectTask {
             targets: self.targets.clone(),
             permits: self.permits.clone(),
+            admission: self.admission.clone(),
             policy: self.policy,
             part_size: self.part_size,
             queued: self.queued.clone(),
@@ -224,7 +234,8 @@ impl ObjectWriter {
     pub fn finish(self, last: Bytes, key: String, stats: FileStats) {
         let len = last.len();
         self.queued.fetch_add(len, Ordering::Relaxed);
-        if self.tx.send(Chunk::Finish { last, key, stats }).is_err() {
+        let finish = Box::new(Finish { last, key, stats });
+        if self.tx.send(Chunk::Finish(finish)).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
         }
     }
@@ -238,6 +249,9 @@ impl ObjectWriter {
 struct ObjectTask {
     targets: Arc<Vec<Target>>,
     permits: Arc<Semaphore>,
+    /// Operations (a part, the finish, an abort) under way in this worker; see
+    /// [`ADMISSION_PER_PERMIT`].
+    admission: Arc<Semaphore>,
     policy: RetryPolicy,
     part_size: usize,
     queued: Arc<AtomicUsize>,
@@ -245,6 +259,13 @@ struct ObjectTask {
     metrics: Metrics,
     cancel: CancellationToken,
 }
+
+/// Operations a worker's object tasks may have under way per request permit. An operation's
+/// future (retries, conflict resolution) is about 10 KB; it is boxed and started only once
+/// admitted, so thousands of files closed at once (a revoke, a shutdown, many small folders) wait
+/// as small tasks instead of 10 KB each. Admission is held for one operation, never while waiting
+/// for the next part, so a multipart upload cannot starve the others.
+const ADMISSION_PER_PERMIT: usize = 2;
 
 struct Multipart {
     key: String,
@@ -277,25 +298,34 @@ impl ObjectTask {
                 None => break Err(UploadError::Cancelled),
                 Some(Chunk::Part(body)) => {
                     let len = body.len();
-                    let r = self
-                        .send_part(&info, &meta, &mut mp, key.as_deref(), body)
-                        .await;
+                    let r = match self.admitted().await {
+                        Ok(_admitted) => {
+                            Box::pin(self.send_part(&info, &meta, &mut mp, key.as_deref(), body))
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
                     self.queued.fetch_sub(len, Ordering::Relaxed);
                     if let Err(e) = r {
                         break Err(e);
                     }
                 }
-                Some(Chunk::Finish {
-                    last,
-                    key,
-                    stats: s,
-                }) => {
+                Some(Chunk::Finish(f)) => {
+                    let Finish {
+                        last,
+                        key,
+                        stats: s,
+                    } = *f;
                     stats = s;
                     final_key = key.clone();
                     let len = last.len();
-                    let r = self
-                        .finish(&info, &meta, &writer, &mut mp, key, last, &stats)
-                        .await;
+                    let r = match self.admitted().await {
+                        Ok(_admitted) => {
+                            Box::pin(self.finish(&info, &meta, &writer, &mut mp, key, last, &stats))
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
                     self.queued.fetch_sub(len, Ordering::Relaxed);
                     break r;
                 }
@@ -306,7 +336,7 @@ impl ObjectTask {
         while let Ok(c) = rx.try_recv() {
             let len = match c {
                 Chunk::Part(b) => b.len(),
-                Chunk::Finish { last, .. } => last.len(),
+                Chunk::Finish(f) => f.last.len(),
             };
             self.queued.fetch_sub(len, Ordering::Relaxed);
         }
@@ -314,7 +344,8 @@ impl ObjectTask {
         // A multipart upload left open: failed, cancelled, or not needed (the key held our
         // records already).
         if let Some(m) = mp.take().filter(|m| !m.completed) {
-            self.abort(&info, &m).await;
+            // Not gated: an abort must run even when the task was cancelled.
+            Box::pin(self.abort(&info, &m)).await;
         }
         if let Ok(resolution) = &result {
             if let Resolution::WrittenAside(k) = resolution {
@@ -353,6 +384,15 @@ impl ObjectTask {
             info.first_offset.to_string(),
         );
         meta
+    }
+
+    /// Waits for this worker's admission of one operation (or the cancellation).
+    async fn admitted(&self) -> Result<tokio::sync::SemaphorePermit<'_>, UploadError> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(UploadError::Cancelled),
+            p = self.admission.acquire() => p.map_err(|_| UploadError::Cancelled),
+        }
     }
 
     async fn send_part(

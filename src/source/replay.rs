@@ -41,9 +41,10 @@ pub fn start(
         .spawn(move || {
             let mut report = ReplayReport::default();
             let mut parts: Vec<TopicPartition> = Vec::new();
-            let mut seen = HashSet::new();
+            let mut seen = hashbrown::HashSet::new();
             for r in &records {
-                if seen.insert(r.tp.clone()) {
+                if !seen.contains(&r.tp) {
+                    seen.insert(r.tp.clone());
                     parts.push(r.tp.clone());
                 }
             }

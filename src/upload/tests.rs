@@ -319,3 +319,26 @@ async fn cancel_aborts_and_reports() {
     assert_eq!(sink.open_uploads(), 0);
     drop(w);
 }
+
+#[tokio::test]
+async fn a_waiting_object_task_is_small() {
+    // Thousands of files can be closed at once (1,000 partitions × 24 folders at shutdown): each
+    // waits as one task, so its future must not carry the retry and conflict machinery inline
+    // (about 10 KB before it was boxed behind admission).
+    let (up, _done) = uploader(Arc::new(MemorySink::new()), Some(1));
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let task = ObjectTask {
+        targets: up.targets.clone(),
+        permits: up.permits.clone(),
+        admission: up.admission.clone(),
+        policy: up.policy,
+        part_size: up.part_size,
+        queued: up.queued.clone(),
+        done_tx: up.done_tx.clone(),
+        metrics: up.metrics.clone(),
+        cancel: CancellationToken::new(),
+    };
+    let fut = task.run(info(1), None, rx);
+    let size = std::mem::size_of_val(&fut);
+    assert!(size <= 4096, "object task future is {size} bytes");
+}

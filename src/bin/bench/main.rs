@@ -71,9 +71,14 @@ enum Mode {
         /// gzip level.
         #[arg(long, default_value_t = 6)]
         level: u32,
-        /// Also compress it line by line, as a batch writes it (two writes per record).
-        #[arg(long)]
-        per_line: bool,
+        /// Also run the lines through the connector's own batches (staging, content hash,
+        /// pooled encoders), this many files open at once, lines dealt round-robin: what the
+        /// batch layer adds to deflate, without routing, Kafka or upload (0: skip).
+        #[arg(long, default_value_t = 0)]
+        batches: usize,
+        /// Raw bytes after which a batch file is closed (with `--batches`).
+        #[arg(long, default_value_t = 2_000_000)]
+        file_bytes: u64,
     },
     /// Backlog over partitions × hour-folders: peak RSS against the memory budget.
     Memory {
@@ -147,8 +152,11 @@ async fn run(mode: Mode) -> anyhow::Result<serde_json::Value> {
         Mode::Deflate {
             input,
             level,
-            per_line,
-        } => tokio::task::spawn_blocking(move || deflate(input, level, per_line)).await?,
+            batches,
+            file_bytes,
+        } => {
+            tokio::task::spawn_blocking(move || deflate(input, level, batches, file_bytes)).await?
+        }
         Mode::Memory {
             input,
             partitions,
@@ -199,7 +207,41 @@ async fn replay(
     Ok(v)
 }
 
-fn deflate(input: PathBuf, level: u32, per_line: bool) -> anyhow::Result<serde_json::Value> {
+/// The lines of `data` through `files` of the connector's batches at once (line i into file
+/// i mod `files`), each closed and replaced at `file_bytes` raw bytes. Returns the stored bytes,
+/// thread CPU seconds and wall seconds.
+fn through_batches(data: &[u8], level: u32, files: usize, file_bytes: u64) -> (u64, f64, f64) {
+    use kafka_s3_sink::batch::{Batch, EncoderPool};
+    use kafka_s3_sink::config::Compression;
+    let tp = kafka_s3_sink::model::TopicPartition::new(feed::TOPIC, 0);
+    let now = tokio::time::Instant::now();
+    let open = |i: i64| Batch::new(tp.clone(), i, Compression::Gzip { level }, now);
+    let (cpu0, t0) = (measure::thread_cpu_secs(), Instant::now());
+    let mut pool = EncoderPool::default();
+    let mut batches: Vec<Batch> = (0..files).map(|_| open(0)).collect();
+    let mut stored = 0u64;
+    let lines = data.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    for (i, line) in lines.enumerate() {
+        let b = &mut batches[i % files];
+        b.append(i as i64, line, now, &mut pool);
+        if b.raw_bytes >= file_bytes {
+            let full = std::mem::replace(b, open(i as i64 + 1));
+            stored += full.finish(&mut pool).0.len() as u64;
+        }
+    }
+    for b in batches {
+        stored += b.finish(&mut pool).0.len() as u64;
+    }
+    let cpu = measure::thread_cpu_secs() - cpu0;
+    (stored, cpu, t0.elapsed().as_secs_f64())
+}
+
+fn deflate(
+    input: PathBuf,
+    level: u32,
+    batches: usize,
+    file_bytes: u64,
+) -> anyhow::Result<serde_json::Value> {
     use flate2::write::GzEncoder;
     let data = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
     let mb = data.len() as f64 / 1e6;
@@ -228,20 +270,14 @@ fn deflate(input: PathBuf, level: u32, per_line: bool) -> anyhow::Result<serde_j
         "mb_per_cpu_sec": measure::round3(mb / cpu.max(0.01)),
     });
     drop(out);
-    if per_line {
-        // As `Batch::append` writes: the line, then a newline, into one stream.
-        let (cpu0, t0) = (measure::thread_cpu_secs(), Instant::now());
-        let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4), level_c);
-        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            enc.write_all(line)?;
-            enc.write_all(b"\n")?;
-        }
-        let out = enc.finish()?;
-        let wall = t0.elapsed().as_secs_f64();
-        v["per_line_wall_secs"] = measure::round3(wall).into();
-        v["per_line_cpu_secs"] = measure::round3(measure::thread_cpu_secs() - cpu0).into();
-        v["per_line_mb_per_sec"] = measure::round3(mb / wall).into();
-        v["per_line_output_bytes"] = out.len().into();
+    if batches > 0 {
+        let (out_bytes, cpu, wall) = through_batches(&data, level, batches, file_bytes);
+        v["batches"] = batches.into();
+        v["batch_file_bytes"] = file_bytes.into();
+        v["batch_cpu_secs"] = measure::round3(cpu).into();
+        v["batch_mb_per_sec"] = measure::round3(mb / wall).into();
+        v["batch_mb_per_cpu_sec"] = measure::round3(mb / cpu.max(0.01)).into();
+        v["batch_output_bytes"] = out_bytes.into();
     }
     Ok(v)
 }
