@@ -236,6 +236,9 @@ fn through_batches(data: &[u8], level: u32, files: usize, file_bytes: u64) -> (u
     (stored, cpu, t0.elapsed().as_secs_f64())
 }
 
+/// Runs of the deflate-only reference; the fastest is reported.
+const REFERENCE_RUNS: usize = 3;
+
 fn deflate(
     input: PathBuf,
     level: u32,
@@ -246,17 +249,27 @@ fn deflate(
     let data = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
     let mb = data.len() as f64 / 1e6;
     let level_c = flate2::Compression::new(level);
-    // Whole file, 64 KiB writes: the floor.
-    let (cpu0, t0) = (measure::thread_cpu_secs(), Instant::now());
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4), level_c);
-    for c in data.chunks(64 * 1024) {
-        enc.write_all(c)?;
+    // Whole file, 64 KiB writes: the floor. The fastest of `REFERENCE_RUNS` (a reference slowed
+    // by a noisy neighbour would flatter every ratio to it).
+    let mut best: Option<(f64, f64, Vec<u8>)> = None;
+    let mut cpu_runs = Vec::new();
+    for _ in 0..REFERENCE_RUNS {
+        let (cpu0, t0) = (measure::thread_cpu_secs(), Instant::now());
+        let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4), level_c);
+        for c in data.chunks(64 * 1024) {
+            enc.write_all(c)?;
+        }
+        let out = enc.finish()?;
+        let (wall, cpu) = (
+            t0.elapsed().as_secs_f64(),
+            measure::thread_cpu_secs() - cpu0,
+        );
+        cpu_runs.push(measure::round3(cpu));
+        if best.as_ref().is_none_or(|(_, c, _)| cpu < *c) {
+            best = Some((wall, cpu, out));
+        }
     }
-    let out = enc.finish()?;
-    let (wall, cpu) = (
-        t0.elapsed().as_secs_f64(),
-        measure::thread_cpu_secs() - cpu0,
-    );
+    let (wall, cpu, out) = best.expect("invariant: REFERENCE_RUNS > 0");
     let mut v = serde_json::json!({
         "mode": "deflate",
         "backend": "flate2 zlib-rs GzEncoder",
@@ -266,6 +279,7 @@ fn deflate(
         "compression_ratio": measure::round3(data.len() as f64 / out.len().max(1) as f64),
         "wall_secs": measure::round3(wall),
         "cpu_secs": measure::round3(cpu),
+        "cpu_secs_runs": cpu_runs,
         "mb_per_sec": measure::round3(mb / wall),
         "mb_per_cpu_sec": measure::round3(mb / cpu.max(0.01)),
     });
