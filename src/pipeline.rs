@@ -669,7 +669,6 @@ impl Pipeline {
     /// already queued for upload, closing more files would not free any: intake stops instead
     /// (see `run`) until uploads drain.
     fn enforce_budget(&mut self) {
-        self.encoders.clear();
         while self.memory_used() > self.budget
             && !self.open.is_empty()
             && self.uploader.queued_bytes() <= self.budget / 2
