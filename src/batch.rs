@@ -3,7 +3,7 @@
 //!
 //! Invariants: a batch holds records of exactly one topic-partition in offset order; its bytes
 //! can be taken out in parts while it fills (the parts concatenated with the final bytes are one
-//! valid gzip stream); `memory_bytes` never under-counts what it holds; `content_hash` is the
+//! gzip member); a file holds no deflate state (see [`EncoderPool`]); `memory_bytes` never under-counts what it holds; `content_hash` is the
 //! xxh3-128 of the uncompressed bytes, so two files with the same lines have the same hash
 //! whatever their compression (the uploader compares it when a key is already taken).
 
@@ -16,7 +16,8 @@ use crate::config::{BatchConfig, Compression};
 use crate::model::TopicPartition;
 
 /// Fixed memory a gzip encoder holds (deflate window, hash chains, pending buffer), measured for
-/// zlib-rs at level 6 plus slack. Charged to the memory budget for every open gzip file.
+/// zlib-rs at level 6 plus slack. Charged to the memory budget once per worker and level
+/// ([`EncoderPool::memory_bytes`]).
 pub const GZIP_ENCODER_OVERHEAD_BYTES: usize = 300 * 1024;
 
 /// Why a file was closed. A small fixed set: it is a metrics label.

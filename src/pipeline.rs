@@ -137,7 +137,7 @@ pub struct Pipeline {
     /// Current offset window per partition and deterministic destination.
     windows: hashbrown::HashMap<TopicPartition, Vec<(usize, i64)>>,
     open_memory: usize,
-    /// Gzip encoders of closed files, reused by the next ones.
+    /// The worker's deflate state(s), shared by all its gzip files.
     encoders: EncoderPool,
     in_flight: HashMap<u64, InFlight>,
     offsets: OffsetTracker,

@@ -249,7 +249,7 @@ impl ObjectWriter {
 struct ObjectTask {
     targets: Arc<Vec<Target>>,
     permits: Arc<Semaphore>,
-    /// Operations (a part, the finish, an abort) under way in this worker; see
+    /// Operations (sending a part, finishing the object) under way in this worker; see
     /// [`ADMISSION_PER_PERMIT`].
     admission: Arc<Semaphore>,
     policy: RetryPolicy,
@@ -263,9 +263,11 @@ struct ObjectTask {
 /// Operations a worker's object tasks may have under way per request permit. An operation's
 /// future (retries, conflict resolution) is about 10 KB; it is boxed and started only once
 /// admitted, so thousands of files closed at once (a revoke, a shutdown, many small folders) wait
-/// as small tasks instead of 10 KB each. Admission is held for one operation, never while waiting
-/// for the next part, so a multipart upload cannot starve the others.
-const ADMISSION_PER_PERMIT: usize = 2;
+/// as small tasks instead of 10 KB each. Generous, because an admitted operation sleeping in a
+/// retry backoff holds no request permit and others should use it meanwhile (at the default 8
+/// permits: 256 operations, about 2.5 MB). Admission is held for one operation, never while
+/// waiting for the next part, so a multipart upload cannot starve the others.
+const ADMISSION_PER_PERMIT: usize = 32;
 
 struct Multipart {
     key: String,

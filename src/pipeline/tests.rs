@@ -147,8 +147,8 @@ async fn quarantined_records_commit_like_any_other() {
 
 #[tokio::test]
 async fn memory_budget_forces_early_flushes_and_stays_bounded() {
-    // 16 MiB budget. Files past 64 KiB of raw lines attach a ~300 KiB gzip encoder, so only
-    // about 40 such files fit: feed 200 hour folders with 100 KiB each.
+    // 16 MiB budget: 200 hour folders of 100 KiB of raw lines each (20 MiB, below the
+    // 256 KiB compression block, so all of it stays staged) cannot all stay open.
     let mut h = harness("");
     let pad = "x".repeat(1000);
     let mut offset = 0;

@@ -420,10 +420,13 @@ check_slots
 log "$(t) drain: SIGTERM the last instance"
 term_slots 1
 # A SIGTERM'd instance uploads and commits what it took in, not what the broker had not handed
-# it yet: while some partition's committed offset is below its end offset, run one more instance
-# until it has taken in every record from the committed offsets to the end, then SIGTERM it.
+# it yet: run one more instance until it has taken in every record from the committed offsets
+# to the end, then SIGTERM it; again while some committed offset is short of where it should be.
+# At least once: commits land on window starts, so they cannot show whether the first instance
+# had taken in a partition's tail before its SIGTERM (it had not, in one CI run: 37 records
+# still uncommitted in Kafka and not yet in S3).
 EXTRA=0
-while ! all_committed; do
+while [ "$EXTRA" -eq 0 ] || ! all_committed; do
   [ "$EXTRA" -lt 3 ] || fail "committed offsets $(committed | tr -d ' ') != end offsets after $EXTRA extra instances"
   EXTRA=$((EXTRA + 1))
   FROM=$(committed | tr -d ' ')
