@@ -185,15 +185,9 @@ impl Uploader {
         self.part_size
     }
 
-    /// Opens an object upload. `key` must be given if parts will be sent before the finish.
-    pub fn open(
-        &self,
-        info: ObjectInfo,
-        key: Option<String>,
-        cancel: CancellationToken,
-    ) -> ObjectWriter {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = ObjectTask {
+    /// The task state of one object upload.
+    fn task(&self, cancel: CancellationToken) -> ObjectTask {
+        ObjectTask {
             targets: self.targets.clone(),
             permits: self.permits.clone(),
             admission: self.admission.clone(),
@@ -202,9 +196,19 @@ impl Uploader {
             queued: self.queued.clone(),
             done_tx: self.done_tx.clone(),
             metrics: self.metrics.clone(),
-            cancel: cancel.clone(),
-        };
-        tokio::spawn(task.run(info, key, rx));
+            cancel,
+        }
+    }
+
+    /// Opens an object upload. `key` must be given if parts will be sent before the finish.
+    pub fn open(
+        &self,
+        info: ObjectInfo,
+        key: Option<String>,
+        cancel: CancellationToken,
+    ) -> ObjectWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(self.task(cancel.clone()).run(info, key, rx));
         ObjectWriter {
             tx,
             queued: self.queued.clone(),

@@ -467,7 +467,8 @@ fn backpressure(consumer: &BaseConsumer<Ctx>, paused: &mut bool, may_resume: boo
     }
 }
 
-fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+/// Errors no retry can mend (bad credentials or permissions, librdkafka's fatal state).
+pub(crate) fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),

@@ -295,16 +295,10 @@ impl RangeReader {
     }
 }
 
+/// The consumer's fatal errors, and a SASL authentication failure too: a one-shot read gives up
+/// on it, where the long-running consumer keeps retrying.
 fn is_fatal(e: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            C::Fatal
-                | C::Authentication
-                | C::GroupAuthorizationFailed
-                | C::TopicAuthorizationFailed
-                | C::SaslAuthenticationFailed
-        )
-    )
+    super::kafka::is_fatal(e)
+        || e.rdkafka_error_code()
+            == Some(rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed)
 }

@@ -327,17 +327,7 @@ async fn a_waiting_object_task_is_small() {
     // (about 10 KB before it was boxed behind admission).
     let (up, _done) = uploader(Arc::new(MemorySink::new()), Some(1));
     let (_tx, rx) = mpsc::unbounded_channel();
-    let task = ObjectTask {
-        targets: up.targets.clone(),
-        permits: up.permits.clone(),
-        admission: up.admission.clone(),
-        policy: up.policy,
-        part_size: up.part_size,
-        queued: up.queued.clone(),
-        done_tx: up.done_tx.clone(),
-        metrics: up.metrics.clone(),
-        cancel: CancellationToken::new(),
-    };
+    let task = up.task(CancellationToken::new());
     let fut = task.run(info(1), None, rx);
     let size = std::mem::size_of_val(&fut);
     assert!(size <= 4096, "object task future is {size} bytes");
