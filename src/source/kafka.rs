@@ -2,10 +2,14 @@
 //! it, forwards record chunks to the worker that owns each partition, pauses partitions while a
 //! worker's channel is full, runs commits, and answers rebalance callbacks.
 //!
+//! Messages are read in batches from [`FetchQueue`], where every partition is forwarded before it
+//! is assigned; the consumer queue keeps the events (rebalances, commit results, statistics,
+//! errors), served by `BaseConsumer::poll` before each batch.
+//!
 //! Invariants: no async work in rdkafka callbacks: a revoke is handed to the owning workers
 //! through channels and the callback waits (bounded) for the offsets to commit synchronously
 //! before the partitions are released. Commits never move a partition's offset backwards and are
-//! only sent for assigned partitions.
+//! only sent for assigned partitions. The fetch queue is destroyed before the consumer.
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -20,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+use super::fetch_queue::{FetchQueue, Taken};
 use super::{by_shard, channels, shard_of, Command, Control, Offsets, ShardSenders, SourceIo};
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
@@ -83,6 +88,9 @@ struct Ctx {
     rebalanced: AtomicBool,
     revoke_wait: Duration,
     metrics: Metrics,
+    /// Where assigned partitions' messages go; set by the Kafka thread before its first poll,
+    /// taken (and destroyed) before the consumer is dropped.
+    fetch: Mutex<Option<FetchQueue>>,
 }
 
 impl Ctx {
@@ -95,6 +103,15 @@ impl Ctx {
             .lock()
             .map(|c| c.unconfirmed(only))
             .unwrap_or_default()
+    }
+
+    /// Routes the partitions' messages to the fetch queue (idempotent).
+    fn forward(&self, tpl: &TopicPartitionList) {
+        if let Ok(f) = self.fetch.lock() {
+            if let Some(f) = f.as_ref() {
+                f.forward(tpl.elements().iter().map(|e| (e.topic(), e.partition())));
+            }
+        }
     }
 }
 
@@ -149,8 +166,15 @@ fn to_tpl(offsets: &Offsets) -> TopicPartitionList {
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
+        let tpl = match rebalance {
+            Rebalance::Revoke(tpl) => tpl,
+            Rebalance::Assign(tpl) => {
+                // Before librdkafka starts fetching them: none of their messages reaches the
+                // consumer queue.
+                self.forward(tpl);
+                return;
+            }
+            Rebalance::Error(_) => return,
         };
         let partitions = to_tps(tpl);
         if partitions.is_empty() {
@@ -219,6 +243,8 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // Again: a fetch stop of an earlier revoke of these partitions clears a forward.
+                self.forward(tpl);
                 self.metrics.health().group_joined();
                 let partitions = to_tps(tpl);
                 if partitions.is_empty() {
@@ -277,6 +303,7 @@ pub fn start(
         rebalanced: AtomicBool::new(false),
         revoke_wait: opts.revoke_wait,
         metrics,
+        fetch: Mutex::new(None),
     };
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
@@ -301,7 +328,23 @@ fn poll_loop(
     chunk_records: usize,
 ) {
     let n = consumer.context().n();
+    // SAFETY: the consumer is live; `close` destroys the queue before dropping it.
+    match unsafe { FetchQueue::new(consumer.client().native_ptr()) } {
+        Some(f) => {
+            if let Ok(mut slot) = consumer.context().fetch.lock() {
+                *slot = Some(f);
+            }
+        }
+        None => {
+            let e = "librdkafka gave no queue for the consumer's messages".to_string();
+            tracing::error!("{e}");
+            for c in &consumer.context().shards.control {
+                let _ = c.send(Control::Fatal(e.clone()));
+            }
+        }
+    }
     let mut topics: Vec<Arc<str>> = Vec::new();
+    let mut taken = Taken::default();
     let mut paused = false;
     let mut last_retry = Instant::now();
     let mut stopping = Stopping::default();
@@ -329,6 +372,11 @@ fn poll_loop(
         }
         if last_retry.elapsed() >= Duration::from_secs(1) {
             last_retry = Instant::now();
+            // A fetch stop clears a partition's forward; forwarding again is cheap and moves
+            // whatever its own queue holds.
+            if let Ok(a) = consumer.assignment() {
+                consumer.context().forward(&a);
+            }
             let assigned = assigned(&consumer);
             let again = consumer.context().unconfirmed(&assigned);
             if !again.is_empty() {
@@ -354,46 +402,39 @@ fn poll_loop(
             paused = true;
         }
         backpressure(&consumer, &mut paused, stopping.done_shards.is_empty());
-        let mut polled = 0;
-        let mut timeout = Duration::from_millis(100);
-        while polled < chunk_records {
-            match consumer.poll(timeout) {
-                None => break,
+        // Events first: rebalances run their callbacks here, on this thread.
+        let mut events = 0;
+        while events < MAX_EVENTS_PER_ROUND && events_waiting(&consumer) {
+            events += 1;
+            match consumer.poll(Duration::ZERO) {
+                None => {}
+                // Only a partition fetched before it was forwarded would land here.
                 Some(Ok(m)) => {
-                    let topic = match topics.iter().find(|t| t.as_ref() == m.topic()) {
-                        Some(t) => t.clone(),
-                        None => {
-                            let t: Arc<str> = Arc::from(m.topic());
-                            topics.push(t.clone());
-                            t
-                        }
-                    };
-                    let tp = TopicPartition {
-                        topic,
-                        partition: m.partition(),
-                    };
+                    let topic = m.topic().as_bytes();
+                    let tp = topic_partition(&mut topics, topic, m.partition());
                     let shard = shard_of(&tp, n);
-                    chunks[shard].push(
-                        tp,
-                        m.offset(),
-                        m.timestamp().to_millis(),
-                        m.key(),
-                        m.payload(),
-                    );
-                    polled += 1;
-                    timeout = Duration::ZERO;
+                    let ts = m.timestamp().to_millis();
+                    chunks[shard].push(tp, m.offset(), ts, m.key(), m.payload());
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consume error");
-                    if is_fatal(&e) {
-                        for c in &consumer.context().shards.control {
-                            let _ = c.send(Control::Fatal(e.to_string()));
-                        }
-                    }
-                    break;
-                }
+                Some(Err(e)) => consume_error(&consumer, &e),
             }
         }
+        if let Ok(fetch) = consumer.context().fetch.lock() {
+            if let Some(fetch) = fetch.as_ref() {
+                fetch.take(chunk_records, Duration::from_millis(100), &mut taken);
+            }
+        }
+        for m in taken.iter() {
+            if let Some(e) = m.error() {
+                consume_error(&consumer, &e);
+                continue;
+            }
+            let tp = topic_partition(&mut topics, m.topic(), m.partition());
+            let shard = shard_of(&tp, n);
+            chunks[shard].push(tp, m.offset(), m.timestamp_ms(), m.key(), m.payload());
+        }
+        // The records are copied into the chunks: give librdkafka its buffers back.
+        taken.clear();
         let ctx = consumer.context();
         for (shard, chunk) in chunks.iter_mut().enumerate() {
             if chunk.is_empty() {
@@ -406,6 +447,39 @@ fn poll_loop(
                     l[shard].extend(c);
                 }
             }
+        }
+    }
+}
+
+/// Events served before each batch of messages at most (commit results can pile up).
+const MAX_EVENTS_PER_ROUND: usize = 1000;
+
+fn events_waiting(consumer: &BaseConsumer<Ctx>) -> bool {
+    match consumer.context().fetch.lock() {
+        Ok(f) => f.as_ref().is_none_or(FetchQueue::events_waiting),
+        Err(_) => true,
+    }
+}
+
+/// The partition of a message, its topic name shared with every record of that topic.
+fn topic_partition(topics: &mut Vec<Arc<str>>, topic: &[u8], partition: i32) -> TopicPartition {
+    let topic = match topics.iter().find(|t| t.as_bytes() == topic) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(String::from_utf8_lossy(topic).as_ref());
+            topics.push(t.clone());
+            t
+        }
+    };
+    TopicPartition { topic, partition }
+}
+
+/// A consume error: logged; a fatal one stops every worker.
+fn consume_error(consumer: &BaseConsumer<Ctx>, e: &rdkafka::error::KafkaError) {
+    tracing::warn!(error = %e, "kafka consume error");
+    if is_fatal(e) {
+        for c in &consumer.context().shards.control {
+            let _ = c.send(Control::Fatal(e.to_string()));
         }
     }
 }
@@ -577,6 +651,15 @@ fn close(consumer: BaseConsumer<Ctx>, stopping: Stopping) {
         {
             break;
         }
+    }
+    let fetch = consumer
+        .context()
+        .fetch
+        .lock()
+        .ok()
+        .and_then(|mut f| f.take());
+    if let Some(f) = fetch {
+        f.destroy();
     }
     drop(consumer);
     for done in stopping.answers {
