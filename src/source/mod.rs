@@ -4,14 +4,15 @@
 //! Records arrive in chunks on a bounded channel (its fullness is the backpressure signal: the
 //! Kafka thread pauses its partitions). Assignment changes arrive on a separate control channel
 //! that the worker always reads first. Commits go back as [`Command`]s on one channel shared by
-//! all workers. Only [`kafka`] (the consumer-group source) and [`reader`] (read-only range reads
-//! for `verify`) know rdkafka; tests and benchmarks drive workers through these channels alone.
+//! all workers. Only [`kafka`] (the consumer-group source, with `fetch_queue`, its batch reads
+//! through librdkafka's C API) and [`reader`] (read-only range reads for `verify`) know rdkafka;
+//! tests and benchmarks drive workers through these channels alone.
 
+mod fetch_queue;
 pub mod kafka;
 pub mod reader;
 pub mod replay;
 
-use bytes::BytesMut;
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
 
@@ -101,15 +102,17 @@ pub fn channels(
 
 /// Builds chunks of records whose keys and values share one buffer: the source copies each
 /// payload once into it, and a worker drops a record with an atomic decrement instead of a
-/// `free` of memory another thread allocated. The builder is kept from chunk to chunk: once the
-/// workers have dropped every record of an earlier chunk, its buffer is written again instead of
-/// a fresh allocation (whose pages the kernel would map, zero and later unmap each time).
+/// `free` of memory another thread allocated. When the last record of a chunk is dropped, its
+/// buffer goes back to the builder's [`BufferPool`] and the next chunk is written into it, so
+/// the pages stay mapped: a fresh buffer per chunk cost the Kafka thread a page fault (mapping
+/// and zeroing) per 4 KiB of records, and the workers an unmap.
 #[derive(Debug, Default)]
 pub struct ChunkBuilder {
-    buf: BytesMut,
+    buf: Vec<u8>,
     metas: Vec<Meta>,
-    /// Bytes of the last chunk: how much to reserve when the buffer runs out.
+    /// Bytes of the last chunk: how much to reserve for the next.
     last_bytes: usize,
+    pool: BufferPool,
 }
 
 #[derive(Debug)]
@@ -119,6 +122,58 @@ struct Meta {
     timestamp_ms: Option<i64>,
     key: Option<(usize, usize)>,
     value: Option<(usize, usize)>,
+}
+
+/// Chunk buffers whose records were all dropped, waiting to be written again. Bounded: at most
+/// [`BufferPool::KEEP`] buffers wait (more are freed), so an idle source holds a few MiB at most.
+#[derive(Debug, Clone, Default)]
+pub struct BufferPool {
+    free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl BufferPool {
+    /// Buffers kept for reuse at most.
+    pub const KEEP: usize = 4;
+
+    /// An empty buffer of at least `capacity` bytes, reused if one is free.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let reused = self.free.lock().ok().and_then(|mut f| f.pop());
+        let mut v = reused.unwrap_or_default();
+        v.clear();
+        v.reserve(capacity);
+        v
+    }
+
+    fn give_back(&self, v: Vec<u8>) {
+        if let Ok(mut f) = self.free.lock() {
+            if f.len() < Self::KEEP {
+                f.push(v);
+            }
+        }
+    }
+
+    /// Buffers waiting for reuse.
+    pub fn free_buffers(&self) -> usize {
+        self.free.lock().map(|f| f.len()).unwrap_or(0)
+    }
+}
+
+/// A chunk's buffer, shared by its records' `Bytes`; back to its pool when the last is dropped.
+struct PooledBuffer {
+    data: Vec<u8>,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.data));
+    }
 }
 
 impl ChunkBuilder {
@@ -137,11 +192,15 @@ impl ChunkBuilder {
         self.metas.is_empty()
     }
 
+    /// The pool this builder's buffers return to.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
     fn copy(&mut self, bytes: Option<&[u8]>) -> Option<(usize, usize)> {
         bytes.map(|b| {
-            if self.buf.capacity() - self.buf.len() < b.len() {
-                // Reclaims the buffer of earlier chunks if no record of theirs is alive.
-                self.buf.reserve(b.len().max(self.last_bytes));
+            if self.buf.capacity() == 0 {
+                self.buf = self.pool.take(b.len().max(self.last_bytes));
             }
             let start = self.buf.len();
             self.buf.extend_from_slice(b);
@@ -172,8 +231,11 @@ impl ChunkBuilder {
     /// The records so far, their keys and values slices of one shared buffer; the builder is
     /// empty again.
     pub fn finish(&mut self) -> Vec<Record> {
-        let buf = self.buf.split().freeze();
-        self.last_bytes = buf.len();
+        self.last_bytes = self.buf.len();
+        let buf = bytes::Bytes::from_owner(PooledBuffer {
+            data: std::mem::take(&mut self.buf),
+            pool: self.pool.clone(),
+        });
         self.metas
             .drain(..)
             .map(|m| Record {
@@ -236,6 +298,41 @@ mod tests {
             "empty, not a tombstone"
         );
         assert_eq!(r[0].value_len(), 7);
+    }
+
+    #[test]
+    fn a_chunk_buffer_is_reused_once_its_records_are_dropped() {
+        let mut c = ChunkBuilder::new();
+        let tp = TopicPartition::new("t", 0);
+        c.push(tp.clone(), 0, None, None, Some(&[b'x'; 1000]));
+        let first = c.finish();
+        let first_ptr = first[0].value.as_ref().unwrap().as_ptr();
+        assert_eq!(c.pool().free_buffers(), 0, "in use while a record lives");
+        let kept = first[0].value.clone().unwrap();
+        drop(first);
+        assert_eq!(c.pool().free_buffers(), 0, "a slice still holds it");
+        drop(kept);
+        assert_eq!(c.pool().free_buffers(), 1);
+        c.push(tp, 1, None, None, Some(&[b'y'; 1000]));
+        let second = c.finish();
+        assert_eq!(second[0].value.as_ref().unwrap().as_ptr(), first_ptr);
+        assert_eq!(second[0].value.as_deref(), Some(&[b'y'; 1000][..]));
+        drop(second);
+        // The pool is bounded.
+        let many: Vec<_> = (0..BufferPool::KEEP + 3)
+            .map(|i| {
+                c.push(
+                    TopicPartition::new("t", 0),
+                    i as i64,
+                    None,
+                    None,
+                    Some(b"z"),
+                );
+                c.finish()
+            })
+            .collect();
+        drop(many);
+        assert_eq!(c.pool().free_buffers(), BufferPool::KEEP);
     }
 
     #[test]
