@@ -240,9 +240,9 @@ impl Router {
         self.folder.slot(&t.with_timezone(&self.timezone))
     }
 
-    fn keeps(&self, kind: Option<&Scalar>) -> bool {
+    fn keeps(&self, kind: Option<&Scalar<'_>>) -> bool {
         let kind = match kind {
-            Some(Scalar::Str(s)) => Some(s.as_str()),
+            Some(Scalar::Str(s)) => Some(s.as_ref()),
             _ => None,
         };
         if !self.filter.include.is_empty()
@@ -288,7 +288,7 @@ pub fn one_line(value: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// Reads a scalar as a time in the given format.
-pub fn parse_time(v: &Scalar, format: TimeFormat) -> Option<DateTime<Utc>> {
+pub fn parse_time(v: &Scalar<'_>, format: TimeFormat) -> Option<DateTime<Utc>> {
     let number = |n: f64| match format {
         TimeFormat::Rfc3339 => None,
         TimeFormat::EpochSeconds => from_secs_f64(n),

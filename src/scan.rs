@@ -5,13 +5,14 @@
 //! (including nesting deeper than serde_json's recursion limit, 128).
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A scalar found at a path. Objects, arrays, booleans and null are [`Scalar::Other`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum Scalar {
-    /// A string.
-    Str(String),
+pub enum Scalar<'a> {
+    /// A string: borrowed from the document unless it holds escapes.
+    Str(Cow<'a, str>),
     /// An integer that fits i64.
     Int(i64),
     /// Any other number.
@@ -77,7 +78,10 @@ fn too_deep(bytes: &[u8], limit: usize) -> bool {
 /// Validates `bytes` as one JSON object and returns the value at each of `paths` (in order).
 /// (The tests' entry point: it takes bytes that may not be UTF-8.)
 #[cfg(test)]
-fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>>, ScanError> {
+fn scan_fields<'a>(
+    bytes: &'a [u8],
+    paths: &[Vec<String>],
+) -> Result<Vec<Option<Scalar<'a>>>, ScanError> {
     let mut out = vec![None; paths.len()];
     scan_with(
         bytes,
@@ -92,10 +96,10 @@ fn scan_fields(bytes: &[u8], paths: &[Vec<String>]) -> Result<Vec<Option<Scalar>
 /// as one JSON object, writing the value at each of `paths` into `out` (one slot per path): no
 /// allocation but the
 /// strings found.
-pub fn scan_fields_into(
-    text: &str,
+pub fn scan_fields_into<'a>(
+    text: &'a str,
     paths: &[Vec<String>],
-    out: &mut [Option<Scalar>],
+    out: &mut [Option<Scalar<'a>>],
 ) -> Result<(), ScanError> {
     scan_with(
         text.as_bytes(),
@@ -109,7 +113,7 @@ fn scan_with<'de, R: serde_json::de::Read<'de>>(
     bytes: &[u8],
     paths: &[Vec<String>],
     mut de: serde_json::Deserializer<R>,
-    out: &mut [Option<Scalar>],
+    out: &mut [Option<Scalar<'de>>],
 ) -> Result<(), ScanError> {
     if too_deep(bytes, MAX_DEPTH) {
         return Err(ScanError::TooDeep);
@@ -136,21 +140,21 @@ fn scan_with<'de, R: serde_json::de::Read<'de>>(
 
 /// Walks one object at `depth`, capturing values of the `active` paths (bit i: `paths[i]` still
 /// matches the keys above this object).
-struct ObjectSeed<'w, 'p> {
+struct ObjectSeed<'w, 'p, 'de> {
     paths: &'p [Vec<String>],
     active: u64,
     depth: usize,
-    out: &'w mut [Option<Scalar>],
+    out: &'w mut [Option<Scalar<'de>>],
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_, 'de> {
     type Value = bool;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
+impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
     type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -244,40 +248,43 @@ impl<'de> Visitor<'de> for KeyMatch<'_> {
 struct ScalarSeed;
 
 impl<'de> DeserializeSeed<'de> for ScalarSeed {
-    type Value = Scalar;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+    type Value = Scalar<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Scalar<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ScalarSeed {
-    type Value = Scalar;
+    type Value = Scalar<'de>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
-        Ok(Scalar::Str(s.to_string()))
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Borrowed(s)))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+    fn visit_str<E>(self, s: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Owned(s.to_string())))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Int(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar<'de>, E> {
         Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Float(v))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Other)
     }
-    fn visit_unit<E>(self) -> Result<Scalar, E> {
+    fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Other)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Scalar::Other)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Scalar::Other)
     }
