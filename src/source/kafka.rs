@@ -365,6 +365,7 @@ fn poll_loop(
                 }
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => {
+                    drop(taken); // (empty: cleared after every batch) no message outlives the consumer
                     close(consumer, stopping);
                     return;
                 }
@@ -391,6 +392,7 @@ fn poll_loop(
             // Workers no longer answer revokes: callbacks must not wait for them.
             consumer.context().closing.store(true, Ordering::SeqCst);
             finish_commits(&consumer, FINAL_COMMIT_WAIT);
+            drop(taken); // (empty: cleared after every batch) no message outlives the consumer
             close(consumer, stopping);
             return;
         }
@@ -419,10 +421,19 @@ fn poll_loop(
                 Some(Err(e)) => consume_error(&consumer, &e),
             }
         }
-        if let Ok(fetch) = consumer.context().fetch.lock() {
-            if let Some(fetch) = fetch.as_ref() {
-                fetch.take(chunk_records, Duration::from_millis(100), &mut taken);
-            }
+        let have_queue = match consumer.context().fetch.lock() {
+            Ok(fetch) => match fetch.as_ref() {
+                Some(f) => {
+                    f.take(chunk_records, Duration::from_millis(100), &mut taken);
+                    true
+                }
+                None => false,
+            },
+            Err(_) => false,
+        };
+        if !have_queue {
+            // No fetch queue (the workers were told it is fatal): wait for them, do not spin.
+            std::thread::sleep(Duration::from_millis(100));
         }
         for m in taken.iter() {
             if let Some(e) = m.error() {

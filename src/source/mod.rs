@@ -125,7 +125,8 @@ struct Meta {
 }
 
 /// Chunk buffers whose records were all dropped, waiting to be written again. Bounded: at most
-/// [`BufferPool::KEEP`] buffers wait (more are freed), so an idle source holds a few MiB at most.
+/// [`BufferPool::KEEP`] buffers of at most [`BufferPool::MAX_KEPT_BYTES`] wait (others are freed),
+/// so an idle source holds a few MiB at most.
 #[derive(Debug, Clone, Default)]
 pub struct BufferPool {
     free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
@@ -134,6 +135,8 @@ pub struct BufferPool {
 impl BufferPool {
     /// Buffers kept for reuse at most.
     pub const KEEP: usize = 4;
+    /// Largest buffer kept (a chunk of unusually large records is freed, not kept).
+    pub const MAX_KEPT_BYTES: usize = 8 << 20;
 
     /// An empty buffer of at least `capacity` bytes, reused if one is free.
     fn take(&self, capacity: usize) -> Vec<u8> {
@@ -145,6 +148,9 @@ impl BufferPool {
     }
 
     fn give_back(&self, v: Vec<u8>) {
+        if v.capacity() == 0 || v.capacity() > Self::MAX_KEPT_BYTES {
+            return;
+        }
         if let Ok(mut f) = self.free.lock() {
             if f.len() < Self::KEEP {
                 f.push(v);
@@ -333,6 +339,11 @@ mod tests {
             .collect();
         drop(many);
         assert_eq!(c.pool().free_buffers(), BufferPool::KEEP);
+        // Nothing to keep from a chunk without bytes, nor from an outsized one.
+        let pool = BufferPool::default();
+        pool.give_back(Vec::new());
+        pool.give_back(Vec::with_capacity(BufferPool::MAX_KEPT_BYTES + 1));
+        assert_eq!(pool.free_buffers(), 0);
     }
 
     #[test]
