@@ -503,3 +503,73 @@ async fn simultaneous_stop_commits_every_partition() {
     let (a_stats, b_stats) = tokio::join!(r.a.run.stop(), r.b.run.stop());
     r.world.check_final(a_stats, b_stats).await;
 }
+
+/// A partition revoked from A and later given back to it is read again from where its last
+/// owner committed. librdkafka clears a partition's queue forward when it stops fetching it, so
+/// the Kafka thread forwards every partition into its batch queue again on each assignment; a
+/// missed forward would leave the given-back partitions' new records unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_given_back_are_read_again() {
+    /// Records produced after B left (25 per partition).
+    const THIRD: usize = 100;
+    let Rebalanced { a, b, mut world } = rebalance_then_produce_more(false).await;
+    let assigned_before = a.rebalanced("assigned");
+    let given_back = world.revoked.len() as u64;
+    let _ = b.run.stop().await;
+    poll_until(
+        GROUP_DEADLINE,
+        "B's partitions given back to A",
+        || {
+            a.check_running();
+            (a.rebalanced("assigned") == assigned_before + given_back).then_some(())
+        },
+        || format!("A assigned {}", a.rebalanced("assigned")),
+    )
+    .await;
+    let before = a.consumed();
+    let third = gen_events(&GenOptions {
+        seed: 7,
+        ..GenOptions::new(THIRD)
+    });
+    let produced = world
+        .expected
+        .produce(
+            &world.kafka,
+            TOPIC,
+            round_robin(third, PARTITIONS),
+            &BTreeMap::new(),
+        )
+        .await;
+    assert_eq!(produced.len(), THIRD);
+    let per = (THIRD / PARTITIONS as usize) as u64;
+    poll_until(
+        GROUP_DEADLINE,
+        "the newest records of every partition consumed by A",
+        || {
+            a.check_running();
+            let now = a.consumed();
+            (0..PARTITIONS)
+                .all(|p| {
+                    now.get(&p).copied().unwrap_or(0) >= before.get(&p).copied().unwrap_or(0) + per
+                })
+                .then_some(())
+        },
+        || {
+            format!(
+                "A consumed {:?}, before the third batch {before:?}",
+                a.consumed()
+            )
+        },
+    )
+    .await;
+    let _ = a.run.stop().await;
+    let found = scan(&world.s3.objects(BUCKET), &world.expected, "_errors/");
+    assert!(found.unexpected.is_empty(), "{:?}", found.unexpected);
+    assert_eq!(
+        found.missing(&world.expected),
+        [],
+        "records missing from S3"
+    );
+    world.reader.close().await;
+    world.s3.stop().await;
+}
