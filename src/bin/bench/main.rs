@@ -79,6 +79,10 @@ enum Mode {
         /// Raw bytes after which a batch file is closed (with `--batches`).
         #[arg(long, default_value_t = 2_000_000)]
         file_bytes: u64,
+        /// Runs of the whole-file reference; the fastest is reported (1: a single sample, for
+        /// references taken next to each connector run).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Backlog over partitions × hour-folders: peak RSS against the memory budget.
     Memory {
@@ -154,8 +158,10 @@ async fn run(mode: Mode) -> anyhow::Result<serde_json::Value> {
             level,
             batches,
             file_bytes,
+            runs,
         } => {
-            tokio::task::spawn_blocking(move || deflate(input, level, batches, file_bytes)).await?
+            tokio::task::spawn_blocking(move || deflate(input, level, batches, file_bytes, runs))
+                .await?
         }
         Mode::Memory {
             input,
@@ -236,24 +242,22 @@ fn through_batches(data: &[u8], level: u32, files: usize, file_bytes: u64) -> (u
     (stored, cpu, t0.elapsed().as_secs_f64())
 }
 
-/// Runs of the deflate-only reference; the fastest is reported.
-const REFERENCE_RUNS: usize = 3;
-
 fn deflate(
     input: PathBuf,
     level: u32,
     batches: usize,
     file_bytes: u64,
+    runs: usize,
 ) -> anyhow::Result<serde_json::Value> {
     use flate2::write::GzEncoder;
     let data = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
     let mb = data.len() as f64 / 1e6;
     let level_c = flate2::Compression::new(level);
-    // Whole file, 64 KiB writes: the floor. The fastest of `REFERENCE_RUNS` (a reference slowed
-    // by a noisy neighbour would flatter every ratio to it).
+    // Whole file, 64 KiB writes: the floor. The fastest of `runs` (a reference slowed by a
+    // noisy neighbour would flatter every ratio to it).
     let mut best: Option<(f64, f64, Vec<u8>)> = None;
     let mut cpu_runs = Vec::new();
-    for _ in 0..REFERENCE_RUNS {
+    for _ in 0..runs.max(1) {
         let (cpu0, t0) = (measure::thread_cpu_secs(), Instant::now());
         let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4), level_c);
         for c in data.chunks(64 * 1024) {
@@ -269,7 +273,7 @@ fn deflate(
             best = Some((wall, cpu, out));
         }
     }
-    let (wall, cpu, out) = best.expect("invariant: REFERENCE_RUNS > 0");
+    let (wall, cpu, out) = best.expect("invariant: at least one run");
     let mut v = serde_json::json!({
         "mode": "deflate",
         "backend": "flate2 zlib-rs GzEncoder",
