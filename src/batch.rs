@@ -101,6 +101,8 @@ pub struct EncoderPool {
     files: u64,
     /// Empty staging blocks of `STAGE_BYTES` capacity.
     spare: Vec<Vec<u8>>,
+    /// Blocks that continued their file's stream (no reset, no dictionary).
+    continued: u64,
 }
 
 /// Spare staging blocks a pool keeps at most (memory counted in [`EncoderPool::memory_bytes`]).
@@ -125,7 +127,9 @@ impl EncoderPool {
         };
         let (_, enc, last) = &mut self.encoders[i];
         let goes_on = *last == Some(file);
-        if !goes_on {
+        if goes_on {
+            self.continued += 1;
+        } else {
             enc.reset();
         }
         *last = Some(file);
@@ -716,20 +720,28 @@ mod tests {
         );
         let mut want_a = String::new();
         let mut want_b = String::new();
-        let mut fill = |batch: &mut Batch, f: u8, from: i64, blocks: usize, want: &mut String| {
+        let fill = |p: &mut EncoderPool,
+                    batch: &mut Batch,
+                    f: u8,
+                    from: i64,
+                    blocks: usize,
+                    want: &mut String| {
             let per_block = STAGE_BYTES as i64 / 180;
             for i in from..from + per_block * blocks as i64 {
                 let l = line(f, i);
-                batch.append(i, l.as_bytes(), now, &mut p);
+                batch.append(i, l.as_bytes(), now, p);
                 want.push_str(&l);
                 want.push('\n');
             }
         };
-        // A's blocks back to back (the stream goes on), then B's (reset), then A's again (reset,
-        // dictionary), then A alone once more.
-        fill(&mut a, 0, 0, 3, &mut want_a);
-        fill(&mut b, 1, 0, 2, &mut want_b);
-        fill(&mut a, 0, 10_000, 2, &mut want_a);
+        // A's blocks back to back (the stream goes on), then B's (reset), then A's again: the
+        // first after B's resets and takes A's dictionary, the next ones go on.
+        fill(&mut p, &mut a, 0, 0, 3, &mut want_a);
+        assert_eq!(p.continued, 1, "A's second block went on from its first");
+        fill(&mut p, &mut b, 1, 0, 2, &mut want_b);
+        assert_eq!(p.continued, 1, "B's first block did not");
+        fill(&mut p, &mut a, 0, 10_000, 2, &mut want_a);
+        assert_eq!(p.continued, 2, "A's fourth block went on from its third");
         let (ab, _) = a.finish(&mut p);
         let (bb, _) = b.finish(&mut p);
         assert_eq!(gunzip(&ab), want_a);
