@@ -424,7 +424,7 @@ fn poll_loop(
         let have_queue = match consumer.context().fetch.lock() {
             Ok(fetch) => match fetch.as_ref() {
                 Some(f) => {
-                    f.take(chunk_records, Duration::from_millis(100), &mut taken);
+                    f.take(chunk_records, FETCH_WAIT, &mut taken);
                     true
                 }
                 None => false,
@@ -461,6 +461,12 @@ fn poll_loop(
         }
     }
 }
+
+/// How long the thread waits for a message when none is queued. Neither a worker's commit
+/// request nor a rebalance event wakes that wait (they arrive on other queues), so this is also
+/// the longest either waits while the topics are idle: short, unlike the 100 ms poll before
+/// batch reads, which any librdkafka event woke. An idle thread wakes 100 times a second.
+const FETCH_WAIT: Duration = Duration::from_millis(10);
 
 /// Events served before each batch of messages at most (commit results can pile up).
 const MAX_EVENTS_PER_ROUND: usize = 1000;
