@@ -136,15 +136,6 @@ impl EncoderPool {
         (enc, goes_on)
     }
 
-    /// The stream of `file` ended (or was abandoned): its encoder must be reset before reuse.
-    fn ended(&mut self, file: u64) {
-        for (_, _, last) in &mut self.encoders {
-            if *last == Some(file) {
-                *last = None;
-            }
-        }
-    }
-
     /// A new file's id.
     fn next_file(&mut self) -> u64 {
         self.files += 1;
@@ -267,9 +258,8 @@ impl Encoder {
                 let _ = enc.set_dictionary(dict);
             }
             deflate_into(enc, staging, out, flush);
-            if last {
-                pool.ended(*file);
-            } else {
+            // (After the last block no file has this id any more, so no stream goes on from it.)
+            if !last {
                 let tail = staging.len().saturating_sub(DICT_BYTES);
                 dict.clear();
                 dict.extend_from_slice(&staging[tail..]);

@@ -97,7 +97,6 @@ impl FetchQueue {
     /// for the first and then takes what is queued behind it.
     pub(crate) fn take(&self, max: usize, wait: Duration, into: &mut Taken) {
         into.clear();
-        into.msgs.reserve(max);
         self.consume(max, 0, into);
         if into.msgs.is_empty() && !wait.is_zero() {
             let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
