@@ -171,11 +171,11 @@ impl Router {
         // At most two paths (time, event type): the values land on the stack.
         let mut slots: [Option<Scalar>; 2] = Default::default();
         let fields = &mut slots[..self.paths.len().min(2)];
-        match scan_fields_into(text, &self.paths, fields) {
-            Ok(()) => {}
+        let shape = match scan_fields_into(text, &self.paths, fields) {
+            Ok(shape) => shape,
             Err(ScanError::NotObject) => return Route::Quarantine(QuarantineReason::NotObject),
             Err(ScanError::TooDeep) => return Route::Quarantine(QuarantineReason::TooDeep),
-            Err(ScanError::Json(_)) => return Route::Quarantine(QuarantineReason::NotJson),
+            Err(ScanError::Json { .. }) => return Route::Quarantine(QuarantineReason::NotJson),
         };
         if let Some(slot) = self.kind_slot {
             if !self.keeps(fields[slot].as_ref()) {
@@ -214,13 +214,15 @@ impl Router {
                 time.and_then(|t| self.folder.slot(&t.with_timezone(&self.timezone))),
             ),
         };
-        let line = if self.filter.drop_fields.is_empty() {
-            one_line(value)
-        } else {
+        let line = if !self.filter.drop_fields.is_empty() {
             match drop_fields(value, &self.filter.drop_fields) {
                 Some(v) => Cow::Owned(v),
                 None => return Route::Quarantine(QuarantineReason::NotJson),
             }
+        } else if shape.line_breaks {
+            Cow::Owned(one_line(value))
+        } else {
+            Cow::Borrowed(value)
         };
         Route::Write { folder, time, line }
     }
@@ -272,19 +274,15 @@ fn from_secs_f64(s: f64) -> Option<DateTime<Utc>> {
 /// Epoch numbers at or above this are taken as milliseconds by `auto` (10^11 s is year 5138).
 const AUTO_MILLIS_THRESHOLD: f64 = 1.0e11;
 
-/// The record as one NDJSON line. In valid JSON a raw CR or LF byte can only be whitespace
-/// between tokens (inside strings they are escaped), so a pretty-printed record becomes one line
-/// by turning them into spaces: the same JSON value, byte for byte otherwise.
-pub fn one_line(value: &[u8]) -> Cow<'_, [u8]> {
-    if memchr::memchr2(b'\n', b'\r', value).is_none() {
-        return Cow::Borrowed(value);
-    }
-    Cow::Owned(
-        value
-            .iter()
-            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
-            .collect(),
-    )
+/// A valid JSON record with line breaks as one NDJSON line. In valid JSON a raw CR or LF byte
+/// can only be whitespace between tokens (inside strings they are escaped), so turning them into
+/// spaces keeps the same JSON value, byte for byte otherwise. (The scan says whether there are
+/// any, so records without them are written as they came, without this copy.)
+fn one_line(value: &[u8]) -> Vec<u8> {
+    value
+        .iter()
+        .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+        .collect()
 }
 
 /// Reads a scalar as a time in the given format.

@@ -18,6 +18,7 @@ mod engine;
 mod feed;
 mod measure;
 mod recording;
+mod scan;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -112,6 +113,16 @@ enum Mode {
         #[command(flatten)]
         connector: ConnectorArgs,
     },
+    /// The connector's JSON scan alone against serde_json's walk and the two prescans it
+    /// replaced, on one thread.
+    Scan {
+        /// NDJSON input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Turns of each; the fastest is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Serve the in-process S3 server (s3s-fs) on 127.0.0.1 until SIGTERM/SIGINT; prints its
     /// endpoint as one JSON line.
     S3Server {
@@ -175,6 +186,9 @@ async fn run(mode: Mode) -> anyhow::Result<serde_json::Value> {
             samples,
             connector,
         } => latency(input, samples, connector).await,
+        Mode::Scan { input, runs } => {
+            tokio::task::spawn_blocking(move || scan::run(&input, runs)).await?
+        }
         Mode::S3Server { root, bucket } => s3_server(root, bucket).await,
     }
 }
