@@ -368,10 +368,16 @@ def table(d):
         v = w2["mb_per_cpu_sec"] / df_rate
         p(f"| end-to-end per core ≥ 0.8 × in-process deflate-only | "
           f"{w2['mb_per_cpu_sec']:.1f} ÷ {df_rate:.1f} = {v:.2f} | {yes(v >= 0.8)} |")
+    scaled = [r for r in paired if r["scaling"]]
+    if scaled:
+        v = median(r["scaling"] for r in scaled)
+        pairs = ", ".join(f"{r['w2_mb_s']:.1f} ÷ {r['w1_mb_s']:.1f}" for r in scaled)
+        p(f"| 2 workers on 2 cores ≥ 1.8 × 1 worker on 1 core | median of {len(scaled)} paired "
+          f"rounds {v:.2f} (MB/s: {pairs}) | {yes(v >= 1.8)} |")
     if w2 and w1c:
         v = w2["mb_per_sec"] / w1c["mb_per_sec"]
-        p(f"| 2 workers on 2 cores ≥ 1.8 × 1 worker on 1 core | {w2['mb_per_sec']:.1f} ÷ "
-          f"{w1c['mb_per_sec']:.1f} = {v:.2f} | {yes(v >= 1.8)} |")
+        p(f"| {'(same, single runs)' if scaled else '2 workers on 2 cores ≥ 1.8 × 1 worker on 1 core'} "
+          f"| {w2['mb_per_sec']:.1f} ÷ {w1c['mb_per_sec']:.1f} = {v:.2f} | {yes(v >= 1.8)} |")
     if w2 and w1:
         v = w2["mb_per_sec"] / w1["mb_per_sec"]
         p(f"| (same, 1 worker unpinned) | {w2['mb_per_sec']:.1f} ÷ {w1['mb_per_sec']:.1f} = "
@@ -466,8 +472,12 @@ def paired_rounds(d, size):
         if not refs or not r:
             return rounds
         per_core = r["mb_per_cpu_sec"]
+        w1 = load(d, f"paired-{i}-w1")
         rounds.append({"gzip": refs[0], "deflate": refs[1], "per_core": per_core,
-                       "vs_gzip": per_core / refs[0], "vs_deflate": per_core / refs[1]})
+                       "vs_gzip": per_core / refs[0], "vs_deflate": per_core / refs[1],
+                       "w2_mb_s": r["mb_per_sec"],
+                       "w1_mb_s": w1["mb_per_sec"] if w1 else None,
+                       "scaling": r["mb_per_sec"] / w1["mb_per_sec"] if w1 else None})
         i += 1
 
 

@@ -17,7 +17,8 @@
 # same events from a tansu broker (8 partitions) into the s3s-fs server, the memory backlog
 # (1,000 partitions × 24 hour-folders) and the latency of one record. Because this VM's speed
 # drifts, the targets' ratios come from references taken next to each run: ROUNDS rounds of
-# (gzip -6, deflate-only, 2-worker replay), and a gzip -6 + deflate-only pair right before and
+# (gzip -6, deflate-only, 2-worker replay, 1-worker replay pinned to one core: the scaling
+# ratio is taken within each round), and a gzip -6 + deflate-only pair right before and
 # right after each of TANSU_DRAINS tansu drains. Results (one JSON per run)
 # go to $BENCH_DIR/results-$N/, and the Markdown table to results.md there and to stdout.
 #
@@ -150,9 +151,10 @@ references() {
   "$BENCH" deflate --input "$EVENTS" --level 6 --runs 1 >"$OUT/$1-deflate.json"
 }
 for r in $(seq "$ROUNDS"); do
-  log "paired round $r of $ROUNDS: gzip -6, deflate-only, then the 2-worker replay"
+  log "paired round $r of $ROUNDS: gzip -6, deflate-only, the 2-worker replay, then 1 worker pinned"
   references "paired-$r"
   replay "paired-$r-replay" --workers 2
+  PIN="taskset -c 0" replay "paired-$r-w1" --workers 1
 done
 
 log "S3: s3s-fs server process on loopback"
