@@ -293,7 +293,7 @@ def table(d):
         p("**Ratios against references taken next to each run** (this VM's speed drifts by tens of "
           "percent over minutes, so a reference measured once at the start can flatter or "
           "penalise a later run; each line below has its own gzip -6 and deflate-only samples, "
-          "one run each, taken just before the connector run, and for tansu also just after):")
+          "one run each, taken just before and just after the connector run: the mean of the two):")
         p("")
         p("| run | gzip -6 MB/s | deflate-only MB/s | connector MB per CPU-s | ÷ gzip -6 | ÷ deflate-only |")
         p("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -471,6 +471,11 @@ def paired_rounds(d, size):
         refs, r = reference_rates(d, f"paired-{i}", size), load(d, f"paired-{i}-replay")
         if not refs or not r:
             return rounds
+        # The pair before the next round is also the one right after this one (older runs have
+        # none after the last round: the pair before alone).
+        after = reference_rates(d, f"paired-{i + 1}", size)
+        if after:
+            refs = (mean((refs[0], after[0])), mean((refs[1], after[1])))
         per_core = r["mb_per_cpu_sec"]
         w1 = load(d, f"paired-{i}-w1")
         rounds.append({"gzip": refs[0], "deflate": refs[1], "per_core": per_core,

@@ -7,7 +7,7 @@
 #
 # Env: N (events), BENCH_DIR (work folder, default target/bench: the input is generated once per
 # N and cached there), MEM_RECORDS (records of the memory backlog, default 240000 = 10 per
-# folder), ROUNDS (paired rounds of references and the 2-worker replay, default 3),
+# folder), ROUNDS (paired rounds of references and the 2-worker replay, default 5),
 # TANSU_DRAINS (drains of the tansu topic, default 3), SKIP_MOTO=1, SKIP_TANSU=1.
 #
 # In one run, on the same file: GNU `gzip -6` (one core), the in-process deflate-only floor
@@ -18,7 +18,8 @@
 # (1,000 partitions × 24 hour-folders) and the latency of one record. Because this VM's speed
 # drifts, the targets' ratios come from references taken next to each run: ROUNDS rounds of
 # (gzip -6, deflate-only, 2-worker replay, 1-worker replay pinned to one core: the scaling
-# ratio is taken within each round), and a gzip -6 + deflate-only pair right before and
+# ratio is taken within each round; a round's ratios use the mean of the reference pairs before
+# and after it), and a gzip -6 + deflate-only pair right before and
 # right after each of TANSU_DRAINS tansu drains. Results (one JSON per run)
 # go to $BENCH_DIR/results-$N/, and the Markdown table to results.md there and to stdout.
 #
@@ -35,7 +36,7 @@ N=${N:-2000000}
 DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/results-$N"
 MEM_RECORDS=${MEM_RECORDS:-240000}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 TANSU_DRAINS=${TANSU_DRAINS:-3}
 BIN="$REPO/target/release/kafka-s3-sink"
 BENCH="$REPO/target/release/kafka-s3-sink-bench"
@@ -156,6 +157,8 @@ for r in $(seq "$ROUNDS"); do
   replay "paired-$r-replay" --workers 2
   PIN="taskset -c 0" replay "paired-$r-w1" --workers 1
 done
+log "references after the last paired round"
+references "paired-$((ROUNDS + 1))"
 
 log "S3: s3s-fs server process on loopback"
 start_s3s "$OUT/s3fs" bench
