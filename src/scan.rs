@@ -113,9 +113,9 @@ pub fn scan_fields_into<'a>(
     })
 }
 
-/// The walk's cursor. `walk` arguments: `Some(mask)` for a value on the way to a path (bit i:
-/// `paths[i]` matches every key above it; its keys and strings are read as serde_json reads them),
-/// `None` for a value that is only validated.
+/// The walk's cursor. `walk` arguments: `Some(mask)` for an object on the way to a path (bit i:
+/// `paths[i]` matches every key above it; its escaped keys are decoded by serde_json), `None`
+/// for a value that is only validated.
 struct Scanner<'a, 'p, 'o> {
     text: &'a str,
     b: &'a [u8],

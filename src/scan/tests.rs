@@ -236,3 +236,27 @@ fn values_on_the_way_to_a_path_get_serde_json_checks() {
         assert_eq!(theirs.is_err(), refused, "{doc}: oracle {theirs:?}");
     }
 }
+
+/// The word-at-a-time string skip finds what a byte-by-byte search finds, at every offset and
+/// length (its word loop and its tail), with non-ASCII and control bytes about.
+#[test]
+fn string_skip_matches_a_plain_search() {
+    let mut rng = Rng(42);
+    for _ in 0..20_000 {
+        let len = rng.below(70);
+        let b: Vec<u8> = (0..len)
+            .map(|_| match rng.below(40) {
+                0 => b'"',
+                1 => b'\\',
+                2 => rng.below(0x20) as u8,
+                3 => 0x80 + rng.below(0x80) as u8,
+                _ => b'a' + rng.below(26) as u8,
+            })
+            .collect();
+        let start = rng.below(len + 1);
+        let want = (start..len)
+            .find(|&j| b[j] == b'"' || b[j] == b'\\' || b[j] < 0x20)
+            .unwrap_or(len);
+        assert_eq!(skip_plain(&b, start), want, "{b:?} from {start}");
+    }
+}
