@@ -197,14 +197,42 @@ impl<'a> Scanner<'a, '_, '_> {
         self.read_scalar(start).map(drop)
     }
 
-    fn object(&mut self, depth: usize, walk: Option<u64>) -> Step {
+    /// Enters an object or array (at its opening bracket) at nesting `depth`; true if it is
+    /// empty (then its `close` is consumed too).
+    #[inline(always)]
+    fn open(&mut self, depth: usize, close: u8) -> Result<bool, Bad> {
         if depth > MAX_DEPTH {
             return Err(self.fail(ScanError::TooDeep));
         }
         self.i += 1;
         self.ws();
-        if self.peek() == Some(b'}') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.i += 1;
+        }
+        Ok(empty)
+    }
+
+    /// After a member: true at a comma (another member follows), false at `close` (consumed).
+    #[inline(always)]
+    fn more(&mut self, close: u8, what: &'static str) -> Result<bool, Bad> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                self.ws();
+                Ok(true)
+            }
+            Some(c) if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(self.err(what)),
+        }
+    }
+
+    fn object(&mut self, depth: usize, walk: Option<u64>) -> Step {
+        if self.open(depth, b'}')? {
             return Ok(());
         }
         loop {
@@ -235,41 +263,20 @@ impl<'a> Scanner<'a, '_, '_> {
             } else {
                 self.walk_into(depth, mask)?;
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.err("expected ',' or '}'")),
+            if !self.more(b'}', "expected ',' or '}'")? {
+                return Ok(());
             }
         }
     }
 
     fn array(&mut self, depth: usize) -> Step {
-        if depth > MAX_DEPTH {
-            return Err(self.fail(ScanError::TooDeep));
-        }
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
+        if self.open(depth, b']')? {
             return Ok(());
         }
         loop {
             self.value(depth, None)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.err("expected ',' or ']'")),
+            if !self.more(b']', "expected ',' or ']'")? {
+                return Ok(());
             }
         }
     }
