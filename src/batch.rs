@@ -101,17 +101,32 @@ pub struct EncoderPool {
     files: u64,
     /// Empty staging blocks of `STAGE_BYTES` capacity.
     spare: Vec<Vec<u8>>,
-    /// Blocks that continued their file's stream (no reset, no dictionary).
+    /// Blocks compressed, and of them those that continued their file's stream (no reset, no
+    /// dictionary).
+    blocks: u64,
     continued: u64,
 }
 
 /// Spare staging blocks a pool keeps at most (memory counted in [`EncoderPool::memory_bytes`]).
 const SPARE_BLOCKS: usize = 8;
 
-/// A file's staging buffer grows by doubling up to this size; past it the file takes a whole
-/// block (a spare one if the pool has one). Small files stay small: thousands of them can be
-/// open at once.
+/// A file's first block: its staging buffer grows by doubling up to this size. Small files stay
+/// small: thousands of them can be open at once.
 const SMALL_STAGING_BYTES: usize = 32 * 1024;
+
+/// The raw bytes a file stages before its next block is compressed, once `compressed` raw bytes
+/// went into blocks before: as many again (to the next power of two), from
+/// [`SMALL_STAGING_BYTES`] up to [`STAGE_BYTES`]: blocks of 32, 32, 64, 128, then 256 KiB.
+///
+/// A file fed slowly, such as an older hour's folder that gets a late event now and then, so
+/// holds a small buffer instead of a whole block that would stay mostly empty (with 2 % late
+/// events, hundreds of such files are open at once, and their empty blocks took memory from the
+/// budget). A file taking the stream reaches whole blocks after 256 KiB, taking a spare one.
+fn block_limit(compressed: u64) -> usize {
+    (compressed as usize)
+        .next_power_of_two()
+        .clamp(SMALL_STAGING_BYTES, STAGE_BYTES)
+}
 
 impl EncoderPool {
     /// The encoder for `level`, ready for a block of `file`: reset, and whether the stream goes on
@@ -127,6 +142,7 @@ impl EncoderPool {
         };
         let (_, enc, last) = &mut self.encoders[i];
         let goes_on = *last == Some(file);
+        self.blocks += 1;
         if goes_on {
             self.continued += 1;
         } else {
@@ -339,22 +355,24 @@ impl Batch {
                 v.push(b'\n');
             }
             Encoder::Gzip { staging, .. } => {
-                // Compressed before it would outgrow the block; the buffer grows by doubling up
-                // to `STAGE_BYTES` (more only for a single longer line).
+                // Compressed before it would outgrow its block (more only for a single longer
+                // line); the buffer grows by doubling up to the block.
                 let need = line.len() + 1;
-                if !staging.is_empty() && staging.len() + need > STAGE_BYTES {
+                let compressed = self.raw_bytes - staging.len() as u64;
+                if !staging.is_empty() && staging.len() + need > block_limit(compressed) {
                     self.enc.compress_staging(&mut self.hash, pool, false);
                 }
                 if let Encoder::Gzip { staging, .. } = &mut self.enc {
+                    let limit = block_limit(self.raw_bytes - staging.len() as u64);
                     if staging.capacity() - staging.len() < need {
                         let want = (staging.capacity() * 2)
-                            .min(STAGE_BYTES)
+                            .min(limit)
                             .max(staging.len() + need);
-                        if want > SMALL_STAGING_BYTES && want <= STAGE_BYTES {
+                        if want == STAGE_BYTES {
                             // A whole block, mapped already if it is a spare.
                             let mut block = pool.block();
                             block.extend_from_slice(staging);
-                            *staging = block;
+                            pool.give_back(std::mem::replace(staging, block));
                         } else {
                             staging.reserve_exact(want - staging.len());
                         }
@@ -478,6 +496,8 @@ mod tests {
             deterministic: false,
         }
     }
+
+    const GZ6: Compression = Compression::Gzip { level: 6 };
 
     fn pool() -> EncoderPool {
         EncoderPool::default()
@@ -696,46 +716,71 @@ mod tests {
         );
     }
 
+    /// Appends 1,000-byte lines to `batch` until it holds `bytes` more raw bytes.
+    fn fill_to(p: &mut EncoderPool, batch: &mut Batch, byte: u8, bytes: usize) {
+        let line = vec![byte; 999];
+        let end = batch.raw_bytes + bytes as u64;
+        while batch.raw_bytes < end {
+            batch.append(batch.records as i64, &line, Instant::now(), p);
+        }
+    }
+
+    #[test]
+    fn blocks_grow_with_the_file() {
+        let mut p = pool();
+        let now = Instant::now();
+        let mut b = Batch::new(TopicPartition::new("t", 0), 0, GZ6, now);
+        let (mut sizes, mut last, mut before) = (Vec::new(), 0, 0);
+        for i in 0..1_000 {
+            let staged_before = b.raw_bytes;
+            b.append(i, &[b'x'; 999], now, &mut p);
+            if p.blocks != last {
+                // the block just compressed: the lines staged before this one
+                last = p.blocks;
+                sizes.push((staged_before - before) / 1000);
+                before = staged_before;
+            }
+        }
+        assert_eq!(sizes, [32, 32, 65, 131, 262, 262], "blocks, in lines");
+        assert_eq!(gunzip(&b.finish(&mut p).0).len(), 1_000_000);
+    }
+
     #[test]
     fn a_file_whose_blocks_follow_each_other_continues_one_stream() {
         let now = Instant::now();
         let mut p = pool();
-        let gz = Compression::Gzip { level: 6 };
         let tp = TopicPartition::new("t", 0);
-        let line =
-            |f: u8, i: i64| format!("{{\"f\":{f},\"i\":{i},\"pad\":\"{}\"}}", "z".repeat(150));
         let (mut a, mut b) = (
-            Batch::new(tp.clone(), 0, gz, now),
-            Batch::new(tp, 0, gz, now),
+            Batch::new(tp.clone(), 0, GZ6, now),
+            Batch::new(tp, 0, GZ6, now),
         );
-        let mut want_a = String::new();
-        let mut want_b = String::new();
-        let fill = |p: &mut EncoderPool,
-                    batch: &mut Batch,
-                    f: u8,
-                    from: i64,
-                    blocks: usize,
-                    want: &mut String| {
-            let per_block = STAGE_BYTES as i64 / 180;
-            for i in from..from + per_block * blocks as i64 {
-                let l = line(f, i);
-                batch.append(i, l.as_bytes(), now, p);
-                want.push_str(&l);
-                want.push('\n');
-            }
-        };
         // A's blocks back to back (the stream goes on), then B's (reset), then A's again: the
         // first after B's resets and takes A's dictionary, the next ones go on.
-        fill(&mut p, &mut a, 0, 0, 3, &mut want_a);
-        assert_eq!(p.continued, 1, "A's second block went on from its first");
-        fill(&mut p, &mut b, 1, 0, 2, &mut want_b);
-        assert_eq!(p.continued, 1, "B's first block did not");
-        fill(&mut p, &mut a, 0, 10_000, 2, &mut want_a);
-        assert_eq!(p.continued, 2, "A's fourth block went on from its third");
+        fill_to(&mut p, &mut a, b'a', 600_000);
+        let (b1, c1) = (p.blocks, p.continued);
+        assert!(b1 >= 3, "{b1}");
+        assert_eq!(c1, b1 - 1, "each of A's blocks after its first went on");
+        fill_to(&mut p, &mut b, b'b', 300_000);
+        let (b2, c2) = (p.blocks, p.continued);
+        assert!(b2 - b1 >= 3, "{b2}");
+        assert_eq!(c2 - c1, b2 - b1 - 1, "B's first block did not go on");
+        fill_to(&mut p, &mut a, b'c', 600_000);
+        let (b3, c3) = (p.blocks, p.continued);
+        assert_eq!(c3 - c2, b3 - b2 - 1, "A's first block after B's did not");
+        let want = |parts: &[(u8, u64)]| {
+            let mut w = String::new();
+            for &(c, n) in parts {
+                for _ in 0..n {
+                    w.push_str(&String::from_utf8(vec![c; 999]).unwrap());
+                    w.push('\n');
+                }
+            }
+            w
+        };
         let (ab, _) = a.finish(&mut p);
         let (bb, _) = b.finish(&mut p);
-        assert_eq!(gunzip(&ab), want_a);
-        assert_eq!(gunzip(&bb), want_b);
+        assert_eq!(gunzip(&ab), want(&[(b'a', 600), (b'c', 600)]));
+        assert_eq!(gunzip(&bb), want(&[(b'b', 300)]));
         let mut d = flate2::read::GzDecoder::new(&ab[..]);
         std::io::Read::read_to_end(&mut d, &mut Vec::new()).unwrap();
         assert!(d.into_inner().is_empty(), "one member");
@@ -745,28 +790,31 @@ mod tests {
     fn a_finished_files_block_is_taken_by_the_next_growing_file() {
         let now = Instant::now();
         let mut p = pool();
-        let gz = Compression::Gzip { level: 6 };
         let tp = TopicPartition::new("t", 0);
-        let mut a = Batch::new(tp.clone(), 0, gz, now);
-        a.append(0, &[b'a'; 100_000], now, &mut p);
+        let mut a = Batch::new(tp.clone(), 0, GZ6, now);
+        fill_to(&mut p, &mut a, b'a', 600_000);
         assert!(
             a.memory_bytes() >= STAGE_BYTES,
-            "a growing file takes a whole block"
+            "a file filling fast stages whole blocks"
         );
         let _ = a.finish(&mut p);
         assert_eq!(p.spare.len(), 1);
         assert_eq!(p.memory_bytes(), GZIP_ENCODER_OVERHEAD_BYTES + STAGE_BYTES);
-        let mut b = Batch::new(tp.clone(), 0, gz, now);
+        let mut b = Batch::new(tp.clone(), 0, GZ6, now);
         b.append(0, b"{}", now, &mut p);
         assert_eq!(p.spare.len(), 1, "a small file stays small");
-        b.append(1, &[b'b'; 40_000], now, &mut p);
-        assert_eq!(p.spare.len(), 0, "past the small size it takes the spare");
-        assert_eq!(gunzip(&b.finish(&mut p).0).len(), 3 + 40_001);
+        fill_to(&mut p, &mut b, b'b', 100_000);
+        assert_eq!(p.spare.len(), 1, "so does one of 100 KB");
+        // its blocks of 32 and 64 KiB staged and the dictionary, no whole block
+        assert!(b.memory_bytes() < 3 * 64 * 1024, "{}", b.memory_bytes());
+        fill_to(&mut p, &mut b, b'b', 500_000);
+        assert_eq!(p.spare.len(), 0, "a file filling fast takes the spare");
+        assert_eq!(gunzip(&b.finish(&mut p).0).len(), 3 + 600_000);
         // At most SPARE_BLOCKS wait.
         let many: Vec<Batch> = (0..SPARE_BLOCKS + 2)
             .map(|_| {
-                let mut f = Batch::new(tp.clone(), 0, gz, now);
-                f.append(0, &[b'c'; 50_000], now, &mut p);
+                let mut f = Batch::new(tp.clone(), 0, GZ6, now);
+                fill_to(&mut p, &mut f, b'c', 600_000);
                 f
             })
             .collect();
