@@ -26,7 +26,7 @@ pub struct StoredObject {
 impl StoredObject {
     /// ETag (a hash of the body, quoted like S3's).
     pub fn etag(&self) -> String {
-        format!("\"{:032x}\"", twox_hash::XxHash3_128::oneshot(&self.body))
+        format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&self.body))
     }
 }
 

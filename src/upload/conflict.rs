@@ -24,7 +24,7 @@
 use bytes::Bytes;
 use std::io::Write;
 use tokio::io::AsyncReadExt;
-use twox_hash::XxHash3_128;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::{ObjectInfo, ObjectTask, UploadError};
 use crate::sink::{meta_keys, CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError};
@@ -181,8 +181,8 @@ fn prefix_hash_of(body: &[u8], gzip: bool, len: u64) -> Option<u128> {
 
 /// Hashes what is written to it, whole and up to a prefix length.
 struct HashWriter {
-    all: XxHash3_128,
-    prefix: XxHash3_128,
+    all: Xxh3,
+    prefix: Xxh3,
     prefix_len: u64,
     len: u64,
 }
@@ -190,8 +190,8 @@ struct HashWriter {
 impl HashWriter {
     fn new(prefix_len: u64) -> Self {
         Self {
-            all: XxHash3_128::new(),
-            prefix: XxHash3_128::new(),
+            all: Xxh3::new(),
+            prefix: Xxh3::new(),
             prefix_len,
             len: 0,
         }
@@ -200,16 +200,16 @@ impl HashWriter {
     fn update(&mut self, buf: &[u8]) {
         let room = self.prefix_len.saturating_sub(self.len);
         let take = (buf.len() as u64).min(room) as usize;
-        self.prefix.write(&buf[..take]);
-        self.all.write(buf);
+        self.prefix.update(&buf[..take]);
+        self.all.update(buf);
         self.len += buf.len() as u64;
     }
 
     fn content(&self) -> Content {
         Content {
-            hash: self.all.finish_128(),
+            hash: self.all.digest128(),
             len: self.len,
-            prefix_hash: (self.len >= self.prefix_len).then(|| self.prefix.finish_128()),
+            prefix_hash: (self.len >= self.prefix_len).then(|| self.prefix.digest128()),
         }
     }
 }

@@ -53,7 +53,7 @@ fn stats() -> FileStats {
 /// Stats of a plain (uncompressed) object: its content hash is the hash of its bytes.
 fn stats_of(body: &[u8]) -> FileStats {
     FileStats {
-        content_hash: twox_hash::XxHash3_128::oneshot(body),
+        content_hash: xxhash_rust::xxh3::xxh3_128(body),
         raw_bytes: body.len() as u64,
         ..stats()
     }

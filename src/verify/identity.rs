@@ -12,7 +12,7 @@
 use base64::Engine;
 use chrono::Utc;
 use serde::Deserialize;
-use twox_hash::XxHash3_64;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::config::DestinationConfig;
 use crate::model::{Record, TopicPartition};
@@ -24,14 +24,14 @@ const SEED_TOMBSTONE: u64 = u64::from_le_bytes(*b"T-null-1");
 
 /// Hash of a data line as written (without its newline).
 pub fn line_hash(line: &[u8]) -> u64 {
-    XxHash3_64::oneshot_with_seed(SEED_LINE, line)
+    xxh3_64_with_seed(line, SEED_LINE)
 }
 
 /// Hash of a quarantined record's raw value (`None`: tombstone).
 pub fn quarantine_hash(value: Option<&[u8]>) -> u64 {
     match value {
-        Some(v) => XxHash3_64::oneshot_with_seed(SEED_QUARANTINE, v),
-        None => XxHash3_64::oneshot_with_seed(SEED_TOMBSTONE, &[]),
+        Some(v) => xxh3_64_with_seed(v, SEED_QUARANTINE),
+        None => xxh3_64_with_seed(&[], SEED_TOMBSTONE),
     }
 }
 
