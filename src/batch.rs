@@ -90,8 +90,9 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// partition, most of them into its current folder), the stream simply goes on: no reset, no
 /// preset dictionary, the block compressed exactly as in one continuous stream.
 ///
-/// The pool also keeps a few spare staging blocks of finished files, so a growing file takes a
-/// block whose pages are already mapped instead of doubling its buffer through fresh ones.
+/// The pool also keeps a few spare staging blocks of finished files: a growing file's buffer
+/// doubles up to half a block, then it takes a whole block, whose pages are already mapped if it
+/// is a spare.
 #[derive(Default)]
 pub struct EncoderPool {
     /// Per level: the encoder and the file whose block it compressed last (sync-flushed, so its
@@ -784,7 +785,7 @@ mod tests {
         fill_to(&mut p, &mut a, b'a', 600_000);
         assert!(
             a.memory_bytes() >= STAGE_BYTES,
-            "a file filling fast stages whole blocks"
+            "past half a block a file stages a whole one"
         );
         let _ = a.finish(&mut p);
         assert_eq!(p.spare.len(), 1);
@@ -795,7 +796,7 @@ mod tests {
         fill_to(&mut p, &mut b, b'b', 100_000);
         assert_eq!(p.spare.len(), 1, "so does one of 100 KB");
         fill_to(&mut p, &mut b, b'b', 500_000);
-        assert_eq!(p.spare.len(), 0, "a file filling fast takes the spare");
+        assert_eq!(p.spare.len(), 0, "past half a block it takes the spare");
         assert_eq!(gunzip(&b.finish(&mut p).0).len(), 3 + 600_000);
         // At most SPARE_BLOCKS wait.
         let many: Vec<Batch> = (0..SPARE_BLOCKS + 2)
