@@ -10,7 +10,9 @@
 //! Every request passes through [`FaultInjectingService`] first: it records the request (method,
 //! path, query and a fixed allow-list of headers, never `authorization`) and, when the shared
 //! [`FaultPlan`] says so, answers with an S3 XML error (503 `SlowDown` by default) without
-//! calling s3s, so nothing reaches the file system.
+//! calling s3s, so nothing reaches the file system. It reads each PUT and POST body to the end
+//! before s3s sees it: s3s refuses some writes (a failed condition, a bad signature) without
+//! reading the body, and the connection would then close under the client.
 //!
 //! # How s3s-fs 0.14 lays out the root folder
 //!
@@ -62,6 +64,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -509,7 +512,8 @@ impl hyper::service::Service<Request<Incoming>> for FaultInjectingService {
                 }
                 let inner = self.inner.clone();
                 Box::pin(async move {
-                    let result = inner.call(req.map(s3s::Body::from)).await;
+                    let req = read_body_first(req).await?;
+                    let result = inner.call(req).await;
                     if let Ok(resp) = &result {
                         log.set_status(index, resp.status().as_u16());
                     }
@@ -518,6 +522,28 @@ impl hyper::service::Service<Request<Incoming>> for FaultInjectingService {
             }
         }
     }
+}
+
+/// The request with its body read to the end, for PUT and POST.
+///
+/// Why: s3s answers some writes before it reads their bodies (a failed `If-None-Match: *`, an
+/// unknown bucket, a bad signature), and hyper then closes the connection with the body unread.
+/// The write itself or the client's next request on that connection then fails as a network
+/// error ("dispatch failure": io error, `IncompleteMessage`) instead of getting its answer, and
+/// the uploader retries it (seen when a replay wrote objects that already existed). Real S3
+/// lets the answer arrive. A read body costs at most one part per request in memory (8 MiB by
+/// default).
+async fn read_body_first(req: Request<Incoming>) -> Result<Request<s3s::Body>, s3s::HttpError> {
+    if !matches!(*req.method(), Method::PUT | Method::POST) {
+        return Ok(req.map(s3s::Body::from));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|err| s3s::HttpError::new(Box::new(err)))?
+        .to_bytes();
+    Ok(Request::from_parts(parts, s3s::Body::from(bytes)))
 }
 
 /// Reads and discards the request body (so the client sees the error rather than a reset
@@ -943,6 +969,54 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(class.code(), Some("InvalidStorageClass"));
+        server.shutdown().await;
+    }
+
+    /// A conditional write refused before its body is read gets its 412, and the connection
+    /// stays usable: before the server read bodies first, the HEAD after it on the same pool
+    /// failed with a dispatch failure (`IncompleteMessage`, the connection closed under it).
+    /// Retries are off so that such a failure shows. Two runtime threads: client and server
+    /// must run at once, as they do across processes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_conditional_writes_of_large_bodies_get_their_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(&dir).await;
+        let s3 = client(&server, RetryConfig::disabled());
+        s3.create_bucket().bucket("bkt").send().await.unwrap();
+        // About the size of a benchmark object.
+        let body = Bytes::from(vec![b'x'; 512 * 1024]);
+        s3.put_object()
+            .bucket("bkt")
+            .key("k")
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        // Eight at a time, as the uploader does, each followed by a HEAD on the same pool.
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..8 {
+            let (s3, body) = (s3.clone(), body.clone());
+            tasks.spawn(async move {
+                for attempt in 0..10 {
+                    let err = s3
+                        .put_object()
+                        .bucket("bkt")
+                        .key("k")
+                        .if_none_match("*")
+                        .body(ByteStream::from(body.clone()))
+                        .send()
+                        .await
+                        .unwrap_err();
+                    let status = err.raw_response().map(|r| r.status().as_u16());
+                    assert_eq!(status, Some(412), "task {task} attempt {attempt}: {err:?}");
+                    let head = s3.head_object().bucket("bkt").key("k").send().await;
+                    assert!(head.is_ok(), "task {task} attempt {attempt}: {head:?}");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
         server.shutdown().await;
     }
 
