@@ -297,12 +297,25 @@ def table(d):
         p("")
         p("| run | gzip -6 MB/s | deflate-only MB/s | connector MB per CPU-s | ÷ gzip -6 | ÷ deflate-only |")
         p("| --- | ---: | ---: | ---: | ---: | ---: |")
-        for i, r in enumerate(paired, 1):
-            p(f"| round {i}: replay, 2 workers, null sink | {fmt(r['gzip'])} | {fmt(r['deflate'])} | "
-              f"{fmt(r['per_core'])} | {fmt(r['vs_gzip'], 2)} | {fmt(r['vs_deflate'], 2)} |")
-        if paired:
-            p(f"| **median of {len(paired)} rounds** | | | | **{fmt(median(r['vs_gzip'] for r in paired), 2)}** | "
-              f"**{fmt(median(r['vs_deflate'] for r in paired), 2)}** |")
+        def rounds(rows, label, per_core, vs_gzip, vs_deflate, deflate="deflate", tag=""):
+            for i, r in enumerate(rows, 1):
+                gz = (fmt(r["gzip"]), fmt(r[vs_gzip], 2)) if vs_gzip else ("–", "–")
+                p(f"| round {i}: {label} | {gz[0]} | {fmt(r[deflate])} | {fmt(r[per_core])} | "
+                  f"{gz[1]} | {fmt(r[vs_deflate], 2)} |")
+            if rows:
+                gz = f"**{fmt(median(r[vs_gzip] for r in rows), 2)}**" if vs_gzip else ""
+                p(f"| **median of {len(rows)} rounds{tag}** | | | | {gz} | "
+                  f"**{fmt(median(r[vs_deflate] for r in rows), 2)}** |")
+
+        rounds(paired, "replay, 2 workers, null sink", "per_core", "vs_gzip", "vs_deflate")
+        rounds([r for r in paired if r["w1_per_core"]],
+               "replay, 1 worker pinned to 1 core (as the references), null sink",
+               "w1_per_core", "w1_vs_gzip", "w1_vs_deflate", tag=", 1 worker pinned")
+        rounds([r for r in paired if r["deflate_both"]],
+               "replay, 2 workers, against deflate-only run on both cores at once "
+               "(two copies, one per core; per copy)",
+               "per_core", None, "vs_deflate_both", deflate="deflate_both",
+               tag=", deflate-only on both cores")
         for k, b in brackets:
             p(f"| {k}: broker → real binary → S3 server (references before / after) | "
               f"{fmt(b['gzip'][0])} / {fmt(b['gzip'][1])} | {fmt(b['deflate'][0])} / {fmt(b['deflate'][1])} | "
@@ -364,6 +377,15 @@ def table(d):
         v = median(r["vs_deflate"] for r in paired)
         p(f"| end-to-end per core ≥ 0.8 × in-process deflate-only | median of {len(paired)} paired "
           f"rounds {v:.2f} ({', '.join(fmt(r['vs_deflate'], 2) for r in paired)}) | {yes(v >= 0.8)} |")
+        for label, key, verdict in (
+                ("(same, 1 worker pinned to 1 core, as the references)", "w1_vs_deflate", True),
+                ("(diagnostic: 2 workers against deflate-only on both cores at once)",
+                 "vs_deflate_both", False)):
+            rows = [r for r in paired if r[key]]
+            if rows:
+                v = median(r[key] for r in rows)
+                p(f"| {label} | median of {len(rows)} paired rounds {v:.2f} "
+                  f"({', '.join(fmt(r[key], 2) for r in rows)}) | {yes(v >= 0.8) if verdict else '–'} |")
     elif w2 and df_rate:
         v = w2["mb_per_cpu_sec"] / df_rate
         p(f"| end-to-end per core ≥ 0.8 × in-process deflate-only | "
@@ -478,8 +500,16 @@ def paired_rounds(d, size):
             refs = (mean((refs[0], after[0])), mean((refs[1], after[1])))
         per_core = r["mb_per_cpu_sec"]
         w1 = load(d, f"paired-{i}-w1")
+        w1_core = w1["mb_per_cpu_sec"] if w1 else None
+        both = [load(d, f"paired-{i}-deflate-core{c}") for c in (0, 1)]
+        both = mean([b["mb_per_cpu_sec"] for b in both]) if all(both) else None
         rounds.append({"gzip": refs[0], "deflate": refs[1], "per_core": per_core,
                        "vs_gzip": per_core / refs[0], "vs_deflate": per_core / refs[1],
+                       "w1_per_core": w1_core,
+                       "deflate_both": both,
+                       "vs_deflate_both": per_core / both if both else None,
+                       "w1_vs_gzip": w1_core / refs[0] if w1_core else None,
+                       "w1_vs_deflate": w1_core / refs[1] if w1_core else None,
                        "w2_mb_s": r["mb_per_sec"],
                        "w1_mb_s": w1["mb_per_sec"] if w1 else None,
                        "scaling": r["mb_per_sec"] / w1["mb_per_sec"] if w1 else None})

@@ -7,7 +7,8 @@
 #
 # Env: N (events), BENCH_DIR (work folder, default target/bench: the input is generated once per
 # N and cached there), MEM_RECORDS (records of the memory backlog, default 240000 = 10 per
-# folder), ROUNDS (paired rounds of references and the 2-worker replay, default 5),
+# folder), ROUNDS (paired rounds of references, the 2-worker and pinned 1-worker replays and
+# deflate-only on both cores at once, default 5),
 # TANSU_DRAINS (drains of the tansu topic, default 3), SKIP_MOTO=1, SKIP_TANSU=1.
 #
 # In one run, on the same file: GNU `gzip -6` (one core), the in-process deflate-only floor
@@ -151,11 +152,20 @@ references() {
   h timed "$OUT/$1-gzip.json" -- sh -c "gzip -6 -c '$EVENTS' > /dev/null"
   "$BENCH" deflate --input "$EVENTS" --level 6 --runs 1 >"$OUT/$1-deflate.json"
 }
+# Diagnostic: deflate-only twice at once, one copy pinned to each core (what a core does while
+# the other one works too, as in the 2-worker replay).
+deflate_both() {
+  taskset -c 0 "$BENCH" deflate --input "$EVENTS" --level 6 --runs 1 >"$OUT/$1-deflate-core0.json" &
+  local first=$!
+  taskset -c 1 "$BENCH" deflate --input "$EVENTS" --level 6 --runs 1 >"$OUT/$1-deflate-core1.json"
+  wait "$first"
+}
 for r in $(seq "$ROUNDS"); do
-  log "paired round $r of $ROUNDS: gzip -6, deflate-only, the 2-worker replay, then 1 worker pinned"
+  log "paired round $r of $ROUNDS: gzip -6, deflate-only, the 2-worker replay, 1 worker pinned, deflate-only on both cores"
   references "paired-$r"
   replay "paired-$r-replay" --workers 2
   PIN="taskset -c 0" replay "paired-$r-w1" --workers 1
+  deflate_both "paired-$r"
 done
 log "references after the last paired round"
 references "paired-$((ROUNDS + 1))"
