@@ -6,7 +6,9 @@
 //! S3; commits are sent after each successful upload, synchronously on revoke and on shutdown.
 //! The loop prefers finishing work to taking more (`select!` is biased: shutdown, upload
 //! completions, assignment changes, then data), and takes no data while the memory budget is
-//! spent.
+//! spent. This file holds the loop, the intake (route, append) and the partition lifecycle
+//! (assignment, revoke drain, shutdown); `flush.rs` the way out (seal, upload completions,
+//! expiry, the memory budget).
 
 use chrono::Utc;
 use hashbrown::hash_map::RawEntryMut;
@@ -24,8 +26,11 @@ use crate::model::{Record, TopicPartition};
 use crate::offsets::OffsetTracker;
 use crate::router::{FolderKey, QuarantineReason, Route, Router};
 use crate::source::{Command, Control, Offsets, SourceIo};
-use crate::template::{FileTemplate, FileValues, KeyContext};
-use crate::upload::{FileStats, ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
+use crate::template::FileTemplate;
+use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
+
+mod flush;
+use flush::object_key;
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -475,103 +480,6 @@ impl Pipeline {
         }
     }
 
-    fn seal(&mut self, key: &FileKey, reason: FlushReason) {
-        let Some(file) = self.open.remove(key) else {
-            return;
-        };
-        self.open_memory = self.open_memory.saturating_sub(file.batch.memory_bytes());
-        let dest = &self.dests[key.dest];
-        let now_utc = Utc::now();
-        let object_key = match &file.key {
-            Some(k) => k.clone(),
-            None => object_key(dest, key, &file.batch, now_utc),
-        };
-        let info = ObjectInfo {
-            id: file.id,
-            dest: key.dest,
-            tp: key.tp.clone(),
-            first_offset: file.batch.first_offset,
-        };
-        let records = file.batch.records;
-        let raw_bytes = file.batch.raw_bytes;
-        let (first, last_offset) = (file.batch.first_offset, file.batch.last_offset);
-        let taken = file.batch.taken_bytes;
-        let (body, content_hash) = file.batch.finish(&mut self.encoders);
-        let stored = taken + body.len() as u64;
-        let cancel = self.uploads_cancel.child_token();
-        let writer = match file.writer {
-            Some(w) => w,
-            None => self.uploader.open(info.clone(), None, cancel.clone()),
-        };
-        let stats = FileStats {
-            records,
-            raw_bytes,
-            stored_bytes: stored,
-            content_hash,
-        };
-        tracing::info!(
-            destination = %dest.cfg.name, reason = reason.as_str(), key = %object_key,
-            tp = %key.tp, first_offset = first, last_offset, records, raw_bytes, stored_bytes = stored,
-            "flush"
-        );
-        self.metrics.flushed(&dest.cfg.name, reason, records);
-        writer.finish(body, object_key, stats);
-        self.in_flight.insert(
-            info.id,
-            InFlight {
-                tp: key.tp.clone(),
-                first_offset: first,
-                cancel,
-            },
-        );
-    }
-
-    fn on_done(&mut self, done: UploadDone) -> Result<(), PipelineError> {
-        let Some(f) = self.in_flight.remove(&done.info.id) else {
-            // A streaming upload that failed before its file was sealed.
-            return match done.result {
-                Ok(_) => Ok(()),
-                Err(UploadError::Cancelled) => Ok(()),
-                Err(e) => Err(PipelineError::Upload(e)),
-            };
-        };
-        match done.result {
-            Ok(_) => {
-                self.stats.objects += 1;
-                self.stats.raw_bytes += done.stats.raw_bytes;
-                self.stats.stored_bytes += done.stats.stored_bytes;
-                tracing::debug!(key = %done.key, parts = done.parts, "uploaded");
-                if self.offsets.is_assigned(&f.tp) {
-                    if let Err(e) = self.offsets.release(&f.tp, f.first_offset) {
-                        tracing::warn!(error = %e, "offset tracker refused a release");
-                    }
-                    self.commit();
-                }
-                self.publish();
-                Ok(())
-            }
-            Err(UploadError::Cancelled) => {
-                tracing::warn!(key = %done.key, tp = %f.tp, "upload cancelled; its records stay uncommitted and will be re-read");
-                Ok(())
-            }
-            Err(e) => Err(PipelineError::Upload(e)),
-        }
-    }
-
-    fn commit(&mut self) {
-        let offsets = self.offsets.take_commits(None);
-        if !offsets.is_empty() {
-            self.record_commits(&offsets);
-            let _ = self.io.commands.send(Command::Commit(offsets));
-        }
-    }
-
-    fn record_commits(&mut self, offsets: &Offsets) {
-        for (tp, off) in offsets {
-            self.stats.committed.insert(tp.clone(), *off);
-        }
-    }
-
     async fn on_control(&mut self, ctrl: Control) -> Result<(), PipelineError> {
         match ctrl {
             Control::Assigned(parts) => {
@@ -647,44 +555,6 @@ impl Pipeline {
         Ok(true)
     }
 
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let oldest = self.open.values().map(|f| f.batch.created()).min();
-        self.oldest_age_secs = oldest.map_or(0.0, |c| now.duration_since(c).as_secs_f64());
-        let expired: Vec<(FileKey, FlushReason)> = self
-            .open
-            .iter()
-            .filter_map(|(k, f)| {
-                f.batch
-                    .expired(&self.dests[k.dest].cfg.batch, now)
-                    .map(|r| (k.clone(), r))
-            })
-            .collect();
-        for (k, r) in expired {
-            self.seal(&k, r);
-        }
-    }
-
-    /// Closes the largest open files while memory is over the budget. When most of the memory is
-    /// already queued for upload, closing more files would not free any: intake stops instead
-    /// (see `run`) until uploads drain.
-    fn enforce_budget(&mut self) {
-        while self.memory_used() > self.budget
-            && !self.open.is_empty()
-            && self.uploader.queued_bytes() <= self.budget / 2
-        {
-            let Some(largest) = self
-                .open
-                .iter()
-                .max_by_key(|(_, f)| (f.batch.memory_bytes(), std::cmp::Reverse(f.batch.created())))
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            self.seal(&largest, FlushReason::Memory);
-        }
-    }
-
     async fn shutdown(&mut self) {
         tracing::info!(
             worker = self.shard,
@@ -720,51 +590,6 @@ impl Pipeline {
             tracing::warn!("kafka consumer did not close within 30 s");
         }
         self.publish();
-    }
-}
-
-/// The full object key of a file: prefix, folder (or error folder) and file name.
-fn object_key(
-    d: &Destination,
-    key: &FileKey,
-    batch: &Batch,
-    upload_time: chrono::DateTime<Utc>,
-) -> String {
-    let cfg = &d.cfg;
-    let source = cfg.source_id.as_deref().unwrap_or(&key.tp.topic);
-    let ctx = KeyContext {
-        topic: &key.tp.topic,
-        partition: key.tp.partition,
-        source,
-        destination: &cfg.name,
-        app: &cfg.app_name,
-    };
-    let values = FileValues {
-        start_offset: batch.first_offset,
-        end_offset: batch.last_offset,
-        record_count: batch.records,
-        upload_time,
-    };
-    let suffix = cfg.batch.compression.suffix();
-    match &key.kind {
-        FileKind::Data(folder) => {
-            let slot = match folder {
-                FolderKey::Slot(s) => *s,
-                FolderKey::AtSeal => d.router.seal_slot(batch.first_time, upload_time),
-            };
-            let folder = cfg.routing.folder.render(slot, &ctx);
-            let name = cfg.routing.file.render(&ctx, &values, suffix);
-            format!("{}{folder}{name}", cfg.prefix)
-        }
-        FileKind::Error(reason) => {
-            let name = d.error_file.render(&ctx, &values, suffix);
-            format!(
-                "{}{}{}/{name}",
-                cfg.prefix,
-                cfg.error_prefix,
-                reason.as_str()
-            )
-        }
     }
 }
 

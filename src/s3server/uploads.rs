@@ -13,7 +13,7 @@ use hyper::Response;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::xml_escape;
+use super::faults::xml_escape;
 
 /// One upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

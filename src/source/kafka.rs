@@ -1,4 +1,5 @@
-//! The Kafka adapter: the only file that imports rdkafka. One OS thread owns the consumer, polls
+//! The Kafka adapter: with `kafka/context.rs` (the callbacks' shared state and the callbacks)
+//! and `fetch_queue.rs` (batch reads), the only code that imports rdkafka. One OS thread owns the consumer, polls
 //! it, forwards record chunks to the worker that owns each partition, pauses partitions while a
 //! worker's channel is full, runs commits, and answers rebalance callbacks.
 //!
@@ -12,11 +13,9 @@
 //! only sent for assigned partitions. The fetch queue is destroyed before the consumer.
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -25,11 +24,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::fetch_queue::{FetchQueue, Taken};
-use super::{by_shard, channels, shard_of, Command, Control, Offsets, ShardSenders, SourceIo};
+use super::{channels, shard_of, Command, Control, Offsets, SourceIo};
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
-use crate::model::{Record, TopicPartition};
+use crate::model::TopicPartition;
 use crate::source::ChunkBuilder;
+
+mod context;
+use context::{merge_offsets, to_tpl, to_tps, CommitState, Ctx};
 
 /// Why the consumer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,234 +55,6 @@ pub struct SourceOptions {
     pub chunk_records: usize,
     /// How long a revoke callback waits for the workers (their drain deadline plus a margin).
     pub revoke_wait: Duration,
-}
-
-/// Offsets asked for and offsets Kafka confirmed, per partition. An async commit can fail (e.g.
-/// during a rebalance) after `commit()` returned; whatever is wanted but unconfirmed is sent
-/// again, and always with the synchronous commits on revoke and shutdown.
-#[derive(Default)]
-struct CommitState {
-    wanted: HashMap<TopicPartition, i64>,
-    confirmed: HashMap<TopicPartition, i64>,
-}
-
-impl CommitState {
-    /// Wanted offsets not confirmed yet, limited to `only`.
-    fn unconfirmed(&self, only: &HashSet<TopicPartition>) -> Offsets {
-        self.wanted
-            .iter()
-            .filter(|(tp, off)| {
-                only.contains(*tp) && self.confirmed.get(*tp).is_none_or(|c| *off > c)
-            })
-            .map(|(tp, off)| (tp.clone(), *off))
-            .collect()
-    }
-}
-
-struct Ctx {
-    shards: ShardSenders,
-    commits: Mutex<CommitState>,
-    /// Records polled but not yet accepted by their worker's channel, per worker.
-    leftover: Mutex<Vec<Vec<Record>>>,
-    /// Set while closing: callbacks then return at once.
-    closing: AtomicBool,
-    /// Set by a rebalance, so the poll loop re-applies a pause to new partitions.
-    rebalanced: AtomicBool,
-    revoke_wait: Duration,
-    metrics: Metrics,
-    /// Where assigned partitions' messages go; set by the Kafka thread before its first poll,
-    /// taken (and destroyed) before the consumer is dropped.
-    fetch: Mutex<Option<FetchQueue>>,
-}
-
-impl Ctx {
-    fn n(&self) -> usize {
-        self.shards.data.len()
-    }
-
-    fn unconfirmed(&self, only: &HashSet<TopicPartition>) -> Offsets {
-        self.commits
-            .lock()
-            .map(|c| c.unconfirmed(only))
-            .unwrap_or_default()
-    }
-
-    /// Routes the partitions' messages to the fetch queue (idempotent).
-    fn forward(&self, tpl: &TopicPartitionList) {
-        if let Ok(f) = self.fetch.lock() {
-            if let Some(f) = f.as_ref() {
-                f.forward(tpl.elements().iter().map(|e| (e.topic(), e.partition())));
-            }
-        }
-    }
-}
-
-/// Union of two offset lists, keeping the highest offset per partition.
-fn merge_offsets(a: Offsets, b: Offsets) -> Offsets {
-    let mut m: HashMap<TopicPartition, i64> = HashMap::new();
-    for (tp, off) in a.into_iter().chain(b) {
-        let e = m.entry(tp).or_insert(off);
-        *e = (*e).max(off);
-    }
-    let mut out: Offsets = m.into_iter().collect();
-    out.sort();
-    out
-}
-
-impl ClientContext for Ctx {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        for (name, topic) in &statistics.topics {
-            for (id, p) in &topic.partitions {
-                // Partition -1 is the internal "unassigned" bucket; `desired` means assigned.
-                if *id < 0 || !p.desired {
-                    continue;
-                }
-                let tp = TopicPartition::new(name.as_str(), *id);
-                self.metrics.partition_stats(
-                    &tp,
-                    p.hi_offset,
-                    p.app_offset,
-                    p.committed_offset,
-                    p.lo_offset,
-                );
-            }
-        }
-    }
-}
-
-fn to_tps(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
-    tpl.elements()
-        .iter()
-        .map(|e| TopicPartition::new(e.topic(), e.partition()))
-        .collect()
-}
-
-fn to_tpl(offsets: &Offsets) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for (tp, off) in offsets {
-        // Adding an offset to a fresh list cannot fail for a non-negative offset.
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off));
-    }
-    tpl
-}
-
-impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let tpl = match rebalance {
-            Rebalance::Revoke(tpl) => tpl,
-            Rebalance::Assign(tpl) => {
-                // Before librdkafka starts fetching them: none of their messages reaches the
-                // consumer queue.
-                self.forward(tpl);
-                return;
-            }
-            Rebalance::Error(_) => return,
-        };
-        let partitions = to_tps(tpl);
-        if partitions.is_empty() {
-            return;
-        }
-        self.metrics.rebalance(false, &partitions);
-        self.rebalanced.store(true, Ordering::SeqCst);
-        let revoked: HashSet<&TopicPartition> = partitions.iter().collect();
-        // Records of revoked partitions that no worker saw: the next owner reads them.
-        if let Ok(mut left) = self.leftover.lock() {
-            for l in left.iter_mut() {
-                l.retain(|r| !revoked.contains(&r.tp));
-            }
-        }
-        if self.closing.load(Ordering::SeqCst) {
-            return;
-        }
-        let revoked_set: HashSet<TopicPartition> = partitions.iter().cloned().collect();
-        let (reply, answers) = std_mpsc::sync_channel(self.n());
-        let mut asked = 0;
-        for (shard, parts) in by_shard(&partitions, self.n()).into_iter().enumerate() {
-            if parts.is_empty() {
-                continue;
-            }
-            let msg = Control::Revoke {
-                partitions: parts,
-                reply: reply.clone(),
-            };
-            if self.shards.control[shard].send(msg).is_ok() {
-                asked += 1;
-            }
-        }
-        drop(reply);
-        let deadline = Instant::now() + self.revoke_wait;
-        let mut offsets = Offsets::new();
-        for _ in 0..asked {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match answers.recv_timeout(left) {
-                Ok(o) => offsets.extend(o),
-                Err(_) => {
-                    tracing::warn!("a worker did not answer the revoke in time; its partitions are released without a commit");
-                    break;
-                }
-            }
-        }
-        let offsets = merge_offsets(offsets, self.unconfirmed(&revoked_set));
-        if !offsets.is_empty() {
-            match consumer.commit(&to_tpl(&offsets), CommitMode::Sync) {
-                Ok(()) => {
-                    self.metrics.committed(&offsets);
-                    tracing::info!(?offsets, "committed revoked partitions");
-                }
-                Err(e) => {
-                    self.metrics.commit_failed();
-                    tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the previous commit");
-                }
-            }
-        }
-        // The partitions are no longer ours: forget their commit state.
-        if let Ok(mut c) = self.commits.lock() {
-            c.wanted.retain(|tp, _| !revoked_set.contains(tp));
-            c.confirmed.retain(|tp, _| !revoked_set.contains(tp));
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                // Again: a fetch stop of an earlier revoke of these partitions clears a forward.
-                self.forward(tpl);
-                self.metrics.health().group_joined();
-                let partitions = to_tps(tpl);
-                if partitions.is_empty() {
-                    return;
-                }
-                self.metrics.rebalance(true, &partitions);
-                tracing::info!(partitions = ?partitions, "partitions assigned");
-                self.rebalanced.store(true, Ordering::SeqCst);
-                for (shard, parts) in by_shard(&partitions, self.n()).into_iter().enumerate() {
-                    if !parts.is_empty() {
-                        let _ = self.shards.control[shard].send(Control::Assigned(parts));
-                    }
-                }
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-            Rebalance::Revoke(_) => {}
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = &result {
-            self.metrics.commit_failed();
-            tracing::warn!(error = %e, "offset commit failed; it is sent again");
-            return;
-        }
-        let Ok(mut c) = self.commits.lock() else {
-            return;
-        };
-        for e in offsets.elements() {
-            if let (Offset::Offset(off), Ok(())) = (e.offset(), e.error()) {
-                let tp = TopicPartition::new(e.topic(), e.partition());
-                let conf = c.confirmed.entry(tp).or_insert(off);
-                *conf = (*conf).max(off);
-            }
-        }
-    }
 }
 
 /// Starts the consumer thread; returns each worker's ends of the channels.
