@@ -409,31 +409,18 @@ async fn s3_failures_never_let_a_commit_pass_a_missing_record() {
     let reader = OffsetReader::new(&kafka.brokers(), &group, TOPIC, PARTITIONS);
     let mut waves = Waves::new(TOPIC, PARTITIONS, 3_000);
     let mut samples = 0;
+    let wait = Duration::from_secs(60);
 
     // Wave 1 while the first 5 requests fail.
     let ends1 = waves.send(&kafka, 1_000, 4, "w1").await;
-    samples += sample_until(
-        &reader,
-        &s3,
-        &waves.expected,
-        &ends1,
-        Duration::from_secs(60),
-    )
-    .await;
+    samples += sample_until(&reader, &s3, &waves.expected, &ends1, wait).await;
     assert_eq!(faults.injected(), 5);
 
     // Wave 2 with PutObject failing 13 times (503 and 500).
     faults.fail_matching(10, |t| t.is_put_object());
     faults.fail_matching_with(3, Fault::internal_error(), |t| t.is_put_object());
     let ends2 = waves.send(&kafka, 1_000, 4, "w2").await;
-    samples += sample_until(
-        &reader,
-        &s3,
-        &waves.expected,
-        &ends2,
-        Duration::from_secs(60),
-    )
-    .await;
+    samples += sample_until(&reader, &s3, &waves.expected, &ends2, wait).await;
     assert_eq!(faults.injected(), 18);
 
     // Wave 3 during an outage: every request fails until 40 more faults were answered; the
@@ -451,7 +438,7 @@ async fn s3_failures_never_let_a_commit_pass_a_missing_record() {
     }
     let outage_faults = faults.injected() - 18;
     faults.clear();
-    samples += sample_until(&reader, &s3, &expected, &ends3, Duration::from_secs(60)).await;
+    samples += sample_until(&reader, &s3, &expected, &ends3, wait).await;
     let stats = run.stop().await;
     reader.close().await;
 
