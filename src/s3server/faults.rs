@@ -4,8 +4,10 @@
 //! written. PUT and POST bodies are read to the end before s3s sees them (see the parent
 //! module).
 //!
-//! Invariant: a rule's count is spent only by requests it matched; a faulted request is logged
-//! with the fault's status, every other one with the status s3s answered.
+//! Invariants: each faulted request counts once in `injected`; a rule's count is spent only by
+//! requests its predicate matched (`fail_next`'s by any request); a request is logged before it
+//! is answered, then given the status it was answered with (the fault's, the upload listing's
+//! or s3s's).
 
 use std::fmt;
 use std::future::poll_fn;
