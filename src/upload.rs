@@ -3,7 +3,7 @@
 //! exponential backoff and jitter, and holds one of `upload.concurrency` permits while it runs.
 //!
 //! Writes are conditional (`If-None-Match: *`) unless the destination turns that off, so an
-//! object can never replace another one: when the key is taken, [`conflict`] decides (our own
+//! object can never replace another one: when the key is taken, `conflict.rs` decides (our own
 //! earlier attempt, the same content rebuilt by a replay, or a different object, which keeps its
 //! records under another key).
 //!

@@ -3,9 +3,9 @@
 //! it, forwards record chunks to the worker that owns each partition, pauses partitions while a
 //! worker's channel is full, runs commits, and answers rebalance callbacks.
 //!
-//! Messages are read in batches from [`FetchQueue`], where every partition is forwarded before it
-//! is assigned; the consumer queue keeps the events (rebalances, commit results, statistics,
-//! errors), served by `BaseConsumer::poll` before each batch.
+//! Messages are read in batches from `FetchQueue` (`fetch_queue.rs`), where every partition is
+//! forwarded before it is assigned; the consumer queue keeps the events (rebalances, commit
+//! results, statistics, errors), served by `BaseConsumer::poll` before each batch.
 //!
 //! Invariants: no async work in rdkafka callbacks: a revoke is handed to the owning workers
 //! through channels and the callback waits (bounded) for the offsets to commit synchronously
