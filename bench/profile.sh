@@ -48,16 +48,16 @@ flat() {
 }
 
 log "replay, 8 partitions"
-flat replay-8p tokio-rt-worker -- "$BENCH" replay --input "$EVENTS" --partitions 8 --workers 2
+flat replay-8p kss-worker-0,kss-worker-1 -- "$BENCH" replay --input "$EVENTS" --partitions 8 --workers 2
 log "replay, 64 partitions"
-flat replay-64p tokio-rt-worker -- "$BENCH" replay --input "$EVENTS" --partitions 64 --workers 2
+flat replay-64p kss-worker-0,kss-worker-1 -- "$BENCH" replay --input "$EVENTS" --partitions 64 --workers 2
 log "deflate only"
 flat deflate-only tokio-rt-worker -- "$BENCH" deflate --input "$EVENTS" --level 6
 
 log "replay, 8 partitions, call graphs"
 perf record -q -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$OUT/replay-8p-graph.data" -- \
   "$BENCH" replay --input "$EVENTS" --partitions 8 --workers 2 >/dev/null 2>&1
-perf report -i "$OUT/replay-8p-graph.data" --children --comm tokio-rt-worker --sort symbol \
+perf report -i "$OUT/replay-8p-graph.data" --children --comm kss-worker-0,kss-worker-1 --sort symbol \
   --stdio -g none 2>/dev/null >"$OUT/replay-8p-children.txt"
 echo "#### replay-8p: inclusive time of the pipeline's functions (share of worker-thread samples)"
 echo

@@ -40,6 +40,9 @@ pub enum RunError {
     /// The Kafka thread panicked or could not be joined.
     #[error("kafka thread: {0}")]
     Join(String),
+    /// A worker thread panicked or could not be started.
+    #[error("worker thread: {0}")]
+    Worker(String),
 }
 
 /// Object headers of a destination.
@@ -198,6 +201,10 @@ pub async fn run_workers(
     // A JoinSet aborts the workers if this future is dropped (the caller's task aborted), so
     // an aborted run behaves like a crashed process instead of leaving workers behind.
     let mut tasks = tokio::task::JoinSet::new();
+    // The worker threads drop their pipelines when this future is dropped, as the JoinSet
+    // aborts its tasks (see `on_own_thread`).
+    let kill = KillOnDrop(CancellationToken::new());
+    let io_runtime = tokio::runtime::Handle::current();
     let mut watchers = Vec::new();
     for (shard, io) in ios.into_iter().enumerate() {
         let (uploader, done) = Uploader::shared(
@@ -207,6 +214,7 @@ pub async fn run_workers(
             config.upload.part_size_bytes,
             metrics.clone(),
         );
+        let uploader = uploader.on_runtime(io_runtime.clone());
         let mut p =
             Pipeline::new(config, uploader, done, io, metrics.clone()).with_shard(shard, budget);
         if progress.is_some() {
@@ -214,7 +222,11 @@ pub async fn run_workers(
             p = p.with_progress(tx);
             watchers.push(rx);
         }
-        tasks.spawn(p.run(stop_all.clone()));
+        tasks.spawn(on_own_thread(
+            shard,
+            p.run(stop_all.clone()),
+            kill.0.clone(),
+        ));
     }
     if let Some(out) = progress {
         tokio::spawn(merge_progress(watchers, out));
@@ -223,13 +235,17 @@ pub async fn run_workers(
     let mut first_error = None;
     while let Some(t) = tasks.join_next().await {
         match t {
-            Ok(Ok(s)) => stats.merge(&s),
-            Ok(Err(e)) => {
+            Ok(Ok(Ok(s))) => stats.merge(&s),
+            Ok(Ok(Err(e))) => {
                 first_error.get_or_insert(RunError::Pipeline(e));
+            }
+            Ok(Err(e)) => {
+                stop_all.cancel();
+                first_error.get_or_insert(RunError::Worker(e));
             }
             Err(e) => {
                 stop_all.cancel();
-                first_error.get_or_insert(RunError::Join(e.to_string()));
+                first_error.get_or_insert(RunError::Worker(e.to_string()));
             }
         }
     }
@@ -261,5 +277,129 @@ async fn merge_progress(
             let w = watchers.remove(i);
             finished.merge(&w.borrow());
         }
+    }
+}
+
+/// Cancels its token when dropped.
+struct KillOnDrop(CancellationToken);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Runs one worker on a thread of its own and gives its result back here.
+///
+/// A worker compresses inline (a 256 KiB block takes a few milliseconds), so on the shared
+/// runtime it would hold one of the threads that serve uploads, `/metrics`, the health probes
+/// and the signal handler for that long (STYLE item 13). On its own thread it only competes for
+/// a core, which the OS shares out. The thread runs a current-thread runtime for the worker's
+/// timers; its uploads are spawned on the shared runtime ([`Uploader::on_runtime`]).
+///
+/// `kill` drops the worker's future at its next await, as aborting a task does: that is how a
+/// dropped run (an aborted caller, a crash test) stops its workers without a flush or a commit.
+async fn on_own_thread(
+    shard: usize,
+    work: impl std::future::Future<Output = Result<RunStats, PipelineError>> + Send + 'static,
+    kill: CancellationToken,
+) -> Result<Result<RunStats, PipelineError>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("kss-worker-{shard}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot build its runtime: {e}")));
+                    return;
+                }
+            };
+            let out = rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = kill.cancelled() => None,
+                    r = work => Some(r),
+                }
+            });
+            if let Some(r) = out {
+                let _ = tx.send(Ok(r));
+            }
+        })
+        .map_err(|e| format!("cannot start: {e}"))?;
+    rx.await
+        .map_err(|_| "ended without a result (panicked, or the run was dropped)".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Sets its flag when dropped.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    // A current-thread test runtime: had the worker run on it, the worker's blocking wait
+    // below would hold its only thread, and the answer it waits for would never be sent.
+    #[tokio::test]
+    async fn a_worker_blocking_its_thread_does_not_hold_the_runtime() {
+        let (ask_tx, ask_rx) = std::sync::mpsc::channel::<()>();
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<String>();
+        let work = async move {
+            // Blocks this thread, as a compression does, until the runtime's task answers.
+            ask_rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| PipelineError::Source("the runtime's task never ran".into()))?;
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            let _ = answer_tx.send(name);
+            Ok(RunStats::default())
+        };
+        let worker = tokio::spawn(on_own_thread(3, work, CancellationToken::new()));
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let _ = ask_tx.send(());
+        });
+        let name = answer_rx.await.expect("the worker answered");
+        assert_eq!(name, "kss-worker-3");
+        let out = worker.await.expect("joined").expect("result");
+        assert!(out.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_killed_worker_drops_its_future_without_a_result() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        let kill = CancellationToken::new();
+        let work = async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(RunStats::default())
+        };
+        let worker = tokio::spawn(on_own_thread(0, work, kill.clone()));
+        kill.cancel();
+        let out = worker.await.expect("joined");
+        assert!(out.is_err(), "no result after a kill");
+        assert!(dropped.load(Ordering::SeqCst), "the future was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_worker_is_an_error_not_a_hang() {
+        let work = async move {
+            if std::hint::black_box(true) {
+                panic!("worker bug");
+            }
+            Ok(RunStats::default())
+        };
+        let out = on_own_thread(1, work, CancellationToken::new()).await;
+        assert!(out.unwrap_err().contains("panicked"));
     }
 }

@@ -119,6 +119,8 @@ pub struct Uploader {
     queued: Arc<AtomicUsize>,
     done_tx: mpsc::UnboundedSender<UploadDone>,
     metrics: Metrics,
+    /// The runtime upload tasks are spawned on (None: the caller's).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Handle to one object being uploaded; dropping it without [`ObjectWriter::finish`] cancels it.
@@ -170,9 +172,17 @@ impl Uploader {
                 queued: Arc::new(AtomicUsize::new(0)),
                 done_tx,
                 metrics,
+                runtime: None,
             },
             done_rx,
         )
+    }
+
+    /// Spawns the upload tasks on `runtime` rather than on the caller's runtime: a worker that
+    /// runs on a thread of its own hands its uploads to the shared I/O runtime.
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// Bytes handed to uploads and not yet in S3.
@@ -208,7 +218,11 @@ impl Uploader {
         cancel: CancellationToken,
     ) -> ObjectWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(self.task(cancel.clone()).run(info, key, rx));
+        let task = self.task(cancel.clone()).run(info, key, rx);
+        match &self.runtime {
+            Some(rt) => drop(rt.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
         ObjectWriter {
             tx,
             queued: self.queued.clone(),
