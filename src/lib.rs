@@ -29,6 +29,7 @@ pub mod envelope;
 pub mod health;
 pub mod http;
 pub mod interpolate;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod offsets;

@@ -67,8 +67,15 @@ fn load_or_exit(path: &std::path::Path) -> config::Config {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    kafka_s3_sink::malloc::limit_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async_main())
+}
+
+async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::CheckConfig { config } => {

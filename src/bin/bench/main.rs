@@ -136,6 +136,7 @@ enum Mode {
 }
 
 fn main() -> anyhow::Result<()> {
+    kafka_s3_sink::malloc::limit_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
