@@ -541,6 +541,41 @@ def tansu_bracket(d, key, size):
             "vs_gzip": per_core / mean(gzs), "vs_deflate": per_core / mean(dfs)}
 
 
+def probe(url, out, secs):
+    """GETs URL every 20 ms for SECS seconds; writes the latencies' p50, p99 and max (ms) to OUT.
+    Failed requests (the server not up yet, or gone) are counted, not timed."""
+    lat, errs = [], 0
+    end = time.monotonic() + float(secs)
+    while time.monotonic() < end:
+        t = time.monotonic()
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            lat.append(time.monotonic() - t)
+        except Exception:
+            errs += 1
+        time.sleep(0.02)
+    lat.sort()
+
+    def q(p):
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1) if lat else None
+    res = {"probes": len(lat), "failed": errs, "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0)}
+    with open(out, "w") as f:
+        json.dump(res, f)
+
+
+def ab_summary(paths):
+    """One line per drain of bench/ab.sh, then each binary's mean CPU-s over its drains."""
+    per = {}
+    for p in paths:
+        d = json.load(open(p))
+        pr = d.get("probe", {})
+        print(f"{os.path.basename(p)}  {d['binary']}  cpu {d['connector_cpu_secs']:.3f} s  "
+              f"healthz p99 {pr.get('p99_ms')} ms max {pr.get('max_ms')} ms")
+        per.setdefault(d["binary"], []).append(d["connector_cpu_secs"])
+    for b, xs in per.items():
+        print(f"{b}: {len(xs)} drains, mean {mean(xs):.3f} CPU-s (min {min(xs):.3f}, max {max(xs):.3f})")
+
+
 def yes(b):
     return "yes" if b else "**no**"
 
@@ -562,6 +597,10 @@ def main(argv):
         table(args[0])
     elif cmd == "perf-summary":
         perf_summary(args[0])
+    elif cmd == "probe":
+        probe(args[0], args[1], args[2])
+    elif cmd == "ab-summary":
+        ab_summary(args)
     else:
         sys.exit(f"unknown subcommand {cmd}")
 
