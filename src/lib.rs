@@ -15,7 +15,8 @@
 //! - [`batch`]: open files, compression and rotation.
 //! - [`upload`], [`sink`]: S3 requests with retry, multipart, abort.
 //! - [`offsets`]: the contiguous commit watermark.
-//! - [`pipeline`]: the worker loop; [`app`] assembles it from a config.
+//! - [`pipeline`]: the worker loop; [`app`] assembles it from a config and runs each worker on a
+//!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
 //! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo.
 //! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
 #![warn(missing_docs)]
