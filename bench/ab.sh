@@ -37,29 +37,17 @@ h() { python3 "$H" "$@"; }
 STOP_WAIT_TENTHS=100 # a connector run's shutdown may take seconds
 # shellcheck source=tests/e2e/lib/common.sh
 . "$REPO/tests/e2e/lib/common.sh"
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_all
-  rm -rf "$OUT"/s3fs*/
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=bench/lib/common.sh
+. "$REPO/bench/lib/common.sh"
 
 install_e2e_tools
 mkdir -p "$DIR" "$OUT"
 rm -f "$OUT"/drain-*.json
-EVENTS="$DIR/events-$N.ndjson"
-if [ ! -s "$EVENTS" ]; then
-  log "generating $N events into $EVENTS"
-  python3 "$GEN" --count "$N" --seed 42 >"$EVENTS.tmp"
-  mv "$EVENTS.tmp" "$EVENTS"
-fi
+EVENTS=$(bench_input "$N" "$DIR")
 (cd "$REPO" && cargo build --release --quiet --bin kafka-s3-sink-bench)
 # A copy: rebuilding the tree during the run must not change the S3 server under the drains.
 cp "$REPO/target/release/kafka-s3-sink-bench" "$OUT/s3-server-bin"
+S3S_BIN="$OUT/s3-server-bin"
 
 KAFKA_PORT=$(e2e port)
 HTTP_PORT=$(e2e port)
@@ -72,39 +60,8 @@ e2e produce "127.0.0.1:$KAFKA_PORT" "$TOPIC" "$EVENTS" "$PARTITIONS" "$OUT/produ
 for r in $(seq "$ROUNDS"); do
   for i in "${!BINS[@]}"; do
     name="drain-r$r-b$i"
-    root="$OUT/s3fs-$name"
-    rm -rf "$root"
-    "$OUT/s3-server-bin" s3-server --root "$root" --bucket abtest >"$root.hello" 2>"$root.log" &
-    S3S_PID=$!
-    started "$S3S_PID"
-    for _ in $(seq 100); do [ -s "$root.hello" ] && break; sleep 0.1; done
-    [ -s "$root.hello" ] || fail "s3-server did not start (see $root.log)"
-    url=$(head -1 "$root.hello" | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoint"])')
-    cat >"$OUT/$name.toml" <<EOF
-[kafka]
-brokers = "127.0.0.1:$KAFKA_PORT"
-group_id = "$TOPIC-$name"
-topics = ["$TOPIC"]
-session_timeout_ms = 6000
-
-[pipeline]
-drain_deadline_secs = 5
-shutdown_deadline_secs = 120
-
-[http]
-listen = "127.0.0.1:$HTTP_PORT"
-
-[[destinations]]
-name = "bench"
-bucket = "abtest"
-region = "us-east-1"
-endpoint = "$url"
-force_path_style = true
-
-[destinations.credentials]
-access_key_id = "local-access-key"
-secret_access_key = "local-secret-key"
-EOF
+    start_s3s "$OUT/s3fs-$name" abtest
+    drain_config "$OUT/$name.toml" "$TOPIC-$name" abtest
     log "round $r: ${BINS[$i]}"
     h probe "http://127.0.0.1:$HTTP_PORT/healthz" "$OUT/$name.probe" "$PROBE_SECS" &
     probe_pid=$!
@@ -120,7 +77,7 @@ d["probe"], d["binary"] = json.load(open(sys.argv[2])), sys.argv[3]
 json.dump(d, open(sys.argv[1], "w"))
 EOF
     stopped "$S3S_PID"
-    rm -rf "$root"
+    rm -rf "$OUT/s3fs-$name"
   done
 done
 stopped "$TANSU_PID"

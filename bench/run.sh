@@ -58,28 +58,8 @@ merge() {
   python3 -c 'import json,sys;d=json.load(open(sys.argv[1]));d[sys.argv[2]]=json.loads(sys.argv[3]);json.dump(d,open(sys.argv[1],"w"))' "$1" "$2" "$3"
 }
 
-# ------------------------------------------------------------------ process bookkeeping
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_all
-  rm -rf "$OUT"/s3fs*/
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-# start_s3s ROOT BUCKET: starts the s3s-fs server process; sets S3S_PID and S3S_URL
-start_s3s() {
-  rm -rf "$1"
-  "$BENCH" s3-server --root "$1" --bucket "$2" >"$1.hello" 2>"$1.log" &
-  S3S_PID=$!
-  started "$S3S_PID"
-  local i
-  for i in $(seq 100); do [ -s "$1.hello" ] && break; sleep 0.1; done
-  [ -s "$1.hello" ] || fail "s3-server did not start (see $1.log)"
-  S3S_URL=$(head -1 "$1.hello" | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoint"])')
-}
+# shellcheck source=bench/lib/common.sh
+. "$REPO/bench/lib/common.sh"
 
 # ------------------------------------------------------------------ 1. tools, input, build
 install_e2e_tools
@@ -87,12 +67,7 @@ command -v gzip >/dev/null || fail "GNU gzip is needed"
 [ -f "$GEN" ] || fail "event generator not found at $GEN"
 
 mkdir -p "$DIR" "$OUT"
-EVENTS="$DIR/events-$N.ndjson"
-if [ ! -s "$EVENTS" ]; then
-  log "generating $N events into $EVENTS"
-  python3 "$GEN" --count "$N" --seed 42 >"$EVENTS.tmp"
-  mv "$EVENTS.tmp" "$EVENTS"
-fi
+EVENTS=$(bench_input "$N" "$DIR")
 log "building (release)"
 (cd "$REPO" && cargo build --release --quiet)
 SIZE=$(stat -c %s "$EVENTS")
@@ -181,34 +156,7 @@ fi
 tansu_drain() {
   local name=$1 props=${2:-} group="bench-$RUN_ID-$1" committed want ok
   start_s3s "$OUT/s3fs-$name" tansu
-  cat >"$OUT/$name-sink.toml" <<EOF
-[kafka]
-brokers = "127.0.0.1:$KAFKA_PORT"
-group_id = "$group"
-topics = ["$TOPIC"]
-session_timeout_ms = 6000
-
-[kafka.properties]
-$props
-
-[pipeline]
-drain_deadline_secs = 5
-shutdown_deadline_secs = 120
-
-[http]
-listen = "127.0.0.1:$HTTP_PORT"
-
-[[destinations]]
-name = "bench"
-bucket = "tansu"
-region = "us-east-1"
-endpoint = "$S3S_URL"
-force_path_style = true
-
-[destinations.credentials]
-access_key_id = "local-access-key"
-secret_access_key = "local-secret-key"
-EOF
+  drain_config "$OUT/$name-sink.toml" "$group" tansu "$props"
   log "$name: real binary draining tansu into the s3s-fs server${props:+ ($props)}"
   h drain "$BIN" "$OUT/$name-sink.toml" "http://127.0.0.1:$HTTP_PORT/metrics" "$N" \
     "$OUT/$name.json" "$TANSU_PID" "$S3S_PID" >/dev/null
