@@ -180,6 +180,10 @@ pub struct RawDestination {
     /// Path-style addressing (needed by most S3-compatible stores).
     #[serde(default)]
     pub force_path_style: bool,
+    /// auto | signed | unsigned: whether SigV4 covers the body's SHA-256 (auto: only over
+    /// plain http://).
+    #[serde(default = "d_payload_signing")]
+    pub payload_signing: String,
     /// Key prefix (the seeds' "folder name" / "path prefix"), without leading slash.
     #[serde(default)]
     pub prefix: String,
@@ -367,6 +371,11 @@ fn d_true() -> bool {
 fn d_region() -> String {
     "us-east-1".into()
 }
+
+fn d_payload_signing() -> String {
+    "auto".into()
+}
+
 fn d_error_prefix() -> String {
     "_errors".into()
 }

@@ -255,6 +255,8 @@ pub struct DestinationConfig {
     pub endpoint: Option<String>,
     /// Path-style addressing.
     pub force_path_style: bool,
+    /// Whether request signatures cover the body's SHA-256 (`payload_signing`, resolved).
+    pub sign_payload: bool,
     /// Key prefix, empty or ending in `/`.
     pub prefix: String,
     /// Error folder, ending in `/`.

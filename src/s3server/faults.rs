@@ -28,7 +28,7 @@ use super::uploads;
 
 /// Request headers kept in [`RecordedRequest::headers`] (lower-case); everything else, and
 /// in particular `authorization`, is never recorded.
-pub const RECORDED_HEADERS: [&str; 7] = [
+pub const RECORDED_HEADERS: [&str; 9] = [
     "content-type",
     "content-encoding",
     "x-amz-server-side-encryption",
@@ -36,6 +36,8 @@ pub const RECORDED_HEADERS: [&str; 7] = [
     "x-amz-storage-class",
     "if-none-match",
     "content-length",
+    "x-amz-content-sha256",
+    "x-amz-checksum-crc32",
 ];
 
 /// One request as seen by the server, before s3s handled it.

@@ -25,6 +25,8 @@ use crate::config::DestinationConfig;
 pub struct S3Sink {
     client: Client,
     bucket: String,
+    /// Whether signatures cover the body's SHA-256 (`payload_signing`; off over TLS by default).
+    sign_payload: bool,
 }
 
 impl S3Sink {
@@ -74,6 +76,7 @@ impl S3Sink {
         Self {
             client: Client::from_conf(s3.build()),
             bucket: d.bucket.clone(),
+            sign_payload: d.sign_payload,
         }
     }
 
@@ -191,6 +194,18 @@ macro_rules! with_meta {
     }};
 }
 
+/// Sends a request with a body, its SHA-256 signed or not as the destination says (without it
+/// the signature covers `UNSIGNED-PAYLOAD`; the SDK's CRC32 checksum still goes with the body).
+macro_rules! send_body {
+    ($sink:expr, $req:expr) => {{
+        if $sink.sign_payload {
+            $req.send().await
+        } else {
+            $req.customize().disable_payload_signing().send().await
+        }
+    }};
+}
+
 macro_rules! with_condition {
     ($req:expr, $cond:expr) => {{
         match $cond {
@@ -244,9 +259,8 @@ impl ObjectSink for S3Sink {
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body));
-        with_condition!(with_meta!(req, meta), cond)
-            .send()
-            .await
+        let req = with_condition!(with_meta!(req, meta), cond);
+        send_body!(self, req)
             .map(|_| ())
             .map_err(|e| self.err("PutObject", key, e))
     }
@@ -279,17 +293,15 @@ impl ObjectSink for S3Sink {
         number: i32,
         body: Bytes,
     ) -> Result<String, SinkError> {
-        let out = self
+        let req = self
             .client
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| self.err("UploadPart", key, e))?;
+            .body(ByteStream::from(body));
+        let out = send_body!(self, req).map_err(|e| self.err("UploadPart", key, e))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
@@ -477,6 +489,126 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3server::{LocalS3, LocalS3Options};
+    use tokio::io::AsyncReadExt;
+
+    /// A destination on `server` with `payload_signing = signing`.
+    fn dest(server: &LocalS3, signing: &str) -> DestinationConfig {
+        let toml = format!(
+            "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n\
+             [[destinations]]\nname = \"d\"\nbucket = \"bkt\"\nendpoint = \"{}\"\n\
+             force_path_style = true\npayload_signing = \"{signing}\"\n\
+             [destinations.credentials]\naccess_key_id = \"local-access-key\"\n\
+             secret_access_key = \"local-secret-key\"\n",
+            server.endpoint()
+        );
+        crate::config::parse(&toml, &|_| None)
+            .expect("valid test config")
+            .destinations
+            .remove(0)
+    }
+
+    /// What the signature of each body-carrying request (PUT) covered, and its CRC32 header.
+    fn body_checks(server: &LocalS3) -> Vec<(String, Option<String>)> {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PUT")
+            .map(|r| {
+                let sha = r.header("x-amz-content-sha256").unwrap_or("-").to_string();
+                (sha, r.header("x-amz-checksum-crc32").map(str::to_string))
+            })
+            .collect()
+    }
+
+    async fn read_back(sink: &S3Sink, key: &str) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut body = sink.get(key).await.unwrap().expect("object exists").body;
+        body.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
+    /// Unsigned and signed payloads both reach a real S3 server (s3s checks SigV4) intact, by
+    /// PutObject and by multipart upload; only the signed ones carry the body's SHA-256.
+    #[tokio::test]
+    async fn payload_signing_on_and_off_against_a_sigv4_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = LocalS3::start(LocalS3Options::new(dir.path().join("s3")))
+            .await
+            .unwrap();
+        std::fs::create_dir_all(server.root().join("bkt")).unwrap();
+        let body: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+        let part = Bytes::from(body[..5 << 20].to_vec());
+        let rest = Bytes::from(body[5 << 20..].to_vec());
+        let meta = ObjectMeta {
+            content_type: "application/x-ndjson".into(),
+            ..ObjectMeta::default()
+        };
+        for (signing, signed) in [("unsigned", false), ("signed", true), ("auto", true)] {
+            let d = dest(&server, signing);
+            assert_eq!(d.sign_payload, signed, "{signing} over http://");
+            let sink = S3Sink::connect(&d, Duration::from_secs(30)).await;
+            server.clear_requests();
+            let key = format!("{signing}/put.ndjson");
+            sink.put(
+                &key,
+                Bytes::from(body.clone()),
+                &meta,
+                &WriteCondition::IfAbsent,
+            )
+            .await
+            .unwrap();
+            assert_eq!(read_back(&sink, &key).await, body);
+            let key = format!("{signing}/multipart.ndjson");
+            let id = sink.create_multipart(&key, &meta).await.unwrap();
+            let mut parts = Vec::new();
+            for (n, b) in [(1, part.clone()), (2, rest.clone())] {
+                let etag = sink.upload_part(&key, &id, n, b).await.unwrap();
+                parts.push(CompletedPart { number: n, etag });
+            }
+            sink.complete_multipart(&key, &id, &parts, &WriteCondition::IfAbsent)
+                .await
+                .unwrap();
+            assert_eq!(read_back(&sink, &key).await, body);
+            let checks = body_checks(&server);
+            assert_eq!(checks.len(), 3, "{signing}: one PutObject, two UploadParts");
+            for (sha, crc) in checks {
+                if signed {
+                    assert!(sha.len() == 64 && sha.bytes().all(|c| c.is_ascii_hexdigit()));
+                } else {
+                    assert_eq!(sha, "UNSIGNED-PAYLOAD");
+                }
+                // Either way S3 can check the body: by the signed hash or by the CRC32.
+                assert!(crc.is_some_and(|c| !c.is_empty()), "{signing}: no CRC32");
+            }
+        }
+    }
+
+    #[test]
+    fn payload_signing_auto_signs_only_over_plain_http() {
+        let parse = |extra: &str| {
+            let toml = format!(
+                "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n\
+                 [[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
+            );
+            crate::config::parse(&toml, &|_| None).map(|mut c| c.destinations.remove(0))
+        };
+        let signs = |extra: &str| parse(extra).unwrap().sign_payload;
+        assert!(!signs(""), "AWS's own endpoints are https");
+        assert!(!signs("endpoint = \"https://minio.example:9000\"\n"));
+        assert!(signs("endpoint = \"http://127.0.0.1:9000\"\n"));
+        assert!(signs("payload_signing = \"signed\"\n"));
+        assert!(!signs(
+            "endpoint = \"http://127.0.0.1:9000\"\npayload_signing = \"unsigned\"\n"
+        ));
+        let e = parse("payload_signing = \"off\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("payload_signing") && e.contains("auto, signed or unsigned"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn status_classification() {
