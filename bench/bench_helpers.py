@@ -132,6 +132,7 @@ def drain(binary, config, metrics_url, expect, out, watch):
         "connector_cpu_secs": round(cpu, 3),
         "connector_user_secs": round(ru.ru_utime, 3),
         "connector_sys_secs": round(ru.ru_stime, 3),
+        "connector_minor_faults": ru.ru_minflt,
         "connector_peak_rss_mib": round(max(peak_kib, ru.ru_maxrss) / 1024, 1),
         "watched_cpu_secs_first_record_to_all_consumed": {
             str(q): (round(watch_mid[q] - watch0[q], 3)
@@ -570,10 +571,14 @@ def ab_summary(paths):
         d = json.load(open(p))
         pr = d.get("probe", {})
         print(f"{os.path.basename(p)}  {d['binary']}  cpu {d['connector_cpu_secs']:.3f} s  "
+              f"faults {d.get('connector_minor_faults', '-')}  "
               f"healthz p99 {pr.get('p99_ms')} ms max {pr.get('max_ms')} ms")
-        per.setdefault(d["binary"], []).append(d["connector_cpu_secs"])
-    for b, xs in per.items():
-        print(f"{b}: {len(xs)} drains, mean {mean(xs):.3f} CPU-s (min {min(xs):.3f}, max {max(xs):.3f})")
+        per.setdefault(d["binary"], []).append(
+            (d["connector_cpu_secs"], d.get("connector_minor_faults", 0)))
+    for b, rows in per.items():
+        xs = [c for c, _ in rows]
+        print(f"{b}: {len(xs)} drains, mean {mean(xs):.3f} CPU-s (min {min(xs):.3f}, "
+              f"max {max(xs):.3f}), mean {mean(f for _, f in rows):,.0f} minor faults")
 
 
 def yes(b):

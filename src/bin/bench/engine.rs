@@ -65,6 +65,10 @@ pub struct ConnectorArgs {
     /// Records per chunk handed to a worker (the Kafka source uses 2000).
     #[arg(long, default_value_t = 2000)]
     pub chunk: usize,
+    /// `payload_signing` of the `--sink s3` destination: auto (signed over the benchmark's
+    /// http:// endpoints), signed or unsigned (what auto does over https://).
+    #[arg(long, default_value = "auto")]
+    pub payload_signing: String,
 }
 
 impl ConnectorArgs {
@@ -80,9 +84,9 @@ impl ConnectorArgs {
                 .as_deref()
                 .context("--sink s3 needs --endpoint")?;
             dest += &format!(
-                "endpoint = \"{endpoint}\"\nforce_path_style = true\n\
+                "endpoint = \"{endpoint}\"\nforce_path_style = true\npayload_signing = \"{}\"\n\
                  [destinations.credentials]\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-                self.access_key, self.secret_key
+                self.payload_signing, self.access_key, self.secret_key
             );
         }
         let text = format!(
@@ -263,6 +267,7 @@ pub fn report(
     serde_json::json!({
         "mode": mode,
         "sink": format!("{:?}", args.sink).to_lowercase(),
+        "payload_signing": (args.sink == SinkKind::S3).then_some(&args.payload_signing),
         "workers": args.workers,
         "level": args.level,
         "budget_bytes": args.budget,
