@@ -240,6 +240,31 @@ pub struct FilterConfig {
     pub drop_fields: Vec<Vec<String>>,
 }
 
+/// `payload_signing`: whether a write's SigV4 signature covers its body's SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadSigning {
+    /// Only over plain `http://`. Over TLS the body is protected in transit, and S3 checks the
+    /// CRC32 checksum the SDK sends with every write, so hashing each body once more for the
+    /// signature only costs CPU (boto3, the Java SDK 2.x and the JavaScript SDK do not sign S3
+    /// bodies over HTTPS either); over plain HTTP the signature is its only tamper-proof check.
+    Auto,
+    /// Always (for stores that refuse `UNSIGNED-PAYLOAD`).
+    Signed,
+    /// Never.
+    Unsigned,
+}
+
+impl PayloadSigning {
+    /// Whether writes to `endpoint` (`None`: AWS's own, https) sign their bodies.
+    pub fn signs(self, endpoint: Option<&str>) -> bool {
+        match self {
+            Self::Auto => endpoint.is_some_and(|e| !e.starts_with("https://")),
+            Self::Signed => true,
+            Self::Unsigned => false,
+        }
+    }
+}
+
 /// One validated destination.
 #[derive(Debug, Clone)]
 pub struct DestinationConfig {
@@ -255,8 +280,8 @@ pub struct DestinationConfig {
     pub endpoint: Option<String>,
     /// Path-style addressing.
     pub force_path_style: bool,
-    /// Whether request signatures cover the body's SHA-256 (`payload_signing`, resolved).
-    pub sign_payload: bool,
+    /// Whether request signatures cover the body's SHA-256 (`payload_signing`).
+    pub payload_signing: PayloadSigning,
     /// Key prefix, empty or ending in `/`.
     pub prefix: String,
     /// Error folder, ending in `/`.

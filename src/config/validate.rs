@@ -335,18 +335,10 @@ fn validate_destination(
             ));
         }
     }
-    // Over TLS the body is protected in transit, and S3 checks the CRC32 checksum the SDK sends
-    // with every write; hashing each body once more for the signature only costs CPU (boto3, the
-    // Java SDK 2.x and the JavaScript SDK do not sign S3 bodies over HTTPS either). Over plain
-    // HTTP the signature is the body's only tamper-proof check, so it stays.
-    let over_tls = d
-        .endpoint
-        .as_deref()
-        .is_none_or(|ep| ep.starts_with("https://"));
-    let sign_payload = match d.payload_signing.as_str() {
-        "auto" => !over_tls,
-        "signed" => true,
-        "unsigned" => false,
+    let payload_signing = match d.payload_signing.as_str() {
+        "auto" => PayloadSigning::Auto,
+        "signed" => PayloadSigning::Signed,
+        "unsigned" => PayloadSigning::Unsigned,
         other => {
             return Err(ConfigError::new(
                 key("payload_signing"),
@@ -448,7 +440,7 @@ fn validate_destination(
         region: d.region.clone(),
         endpoint: d.endpoint.clone(),
         force_path_style: d.force_path_style,
-        sign_payload,
+        payload_signing,
         prefix: normalize_folder(&d.prefix),
         error_prefix: normalize_folder(&d.error_prefix),
         storage_class: d.storage_class.clone(),

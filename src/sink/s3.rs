@@ -25,7 +25,8 @@ use crate::config::DestinationConfig;
 pub struct S3Sink {
     client: Client,
     bucket: String,
-    /// Whether signatures cover the body's SHA-256 (`payload_signing`; off over TLS by default).
+    /// Whether signatures cover the body's SHA-256 (`payload_signing`, resolved against the
+    /// endpoint the client uses; off over TLS by default).
     sign_payload: bool,
 }
 
@@ -73,10 +74,18 @@ impl S3Sink {
         if let Some(ep) = &d.endpoint {
             s3 = s3.endpoint_url(ep.clone());
         }
+        let endpoint = effective_endpoint(d, &sdk_config);
+        let sign_payload = d.payload_signing.signs(endpoint.as_deref());
+        tracing::info!(
+            destination = %d.name,
+            endpoint = endpoint.as_deref().unwrap_or("AWS"),
+            payload = if sign_payload { "signed" } else { "unsigned" },
+            "S3 client configured"
+        );
         Self {
             client: Client::from_conf(s3.build()),
             bucket: d.bucket.clone(),
-            sign_payload: d.sign_payload,
+            sign_payload,
         }
     }
 
@@ -94,6 +103,23 @@ impl S3Sink {
             message,
         }
     }
+}
+
+/// The endpoint the S3 client will use: the destination's `endpoint`, else one the AWS
+/// configuration names (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` or a profile's
+/// `endpoint_url`, as aws-sdk-s3 looks them up), else none (AWS's own, https).
+fn effective_endpoint(d: &DestinationConfig, sdk: &aws_config::SdkConfig) -> Option<String> {
+    d.endpoint.clone().or_else(|| {
+        let key = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id("S3")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()?;
+        sdk.service_config()
+            .and_then(|c| c.load_config(key))
+            .or_else(|| sdk.endpoint_url().map(str::to_string))
+    })
 }
 
 /// Access to the HTTP status of an SDK raw response.
@@ -489,6 +515,7 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PayloadSigning;
     use crate::s3server::{LocalS3, LocalS3Options};
     use tokio::io::AsyncReadExt;
 
@@ -546,8 +573,8 @@ mod tests {
         };
         for (signing, signed) in [("unsigned", false), ("signed", true), ("auto", true)] {
             let d = dest(&server, signing);
-            assert_eq!(d.sign_payload, signed, "{signing} over http://");
             let sink = S3Sink::connect(&d, Duration::from_secs(30)).await;
+            assert_eq!(sink.sign_payload, signed, "{signing} over http://");
             server.clear_requests();
             let key = format!("{signing}/put.ndjson");
             sink.put(
@@ -593,14 +620,16 @@ mod tests {
             );
             crate::config::parse(&toml, &|_| None).map(|mut c| c.destinations.remove(0))
         };
-        let signs = |extra: &str| parse(extra).unwrap().sign_payload;
-        assert!(!signs(""), "AWS's own endpoints are https");
-        assert!(!signs("endpoint = \"https://minio.example:9000\"\n"));
-        assert!(signs("endpoint = \"http://127.0.0.1:9000\"\n"));
-        assert!(signs("payload_signing = \"signed\"\n"));
-        assert!(!signs(
-            "endpoint = \"http://127.0.0.1:9000\"\npayload_signing = \"unsigned\"\n"
-        ));
+        let mode = |extra: &str| parse(extra).unwrap().payload_signing;
+        assert_eq!(mode(""), PayloadSigning::Auto);
+        assert_eq!(
+            mode("payload_signing = \"signed\"\n"),
+            PayloadSigning::Signed
+        );
+        assert_eq!(
+            mode("payload_signing = \"unsigned\"\n"),
+            PayloadSigning::Unsigned
+        );
         let e = parse("payload_signing = \"off\"\n")
             .unwrap_err()
             .to_string();
@@ -608,6 +637,36 @@ mod tests {
             e.contains("payload_signing") && e.contains("auto, signed or unsigned"),
             "{e}"
         );
+
+        assert!(
+            !PayloadSigning::Auto.signs(None),
+            "AWS's own endpoints are https"
+        );
+        assert!(!PayloadSigning::Auto.signs(Some("https://minio.example:9000")));
+        assert!(PayloadSigning::Auto.signs(Some("http://127.0.0.1:9000")));
+        assert!(PayloadSigning::Signed.signs(None));
+        assert!(!PayloadSigning::Unsigned.signs(Some("http://127.0.0.1:9000")));
+
+        // An endpoint from the AWS configuration (here the shared config's `endpoint_url`)
+        // counts when the destination names none; the destination's own wins.
+        let d = parse("").unwrap();
+        let sdk = aws_config::SdkConfig::builder()
+            .endpoint_url("http://minio.internal:9000")
+            .build();
+        assert_eq!(
+            effective_endpoint(&d, &sdk).as_deref(),
+            Some("http://minio.internal:9000")
+        );
+        assert!(d
+            .payload_signing
+            .signs(effective_endpoint(&d, &sdk).as_deref()));
+        let own = parse("endpoint = \"https://s3.example\"\n").unwrap();
+        assert_eq!(
+            effective_endpoint(&own, &sdk).as_deref(),
+            Some("https://s3.example")
+        );
+        let none = aws_config::SdkConfig::builder().build();
+        assert_eq!(effective_endpoint(&d, &none), None);
     }
 
     #[test]
