@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B of connector builds behind a real broker (BENCHMARKS.md, "Session 9"): the same tansu topic
+# A/B of connector builds behind a real broker (BENCHMARKS.md, "How to run"): the same tansu topic
 # drained by each binary in turns, each drain with a fresh consumer group and a fresh s3s-fs
 # server process, while /healthz is probed every 20 ms. Prints, per drain, the connector's CPU
 # seconds and the probe latencies, then each binary's mean. Not a test: no thresholds.
@@ -16,7 +16,6 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 E2E="$REPO/tests/e2e/e2e_helpers.py"
 H="$REPO/bench/bench_helpers.py"
-GEN="$REPO/../shared/testdata/gen_events.py"
 N=${N:-500000}
 ROUNDS=${ROUNDS:-4}
 PROBE_SECS=${PROBE_SECS:-4}

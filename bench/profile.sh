@@ -15,7 +15,6 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 H="$REPO/bench/bench_helpers.py"
-GEN="$REPO/../shared/testdata/gen_events.py"
 DIR=${BENCH_DIR:-$REPO/target/bench}
 EVENTS_N=${PROFILE_EVENTS:-300000}
 OUT="$DIR/profile"
@@ -27,12 +26,12 @@ if ! command -v perf >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
 fi
 mkdir -p "$OUT"
-EVENTS="$DIR/events-$EVENTS_N.ndjson"
+(cd "$REPO" && cargo build --release --quiet)
+EVENTS="$DIR/gen-events-$EVENTS_N.ndjson"
 if [ ! -s "$EVENTS" ]; then
-  python3 "$GEN" --count "$EVENTS_N" --seed 42 >"$EVENTS.tmp"
+  "$REPO/target/release/kafka-s3-sink" gen-events --count "$EVENTS_N" --seed 42 --out "$EVENTS.tmp"
   mv "$EVENTS.tmp" "$EVENTS"
 fi
-(cd "$REPO" && cargo build --release --quiet)
 
 # flat NAME COMM -- CMD...: perf record CMD, report self time of threads named COMM
 flat() {

@@ -33,7 +33,6 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 E2E="$REPO/tests/e2e/e2e_helpers.py"
 H="$REPO/bench/bench_helpers.py"
-GEN="$REPO/../shared/testdata/gen_events.py"
 N=${N:-2000000}
 DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/results-$N"
@@ -64,12 +63,11 @@ merge() {
 # ------------------------------------------------------------------ 1. tools, input, build
 install_e2e_tools
 command -v gzip >/dev/null || fail "GNU gzip is needed"
-[ -f "$GEN" ] || fail "event generator not found at $GEN"
 
 mkdir -p "$DIR" "$OUT"
-EVENTS=$(bench_input "$N" "$DIR")
 log "building (release)"
 (cd "$REPO" && cargo build --release --quiet)
+EVENTS=$(bench_input "$N" "$DIR")
 SIZE=$(stat -c %s "$EVENTS")
 python3 - "$OUT/machine.json" "$N" "$SIZE" "$EVENTS" <<'EOF'
 import json, os, platform, subprocess, sys

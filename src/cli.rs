@@ -1,4 +1,4 @@
-//! Command line: `run`, `check-config`, `verify` and `demo`. Environment enters only through clap's
+//! Command line: `run`, `check-config`, `verify`, `demo` and `gen-events`. Environment enters only through clap's
 //! `env =` attributes here and `${VAR}` in the config file.
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -87,5 +87,30 @@ pub enum Command {
         /// Print every object key (default: a tree summary per folder).
         #[arg(long)]
         all_keys: bool,
+    },
+    /// Print deterministic Segment-like analytics events as NDJSON (the generator the tests,
+    /// benchmarks and `demo` use), e.g. to load a topic of your own cluster.
+    GenEvents {
+        /// Events to generate.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Seed: the same seed and options give the same bytes.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Start of the time span, RFC 3339 (e.g. 2026-11-01T00:00:00Z).
+        #[arg(long, default_value = "2026-11-01T00:00:00Z")]
+        start: chrono::DateTime<chrono::Utc>,
+        /// Length of the time span in days.
+        #[arg(long, default_value_t = 3.0)]
+        days: f64,
+        /// Percent of events 1–12 h older than their place in the stream.
+        #[arg(long, default_value_t = 2.0)]
+        late_pct: f64,
+        /// Distinct users.
+        #[arg(long, default_value_t = 50_000)]
+        users: u32,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }

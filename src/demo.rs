@@ -5,7 +5,6 @@
 //!
 //! Nothing outside this process is needed; the objects stay under `--dir` for browsing.
 
-use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app;
 use crate::config;
+use crate::eventgen::{EventGen, GenOptions};
 use crate::metrics::Metrics;
 use crate::s3server::{LocalS3, LocalS3Options};
 
@@ -59,68 +59,41 @@ pub enum DemoError {
 
 const TOPIC: &str = "events";
 const BUCKET: &str = "demo-bucket";
-const EVENTS: &[&str] = &[
-    "Product Viewed",
-    "Product Added",
-    "Cart Viewed",
-    "Checkout Started",
-    "Order Completed",
-    "Signed In",
-    "Application Opened",
-];
+/// The demo's events: the repository's generator (three days from 2026-11-01, about 6 % late),
+/// and about 0.5 % of them replaced by malformed records (not JSON, no `timestamp`, an
+/// unreadable `timestamp`), chosen by a seeded roll so the demo is the same every time. Yields
+/// (key, value, Kafka timestamp in ms).
+pub fn demo_events(records: u64) -> impl Iterator<Item = (String, Vec<u8>, i64)> {
+    let mut opts = GenOptions::new(records);
+    opts.late_pct = 6.0;
+    let mut rng = StdRng::seed_from_u64(42);
+    EventGen::new(&opts).enumerate().map(move |(i, e)| {
+        let value = match rng.random_range(0..1000u32) {
+            0..=1 => format!("not json #{i} {{").into_bytes(),
+            2..=3 => rename_field(&e.value, "timestamp", "sentAt"),
+            4 => set_field(&e.value, "timestamp", "yesterday-ish"),
+            _ => e.value,
+        };
+        (e.user_id, value, e.arrival_ms)
+    })
+}
 
-/// One generated event: (key, value, Kafka timestamp in ms). Deterministic for a given index.
-pub fn demo_event(
-    rng: &mut StdRng,
-    i: u64,
-    total: u64,
-    start: DateTime<Utc>,
-) -> (String, Option<Vec<u8>>, i64) {
-    // Three days of traffic, in stream order.
-    let span_ms = 3 * 24 * 3600 * 1000;
-    let received = start + ChronoDuration::milliseconds((i as i64 * span_ms) / total.max(1) as i64);
-    let user = rng.random_range(0..500u32);
-    let key = format!("user-{user}");
-    let roll = rng.random_range(0..1000u32);
-    // About 0.5 % malformed: not JSON, no timestamp, a garbage timestamp.
-    if roll < 2 {
-        return (
-            key,
-            Some(format!("not json #{i} {{").into_bytes()),
-            received.timestamp_millis(),
-        );
+/// `value` with its top-level `from` field renamed to `to` (so it has no `from`).
+fn rename_field(value: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(value).unwrap_or_default();
+    if let Some(x) = v.remove(from) {
+        v.insert(to.into(), x);
     }
-    let event_time = if roll < 60 {
-        // About 6 % late: 1–12 hours older than their place in the stream.
-        received - ChronoDuration::minutes(rng.random_range(60..720))
-    } else {
-        received - ChronoDuration::milliseconds(rng.random_range(0..2000))
-    };
-    let ts = match roll {
-        2..=3 => serde_json::Value::Null,
-        4 => serde_json::Value::String("yesterday-ish".into()),
-        _ => serde_json::Value::String(event_time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
-    };
-    let event = EVENTS[rng.random_range(0..EVENTS.len())];
-    let mut v = serde_json::json!({
-        "type": "track",
-        "event": event,
-        "messageId": format!("msg-{i:08}"),
-        "userId": key,
-        "timestamp": ts,
-        "properties": {"price": rng.random_range(1..500u32), "currency": "USD"},
-        "context": {"library": {"name": "analytics.js", "version": "4.1.0"}, "locale": "en-US"}
-    });
-    if roll == 2 || roll == 3 {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("timestamp");
-        }
-    }
-    (
-        key,
-        Some(v.to_string().into_bytes()),
-        received.timestamp_millis(),
-    )
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// `value` with its top-level `field` set to the string `to`.
+fn set_field(value: &[u8], field: &str, to: &str) -> Vec<u8> {
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(value).unwrap_or_default();
+    v.insert(field.into(), to.into());
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 fn demo_config(brokers: &str, endpoint: &str) -> String {
@@ -187,17 +160,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
         .create()?;
-    let start = Utc
-        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now);
-    let mut rng = StdRng::seed_from_u64(42);
-    for i in 0..opts.records {
-        let (key, value, ts) = demo_event(&mut rng, i, opts.records, start);
-        let mut rec = BaseRecord::to(TOPIC).key(&key).timestamp(ts);
-        if let Some(v) = &value {
-            rec = rec.payload(v);
-        }
+    for (key, value, ts) in demo_events(opts.records) {
+        let rec = BaseRecord::to(TOPIC)
+            .key(&key)
+            .timestamp(ts)
+            .payload(&value);
         let mut rec = Some(rec);
         while let Some(r) = rec.take() {
             if let Err((e, r)) = producer.send(r) {

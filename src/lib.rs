@@ -17,7 +17,8 @@
 //! - [`offsets`]: the contiguous commit watermark.
 //! - [`pipeline`]: the worker loop; [`app`] assembles it from a config and runs each worker on a
 //!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
-//! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo.
+//! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
+//!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod envelope;
+pub mod eventgen;
 pub mod health;
 pub mod http;
 pub mod interpolate;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use kafka_s3_sink::cli::{Cli, Command, LogFormat};
-use kafka_s3_sink::{app, config, demo, verify};
+use kafka_s3_sink::{app, config, demo, eventgen, verify};
 use tokio_util::sync::CancellationToken;
 
 /// Logging from the command line / environment, else the config file, else `info` plain.
@@ -147,6 +147,46 @@ async fn async_main() -> anyhow::Result<()> {
                 all_keys: *all_keys,
             };
             demo::run(opts, shutdown).await.context("demo failed")?;
+            Ok(())
+        }
+        Command::GenEvents {
+            count,
+            seed,
+            start,
+            days,
+            late_pct,
+            users,
+            out,
+        } => {
+            let opts = eventgen::GenOptions {
+                count: *count,
+                seed: *seed,
+                start: *start,
+                days: *days,
+                late_pct: *late_pct,
+                users: *users,
+            };
+            if let Err(e) = opts.validate() {
+                eprintln!("gen-events: {e}");
+                std::process::exit(2);
+            }
+            match out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    eventgen::write_ndjson(
+                        &opts,
+                        &mut std::io::BufWriter::with_capacity(1 << 20, file),
+                    )?;
+                }
+                None => {
+                    let stdout = std::io::stdout().lock();
+                    eventgen::write_ndjson(
+                        &opts,
+                        &mut std::io::BufWriter::with_capacity(1 << 20, stdout),
+                    )?;
+                }
+            }
             Ok(())
         }
     }

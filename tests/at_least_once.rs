@@ -69,7 +69,7 @@ impl Waves {
         Waves {
             topic,
             partitions,
-            events: gen_events(&GenOptions::new(events)).into_iter(),
+            events: gen_events(&GenOptions::new(events as u64)).into_iter(),
             expected: Expected::default(),
         }
     }
@@ -245,6 +245,8 @@ async fn clean_run_delivers_every_record_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_file_goes_by_multipart_upload() {
     const TOPIC: &str = "big";
+    const PART_SIZE: usize = 5 * 1024 * 1024; // S3's minimum
+
     let kafka = Kafka::start();
     kafka.create_topic(TOPIC, 1);
     let s3 = TestS3::start().await;
@@ -260,7 +262,12 @@ async fn large_file_goes_by_multipart_upload() {
         body.extend_from_slice(e);
         body.push(b'\n');
     }
-    assert!(body.len() > 12 * 1024 * 1024, "{} bytes", body.len());
+    // The file must take at least three parts (a first, a middle and a short last one).
+    assert!(
+        body.len() > 2 * PART_SIZE,
+        "{} bytes: generate more events",
+        body.len()
+    );
     let msgs: Vec<Msg> = events.into_iter().map(|e| Msg::new(0, e)).collect();
     let mut expected = Expected::default();
     expected
@@ -268,7 +275,7 @@ async fn large_file_goes_by_multipart_upload() {
         .await;
 
     let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
-    cfg.set("upload.part_size_bytes", 5_242_880)
+    cfg.set("upload.part_size_bytes", PART_SIZE as i64)
         .dest(0, "batch.compression", "none")
         .dest(0, "batch.max_records", 1_000_000)
         .dest(0, "batch.max_bytes", 20 * 1024 * 1024);
@@ -304,7 +311,7 @@ async fn large_file_goes_by_multipart_upload() {
     let completes = count(|r| r.target().is_complete_multipart());
     let puts = count(|r| r.target().is_put_object());
     assert_eq!(creates, 1, "{requests:#?}");
-    let expected_parts = body.len().div_ceil(5_242_880);
+    let expected_parts = body.len().div_ceil(PART_SIZE);
     assert_eq!(parts, expected_parts);
     assert_eq!(completes, 1);
     assert_eq!(puts, 0, "no PutObject for a multipart file");
@@ -652,7 +659,7 @@ async fn sse_and_content_headers_on_every_object() {
         .await;
 
     // Partition 0: one hour of events padded with 800 random base64 characters each.
-    let mut opts = GenOptions::new(BIG);
+    let mut opts = GenOptions::new(BIG as u64);
     opts.seed = 7;
     opts.start = Utc.with_ymd_and_hms(2026, 11, 2, 10, 30, 0).unwrap();
     opts.days = 0.0005;

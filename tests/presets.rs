@@ -124,7 +124,7 @@ async fn run_preset(
     let s3 = TestS3::start().await;
     let kafka = Kafka::start();
     kafka.create_topic(topic, PARTITIONS);
-    let events = gen_events(&GenOptions::new(EVENTS));
+    let events = gen_events(&GenOptions::new(EVENTS as u64));
     let mut msgs = round_robin(events.clone(), PARTITIONS);
     let mut kafka_times = HashMap::new();
     for (i, (m, e)) in msgs.iter_mut().zip(&events).enumerate() {

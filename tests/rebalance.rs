@@ -188,7 +188,7 @@ async fn rebalance_then_produce_more(refuse_revoke_commit: bool) -> Rebalanced {
     let group = unique_group("rebalance");
     let reader = OffsetReader::new(&kafka.brokers(), &group, TOPIC, PARTITIONS);
 
-    let events = gen_events(&GenOptions::new(FIRST + SECOND));
+    let events = gen_events(&GenOptions::new((FIRST + SECOND) as u64));
     let (first, second) = events.split_at(FIRST);
     let mut expected = Expected::default();
     expected
@@ -529,7 +529,7 @@ async fn partitions_given_back_are_read_again() {
     let before = a.consumed();
     let third = gen_events(&GenOptions {
         seed: 7,
-        ..GenOptions::new(THIRD)
+        ..GenOptions::new(THIRD as u64)
     });
     let produced = world
         .expected

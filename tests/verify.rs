@@ -396,7 +396,7 @@ async fn measure_verify_on_200k_records() {
     kafka.create_topic(TOPIC, PARTS);
     let s3 = TestS3::start().await;
     let group = unique_group("verify-measure");
-    let msgs = support::round_robin(gen_events(&GenOptions::new(N)), PARTS);
+    let msgs = support::round_robin(gen_events(&GenOptions::new(N as u64)), PARTS);
     kafka.produce(TOPIC, msgs).await;
     let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
     cfg.dest(0, "batch.max_records", 5_000);

@@ -1,6 +1,6 @@
 # Shared by bench/run.sh and bench/ab.sh (sourced, after tests/e2e/lib/common.sh): the exit trap,
 # the cached input, the s3s-fs server process and the config of a connector draining tansu.
-# Expects REPO, GEN, OUT, log and fail; S3S_BIN (the binary serving `s3-server`) defaults to the
+# Expects REPO, OUT, log and fail; S3S_BIN (the binary serving `s3-server`) defaults to the
 # release kafka-s3-sink-bench.
 
 # Stops every process started (by PID) and removes the S3 servers' folders on any exit.
@@ -15,13 +15,15 @@ trap bench_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# bench_input N DIR: generates N events into DIR/events-N.ndjson once (the shared generator,
-# seed 42) and prints the path
+# bench_input N DIR: generates N events into DIR/gen-events-N.ndjson once (the repository's
+# generator, `kafka-s3-sink gen-events`, seed 42; builds the release binary if it is missing)
+# and prints the path
 bench_input() {
-  local events="$2/events-$1.ndjson"
+  local events="$2/gen-events-$1.ndjson" gen="$REPO/target/release/kafka-s3-sink"
   if [ ! -s "$events" ]; then
+    [ -x "$gen" ] || (cd "$REPO" && cargo build --release --quiet --bin kafka-s3-sink)
     log "generating $1 events into $events"
-    python3 "$GEN" --count "$1" --seed 42 >"$events.tmp"
+    "$gen" gen-events --count "$1" --seed 42 --out "$events.tmp"
     mv "$events.tmp" "$events"
   fi
   printf '%s\n' "$events"

@@ -3,7 +3,7 @@
 # batches, writes no duplicates) while it is killed, rescaled and cut off from S3. Real outside
 # processes, all on 127.0.0.1 at ports picked at run time: a tansu broker (Kafka protocol), a
 # moto S3 server behind tests/e2e/fault_proxy.py (our fault-injecting HTTP proxy), 1-3 connector
-# processes in one consumer group, and a paced producer of ../shared/testdata/gen_events.py
+# processes in one consumer group, and a paced producer of `kafka-s3-sink gen-events`
 # events into an 8-partition topic running in the background throughout.
 #
 # Scenario, while the producer runs:
@@ -45,7 +45,7 @@
 #   FAULTS_WEIGHTS (fault_proxy.py's default)      fault_proxy.py --weights, e.g. drop_after=1
 #   FAULTS_MAX_RECORDS (2000)                      [destinations.batch] max_records
 #   FAULTS_COMPRESSION (gzip)                      [destinations.batch] compression
-#   FAULTS_EVENT_DAYS (3)                          gen_events.py --days: time span of the events
+#   FAULTS_EVENT_DAYS (3)                          gen-events --days: time span of the events
 #                                                  (fewer days: fewer, bigger files per window)
 #   FAULTS_ABORT_ORPHANS (1)                       [upload] abort_orphaned_uploads (see below)
 #   FAULTS_EXPECT_ZERO_DUPLICATES (1)              fail on duplicated > 0
@@ -73,7 +73,6 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HELPERS="$REPO/tests/e2e/e2e_helpers.py"
 PROXY="$REPO/tests/e2e/fault_proxy.py"
-GEN="$REPO/../shared/testdata/gen_events.py"
 BIN=${KAFKA_S3_SINK_BIN:-$REPO/target/debug/kafka-s3-sink}
 KILL_CYCLES=${FAULTS_KILL_CYCLES:-3}
 OUTAGE_SECS=${FAULTS_OUTAGE_SECS:-60}
@@ -109,7 +108,6 @@ if [ ! -x "$BIN" ]; then
   (cd "$REPO" && cargo build --quiet)
 fi
 [ -x "$BIN" ] || fail "connector binary not found at $BIN"
-[ -f "$GEN" ] || fail "event generator not found at $GEN"
 
 # ------------------------------------------------------------------ process bookkeeping
 START=$SECONDS
@@ -155,7 +153,7 @@ python3 "$PROXY" --port "$PROXY_PORT" --control-port "$CONTROL_PORT" --upstream 
 PROXY_PID=$!
 started "$PROXY_PID"
 log "generating $EVENTS events (seed 42, over $EVENT_DAYS days)"
-python3 "$GEN" --count "$EVENTS" --seed 42 --days "$EVENT_DAYS" --out "$TMP/events.ndjson"
+"$BIN" gen-events --count "$EVENTS" --seed 42 --days "$EVENT_DAYS" --out "$TMP/events.ndjson"
 
 wait_moto "$S3_PORT"
 h wait-http "$CONTROL/healthz" 15 || { alive "$PROXY_PID" fault_proxy; fail "fault proxy not ready"; }

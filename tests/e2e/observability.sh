@@ -22,7 +22,6 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HELPERS="$REPO/tests/e2e/e2e_helpers.py"
-GEN="$REPO/../shared/testdata/gen_events.py"
 BIN=${KAFKA_S3_SINK_BIN:-$REPO/target/debug/kafka-s3-sink}
 EVENTS=${E2E_EVENTS:-20000}
 PARTITIONS=4
@@ -49,7 +48,6 @@ if [ ! -x "$BIN" ]; then
   (cd "$REPO" && cargo build --quiet)
 fi
 [ -x "$BIN" ] || fail "connector binary not found at $BIN"
-[ -f "$GEN" ] || fail "event generator not found at $GEN"
 
 # ------------------------------------------------------------------ process bookkeeping
 START=$SECONDS
@@ -86,7 +84,7 @@ PROM_URL="http://127.0.0.1:$PROM_PORT"
 
 start_tansu "$KAFKA_PORT" "$TMP/tansu.log"
 start_moto "$S3_PORT" "$TMP/moto.log"
-python3 "$GEN" --count "$EVENTS" --seed 42 --out "$TMP/events.ndjson"
+"$BIN" gen-events --count "$EVENTS" --seed 42 --out "$TMP/events.ndjson"
 
 wait_moto "$S3_PORT"
 h create-bucket "$S3_URL" "$BUCKET"

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{DeliveryResult, Message};
@@ -803,121 +803,13 @@ pub fn counter_sum(registry: &prometheus::Registry, name: &str, labels: &[(&str,
 
 // ------------------------------------------------------------------------------------ events
 
-/// Options of the event generator (`shared/testdata/gen_events.py` or its Rust fallback).
-#[derive(Debug, Clone)]
-pub struct GenOptions {
-    /// Events.
-    pub count: usize,
-    /// Seed.
-    pub seed: u64,
-    /// Start of the time span (UTC).
-    pub start: DateTime<Utc>,
-    /// Length of the time span in days.
-    pub days: f64,
-    /// Percent of events 1–12 h older than their place in the stream.
-    pub late_pct: f64,
-}
-
-impl GenOptions {
-    /// `count` events, seed 42, three days from 2026-11-01, 2 % late (the generator's defaults).
-    pub fn new(count: usize) -> Self {
-        Self {
-            count,
-            seed: 42,
-            start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
-            days: 3.0,
-            late_pct: 2.0,
-        }
-    }
-}
-
-/// Path of the shared generator, beside the repository.
-pub fn generator_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/gen_events.py")
-}
+pub use kafka_s3_sink::eventgen::GenOptions;
 
 /// Deterministic Segment-like events (one JSON object per element, no newline), each with a
-/// unique `messageId` and an RFC 3339 `timestamp`. Uses the shared Python generator when
-/// `python3` and the file are there, else [`rust_events`].
+/// unique `messageId` and an RFC 3339 `timestamp`: the repository's generator
+/// (`kafka_s3_sink::eventgen`, the one `gen-events`, `demo` and the benchmarks use).
 pub fn gen_events(opts: &GenOptions) -> Vec<Vec<u8>> {
-    match python_events(opts) {
-        Some(events) => events,
-        None => {
-            eprintln!("gen_events.py unavailable; using the Rust fallback generator");
-            rust_events(opts)
-        }
-    }
-}
-
-fn python_events(opts: &GenOptions) -> Option<Vec<Vec<u8>>> {
-    let script = generator_path();
-    if !script.is_file() {
-        return None;
-    }
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .args(["--count", &opts.count.to_string()])
-        .args(["--seed", &opts.seed.to_string()])
-        .args([
-            "--start",
-            &opts.start.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        ])
-        .args(["--days", &opts.days.to_string()])
-        .args(["--late-pct", &opts.late_pct.to_string()])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "gen_events.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let lines = split_lines(&out.stdout)?;
-    (lines.len() == opts.count).then_some(lines)
-}
-
-/// The fallback generator: same shape as the Python one (type, messageId, userId, anonymousId,
-/// timestamp, event/properties, context), spread over the same span, a share of late events.
-pub fn rust_events(opts: &GenOptions) -> Vec<Vec<u8>> {
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-    const EVENTS: [&str; 6] = [
-        "Product Viewed",
-        "Product Added",
-        "Cart Viewed",
-        "Checkout Started",
-        "Order Completed",
-        "Signed In",
-    ];
-    let mut rng = StdRng::seed_from_u64(opts.seed);
-    let span_ms = opts.days * 86_400_000.0;
-    (0..opts.count)
-        .map(|i| {
-            let frac = (i as f64 + rng.random::<f64>()) / opts.count.max(1) as f64;
-            let arrival = opts.start + chrono::Duration::milliseconds((span_ms * frac) as i64);
-            let ts = if rng.random::<f64>() * 100.0 < opts.late_pct {
-                arrival - chrono::Duration::milliseconds(rng.random_range(3_600_000..43_200_000))
-            } else {
-                arrival - chrono::Duration::milliseconds(rng.random_range(0..2000))
-            };
-            let user = rng.random_range(1..50_000u32);
-            let v = serde_json::json!({
-                "type": "track",
-                "messageId": format!("{:032x}", rng.random::<u128>()),
-                "userId": format!("user_{user:07}"),
-                "anonymousId": format!("anon-{user:07}"),
-                "timestamp": ts.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-                "event": EVENTS[rng.random_range(0..EVENTS.len())],
-                "properties": {"price": rng.random_range(1..200u32), "currency": "USD",
-                               "quantity": rng.random_range(1..5u32)},
-                "context": {"library": {"name": "analytics.js", "version": "5.2.1"},
-                            "locale": "en-US", "ip": "10.0.0.1",
-                            "userAgent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}
-            });
-            v.to_string().into_bytes()
-        })
-        .collect()
+    kafka_s3_sink::eventgen::generate(opts)
 }
 
 /// A malformed record and the quarantine reason (folder name under `_errors/`) it must get.
