@@ -37,6 +37,12 @@ impl ConfigError {
     }
 }
 
+impl From<crate::interpolate::InterpolateError> for ConfigError {
+    fn from(e: crate::interpolate::InterpolateError) -> Self {
+        Self::new(e.key, e.message)
+    }
+}
+
 /// A secret string: deserializes normally, never shows its value in Debug, Display or Serialize.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]

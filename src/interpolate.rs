@@ -3,14 +3,32 @@
 //!
 //! Invariant: a missing variable is a start-up error naming the key and the variable.
 
-use crate::config::ConfigError;
+/// A `${…}` reference that cannot be resolved: the key it is in and what to do about it
+/// (`config` turns it into its one-line start-up error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct InterpolateError {
+    /// Dotted path of the key whose value holds the reference.
+    pub key: String,
+    /// What is wrong and how to fix it, on one line.
+    pub message: String,
+}
+
+impl InterpolateError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Replaces `${VAR}` in every string of `table`, recursing into tables and arrays.
 pub fn interpolate_table(
     table: &mut toml::Table,
     at: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+) -> Result<(), InterpolateError> {
     for (k, v) in table.iter_mut() {
         let key = if at.is_empty() {
             k.clone()
@@ -26,7 +44,7 @@ fn interpolate_value(
     v: &mut toml::Value,
     key: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+) -> Result<(), InterpolateError> {
     match v {
         toml::Value::String(s) if s.contains('$') => {
             *s = interpolate_str(s, key, env)?;
@@ -47,7 +65,7 @@ pub fn interpolate_str(
     s: &str,
     key: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -58,7 +76,7 @@ pub fn interpolate_str(
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
             let end = tail.find('}').ok_or_else(|| {
-                ConfigError::new(
+                InterpolateError::new(
                     key,
                     "unterminated ${ in value; close it with } or write $${ for a literal",
                 )
@@ -67,13 +85,13 @@ pub fn interpolate_str(
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(ConfigError::new(
+                return Err(InterpolateError::new(
                     key,
                     format!("invalid variable name ${{{name}}}; use letters, digits and _"),
                 ));
             }
             let value = env(name).ok_or_else(|| {
-                ConfigError::new(
+                InterpolateError::new(
                     key,
                     format!(
                         "environment variable {name} is not set; export it or remove ${{{name}}}"

@@ -5,7 +5,7 @@
 //! runtime's, the memory benchmark's backlog (1,000 partitions × 24 hour-folders, a 256 MiB
 //! budget, 2 workers) peaked at 376–403 MiB of RSS in 4 of 5 runs instead of 306–315 MiB,
 //! although the memory the connector accounts for was the same. Capped at 2 arenas it peaked at 306–315 MiB again,
-//! and a tansu drain's CPU did not change (BENCHMARKS.md, session 9).
+//! and a tansu drain's CPU did not change (BENCHMARKS.md).
 //!
 //! Invariant: a `MALLOC_ARENA_MAX` set in the environment wins; other platforms and allocators
 //! are left alone.

@@ -28,56 +28,11 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::{ObjectInfo, ObjectTask, UploadError};
 use crate::sink::{meta_keys, CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError};
-use crate::sink::{ObjectHead, WriteCondition};
+use crate::sink::{ObjectHead, Resolution, WriteCondition};
 
 /// Rounds of head / compare / write before giving up (each round means another writer changed
 /// the key meanwhile).
 const MAX_ROUNDS: usize = 5;
-
-/// How an object's records got into S3.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
-    /// Written at its key.
-    Written,
-    /// The key held this upload's own earlier attempt (its answer was lost).
-    OwnEarlierAttempt,
-    /// The key held the same content, written by another writer (a replay): nothing written.
-    Identical,
-    /// The key held more records, starting with all of this object's: nothing written.
-    Covered,
-    /// The key held fewer records, all of them the start of this object: replaced.
-    Superseded,
-    /// The key held other records; this object went to the given key beside it.
-    WrittenAside(String),
-    /// The key held other records; they were copied to the given key, then this object
-    /// replaced them at the key.
-    MovedAside(String),
-}
-
-impl Resolution {
-    /// Metrics label (`None` for a plain write).
-    pub fn label(&self) -> Option<&'static str> {
-        match self {
-            Self::Written => None,
-            Self::OwnEarlierAttempt => Some("own_attempt"),
-            Self::Identical => Some("identical"),
-            Self::Covered => Some("covered"),
-            Self::Superseded => Some("superseded"),
-            Self::WrittenAside(_) => Some("written_aside"),
-            Self::MovedAside(_) => Some("moved_aside"),
-        }
-    }
-
-    /// Every label (to initialise metric series at zero).
-    pub const LABELS: [&'static str; 6] = [
-        "own_attempt",
-        "identical",
-        "covered",
-        "superseded",
-        "written_aside",
-        "moved_aside",
-    ];
-}
 
 /// The object being written.
 pub(super) struct Ours<'a> {

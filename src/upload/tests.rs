@@ -1,5 +1,6 @@
 use super::*;
 use crate::sink::memory::MemorySink;
+use crate::sink::meta_keys;
 use std::time::Duration;
 
 fn uploader(

@@ -1,0 +1,283 @@
+//! Registration of every metric of [`Metrics`] in the registry passed in: names, help texts,
+//! label sets and histogram buckets in one place.
+//!
+//! Invariant: every name is registered once; `Metrics::new` fails only on a duplicate name in the
+//! registry it is given.
+
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+use std::sync::{Arc, Mutex};
+
+use super::{LagState, Metrics, GIT_SHA, VERSION};
+use crate::health::Health;
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: T,
+) -> prometheus::Result<T> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counters(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn int_gauges(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+fn histograms(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> prometheus::Result<HistogramVec> {
+    reg(
+        r,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?,
+    )
+}
+
+impl Metrics {
+    /// Registers every metric in `r`.
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let tp = &["topic", "partition"];
+        let dest = &["destination"];
+        let build = int_gauges(
+            r,
+            "kafka_s3_sink_build_info",
+            "Build version and git revision (always 1).",
+            &["version", "git_sha"],
+        )?;
+        build.with_label_values(&[VERSION, GIT_SHA]).set(1);
+        Ok(Self {
+            records_consumed: counters(
+                r,
+                "kafka_s3_sink_records_consumed_total",
+                "Records taken in from Kafka.",
+                tp,
+            )?,
+            bytes_consumed: counters(
+                r,
+                "kafka_s3_sink_bytes_consumed_total",
+                "Value bytes taken in from Kafka.",
+                tp,
+            )?,
+            records_written: counters(
+                r,
+                "kafka_s3_sink_records_written_total",
+                "Records in objects now in S3 (error objects included).",
+                dest,
+            )?,
+            raw_bytes_written: counters(
+                r,
+                "kafka_s3_sink_raw_bytes_written_total",
+                "Uncompressed bytes of objects now in S3.",
+                dest,
+            )?,
+            compressed_bytes_written: counters(
+                r,
+                "kafka_s3_sink_compressed_bytes_written_total",
+                "Stored bytes of objects now in S3.",
+                dest,
+            )?,
+            objects_uploaded: counters(
+                r,
+                "kafka_s3_sink_objects_uploaded_total",
+                "Objects now in S3.",
+                dest,
+            )?,
+            last_upload: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "kafka_s3_sink_last_upload_timestamp_seconds",
+                        "Unix time of the last object put in S3.",
+                    ),
+                    dest,
+                )?,
+            )?,
+            records_filtered: counters(
+                r,
+                "kafka_s3_sink_records_filtered_total",
+                "Records dropped by an event-type filter.",
+                dest,
+            )?,
+            quarantined: counters(
+                r,
+                "kafka_s3_sink_records_quarantined_total",
+                "Records written to the error folder, by reason.",
+                &["destination", "reason"],
+            )?,
+            flushes: counters(
+                r,
+                "kafka_s3_sink_flushes_total",
+                "Files closed, by reason.",
+                &["destination", "reason"],
+            )?,
+            flush_records: histograms(
+                r,
+                "kafka_s3_sink_flush_records",
+                "Records per closed file.",
+                dest,
+                prometheus::exponential_buckets(10.0, 4.0, 10)?,
+            )?,
+            flush_bytes: histograms(
+                r,
+                "kafka_s3_sink_flush_bytes",
+                "Stored bytes per uploaded object.",
+                dest,
+                prometheus::exponential_buckets(1024.0, 4.0, 12)?,
+            )?,
+            upload_seconds: histograms(
+                r,
+                "kafka_s3_sink_upload_duration_seconds",
+                "Time from closing a file to its object being in S3.",
+                dest,
+                prometheus::exponential_buckets(0.01, 2.5, 12)?,
+            )?,
+            multipart_parts: counters(
+                r,
+                "kafka_s3_sink_multipart_parts_total",
+                "Multipart parts uploaded.",
+                dest,
+            )?,
+            s3_requests: counters(
+                r,
+                "kafka_s3_sink_s3_requests_total",
+                "S3 request attempts (every retry counts).",
+                dest,
+            )?,
+            upload_retries: counters(
+                r,
+                "kafka_s3_sink_upload_retries_total",
+                "S3 requests failed and retried, by error kind.",
+                &["destination", "kind"],
+            )?,
+            upload_failures: counters(
+                r,
+                "kafka_s3_sink_upload_failures_total",
+                "S3 requests failed for good, by error kind.",
+                &["destination", "kind"],
+            )?,
+            aborted_uploads: counters(
+                r,
+                "kafka_s3_sink_multipart_aborts_total",
+                "Multipart uploads aborted.",
+                dest,
+            )?,
+            key_conflicts: counters(
+                r,
+                "kafka_s3_sink_key_conflicts_total",
+                "Conditional writes that found their key taken, by how they were resolved.",
+                &["destination", "resolution"],
+            )?,
+            orphans_aborted: counters(
+                r,
+                "kafka_s3_sink_orphaned_uploads_aborted_total",
+                "Abandoned multipart uploads aborted by the start-up cleanup.",
+                dest,
+            )?,
+            commits: reg(
+                r,
+                IntCounter::new(
+                    "kafka_s3_sink_commits_total",
+                    "Offset commits sent to Kafka.",
+                )?,
+            )?,
+            commit_failures: reg(
+                r,
+                IntCounter::new(
+                    "kafka_s3_sink_commit_failures_total",
+                    "Offset commits Kafka refused.",
+                )?,
+            )?,
+            committed_offset: int_gauges(
+                r,
+                "kafka_s3_sink_committed_offset",
+                "Last committed offset (next offset to read).",
+                tp,
+            )?,
+            last_commit: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "kafka_s3_sink_last_commit_timestamp_seconds",
+                        "Unix time of the partition's last commit.",
+                    ),
+                    tp,
+                )?,
+            )?,
+            high_watermark: int_gauges(
+                r,
+                "kafka_s3_sink_high_watermark",
+                "Partition high watermark (from librdkafka statistics).",
+                tp,
+            )?,
+            lag_committed: int_gauges(
+                r,
+                "kafka_s3_sink_consumer_lag_committed",
+                "High watermark minus committed offset: records not yet safely in S3.",
+                tp,
+            )?,
+            lag_consumed: int_gauges(
+                r,
+                "kafka_s3_sink_consumer_lag_consumed",
+                "High watermark minus consumed position: records not yet read.",
+                tp,
+            )?,
+            buffered_bytes: reg(
+                r,
+                IntGauge::new(
+                    "kafka_s3_sink_buffered_bytes",
+                    "Memory held by open files and queued upload bytes.",
+                )?,
+            )?,
+            open_files: reg(
+                r,
+                IntGauge::new("kafka_s3_sink_open_files", "Files being filled.")?,
+            )?,
+            oldest_buffered_age: reg(
+                r,
+                Gauge::new(
+                    "kafka_s3_sink_oldest_buffered_record_age_seconds",
+                    "Age of the oldest open file (its first record's arrival).",
+                )?,
+            )?,
+            memory_budget_bytes: reg(
+                r,
+                IntGauge::new(
+                    "kafka_s3_sink_memory_budget_bytes",
+                    "Configured memory budget.",
+                )?,
+            )?,
+            rebalances: counters(
+                r,
+                "kafka_s3_sink_rebalance_partitions_total",
+                "Partitions assigned or revoked.",
+                &["event"],
+            )?,
+            ready: reg(
+                r,
+                IntGauge::new("kafka_s3_sink_ready", "1 when /readyz answers ready.")?,
+            )?,
+            lag: Arc::new(Mutex::new(LagState::default())),
+            workers: Arc::new(Mutex::new(Vec::new())),
+            health: Arc::new(Health::default()),
+        })
+    }
+}
