@@ -2,8 +2,8 @@
 """Offline checks of the deployment files, called by scripts/validate-deploy (one subcommand per
 check; each prints its findings and exits non-zero on failure). Run from the repository root.
 
-The metric catalogue (names, types, labels) is parsed from src/metrics.rs, so the dashboard,
-the alert rules, their tests and the README "Operating" chapter are checked against what the code exports.
+The metric catalogue (names, types, labels) is parsed from src/metrics/register.rs, so the dashboard,
+the alert rules, their tests and docs/operations.md are checked against what the code exports.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path.cwd()
-METRICS_RS = ROOT / "src/metrics.rs"
+METRICS_RS = ROOT / "src/metrics/register.rs"
 DASHBOARD = ROOT / "dashboards/kafka-s3-sink.json"
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 ALERTS_TEST = ROOT / "deploy/prometheus/alerts_test.yml"
@@ -27,7 +27,7 @@ PROM_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CONFIG = ROOT / "deploy/compose/config.toml"
 K8S = ROOT / "deploy/k8s"
-OPERATING = ROOT / "deploy/OPERATING.md"
+OPERATING = ROOT / "docs/operations.md"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -54,7 +54,7 @@ def fail_if(problems: list[str], ok_msg: str) -> None:
 
 
 def catalogue() -> dict[str, dict]:
-    """{name: {"type": counter|gauge|histogram, "labels": set}} from src/metrics.rs."""
+    """{name: {"type": counter|gauge|histogram, "labels": set}} from src/metrics/register.rs."""
     src = METRICS_RS.read_text()
     src = src.split("#[cfg(test)]", 1)[0]
     aliases = {m.group(1): re.findall(r'"([a-z_]+)"', m.group(2))
@@ -67,7 +67,7 @@ def catalogue() -> dict[str, dict]:
         ctor = re.findall(r"(counters|int_gauges|histograms|IntCounter::new|IntGauge::new|Gauge::new|"
                           r"GaugeVec::new|IntCounterVec::new|IntGaugeVec::new|HistogramVec::new)\s*\(", before)
         if not ctor:
-            raise SystemExit(f"cannot tell the type of {name} in src/metrics.rs")
+            raise SystemExit(f"cannot tell the type of {name} in src/metrics/register.rs")
         ctor = ctor[-1]
         end = lits[i + 1].start() if i + 1 < len(lits) else len(src)
         rest = src[m.end():end]
@@ -78,12 +78,12 @@ def catalogue() -> dict[str, dict]:
             arg = lm.group(1)
             labels = re.findall(r'"([a-z_]+)"', arg) if arg.startswith("&[") else aliases.get(arg, [])
             if not labels:
-                raise SystemExit(f"cannot read the labels of {name} in src/metrics.rs")
+                raise SystemExit(f"cannot read the labels of {name} in src/metrics/register.rs")
         kind = ("histogram" if "istogram" in ctor else
                 "counter" if ctor in ("counters", "IntCounter::new", "IntCounterVec::new") else "gauge")
         out[name] = {"type": kind, "labels": set(labels)}
     if len(out) < 10:
-        raise SystemExit(f"only {len(out)} metrics parsed from src/metrics.rs; the parser needs updating")
+        raise SystemExit(f"only {len(out)} metrics parsed from src/metrics/register.rs; the parser needs updating")
     return out
 
 
@@ -295,7 +295,7 @@ def cmd_metric_names() -> None:
         for s in t.get("input_series", []):
             problems += check_expr(s["series"], "alerts_test.yml input series", cat, series)
     unused = sorted(set(cat) - used)
-    fail_if(problems, f"{len(cat)} metrics in src/metrics.rs; dashboard and {n_rules} rules use only those "
+    fail_if(problems, f"{len(cat)} metrics in src/metrics/register.rs; dashboard and {n_rules} rules use only those "
                       f"(names, labels, counter/histogram functions)")
     if unused:
         print(f"  note: not on the dashboard: {', '.join(unused)}")
@@ -690,7 +690,7 @@ def cmd_dockerfile() -> None:
             problems.append("HEALTHCHECK is not wanted (Kubernetes probes do it)")
     # .dockerignore must keep what the build copies.
     pats = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
-    for needed in ("Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs", "src/metrics.rs"):
+    for needed in ("Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs", "src/metrics/register.rs"):
         excluded = False
         for p in pats:
             neg = p.startswith("!")
@@ -711,9 +711,9 @@ def cmd_dockerfile() -> None:
 
 
 def cmd_operating() -> None:
-    """README.md ("Operating"): the metrics table lists every metric,
+    """docs/operations.md: the metrics table lists every metric,
     every alert is explained, and every `Runbook: FILE.md#anchor` of alerts.yml resolves."""
-    doc = OPERATING if OPERATING.exists() else ROOT / "README.md"
+    doc = OPERATING
     text = doc.read_text()
     problems = []
     for name in catalogue():
@@ -737,7 +737,7 @@ def cmd_operating() -> None:
             problems.append(f"alerts.yml links {f}, which does not exist")
         elif a not in anchors(target.read_text()):
             problems.append(f"alerts.yml links {f}#{a}, which has no such heading")
-    fail_if(problems, f"{doc.relative_to(ROOT)}: metrics table covers src/metrics.rs, every alert explained, "
+    fail_if(problems, f"{doc.relative_to(ROOT)}: metrics table covers src/metrics/register.rs, every alert explained, "
                       f"{len(links)} runbook links resolve")
 
 

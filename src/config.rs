@@ -100,11 +100,11 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             let key = e.path().to_string();
             let msg = e.inner().message().replace('\n', " ");
             let fix = if msg.starts_with("unknown field") {
-                "; remove it or fix its spelling (see README config reference)"
+                "; remove it or fix its spelling (see docs/configuration.md)"
             } else if msg.starts_with("missing field") {
-                "; add it (see README config reference)"
+                "; add it (see docs/configuration.md)"
             } else {
-                "; see README config reference"
+                "; see docs/configuration.md"
             };
             ConfigError::new(
                 if key == "." {

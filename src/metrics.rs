@@ -2,7 +2,7 @@
 //! in (no global registry). Labels are bounded: topic, partition, destination and fixed reason
 //! enums; never object keys or folders. Revoked partitions' series are removed.
 //!
-//! The README's "Operating" section lists every metric; `tests/observability.rs` checks that the
+//! docs/operations.md lists every metric; `tests/observability.rs` checks that the
 //! dashboard and alert rules only use metrics exported here.
 
 use prometheus::{

@@ -77,7 +77,7 @@ impl Resolution {
     ];
 }
 
-/// User-metadata names the connector writes on every object (see README "Delivery guarantees").
+/// User-metadata names the connector writes on every object (see docs/delivery.md).
 pub mod meta_keys {
     /// Random id of the upload task that wrote the object (tells our own earlier attempt apart
     /// from another writer's object when a conditional write fails).

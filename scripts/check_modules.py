@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""The crate's module graph has no cycles (run by scripts/check-repo).
+
+Each top-level module of src/ (a file `src/x.rs` with its folder `src/x/`) is a node; a use of
+`crate::y` outside comments and test code in any of its files is an edge x -> y. The data path
+reads left to right (STYLE.md), so a cycle means two modules each need the other: the shared type
+belongs in the lower one. Prints every cycle found; exits 1 if there is one.
+"""
+import collections
+import pathlib
+import re
+import sys
+
+SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
+
+
+def edges() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = collections.defaultdict(set)
+    for path in SRC.rglob("*.rs"):
+        rel = path.relative_to(SRC)
+        if rel.parts[0] == "bin" or str(rel) in ("main.rs", "lib.rs") or path.name == "tests.rs":
+            continue
+        top = rel.parts[0].removesuffix(".rs")
+        text = path.read_text()
+        text = re.split(r"#\[cfg\(test\)\]\s*mod tests\s*\{", text, maxsplit=1)[0]
+        code = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("//"))
+        for m in re.finditer(r"crate::([a-z_][a-z0-9_]*)", code):
+            if m.group(1) != top:
+                graph[top].add(m.group(1))
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def main() -> int:
+    graph = edges()
+    bad = cycles(graph)
+    for comp in bad:
+        detail = "; ".join(f"{a} -> {b}" for a in comp for b in sorted(graph[a]) if b in comp)
+        print(f"check-repo: module cycle between {', '.join(comp)} ({detail}); move the shared "
+              "type to the lower module")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
