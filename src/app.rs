@@ -23,6 +23,9 @@ pub enum RunError {
     /// The consumer could not start.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The configuration is refused (a librdkafka property).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The worker stopped on an error.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -43,6 +46,22 @@ pub enum RunError {
     /// A worker thread panicked or could not be started.
     #[error("worker thread: {0}")]
     Worker(String),
+}
+
+/// Reads and validates a config file, librdkafka properties included (checked by librdkafka
+/// itself without connecting): what `check-config`, `run` and `verify` start from.
+pub fn load(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
+    let config = crate::config::load(path)?;
+    check_kafka_properties(&config)?;
+    Ok(config)
+}
+
+/// The librdkafka properties of `config`, checked by librdkafka; the error names the config
+/// key and librdkafka's reason, never the value.
+pub fn check_kafka_properties(config: &Config) -> Result<(), crate::config::ConfigError> {
+    kafka::check_properties(&config.kafka.properties).map_err(|e| {
+        crate::config::ConfigError::new(crate::config::property_key(&e.name), e.reason)
+    })
 }
 
 /// Object headers of a destination.
@@ -106,10 +125,15 @@ pub async fn run(
             .await
             .map_err(|source| RunError::Listen { addr, source })?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        let limits = crate::http::HttpLimits {
+            max_connections: config.http.max_connections,
+            header_read_timeout: config.http.header_read_timeout,
+        };
         tokio::spawn(crate::http::serve(
             listener,
             registry,
             metrics.clone(),
+            limits,
             http_stop.clone(),
         ));
     }
@@ -128,6 +152,7 @@ pub async fn run_with_sinks(
     shutdown: CancellationToken,
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
 ) -> Result<RunStats, RunError> {
+    check_kafka_properties(&config)?;
     metrics
         .health()
         .set_unready_after(config.http.unready_after);

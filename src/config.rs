@@ -4,6 +4,7 @@
 //! Invariant: every mistake is reported as one [`ConfigError`] line naming the key and the fix,
 //! and nothing downstream re-validates. Secrets are wrapped in [`Secret`], which never prints.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -119,15 +120,73 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     validate(raw)
 }
 
+/// The properties librdkafka itself marks sensitive (`_RK_SENSITIVE` in its `rdkafka_conf.c`,
+/// version 2.12): it redacts them in its own dumps, and so do we.
+pub const LIBRDKAFKA_SENSITIVE: &[&str] = &[
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.ca.pem",
+    "ssl.keystore.password",
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+];
+
+/// Whether a librdkafka property's value must never be shown: librdkafka's own list, plus any
+/// name that speaks of a password, secret, token, key, passphrase, credential, JAAS config or
+/// PEM data (over-redacting a harmless value costs nothing).
+pub fn is_sensitive_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    LIBRDKAFKA_SENSITIVE.contains(&n.as_str())
+        || [
+            "password",
+            "secret",
+            "token",
+            "key",
+            "passphrase",
+            "credential",
+            "jaas",
+            ".pem",
+        ]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+/// A librdkafka property map as `Debug` shows it: sensitive values replaced by `<redacted>`.
+pub(crate) struct RedactedProperties<'a, V>(pub &'a BTreeMap<String, V>);
+
+impl<V: fmt::Debug> fmt::Debug for RedactedProperties<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in self.0 {
+            if is_sensitive_property(k) {
+                m.entry(k, &"<redacted>");
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
+}
+
+/// The config key a librdkafka property is set by: one of `[kafka]`'s own keys for the
+/// properties the connector manages, else `kafka.properties."<name>"`.
+pub fn property_key(name: &str) -> String {
+    validate::managed_property_key(name)
+        .map_or_else(|| format!("kafka.properties.\"{name}\""), str::to_string)
+}
+
 /// The resolved config as TOML with every secret redacted (for `check-config`).
 pub fn render_redacted(raw: &RawConfig) -> String {
     let mut raw = raw.clone();
     for (k, v) in raw.kafka.properties.iter_mut() {
-        let lk = k.to_ascii_lowercase();
-        if ["password", "secret", "token", "key"]
-            .iter()
-            .any(|s| lk.contains(s) && !lk.ends_with(".location"))
-        {
+        if is_sensitive_property(k) {
             *v = toml::Value::String("<redacted>".into());
         }
     }

@@ -58,7 +58,7 @@ fn spawn_signal_handler(token: CancellationToken) {
 }
 
 fn load_or_exit(path: &std::path::Path) -> config::Config {
-    match config::load(path) {
+    match app::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -101,6 +101,16 @@ impl OffsetTracker {
         }
     }
 
+    /// Sets the window sizes of `topic` (see [`Self::with_windows`]); for topics resolved only
+    /// when their first partition is assigned (subscription patterns).
+    pub fn set_windows(&mut self, topic: &str, windows: Vec<u64>) {
+        if windows.is_empty() {
+            self.windows.remove(topic);
+        } else {
+            self.windows.insert(topic.to_string(), windows);
+        }
+    }
+
     fn windows_of(&self, tp: &TopicPartition) -> &[u64] {
         self.windows.get(&*tp.topic).map_or(&[], Vec::as_slice)
     }

@@ -42,6 +42,17 @@ pub enum PipelineError {
     /// The Kafka consumer failed for good.
     #[error("kafka consumer failed: {0}")]
     Source(String),
+    /// A record's topic feeds no destination (start-up validation prevents it; this guards the
+    /// invariant that no record is committed unwritten). Nothing from it on was committed.
+    #[error("topic `{topic}` (partition {partition}, offset {offset}) feeds no destination; stopping without committing it")]
+    Unroutable {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset of the record.
+        offset: i64,
+    },
 }
 
 /// Totals of one run, for the demo summary and tests.
@@ -172,47 +183,29 @@ impl Pipeline {
         io: SourceIo,
         metrics: Metrics,
     ) -> Self {
-        let mut by_topic: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
-        let mut windows: HashMap<String, Vec<u64>> = HashMap::new();
         let dests = config
             .destinations
             .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                for t in &d.topics {
-                    by_topic.entry(Arc::from(t.as_str())).or_default().push(i);
-                    if d.batch.deterministic {
-                        windows
-                            .entry(t.clone())
-                            .or_default()
-                            .push(d.batch.max_records);
-                    }
-                }
-                Destination {
-                    cfg: d.clone(),
-                    router: Router::new(d),
-                    error_file: FileTemplate::parse("{topic}+{partition}+{start_offset}.ndjson")
-                        .expect("invariant: the built-in error file template parses"),
-                    window: d
-                        .batch
-                        .deterministic
-                        .then(|| i64::try_from(d.batch.max_records).unwrap_or(i64::MAX)),
-                }
+            .map(|d| Destination {
+                cfg: d.clone(),
+                router: Router::new(d),
+                error_file: FileTemplate::parse("{topic}+{partition}+{start_offset}.ndjson")
+                    .expect("invariant: the built-in error file template parses"),
+                window: d
+                    .batch
+                    .deterministic
+                    .then(|| i64::try_from(d.batch.max_records).unwrap_or(i64::MAX)),
             })
-            .collect();
-        let topic_dests = by_topic
-            .into_iter()
-            .map(|(t, d)| (t, Arc::from(d)))
             .collect();
         Self {
             dests,
-            topic_dests,
+            topic_dests: hashbrown::HashMap::new(),
             open: hashbrown::HashMap::new(),
             windows: hashbrown::HashMap::new(),
             open_memory: 0,
             encoders: EncoderPool::default(),
             in_flight: HashMap::new(),
-            offsets: OffsetTracker::with_windows(windows),
+            offsets: OffsetTracker::new(),
             uploader,
             done,
             io,
@@ -280,7 +273,9 @@ impl Pipeline {
                 }
                 chunk = self.io.data.recv(), if intake => match chunk {
                     Some(records) => {
-                        self.ingest(records);
+                        if let Err(e) = self.ingest(records) {
+                            break Err(e);
+                        }
                         self.enforce_budget();
                     }
                     None => break Err(PipelineError::Source("the kafka thread stopped".into())),
@@ -316,7 +311,30 @@ impl Pipeline {
         }
     }
 
-    fn ingest(&mut self, records: Vec<Record>) {
+    /// The destinations of `topic` (indices in config order), resolved once per topic: by name
+    /// or by pattern. Also registers the offset windows of its deterministic destinations.
+    fn resolve_topic(&mut self, topic: &Arc<str>) -> Arc<[usize]> {
+        if let Some(d) = self.topic_dests.get(topic) {
+            return d.clone();
+        }
+        let dests: Arc<[usize]> = self
+            .dests
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.cfg.topics.matches(topic))
+            .map(|(i, _)| i)
+            .collect();
+        let windows = dests
+            .iter()
+            .filter(|&&i| self.dests[i].cfg.batch.deterministic)
+            .map(|&i| self.dests[i].cfg.batch.max_records)
+            .collect();
+        self.offsets.set_windows(topic, windows);
+        self.topic_dests.insert(topic.clone(), dests.clone());
+        dests
+    }
+
+    fn ingest(&mut self, records: Vec<Record>) -> Result<(), PipelineError> {
         let now = Instant::now();
         let now_utc = Utc::now();
         // Consumed-records metrics once per partition per chunk, not per record (a chunk holds
@@ -327,6 +345,17 @@ impl Pipeline {
                 tracing::debug!(tp = %rec.tp, offset = rec.offset, "record of an unassigned partition; skipped");
                 continue;
             }
+            let dests = self.resolve_topic(&rec.tp.topic);
+            if dests.is_empty() {
+                for (tp, n, b) in consumed {
+                    self.metrics.consumed(&tp, n, b);
+                }
+                return Err(PipelineError::Unroutable {
+                    topic: rec.tp.topic.to_string(),
+                    partition: rec.tp.partition,
+                    offset: rec.offset,
+                });
+            }
             self.stats.records_in += 1;
             match consumed.iter_mut().find(|(tp, _, _)| *tp == rec.tp) {
                 Some((_, n, b)) => {
@@ -335,11 +364,6 @@ impl Pipeline {
                 }
                 None => consumed.push((rec.tp.clone(), 1, rec.value_len() as u64)),
             }
-            let dests = self
-                .topic_dests
-                .get(&rec.tp.topic)
-                .cloned()
-                .unwrap_or_else(|| Arc::from([]));
             for &d in dests.iter() {
                 if let Some(n) = self.dests[d].window {
                     self.enter_window(d, &rec.tp, rec.offset / n.max(1));
@@ -373,6 +397,7 @@ impl Pipeline {
         for (tp, n, b) in consumed {
             self.metrics.consumed(&tp, n, b);
         }
+        Ok(())
     }
 
     /// Deterministic destinations: a record of a new offset window closes every file of the
@@ -484,6 +509,7 @@ impl Pipeline {
         match ctrl {
             Control::Assigned(parts) => {
                 for tp in parts {
+                    self.resolve_topic(&tp.topic);
                     self.offsets.assign(tp);
                 }
                 Ok(())
@@ -492,7 +518,7 @@ impl Pipeline {
             Control::Revoke { partitions, reply } => {
                 // Everything the Kafka thread handed over before the revoke comes first.
                 while let Ok(chunk) = self.io.data.try_recv() {
-                    self.ingest(chunk);
+                    self.ingest(chunk)?;
                 }
                 let keys: Vec<FileKey> = self
                     .open

@@ -10,6 +10,9 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Timelike, Utc};
 use std::fmt::Write as _;
 
+mod shape;
+pub use shape::{alternation, KeyShape, MAX_TOPIC_LEN, TOPIC_CLASS};
+
 /// Values a template may refer to, fixed per batch.
 #[derive(Debug, Clone)]
 pub struct KeyContext<'a> {

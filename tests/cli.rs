@@ -75,3 +75,59 @@ fn missing_secret_variable_is_reported() {
         "{stderr}"
     );
 }
+
+/// librdkafka properties are checked by librdkafka itself at `check-config` (nothing connects):
+/// a misspelt or invalid property fails with one line naming the key and librdkafka's reason,
+/// never the value (which may be a password); sensitive values are redacted in the printout.
+#[test]
+fn kafka_properties_are_checked_and_never_printed() {
+    let with_props = |props: &str| {
+        GOOD.replace(
+            "topics = [\"events\"]",
+            &format!("topics = [\"events\"]\n\n[kafka.properties]\n{props}"),
+        )
+    };
+    let secret = "pa55-w0rd-do-not-print";
+    let out = check_config(
+        &with_props(&format!("\"sasl.pasword\" = \"{secret}\"")),
+        &[("TEST_SECRET_KEY", "x")],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(r#"kafka.properties."sasl.pasword""#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no such property"), "{stderr}");
+    assert!(!stderr.contains(secret), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let out = check_config(
+        &with_props(&format!("\"enable.idempotence\" = \"{secret}\"")),
+        &[("TEST_SECRET_KEY", "x")],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("enable.idempotence") && stderr.contains("invalid value"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "{stderr}");
+
+    // Valid sensitive properties pass and are redacted, librdkafka's own list included.
+    let out = check_config(
+        &with_props(&format!(
+            "\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"{secret}-user\"\n\"sasl.password\" = \"{secret}\"\n\"sasl.oauthbearer.config\" = \"{secret}-cfg\""
+        )),
+        &[("TEST_SECRET_KEY", "x")],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("<redacted>").count(), 4, "{stdout}");
+}

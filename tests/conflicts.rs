@@ -196,6 +196,61 @@ async fn different_records_at_one_key_are_both_kept() {
     }
 }
 
+/// A destination with SSE-KMS and a storage class: every write carries them, the CopyObject
+/// that moves an object aside included (S3 does not copy encryption or storage class, and a
+/// bucket that refuses unencrypted writes would refuse the copy for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_moved_aside_keeps_encryption_and_storage_class() {
+    let s3 = TestS3::start().await;
+    let mut cfg = TestConfig::new("127.0.0.1:1", "g", &["events"], &s3.endpoint());
+    cfg.dest(0, "batch.compression", "none")
+        .dest(0, "encryption.mode", "aws:kms")
+        .dest(0, "encryption.kms_key_id", "alias/sink")
+        .dest(0, "storage_class", "STANDARD_IA");
+    cfg.set("upload.part_size_bytes", 5 * 1024 * 1024);
+    let cfg = cfg.build();
+    let (up, mut done) = uploader(&cfg).await;
+    write(&up, &mut done, 100, 180, 150_000, 'x')
+        .await
+        .result
+        .unwrap();
+    let second = write(&up, &mut done, 100, 150, 150_000, 'y').await;
+    assert!(
+        matches!(second.result, Ok(Resolution::MovedAside(_))),
+        "{:?}",
+        second.result
+    );
+    let requests = s3.server.requests();
+    let copies: Vec<_> = requests
+        .iter()
+        .filter(|r| r.header("x-amz-copy-source").is_some())
+        .collect();
+    assert_eq!(copies.len(), 1, "{requests:#?}");
+    let writes = requests.iter().filter(|r| {
+        r.header("x-amz-copy-source").is_some()
+            || r.target().is_put_object()
+            || r.target().is_create_multipart()
+    });
+    for w in writes {
+        assert_eq!(
+            w.header("x-amz-server-side-encryption"),
+            Some("aws:kms"),
+            "{w:?}"
+        );
+        assert_eq!(
+            w.header("x-amz-server-side-encryption-aws-kms-key-id"),
+            Some("alias/sink"),
+            "{w:?}"
+        );
+        assert_eq!(
+            w.header("x-amz-storage-class"),
+            Some("STANDARD_IA"),
+            "{w:?}"
+        );
+    }
+    s3.stop().await;
+}
+
 /// The same scenario without conditional writes (stores that lack them): the zombie's object
 /// replaces the owner's and 30 committed records vanish. This is what the default prevents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Observability against a running pipeline (mock cluster + in-process S3): the `/metrics`
 //! scrape agrees with what reached S3, lag reaches 0 after the drain, `/healthz` and `/readyz`
-//! answer, and every metric the dashboard and the alert rules use is in the scrape.
+//! answer, every metric the dashboard and the alert rules use is in the scrape, and no crowd
+//! of idle or slow clients can lock a scrape out of the listener.
 
 mod support;
 
@@ -121,6 +122,7 @@ async fn scrape_matches_s3_lag_drains_to_zero_and_dashboards_use_exported_metric
         listener,
         registry.clone(),
         metrics.clone(),
+        kafka_s3_sink::http::HttpLimits::default(),
         http_stop.clone(),
     ));
     assert_eq!(get(addr, "/healthz").await.0, 200);
@@ -197,4 +199,122 @@ async fn scrape_matches_s3_lag_drains_to_zero_and_dashboards_use_exported_metric
 
     run.stop().await;
     http_stop.cancel();
+}
+
+/// 1,000 clients hold connections to the listener, half idle and half sending a request one
+/// byte every 100 ms (slowloris), while the pipeline keeps consuming and committing: `/metrics`
+/// still answers each of 20 scrapes within a second (the listener closes the oldest connection
+/// beyond `http.max_connections` and drops headers slower than `http.header_read_timeout_ms`),
+/// and the hanging connections are closed by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answer_while_a_thousand_clients_hang_on() {
+    const HANGERS: usize = 1_000;
+    raise_fd_limit(4 * HANGERS as u64);
+    let kafka = Kafka::start();
+    kafka.create_topic("events", 2);
+    let s3 = TestS3::start().await;
+    let group = unique_group("http-limits");
+    let cfg = TestConfig::new(&kafka.brokers(), &group, &["events"], &s3.endpoint()).build();
+    let limits = kafka_s3_sink::http::HttpLimits {
+        max_connections: cfg.http.max_connections,
+        header_read_timeout: cfg.http.header_read_timeout,
+    };
+    assert_eq!(limits, kafka_s3_sink::http::HttpLimits::default());
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http_stop = CancellationToken::new();
+    tokio::spawn(kafka_s3_sink::http::serve(
+        listener,
+        registry,
+        metrics.clone(),
+        limits,
+        http_stop.clone(),
+    ));
+    let events = gen_events(&GenOptions::new(2_000));
+    let (first, second) = events.split_at(1_000);
+    kafka
+        .produce("events", round_robin(first.to_vec(), 2))
+        .await;
+    let mut run = start_pipeline_with_metrics(cfg, metrics).await;
+    run.wait_committed_total(1_000, GROUP_DEADLINE).await;
+
+    // The crowd: each client holds its connection until the server closes it.
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut crowd = Vec::new();
+    for i in 0..HANGERS {
+        let closed = closed.clone();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        crowd.push(tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            if i % 2 == 1 {
+                for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                    .iter()
+                    .cycle()
+                    .take(600)
+                {
+                    if s.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            // Closed by the server: a read returns 0 (or an error after a reset).
+            if matches!(s.read(&mut buf).await, Ok(0) | Err(_)) {
+                closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // Data keeps flowing while the crowd hangs on.
+    kafka
+        .produce("events", round_robin(second.to_vec(), 2))
+        .await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let (status, body) = tokio::time::timeout(Duration::from_secs(1), get(addr, "/metrics"))
+            .await
+            .expect("/metrics answers within a second with 1,000 clients hanging on");
+        assert_eq!(status, 200);
+        assert!(body.contains("kafka_s3_sink_records_consumed_total"));
+        slowest = slowest.max(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run.wait_committed_total(2_000, GROUP_DEADLINE).await;
+
+    // Every hanging connection is closed by the server (pushed out or timed out), none hangs
+    // for ever: the header timeout is 5 s, the slow writers would need 60 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while closed.load(std::sync::atomic::Ordering::Relaxed) < HANGERS {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {HANGERS} hanging connections still open",
+            closed.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("http limits: slowest of 20 scrapes {slowest:?} with {HANGERS} clients hanging on");
+    for c in crowd {
+        let _ = c.await;
+    }
+    run.stop().await;
+    http_stop.cancel();
+    s3.stop().await;
+}
+
+/// Raises this process's open-file limit to at least `want` (up to the hard limit).
+fn raise_fd_limit(want: u64) {
+    // SAFETY: getrlimit/setrlimit read and write a plain struct for this process.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < want {
+            l.rlim_cur = want.min(l.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }

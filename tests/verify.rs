@@ -273,7 +273,10 @@ async fn copied_objects_are_duplicated() {
     let b = &data[data.len() - 1];
     let sinks = kafka_s3_sink::app::s3_sinks(&w.config()).await;
     let copy_key = format!("copies/{}", a.key);
-    sinks[0].copy(&a.key, &copy_key).await.unwrap();
+    sinks[0]
+        .copy(&a.key, &copy_key, &Default::default())
+        .await
+        .unwrap();
     let name = b.key.rsplit('/').next().unwrap();
     put_raw(&w.s3, &format!("legacy/{name}"), &b.data);
     let r = verify_with(&w, opts()).await;

@@ -39,6 +39,10 @@ pub struct RawHttp {
     pub listen: String,
     /// /readyz turns not-ready once S3 requests have been failing this long.
     pub unready_after_failing_secs: u64,
+    /// Connections served at once; a new one beyond it closes the oldest.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for RawHttp {
@@ -47,6 +51,8 @@ impl Default for RawHttp {
             enabled: true,
             listen: "0.0.0.0:9464".into(),
             unready_after_failing_secs: 120,
+            max_connections: 64,
+            header_read_timeout_ms: 5000,
         }
     }
 }
@@ -70,8 +76,8 @@ impl Default for RawLog {
     }
 }
 
-/// `[kafka]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `[kafka]`. Its `Debug` redacts sensitive properties.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKafka {
     /// `bootstrap.servers`.
@@ -95,6 +101,21 @@ pub struct RawKafka {
     /// Any other librdkafka property, passed through verbatim.
     #[serde(default)]
     pub properties: BTreeMap<String, toml::Value>,
+}
+
+impl std::fmt::Debug for RawKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawKafka")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("client_id", &self.client_id)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("max_poll_interval_ms", &self.max_poll_interval_ms)
+            .field("properties", &super::RedactedProperties(&self.properties))
+            .finish()
+    }
 }
 
 /// `[pipeline]`.

@@ -29,7 +29,7 @@ fn minimal_config_gets_documented_defaults() {
     let c = parse_ok(MINIMAL);
     let d = &c.destinations[0];
     assert_eq!(d.region, "us-east-1");
-    assert_eq!(d.topics, vec!["events".to_string()]);
+    assert_eq!(d.topics.entries(), ["events".to_string()]);
     assert_eq!(d.batch.compression, Compression::Gzip { level: 6 });
     assert_eq!(d.batch.max_age, Duration::from_secs(300));
     assert_eq!(d.encryption, Encryption::None);
@@ -183,4 +183,91 @@ fn shipped_examples_are_valid() {
         }
     }
     assert!(n >= 4, "one example per seed layout");
+}
+
+/// Values too large for any arithmetic on instants and dates fail at start-up with one line
+/// naming the key, instead of panicking later.
+#[test]
+fn overflowing_values_are_refused_with_their_key() {
+    let huge = u64::MAX;
+    for (section, key) in [
+        ("destinations.routing", "max_future_secs"),
+        ("destinations.routing", "max_past_secs"),
+        ("destinations.batch", "max_age_secs"),
+        ("destinations.batch", "idle_secs"),
+        ("pipeline", "shutdown_deadline_secs"),
+        ("upload", "request_timeout_secs"),
+        ("upload", "orphaned_upload_min_age_secs"),
+        ("upload", "retry_max_backoff_ms"),
+        ("upload", "concurrency"),
+        ("http", "unready_after_failing_secs"),
+        ("http", "header_read_timeout_ms"),
+        ("http", "max_connections"),
+    ] {
+        let e = parse_err(&format!("{MINIMAL}\n[{section}]\n{key} = {}\n", huge / 2));
+        assert!(e.key.ends_with(key), "{key}: {e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+    // A 100-year window is still accepted (backfills of old data).
+    let c = parse_ok(&format!(
+        "{MINIMAL}\n[destinations.routing]\nmax_past_secs = {}\n",
+        100_u64 * 365 * 86_400
+    ));
+    assert!(c.destinations[0].routing.max_past.is_some());
+}
+
+/// Topic patterns (`^…`, as librdkafka subscribes to them): valid regexes only, destinations
+/// list subscribed names or the same patterns, and every subscription feeds a destination.
+#[test]
+fn topic_patterns_are_checked_and_every_topic_feeds_a_destination() {
+    let base = |kafka: &str, dest: &str| {
+        format!("[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = {kafka}\n\n[[destinations]]\nname = \"s3\"\nbucket = \"b\"\n{dest}")
+    };
+    let c = parse_ok(&base(r#"["^ev-.*"]"#, ""));
+    let t = &c.destinations[0].topics;
+    assert!(t.matches("ev-clicks") && !t.matches("other") && t.exact().is_none());
+    // A destination may take a name one of the patterns matches.
+    let c = parse_ok(&base(
+        r#"["^ev-.*", "audit"]"#,
+        "topics = [\"^ev-.*\", \"audit\"]\n",
+    ));
+    assert!(c.destinations[0].topics.matches("audit"));
+    let e = parse_err(&base(r#"["^ev-("]"#, ""));
+    assert_eq!(e.key, "kafka.topics[0]");
+    assert!(e.message.contains("not a valid pattern"), "{e}");
+    // A subscribed topic or pattern no destination takes would be committed unwritten.
+    let e = parse_err(&base(r#"["^ev-.*", "audit"]"#, "topics = [\"audit\"]\n"));
+    assert_eq!(e.key, "kafka.topics[0]");
+    assert!(e.message.contains("feeds no destination"), "{e}");
+    let e = parse_err(&base(r#"["a", "b"]"#, "topics = [\"a\"]\n"));
+    assert_eq!(e.key, "kafka.topics[1]");
+    // A destination's topic must be subscribed.
+    let e = parse_err(&base(r#"["a"]"#, "topics = [\"a\", \"z\"]\n"));
+    assert_eq!(e.key, "destinations[0].topics");
+}
+
+/// `Debug` of the whole config (raw and typed) never shows a secret: credentials are
+/// `Secret`s, and sensitive librdkafka properties (librdkafka's own list and name patterns) are
+/// redacted.
+#[test]
+fn debug_output_never_shows_secrets() {
+    let text = format!(
+        "{MINIMAL}\n[destinations.credentials]\naccess_key_id = \"AKIA\"\nsecret_access_key = \"${{SECRET}}\"\n"
+    )
+    .replace(
+        "topics = [\"events\"]",
+        "topics = [\"events\"]\n[kafka.properties]\n\"sasl.username\" = \"${SECRET}\"\n\"sasl.password\" = \"${SECRET}\"\n\"sasl.oauthbearer.config\" = \"${SECRET}\"\n\"ssl.keystore.password\" = \"${SECRET}\"\n\"sasl.oauthbearer.client.secret\" = \"${SECRET}\"\n\"fetch.min.bytes\" = \"7\"",
+    );
+    let c = parse_ok(&text);
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("fetch.min.bytes"),
+        "non-secrets stay visible"
+    );
+    assert!(!render_redacted(&c.raw).contains("hunter2"));
+    for name in LIBRDKAFKA_SENSITIVE {
+        assert!(is_sensitive_property(name), "{name}");
+    }
+    assert!(!is_sensitive_property("fetch.min.bytes"));
 }

@@ -34,6 +34,10 @@ pub struct HttpConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// Failing-uploads time after which the worker is not ready.
     pub unready_after: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 /// Validated `[log]`.
@@ -45,15 +49,93 @@ pub struct LogConfig {
     pub json: bool,
 }
 
-/// Validated `[kafka]`.
-#[derive(Debug, Clone)]
+/// Validated `[kafka]`. Its `Debug` redacts sensitive properties.
+#[derive(Clone)]
 pub struct KafkaConfig {
-    /// Topics to subscribe to.
-    pub topics: Vec<String>,
+    /// Topics to subscribe to (names and patterns).
+    pub topics: TopicSet,
     /// Group id.
     pub group_id: String,
     /// Every librdkafka property to set, ours and the user's.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("topics", &self.topics.entries())
+            .field("group_id", &self.group_id)
+            .field("properties", &super::RedactedProperties(&self.properties))
+            .finish()
+    }
+}
+
+/// Topics as configured: exact names, and patterns (entries starting with `^`, regular
+/// expressions matched against whole topic names, as librdkafka subscribes to them).
+#[derive(Debug, Clone)]
+pub struct TopicSet {
+    entries: Vec<String>,
+    names: Vec<String>,
+    patterns: Vec<regex::Regex>,
+}
+
+impl TopicSet {
+    /// Parses `entries` (for the error, `key` names the list).
+    pub fn parse(key: &str, entries: &[String]) -> Result<Self, super::ConfigError> {
+        let mut names = Vec::new();
+        let mut patterns = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if e.trim().is_empty() {
+                return Err(super::ConfigError::new(
+                    format!("{key}[{i}]"),
+                    "must not be empty; list topic names or ^patterns",
+                ));
+            }
+            if e.starts_with('^') {
+                let re = regex::Regex::new(e).map_err(|err| {
+                    let why = err.to_string().replace('\n', " ");
+                    super::ConfigError::new(
+                        format!("{key}[{i}]"),
+                        format!("{e:?} is not a valid pattern ({why}); a topic starting with ^ is a regular expression"),
+                    )
+                })?;
+                patterns.push(re);
+            } else {
+                names.push(e.clone());
+            }
+        }
+        Ok(Self {
+            entries: entries.to_vec(),
+            names,
+            patterns,
+        })
+    }
+
+    /// The entries as written (what the consumer subscribes to).
+    pub fn entries(&self) -> &[String] {
+        &self.entries
+    }
+
+    /// Whether records of `topic` belong to this set.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.names.iter().any(|n| n == topic) || self.patterns.iter().any(|p| p.is_match(topic))
+    }
+
+    /// The exact names, when there is no pattern.
+    pub fn exact(&self) -> Option<&[String]> {
+        self.patterns.is_empty().then_some(&self.names[..])
+    }
+
+    /// Whether `entry` is one of the entries as written.
+    pub fn has_entry(&self, entry: &str) -> bool {
+        self.entries.iter().any(|e| e == entry)
+    }
+}
+
+impl PartialEq for TopicSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
 }
 
 /// Validated `[pipeline]`.
@@ -270,8 +352,8 @@ impl PayloadSigning {
 pub struct DestinationConfig {
     /// Name.
     pub name: String,
-    /// Topics feeding it.
-    pub topics: Vec<String>,
+    /// Topics feeding it (names and patterns).
+    pub topics: TopicSet,
     /// Bucket.
     pub bucket: String,
     /// Region.

@@ -38,6 +38,20 @@ const MANAGED_PROPERTIES: &[(&str, &str)] = &[
     ("client.id", "kafka.client_id"),
 ];
 
+/// The `[kafka]` key that sets a property the connector manages (`session.timeout.ms` →
+/// `kafka.session_timeout_ms`), if it is one.
+pub(super) fn managed_property_key(name: &str) -> Option<&'static str> {
+    match name {
+        "bootstrap.servers" => Some("kafka.brokers"),
+        "group.id" => Some("kafka.group_id"),
+        "session.timeout.ms" => Some("kafka.session_timeout_ms"),
+        "max.poll.interval.ms" => Some("kafka.max_poll_interval_ms"),
+        "auto.offset.reset" => Some("kafka.auto_offset_reset"),
+        "client.id" => Some("kafka.client_id"),
+        _ => None,
+    }
+}
+
 /// Turns the raw config into typed values, checking every field and cross-field rule.
 pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let kafka = validate_kafka(&raw.kafka)?;
@@ -99,6 +113,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "http.unready_after_failing_secs",
             raw.http.unready_after_failing_secs,
         )?,
+        max_connections: match raw.http.max_connections {
+            n @ 1..=65_536 => n,
+            _ => {
+                return Err(ConfigError::new(
+                    "http.max_connections",
+                    "must be between 1 and 65536",
+                ))
+            }
+        },
+        header_read_timeout: match raw.http.header_read_timeout_ms {
+            ms @ 100..=600_000 => Duration::from_millis(ms),
+            _ => {
+                return Err(ConfigError::new(
+                    "http.header_read_timeout_ms",
+                    "must be between 100 and 600000 (10 minutes)",
+                ))
+            }
+        },
     };
     let log = LogConfig {
         level: raw.log.level.clone(),
@@ -130,7 +162,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let mut destinations = Vec::with_capacity(raw.destinations.len());
     for (i, d) in raw.destinations.iter().enumerate() {
-        let dest = validate_destination(&format!("destinations[{i}]"), d, &raw.kafka.topics)?;
+        let dest = validate_destination(&format!("destinations[{i}]"), d, &kafka.topics)?;
         if destinations
             .iter()
             .any(|o: &DestinationConfig| o.name == dest.name)
@@ -144,6 +176,21 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         destinations.push(dest);
+    }
+    // A subscribed topic that feeds no destination would be read and committed without being
+    // written anywhere.
+    for (i, t) in kafka.topics.entries().iter().enumerate() {
+        let fed = if t.starts_with('^') {
+            destinations.iter().any(|d| d.topics.has_entry(t))
+        } else {
+            destinations.iter().any(|d| d.topics.matches(t))
+        };
+        if !fed {
+            return Err(ConfigError::new(
+                format!("kafka.topics[{i}]"),
+                format!("{t:?} feeds no destination: its records would be committed without being written; list it in a destination's topics (a ^pattern verbatim) or remove it"),
+            ));
+        }
     }
     if let Some(age) = upload.orphan_min_age {
         let longest = destinations
@@ -173,9 +220,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
+/// The longest duration a `*_secs` key takes: 100 years. No age, deadline or time window is
+/// meaningfully longer, and every sum of instants and dates stays far from overflow below it.
+pub(crate) const MAX_SECS: u64 = 100 * 366 * 86_400;
+
 fn positive_secs(key: &str, v: u64) -> Result<Duration, ConfigError> {
     if v == 0 {
         return Err(ConfigError::new(key, "must be at least 1 (seconds)"));
+    }
+    bounded_secs(key, v)
+}
+
+/// `v` seconds, refused above [`MAX_SECS`].
+fn bounded_secs(key: &str, v: u64) -> Result<Duration, ConfigError> {
+    if v > MAX_SECS {
+        return Err(ConfigError::new(
+            key,
+            format!("must be at most {MAX_SECS} (100 years); lower it"),
+        ));
     }
     Ok(Duration::from_secs(v))
 }
@@ -190,12 +252,13 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
     if k.group_id.trim().is_empty() {
         return Err(ConfigError::new("kafka.group_id", "must not be empty"));
     }
-    if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+    if k.topics.is_empty() {
         return Err(ConfigError::new(
             "kafka.topics",
-            "list at least one non-empty topic name",
+            "list at least one topic name or ^pattern",
         ));
     }
+    let topics = TopicSet::parse("kafka.topics", &k.topics)?;
     if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
         return Err(ConfigError::new(
             "kafka.auto_offset_reset",
@@ -250,7 +313,7 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
         props.insert(name.clone(), v);
     }
     Ok(KafkaConfig {
-        topics: k.topics.clone(),
+        topics,
         group_id: k.group_id.clone(),
         properties: props,
     })
@@ -266,11 +329,18 @@ fn validate_upload(u: &RawUpload) -> Result<UploadConfig, ConfigError> {
         ));
     }
     let concurrency = NonZeroUsize::new(u.concurrency)
-        .ok_or_else(|| ConfigError::new("upload.concurrency", "must be at least 1"))?;
+        .filter(|c| c.get() <= 4096)
+        .ok_or_else(|| ConfigError::new("upload.concurrency", "must be between 1 and 4096"))?;
     if u.retry_initial_backoff_ms == 0 || u.retry_max_backoff_ms < u.retry_initial_backoff_ms {
         return Err(ConfigError::new(
             "upload.retry_max_backoff_ms",
             "retry_initial_backoff_ms must be ≥ 1 and ≤ retry_max_backoff_ms",
+        ));
+    }
+    if u.retry_max_backoff_ms > 86_400_000 {
+        return Err(ConfigError::new(
+            "upload.retry_max_backoff_ms",
+            "must be at most 86400000 (a day); lower it",
         ));
     }
     Ok(UploadConfig {
@@ -282,9 +352,13 @@ fn validate_upload(u: &RawUpload) -> Result<UploadConfig, ConfigError> {
             max_backoff: Duration::from_millis(u.retry_max_backoff_ms),
             max_attempts: (u.retry_max_attempts > 0).then_some(u.retry_max_attempts),
         },
-        orphan_min_age: u
-            .abort_orphaned_uploads
-            .then(|| Duration::from_secs(u.orphaned_upload_min_age_secs)),
+        orphan_min_age: match u.abort_orphaned_uploads {
+            true => Some(bounded_secs(
+                "upload.orphaned_upload_min_age_secs",
+                u.orphaned_upload_min_age_secs,
+            )?),
+            false => None,
+        },
     })
 }
 
@@ -302,7 +376,7 @@ fn split_path(key: &str, path: &str) -> Result<Vec<String>, ConfigError> {
 fn validate_destination(
     at: &str,
     d: &RawDestination,
-    kafka_topics: &[String],
+    kafka_topics: &TopicSet,
 ) -> Result<DestinationConfig, ConfigError> {
     let key = |k: &str| format!("{at}.{k}");
     if d.name.trim().is_empty() {
@@ -315,17 +389,19 @@ fn validate_destination(
         ));
     }
     let topics = if d.topics.is_empty() {
-        kafka_topics.to_vec()
+        kafka_topics.clone()
     } else {
         for t in &d.topics {
-            if !kafka_topics.contains(t) {
+            let subscribed =
+                kafka_topics.has_entry(t) || (!t.starts_with('^') && kafka_topics.matches(t));
+            if !subscribed {
                 return Err(ConfigError::new(
                     key("topics"),
-                    format!("topic {t:?} is not in kafka.topics; subscribe to it there too"),
+                    format!("topic {t:?} is not in kafka.topics (as a name, or a name one of its ^patterns matches); subscribe to it there too"),
                 ));
             }
         }
-        d.topics.clone()
+        TopicSet::parse(&key("topics"), &d.topics)?
     };
     if let Some(ep) = &d.endpoint {
         if !(ep.starts_with("http://") || ep.starts_with("https://")) {
@@ -536,8 +612,14 @@ fn validate_routing(at: &str, r: &RawRouting) -> Result<RoutingConfig, ConfigErr
         timezone,
         folder,
         file,
-        max_future: (r.max_future_secs > 0).then(|| Duration::from_secs(r.max_future_secs)),
-        max_past: (r.max_past_secs > 0).then(|| Duration::from_secs(r.max_past_secs)),
+        max_future: match r.max_future_secs {
+            0 => None,
+            s => Some(bounded_secs(&key("max_future_secs"), s)?),
+        },
+        max_past: match r.max_past_secs {
+            0 => None,
+            s => Some(bounded_secs(&key("max_past_secs"), s)?),
+        },
     })
 }
 

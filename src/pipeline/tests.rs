@@ -91,7 +91,8 @@ fn commits(h: &Harness) -> Vec<Offsets> {
 #[tokio::test]
 async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     let mut h = harness("");
-    h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(1)), rec(2, &hour(0))]);
+    h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(1)), rec(2, &hour(0))])
+        .unwrap();
     assert_eq!(h.p.open.len(), 2);
     assert!(commits(&h).is_empty(), "nothing is in S3 yet");
     let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
@@ -128,7 +129,7 @@ async fn quarantined_records_commit_like_any_other() {
     let mut h = harness("");
     let mut bad = rec(0, "x");
     bad.value = Some(bytes::Bytes::from_static(b"not json"));
-    h.p.ingest(vec![bad, rec(1, &hour(0))]);
+    h.p.ingest(vec![bad, rec(1, &hour(0))]).unwrap();
     let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
     for k in keys {
         h.p.seal(&k, FlushReason::Idle);
@@ -169,7 +170,7 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
                 r
             })
             .collect();
-        h.p.ingest(recs);
+        h.p.ingest(recs).unwrap();
         h.p.enforce_budget();
         peak = peak.max(h.p.open_memory);
         assert!(
@@ -225,7 +226,7 @@ async fn many_small_folders_stay_open_without_encoders() {
                 ..rec(hr as i64, &hour(hr))
             })
             .collect();
-        h.p.ingest(recs);
+        h.p.ingest(recs).unwrap();
         h.p.enforce_budget();
     }
     assert_eq!(h.p.open.len(), 2400);
@@ -241,7 +242,7 @@ async fn many_small_folders_stay_open_without_encoders() {
 async fn rotation_by_record_count_seals_files() {
     let mut h = harness("[destinations.batch]\nmax_records = 10\n");
     let recs: Vec<Record> = (0..25).map(|i| rec(i, &hour(0))).collect();
-    h.p.ingest(recs);
+    h.p.ingest(recs).unwrap();
     settle(&mut h).await;
     assert_eq!(h.sink.objects().len(), 2, "two full files, one still open");
     assert_eq!(h.p.open.len(), 1);
@@ -254,7 +255,7 @@ async fn rotation_by_record_count_seals_files() {
 #[tokio::test(start_paused = true)]
 async fn idle_and_age_flushes() {
     let mut h = harness("[destinations.batch]\nidle_secs = 2\nmax_age_secs = 5\n");
-    h.p.ingest(vec![rec(0, &hour(0))]);
+    h.p.ingest(vec![rec(0, &hour(0))]).unwrap();
     tokio::time::advance(Duration::from_millis(1900)).await;
     h.p.expire();
     assert_eq!(h.p.open.len(), 1);
@@ -262,7 +263,7 @@ async fn idle_and_age_flushes() {
     h.p.expire();
     assert!(h.p.open.is_empty(), "idle flush");
     // Age: keep writing every second (never idle); the file still closes 5 s after it opened.
-    h.p.ingest(vec![rec(1, &hour(0))]);
+    h.p.ingest(vec![rec(1, &hour(0))]).unwrap();
     let mut closed_after = None;
     for i in 1..10 {
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -271,7 +272,7 @@ async fn idle_and_age_flushes() {
             closed_after = Some(i);
             break;
         }
-        h.p.ingest(vec![rec(1 + i, &hour(0))]);
+        h.p.ingest(vec![rec(1 + i, &hour(0))]).unwrap();
     }
     assert_eq!(closed_after, Some(5));
     assert!(h.p.open.is_empty(), "age flush");
@@ -280,7 +281,7 @@ async fn idle_and_age_flushes() {
 #[tokio::test]
 async fn failed_upload_stops_without_commit() {
     let mut h = harness("[upload]\nretry_max_attempts = 1\n");
-    h.p.ingest(vec![rec(0, &hour(0))]);
+    h.p.ingest(vec![rec(0, &hour(0))]).unwrap();
     h.sink.fail_next(1);
     let k: Vec<FileKey> = h.p.open.keys().cloned().collect();
     h.p.seal(&k[0], FlushReason::Size);
@@ -294,7 +295,8 @@ async fn first_event_dating_names_the_folder_at_seal() {
     let mut h = harness(
         "app_name = \"App\"\n[destinations.routing]\ntime_source = \"event_time\"\ngranularity = \"first_event\"\nfolder_template = \"%Y-%m-%d/\"\nfile_template = \"{app}_{upload_time}_{random5}.txt\"\n[destinations.batch]\ncompression = \"none\"\n",
     );
-    h.p.ingest(vec![rec(0, &hour(30)), rec(1, &hour(0)), rec(2, &hour(50))]);
+    h.p.ingest(vec![rec(0, &hour(30)), rec(1, &hour(0)), rec(2, &hour(50))])
+        .unwrap();
     assert_eq!(
         h.p.open.len(),
         1,
@@ -307,4 +309,42 @@ async fn first_event_dating_names_the_folder_at_seal() {
     let key = objects.keys().next().unwrap();
     assert!(key.starts_with("2026-11-02/App_"), "{key}");
     assert!(key.ends_with(".txt"), "{key}");
+}
+
+/// A record whose topic feeds no destination (validation prevents it; a subscription pattern
+/// matching a topic no destination lists would cause it) stops the worker without committing
+/// it or anything after it.
+#[tokio::test]
+async fn a_record_without_destination_is_never_committed() {
+    let mut h = harness("");
+    h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(0))])
+        .unwrap();
+    let stray = TopicPartition::new("unlisted", 0);
+    h.p.offsets.assign(stray.clone());
+    let mut r = rec(5, &hour(0));
+    r.tp = stray.clone();
+    let err = h.p.ingest(vec![r, rec(2, &hour(0))]).unwrap_err();
+    assert!(
+        matches!(&err, PipelineError::Unroutable { topic, offset: 5, .. } if topic == "unlisted"),
+        "{err}"
+    );
+    let open: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    for k in open {
+        h.p.seal(&k, FlushReason::Shutdown);
+    }
+    settle(&mut h).await;
+    assert_eq!(
+        h.p.offsets.safe_offset(&stray),
+        None,
+        "nothing of it is safe"
+    );
+    for c in commits(&h) {
+        assert!(c.iter().all(|(tp, _)| *tp != stray), "{c:?}");
+    }
+    let t0 = TopicPartition::new("t", 0);
+    assert_eq!(
+        h.p.offsets.safe_offset(&t0),
+        Some(2),
+        "records before it still commit"
+    );
 }

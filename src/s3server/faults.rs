@@ -28,13 +28,15 @@ use super::uploads;
 
 /// Request headers kept in [`RecordedRequest::headers`] (lower-case); everything else, and
 /// in particular `authorization`, is never recorded.
-pub const RECORDED_HEADERS: [&str; 9] = [
+pub const RECORDED_HEADERS: [&str; 11] = [
     "content-type",
     "content-encoding",
     "x-amz-server-side-encryption",
     "x-amz-server-side-encryption-aws-kms-key-id",
     "x-amz-storage-class",
     "if-none-match",
+    "if-match",
+    "x-amz-copy-source",
     "content-length",
     "x-amz-content-sha256",
     "x-amz-checksum-crc32",

@@ -313,16 +313,19 @@ impl ObjectSink for MemorySink {
         }))
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError> {
+    async fn copy(&self, from: &str, to: &str, meta: &ObjectMeta) -> Result<(), SinkError> {
         self.maybe_fail("CopyObject", to)?;
         let mut st = self.lock();
-        let o = st.objects.get(from).cloned().ok_or_else(|| SinkError {
+        let mut o = st.objects.get(from).cloned().ok_or_else(|| SinkError {
             op: "CopyObject",
             bucket: "memory".into(),
             key: from.into(),
             kind: ErrorKind::Other,
             message: "NoSuchKey".into(),
         })?;
+        o.meta.sse = meta.sse.clone();
+        o.meta.kms_key_id = meta.kms_key_id.clone();
+        o.meta.storage_class = meta.storage_class.clone();
         st.objects.insert(to.into(), o);
         Ok(())
     }

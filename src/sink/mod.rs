@@ -274,8 +274,10 @@ pub trait ObjectSink: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<ObjectHead>, SinkError>;
     /// GetObject, streamed; `None` if there is no object at the key.
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SinkError>;
-    /// Server-side CopyObject of `from` to `to` (metadata copied).
-    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError>;
+    /// Server-side CopyObject of `from` to `to`: content type and user metadata are copied from
+    /// `from`; encryption (SSE, KMS key) and storage class come from `meta`, as for any write (a
+    /// bucket that refuses unencrypted writes refuses an unencrypted copy too).
+    async fn copy(&self, from: &str, to: &str, meta: &ObjectMeta) -> Result<(), SinkError>;
     /// One page of the objects under `prefix`.
     async fn list(&self, prefix: &str, token: Option<String>) -> Result<ObjectPage, SinkError>;
     /// One page of the multipart uploads in progress under `prefix`.

@@ -85,7 +85,7 @@ impl ObjectSink for NullSink {
     async fn get(&self, _key: &str) -> Result<Option<ObjectBody>, SinkError> {
         Ok(None)
     }
-    async fn copy(&self, _from: &str, _to: &str) -> Result<(), SinkError> {
+    async fn copy(&self, _from: &str, _to: &str, _meta: &ObjectMeta) -> Result<(), SinkError> {
         Ok(())
     }
     async fn list(&self, _prefix: &str, _token: Option<String>) -> Result<ObjectPage, SinkError> {

@@ -417,18 +417,30 @@ impl ObjectSink for S3Sink {
         }
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError> {
+    async fn copy(&self, from: &str, to: &str, meta: &ObjectMeta) -> Result<(), SinkError> {
         let source = format!(
             "{}/{}",
             self.bucket,
             percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
         );
-        self.client
+        let mut req = self
+            .client
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
-            .copy_source(source)
-            .send()
+            .copy_source(source);
+        // Metadata (content type, user metadata) is copied from the source; encryption and
+        // storage class are not, so they are set as on every write.
+        if let Some(sse) = &meta.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        if let Some(k) = &meta.kms_key_id {
+            req = req.ssekms_key_id(k.clone());
+        }
+        if let Some(sc) = &meta.storage_class {
+            req = req.storage_class(StorageClass::from(sc.as_str()));
+        }
+        req.send()
             .await
             .map(|_| ())
             .map_err(|e| self.err("CopyObject", to, e))

@@ -36,12 +36,77 @@ use context::{merge_offsets, to_tpl, to_tps, CommitState, Ctx};
 /// Why the consumer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// librdkafka refused the configuration or subscription.
+    /// librdkafka refused a property (named, with librdkafka's reason; never its value).
+    #[error(transparent)]
+    Property(#[from] PropertyError),
+    /// librdkafka refused the client or the subscription.
     #[error("kafka consumer: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(String),
     /// The thread could not be spawned.
     #[error("cannot start the kafka thread: {0}")]
     Thread(#[from] std::io::Error),
+}
+
+impl From<rdkafka::error::KafkaError> for SourceError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        match property_error(&e) {
+            Some(p) => Self::Property(p),
+            None => Self::Kafka(e.to_string()),
+        }
+    }
+}
+
+/// A librdkafka property that librdkafka refuses: its name and librdkafka's reason. The value
+/// is never part of it (librdkafka's own message, and rust-rdkafka's, print it: it may be a
+/// password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("librdkafka property `{name}`: {reason}")]
+pub struct PropertyError {
+    /// The property's name.
+    pub name: String,
+    /// librdkafka's reason, with the value cut out.
+    pub reason: String,
+}
+
+/// The property error inside a librdkafka error, if it is one, with the value cut out.
+pub fn property_error(e: &rdkafka::error::KafkaError) -> Option<PropertyError> {
+    use rdkafka::types::RDKafkaConfRes;
+    let rdkafka::error::KafkaError::ClientConfig(code, desc, name, value) = e else {
+        return None;
+    };
+    let mut said = desc.replace('\n', " ");
+    if !value.is_empty() {
+        said = said.replace(value.as_str(), "<value>");
+    }
+    let reason = match code {
+        RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => {
+            format!("no such property ({said}); check its spelling against librdkafka's CONFIGURATION.md")
+        }
+        RDKafkaConfRes::RD_KAFKA_CONF_INVALID => format!("invalid value ({said})"),
+        _ => said,
+    };
+    Some(PropertyError {
+        name: name.clone(),
+        reason,
+    })
+}
+
+/// Checks every property as librdkafka will when the consumer starts: each is set on a native
+/// configuration object, nothing connects. Run by `check-config` and before every start.
+pub fn check_properties(
+    properties: &std::collections::BTreeMap<String, String>,
+) -> Result<(), PropertyError> {
+    let mut cc = ClientConfig::new();
+    for (k, v) in properties {
+        cc.set(k, v);
+    }
+    match cc.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(property_error(&e).unwrap_or_else(|| PropertyError {
+            name: "(client)".into(),
+            reason: e.to_string(),
+        })),
+    }
 }
 
 /// Tuning of the source thread.
@@ -80,7 +145,7 @@ pub fn start(
         fetch: Mutex::new(None),
     };
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
-    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = cfg.topics.entries().iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let chunk_records = opts.chunk_records.max(1);
     let handle = std::thread::Builder::new()

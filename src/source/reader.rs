@@ -104,13 +104,27 @@ impl RangeReader {
                 "queued.max.messages.kbytes",
                 opts.queue_kbytes.max(1024).to_string(),
             );
-        let consumer: BaseConsumer = cc
-            .create()
-            .map_err(|e| ReaderError::Config(e.to_string()))?;
+        let consumer: BaseConsumer = cc.create().map_err(|e| {
+            ReaderError::Config(match super::kafka::property_error(&e) {
+                Some(p) => p.to_string(),
+                None => e.to_string(),
+            })
+        })?;
         Ok(Self {
             consumer,
             timeout: opts.timeout,
         })
+    }
+
+    /// Every topic name in the cluster's metadata, sorted (to expand subscription patterns).
+    pub fn topic_names(&self) -> Result<Vec<String>, ReaderError> {
+        let md = self
+            .consumer
+            .fetch_metadata(None, self.timeout)
+            .map_err(|e| request("metadata of all topics", e))?;
+        let mut out: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).collect();
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// Partition numbers of `topic`, sorted.

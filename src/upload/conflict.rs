@@ -58,6 +58,8 @@ pub(super) enum Body<'a> {
     Multipart {
         upload_id: &'a str,
         parts: &'a [CompletedPart],
+        /// The object's headers: the copy moved aside keeps its encryption and storage class.
+        meta: &'a ObjectMeta,
         /// Why the Complete failed (a conflict, or a permanent error such as NoSuchUpload).
         failed: SinkError,
     },
@@ -288,13 +290,16 @@ impl ObjectTask {
                     };
                 }
                 Body::Multipart {
-                    upload_id, parts, ..
+                    upload_id,
+                    parts,
+                    meta,
+                    ..
                 } => {
                     let tag = writer_of(&head)
                         .map(str::to_string)
                         .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
                     let aside = aside_key(key, &tag);
-                    self.attempt(info, || sink.copy(key, &aside)).await?;
+                    self.attempt(info, || sink.copy(key, &aside, meta)).await?;
                     let if_match = WriteCondition::IfMatch(head.etag.clone());
                     let r = self
                         .attempt(info, || {

@@ -261,6 +261,7 @@ impl ObjectTask {
                 let body = conflict::Body::Multipart {
                     upload_id: &m.upload_id,
                     parts: &m.parts,
+                    meta,
                     failed: e,
                 };
                 self.resolve(info, &ours, body).await

@@ -216,16 +216,16 @@ pub fn select<'c>(
             })?,
     };
     let topics = if opts.topics.is_empty() {
-        d.topics.clone()
+        d.topics.entries().to_vec()
     } else {
         for t in &opts.topics {
-            if !d.topics.contains(t) {
+            if !d.topics.matches(t) {
                 return Err(VerifyError::usage(
                     "--topic",
                     format!(
                         "destination `{}` is not fed by topic `{t}`; use one of: {}",
                         d.name,
-                        d.topics.join(", ")
+                        d.topics.entries().join(", ")
                     ),
                 ));
             }
@@ -246,6 +246,38 @@ pub fn select<'c>(
     Ok((d, topics))
 }
 
+/// Replaces `^patterns` among `topics` by the cluster's topics they match (names stay).
+async fn expand_patterns(
+    config: &Config,
+    topics: Vec<String>,
+    timeout: Duration,
+) -> Result<Vec<String>, VerifyError> {
+    if !topics.iter().any(|t| t.starts_with('^')) {
+        return Ok(topics);
+    }
+    let set = crate::config::TopicSet::parse("topics", &topics)
+        .map_err(|e| VerifyError::usage("--topic", e.message))?;
+    let cfg = config.kafka.clone();
+    let names = tokio::task::spawn_blocking(move || {
+        let ropts = ReaderOptions {
+            timeout,
+            queue_kbytes: 1024,
+        };
+        RangeReader::connect(&cfg, &ropts)?.topic_names()
+    })
+    .await
+    .map_err(|e| VerifyError::Task(format!("listing topics: {e}")))??;
+    let mut out: Vec<String> = topics
+        .iter()
+        .filter(|t| !t.starts_with('^'))
+        .cloned()
+        .collect();
+    out.extend(names.into_iter().filter(|n| set.matches(n)));
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 /// Verifies a destination of `config` against its S3 bucket (client built from the config).
 pub async fn run(config: &Config, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let (d, _) = select(config, opts)?;
@@ -260,6 +292,7 @@ pub async fn run_with_sink(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyError> {
     let (d, topics) = select(config, opts)?;
+    let topics = expand_patterns(config, topics, opts.kafka_timeout).await?;
     let budget = usize::try_from(opts.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     // Two sorts run at once, each in 2/5 of the budget; librdkafka's queue gets 1/10.
     let sort_opts = SortOptions::for_memory(budget / 5 * 2);

@@ -123,8 +123,8 @@ impl ObjectSink for RecordingSink {
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SinkError> {
         self.inner.get(key).await
     }
-    async fn copy(&self, from: &str, to: &str) -> Result<(), SinkError> {
-        self.inner.copy(from, to).await
+    async fn copy(&self, from: &str, to: &str, meta: &ObjectMeta) -> Result<(), SinkError> {
+        self.inner.copy(from, to, meta).await
     }
     async fn list(&self, prefix: &str, token: Option<String>) -> Result<ObjectPage, SinkError> {
         self.inner.list(prefix, token).await
