@@ -48,20 +48,13 @@ pub enum RunError {
     Worker(String),
 }
 
-/// Reads and validates a config file, librdkafka properties included (checked by librdkafka
-/// itself without connecting): what `check-config`, `run` and `verify` start from.
+/// Reads and validates a config file, with the start-up checks of [`crate::preflight`]
+/// (librdkafka's verdict on the properties, key lengths): what `check-config`, `run` and
+/// `verify` start from.
 pub fn load(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
     let config = crate::config::load(path)?;
-    check_kafka_properties(&config)?;
+    crate::preflight::check(&config)?;
     Ok(config)
-}
-
-/// The librdkafka properties of `config`, checked by librdkafka; the error names the config
-/// key and librdkafka's reason, never the value.
-pub fn check_kafka_properties(config: &Config) -> Result<(), crate::config::ConfigError> {
-    kafka::check_properties(&config.kafka.properties).map_err(|e| {
-        crate::config::ConfigError::new(crate::config::property_key(&e.name), e.reason)
-    })
 }
 
 /// Object headers of a destination.
@@ -95,6 +88,7 @@ pub fn targets(config: &Config, sinks: Vec<Arc<dyn ObjectSink>>) -> Arc<Vec<Targ
                 meta: object_meta(d),
                 conditional: d.conditional_writes,
                 gzip: matches!(d.batch.compression, crate::config::Compression::Gzip { .. }),
+                max_stored_raw_bytes: d.batch.max_object_raw_bytes(),
             })
             .collect(),
     )
@@ -152,7 +146,7 @@ pub async fn run_with_sinks(
     shutdown: CancellationToken,
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
 ) -> Result<RunStats, RunError> {
-    check_kafka_properties(&config)?;
+    crate::preflight::check(&config)?;
     metrics
         .health()
         .set_unready_after(config.http.unready_after);

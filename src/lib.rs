@@ -17,6 +17,7 @@
 //! - [`offsets`]: the contiguous commit watermark.
 //! - [`pipeline`]: the worker loop; [`app`] assembles it from a config and runs each worker on a
 //!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
+//! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
 //! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod model;
 pub mod offsets;
 pub mod pipeline;
+pub mod preflight;
 pub mod router;
 pub mod s3server;
 pub mod scan;

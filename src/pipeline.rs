@@ -189,7 +189,7 @@ impl Pipeline {
             .map(|d| Destination {
                 cfg: d.clone(),
                 router: Router::new(d),
-                error_file: FileTemplate::parse("{topic}+{partition}+{start_offset}.ndjson")
+                error_file: FileTemplate::parse(crate::template::ERROR_FILE_TEMPLATE)
                     .expect("invariant: the built-in error file template parses"),
                 window: d
                     .batch

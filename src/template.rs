@@ -251,6 +251,9 @@ pub struct FileValues {
     pub upload_time: DateTime<Utc>,
 }
 
+/// File name of quarantined records' objects (under `<error_prefix><reason>/`).
+pub const ERROR_FILE_TEMPLATE: &str = "{topic}+{partition}+{start_offset}.ndjson";
+
 /// Width of zero-padded offsets in file names, so keys sort by offset.
 pub const OFFSET_WIDTH: usize = 20;
 

@@ -105,6 +105,9 @@ pub struct Target {
     pub conditional: bool,
     /// Objects are gzip (to read an existing object's content when its key is taken).
     pub gzip: bool,
+    /// Most uncompressed bytes read from an existing object at a taken key before it counts as
+    /// not ours (see `BatchConfig::max_object_raw_bytes`).
+    pub max_stored_raw_bytes: u64,
 }
 
 /// Starts object uploads.

@@ -772,3 +772,63 @@ async fn sse_and_content_headers_on_every_object() {
     );
     s3.stop().await;
 }
+
+/// A request S3 can never accept as formed (400 KeyTooLongError here; InvalidArgument and the
+/// like are classified the same way) stops the worker at once with S3's answer in the error:
+/// no retry loop, nothing of the refused file committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_request_stops_the_worker_without_retrying() {
+    use kafka_s3_sink::s3server::Fault;
+    const TOPIC: &str = "invalid";
+    let kafka = Kafka::start();
+    kafka.create_topic(TOPIC, 1);
+    let s3 = TestS3::start().await;
+    let group = unique_group("invalid");
+    let faults = s3.server.faults();
+    faults.fail_matching_with(
+        u32::MAX,
+        Fault {
+            status: 400,
+            code: "KeyTooLongError".into(),
+            message: "Your key is too long".into(),
+        },
+        |t| t.is_put_object(),
+    );
+    let events = gen_events(&GenOptions::new(50));
+    let mut expected = Expected::default();
+    expected
+        .produce(
+            &kafka,
+            TOPIC,
+            events.into_iter().map(|e| Msg::new(0, e)).collect(),
+            &BTreeMap::new(),
+        )
+        .await;
+    let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
+    cfg.dest(0, "batch.max_records", 10);
+    let run = start_pipeline(cfg.build()).await;
+    let result = tokio::time::timeout(Duration::from_secs(60), run.handle)
+        .await
+        .expect("the worker stops on its own")
+        .expect("the run task");
+    let err = result.expect_err("an invalid request is fatal").to_string();
+    assert!(err.contains("KeyTooLongError"), "{err}");
+    assert!(err.contains("invalid"), "classified as invalid: {err}");
+    let mut tries: BTreeMap<String, usize> = BTreeMap::new();
+    for r in s3.server.requests().iter().filter(|r| r.fault_injected) {
+        *tries.entry(r.path.clone()).or_default() += 1;
+    }
+    assert!(!tries.is_empty());
+    assert!(
+        tries.values().all(|&n| n == 1),
+        "each refused file was tried once, never retried: {tries:?}"
+    );
+    let reader = OffsetReader::new(&kafka.brokers(), &group, TOPIC, 1);
+    assert_eq!(
+        reader.committed().await.get(&0).copied().unwrap_or(0),
+        0,
+        "nothing committed"
+    );
+    reader.close().await;
+    s3.stop().await;
+}

@@ -296,8 +296,9 @@ async fn a_rebuilt_object_is_recognised_and_not_duplicated() {
 }
 
 /// Multipart uploads left by a killed worker are aborted by the next start-up once they are
-/// older than `orphaned_upload_min_age_secs`; young ones (a live replica's) and other prefixes
-/// are left alone.
+/// older than `orphaned_upload_min_age_secs`; young ones (a live replica's), other prefixes and
+/// keys under the prefix that the destination's templates cannot produce (another
+/// application's) are left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_multipart_uploads_are_aborted_at_start_up() {
     let s3 = TestS3::start().await;
@@ -317,6 +318,7 @@ async fn abandoned_multipart_uploads_are_aborted_at_start_up() {
         "logs/2026/11/01/10/events+0+00000000000000000000.ndjson.gz",
         "logs/_errors/not_json/events+0+00000000000000000007.ndjson.gz",
         "elsewhere/events+0+00000000000000000000.ndjson.gz",
+        "logs/backups/db.tar.gz",
     ] {
         sink.create_multipart(key, &meta).await.unwrap();
     }
@@ -324,7 +326,7 @@ async fn abandoned_multipart_uploads_are_aborted_at_start_up() {
         s3.server
             .backdate_uploads(Duration::from_secs(7 * 3600))
             .unwrap(),
-        3
+        4
     );
     let young = "logs/2026/11/01/11/events+0+00000000000000000500.ndjson.gz";
     sink.create_multipart(young, &meta).await.unwrap();
@@ -334,7 +336,7 @@ async fn abandoned_multipart_uploads_are_aborted_at_start_up() {
     assert_eq!(min_age, Duration::from_secs(6 * 3600));
     // A first look without the pipeline: what the start-up cleanup will do.
     let page = sink.list_uploads("logs/", None).await.unwrap();
-    assert_eq!(page.uploads.len(), 3);
+    assert_eq!(page.uploads.len(), 4);
 
     let registry = prometheus::Registry::new();
     let running = start_pipeline_with_metrics(cfg.clone(), Metrics::new(&registry).unwrap()).await;
@@ -361,7 +363,8 @@ async fn abandoned_multipart_uploads_are_aborted_at_start_up() {
         left,
         vec![
             "elsewhere/events+0+00000000000000000000.ndjson.gz".to_string(),
-            young.to_string()
+            young.to_string(),
+            "logs/backups/db.tar.gz".to_string(),
         ]
     );
     // Run again directly: nothing more to abort.
@@ -373,7 +376,8 @@ async fn abandoned_multipart_uploads_are_aborted_at_start_up() {
         OrphanReport {
             seen: 1,
             aborted: 0
-        }
+        },
+        "only the young upload is ours"
     );
     s3.stop().await;
 }

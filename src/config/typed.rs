@@ -138,6 +138,25 @@ impl PartialEq for TopicSet {
     }
 }
 
+impl BatchConfig {
+    /// Most uncompressed bytes an object of this destination can hold, with a wide margin:
+    /// 64 × `max_bytes` (objects close at `max_bytes` compressed, and NDJSON rarely compresses
+    /// past 20:1), at least 1 GiB. Reading an existing object (`verify`, a key found taken)
+    /// stops there, so a decompression bomb in the bucket is an error, not an OOM or an
+    /// endless read.
+    pub fn max_object_raw_bytes(&self) -> u64 {
+        self.max_bytes.saturating_mul(64).max(1 << 30)
+    }
+
+    /// Longest line an object of this destination can hold: a quarantined record of
+    /// `max_record_bytes` as base64 in its envelope (4/3 of it, plus 64 KiB); 1 GiB without a
+    /// record limit.
+    pub fn max_line_bytes(&self) -> u64 {
+        self.max_record_bytes
+            .map_or(1 << 30, |m| m.saturating_mul(4) / 3 + (64 << 10))
+    }
+}
+
 /// Validated `[pipeline]`.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {

@@ -25,6 +25,7 @@ fn harness(extra: &str) -> Harness {
         meta: crate::app::object_meta(&cfg.destinations[0]),
         conditional: true,
         gzip: true,
+        max_stored_raw_bytes: 1 << 30,
     }];
     let metrics = Metrics::unregistered();
     let (uploader, done) = Uploader::new(

@@ -174,6 +174,10 @@ pub enum ErrorKind {
     /// A conditional write found the key taken (412 PreconditionFailed, 409
     /// ConditionalRequestConflict): the uploader resolves it, never by blind retry.
     Conflict,
+    /// The store can never accept this request as formed (KeyTooLong, InvalidArgument,
+    /// EntityTooLarge…): retrying, or restarting, would fail the same way. The worker stops with
+    /// S3's answer in the error; the configuration (or the store) must change.
+    Invalid,
     /// Any other client-side or 4xx error (credentials, bucket missing): retried, as an
     /// operator can fix it while the worker waits.
     Other,
@@ -181,13 +185,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind (to initialise metric series at zero).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Throttle,
         Self::Server,
         Self::Timeout,
         Self::Network,
         Self::Permanent,
         Self::Conflict,
+        Self::Invalid,
         Self::Other,
     ];
 
@@ -200,13 +205,14 @@ impl ErrorKind {
             Self::Network => "network",
             Self::Permanent => "permanent",
             Self::Conflict => "conflict",
+            Self::Invalid => "invalid",
             Self::Other => "other",
         }
     }
 
     /// Whether retrying the same request can succeed.
     pub fn retryable(self) -> bool {
-        !matches!(self, Self::Permanent | Self::Conflict)
+        !matches!(self, Self::Permanent | Self::Conflict | Self::Invalid)
     }
 }
 

@@ -193,6 +193,21 @@ fn status_kind(status: u16, code: Option<&str>) -> ErrorKind {
         (412 | 409, _) | (_, Some("PreconditionFailed" | "ConditionalRequestConflict")) => {
             ErrorKind::Conflict
         }
+        (
+            _,
+            Some(
+                "KeyTooLongError"
+                | "KeyTooLong"
+                | "InvalidArgument"
+                | "InvalidRequest"
+                | "EntityTooLarge"
+                | "MetadataTooLarge"
+                | "InvalidStorageClass"
+                | "InvalidEncryptionAlgorithmError"
+                | "InvalidBucketName"
+                | "InvalidObjectName",
+            ),
+        ) => ErrorKind::Invalid,
         _ => ErrorKind::Other,
     }
 }
@@ -700,5 +715,14 @@ mod tests {
         assert!(!ErrorKind::Conflict.retryable());
         assert!(ErrorKind::Other.retryable());
         assert!(!ErrorKind::Permanent.retryable());
+        assert_eq!(
+            status_kind(400, Some("KeyTooLongError")),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            status_kind(400, Some("InvalidArgument")),
+            ErrorKind::Invalid
+        );
+        assert!(!ErrorKind::Invalid.retryable());
     }
 }

@@ -80,14 +80,21 @@ pub fn aside_key(key: &str, tag: &str) -> String {
     format!("{}~{tag}{}", &key[..split], &key[split..])
 }
 
+/// Compressed bytes of a stored object read before they are decompressed, off the async
+/// threads, in one blocking task.
+const DECODE_CHUNK: usize = 1 << 20;
+
 /// Reads an object and hashes its uncompressed content (and its first `prefix_len` bytes).
-/// `Ok(None)`: no object at the key; `Ok(Some(None))`: it exists but does not decompress (so it
-/// is not our content).
+/// `Ok(None)`: no object at the key; `Ok(Some(None))`: it exists but does not decompress, or
+/// decompresses past `max_raw` bytes (a decompression bomb, or anything else that cannot be an
+/// object of ours), so it is not our content. Decompression runs on blocking threads, a chunk
+/// at a time, and stops reading at the limit.
 async fn stored_content(
     sink: &dyn ObjectSink,
     key: &str,
     gzip: bool,
     prefix_len: u64,
+    max_raw: u64,
 ) -> Result<Option<Option<Content>>, SinkError> {
     let Some(mut obj) = sink.get(key).await? else {
         return Ok(None);
@@ -99,31 +106,79 @@ async fn stored_content(
         kind: ErrorKind::Network,
         message: e.to_string(),
     };
-    let mut plain = HashWriter::new(prefix_len);
-    let mut gunzip = gzip.then(|| flate2::write::MultiGzDecoder::new(HashWriter::new(prefix_len)));
+    let mut decode = Decode::new(gzip, prefix_len, max_raw);
+    let mut chunk = Vec::with_capacity(DECODE_CHUNK);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut readable = true;
     loop {
         let n = obj.body.read(&mut buf).await.map_err(read_err)?;
+        chunk.extend_from_slice(&buf[..n]);
+        if chunk.len() >= DECODE_CHUNK || (n == 0 && !chunk.is_empty()) {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(DECODE_CHUNK));
+            decode = tokio::task::spawn_blocking(move || {
+                decode.feed(&full);
+                decode
+            })
+            .await
+            .map_err(|e| read_err(std::io::Error::other(e)))?;
+            if !decode.readable {
+                tracing::warn!(%key, max_raw, "the object at a taken key does not decompress within the limit; treated as other records");
+                return Ok(Some(None));
+            }
+        }
         if n == 0 {
             break;
         }
-        match &mut gunzip {
-            Some(d) => readable &= d.write_all(&buf[..n]).is_ok(),
-            None => plain.update(&buf[..n]),
+    }
+    Ok(Some(decode.finish()))
+}
+
+/// The decompressing hasher of [`stored_content`]: moved into each blocking task and back.
+struct Decode {
+    plain: Option<HashWriter>,
+    gzip: Option<flate2::write::MultiGzDecoder<HashWriter>>,
+    readable: bool,
+}
+
+impl Decode {
+    fn new(gzip: bool, prefix_len: u64, max_raw: u64) -> Self {
+        let hasher = HashWriter::new(prefix_len).with_limit(max_raw);
+        match gzip {
+            true => Self {
+                plain: None,
+                gzip: Some(flate2::write::MultiGzDecoder::new(hasher)),
+                readable: true,
+            },
+            false => Self {
+                plain: Some(hasher),
+                gzip: None,
+                readable: true,
+            },
         }
     }
-    let content = match gunzip {
-        Some(d) => match d.finish() {
-            Ok(h) if readable => Some(h.content()),
-            _ => None,
-        },
-        None => Some(plain.content()),
-    };
-    Ok(Some(content))
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let ok = match (&mut self.gzip, &mut self.plain) {
+            (Some(d), _) => d.write_all(bytes).is_ok(),
+            (None, Some(h)) => h.write_all(bytes).is_ok(),
+            (None, None) => false,
+        };
+        self.readable &= ok;
+    }
+
+    fn finish(self) -> Option<Content> {
+        if !self.readable {
+            return None;
+        }
+        match (self.gzip, self.plain) {
+            (Some(d), _) => d.finish().ok().map(|h| h.content()),
+            (None, Some(h)) => Some(h.content()),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Hash of the first `len` uncompressed bytes of a body we hold (`None`: shorter, or not gzip).
+/// Our own body: its size is bounded by the file it came from.
 fn prefix_hash_of(body: &[u8], gzip: bool, len: u64) -> Option<u128> {
     let mut h = HashWriter::new(len);
     if gzip {
@@ -136,12 +191,13 @@ fn prefix_hash_of(body: &[u8], gzip: bool, len: u64) -> Option<u128> {
     h.content().prefix_hash
 }
 
-/// Hashes what is written to it, whole and up to a prefix length.
+/// Hashes what is written to it, whole and up to a prefix length; refuses writes past a limit.
 struct HashWriter {
     all: Xxh3,
     prefix: Xxh3,
     prefix_len: u64,
     len: u64,
+    limit: u64,
 }
 
 impl HashWriter {
@@ -151,7 +207,13 @@ impl HashWriter {
             prefix: Xxh3::new(),
             prefix_len,
             len: 0,
+            limit: u64::MAX,
         }
+    }
+
+    fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
     }
 
     fn update(&mut self, buf: &[u8]) {
@@ -173,6 +235,9 @@ impl HashWriter {
 
 impl Write for HashWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.len.saturating_add(buf.len() as u64) > self.limit {
+            return Err(std::io::Error::other("uncompressed content over the limit"));
+        }
         self.update(buf);
         Ok(buf.len())
     }
@@ -242,7 +307,9 @@ impl ObjectTask {
                 }
             }
             let stored = self
-                .attempt(info, || stored_content(sink, key, t.gzip, ours.raw_len))
+                .attempt(info, || {
+                    stored_content(sink, key, t.gzip, ours.raw_len, t.max_stored_raw_bytes)
+                })
                 .await?;
             let content = match stored {
                 None => continue, // deleted between HEAD and GET: look again

@@ -24,6 +24,7 @@ fn uploader_with(
         },
         conditional,
         gzip: false,
+        max_stored_raw_bytes: 1 << 30,
     }];
     let policy = RetryPolicy {
         initial_backoff: Duration::from_millis(1),
@@ -332,4 +333,60 @@ async fn a_waiting_object_task_is_small() {
     let fut = task.run(info(1), None, rx);
     let size = std::mem::size_of_val(&fut);
     assert!(size <= 4096, "object task future is {size} bytes");
+}
+
+/// A decompression bomb at a taken key (64 MiB of zeros in 64 KiB of gzip) is read only up to
+/// the limit, on blocking threads, and counts as other records: nothing blows up (it is not identical to, nor does it contain, ours: both are kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_at_a_taken_key_is_read_only_to_the_limit() {
+    use std::io::Write;
+    let sink = Arc::new(MemorySink::new());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1 << 17, "{} bytes", bomb.len());
+    sink.insert("p/t+0+1.ndjson.gz", Bytes::from(bomb), other_writer());
+    let targets = vec![Target {
+        name: "d".into(),
+        sink: sink.clone(),
+        meta: ObjectMeta::default(),
+        conditional: true,
+        gzip: true,
+        max_stored_raw_bytes: 4 << 20,
+    }];
+    let policy = RetryPolicy {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        max_attempts: None,
+    };
+    let (up, mut done) = Uploader::new(targets, 2, policy, 8, Metrics::unregistered());
+    let mut ours = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    ours.write_all(b"new\n").unwrap();
+    let body = ours.finish().unwrap();
+    let w = up.open(info(1), None, CancellationToken::new());
+    w.finish(
+        Bytes::from(body),
+        "p/t+0+1.ndjson.gz".into(),
+        FileStats {
+            content_hash: xxhash_rust::xxh3::xxh3_128(b"new\n"),
+            raw_bytes: 4,
+            ..stats()
+        },
+    );
+    let d = tokio::time::timeout(Duration::from_secs(30), done.recv())
+        .await
+        .expect("resolved")
+        .unwrap();
+    assert!(
+        matches!(
+            d.result,
+            Ok(Resolution::WrittenAside(_) | Resolution::MovedAside(_))
+        ),
+        "both kept: {:?}",
+        d.result
+    );
+    assert_eq!(sink.objects().len(), 2);
 }

@@ -349,6 +349,10 @@ pub async fn run_with_sink(
             .unwrap_or((opts.max_memory_mb / 4).clamp(4, 32) as usize),
         request_timeout: config.upload.request_timeout,
         attempts: 3,
+        limits: s3side::ReadLimits {
+            max_line: d.batch.max_line_bytes(),
+            max_total: d.batch.max_object_raw_bytes(),
+        },
     };
     let s3 = async {
         let started = std::time::Instant::now();

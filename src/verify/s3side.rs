@@ -72,6 +72,8 @@ pub struct S3Options {
     pub request_timeout: Duration,
     /// Attempts per request.
     pub attempts: u32,
+    /// How much of one object is read at most.
+    pub limits: ReadLimits,
 }
 
 /// What the collector receives, in order.
@@ -295,6 +297,7 @@ async fn read_object(
     };
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let gz_suffix = key.ends_with(".gz");
+    let limits = opts.limits;
     let (ident, topics, out) = (ident.clone(), topics.clone(), out.clone());
     let reader = tokio::task::spawn_blocking(move || {
         let mut emit = Emitter::new(index, lines, &ident, &topics, &out);
@@ -304,6 +307,7 @@ async fn read_object(
                 cur: Bytes::new(),
             },
             gz_suffix,
+            limits,
             |l| emit.line(l),
         );
         let flushed = emit.flush();
@@ -380,10 +384,34 @@ impl Read for ChannelReader {
     }
 }
 
+/// How much of an object `verify` reads: what the destination's own objects can hold (see
+/// `BatchConfig::max_object_raw_bytes` and `max_line_bytes`). Past it the object is reported
+/// unreadable: a decompression bomb costs neither memory nor an endless read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Longest line, in uncompressed bytes.
+    pub max_line: u64,
+    /// Most uncompressed bytes of one object.
+    pub max_total: u64,
+}
+
+impl ReadLimits {
+    /// No limit (tests of well-formed data).
+    pub const NONE: Self = Self {
+        max_line: u64::MAX,
+        max_total: u64::MAX,
+    };
+}
+
 /// Calls `f` for every non-empty line of `r` (without its newline; a last line without one
 /// counts too), gunzipping every member when the content starts with the gzip magic or
-/// `gz_suffix` says so.
-pub fn read_lines(r: impl Read, gz_suffix: bool, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+/// `gz_suffix` says so. Fails (the object is unreadable) past `limits`.
+pub fn read_lines(
+    r: impl Read,
+    gz_suffix: bool,
+    limits: ReadLimits,
+    mut f: impl FnMut(&[u8]),
+) -> io::Result<()> {
     let mut r = BufReader::with_capacity(BODY_CHUNK, r);
     let magic = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     let mut lines: Box<dyn BufRead> = if magic || (gz_suffix && !r.buffer().is_empty()) {
@@ -395,14 +423,40 @@ pub fn read_lines(r: impl Read, gz_suffix: bool, mut f: impl FnMut(&[u8])) -> io
         Box::new(r)
     };
     let mut line = Vec::new();
+    let mut total: u64 = 0;
     loop {
-        line.clear();
-        if lines.read_until(b'\n', &mut line)? == 0 {
+        let buf = lines.fill_buf()?;
+        if buf.is_empty() {
+            if !line.is_empty() {
+                f(&line);
+            }
             return Ok(());
         }
-        let l = line.strip_suffix(b"\n").unwrap_or(&line);
-        if !l.is_empty() {
-            f(l);
+        let (take, end) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        total += take as u64;
+        if total > limits.max_total {
+            return Err(io::Error::other(format!(
+                "more than {} uncompressed bytes: not an object of this destination",
+                limits.max_total
+            )));
+        }
+        let content = &buf[..take - usize::from(end)];
+        if (line.len() + content.len()) as u64 > limits.max_line {
+            return Err(io::Error::other(format!(
+                "a line longer than {} bytes: not an object of this destination",
+                limits.max_line
+            )));
+        }
+        line.extend_from_slice(content);
+        lines.consume(take);
+        if end {
+            if !line.is_empty() {
+                f(&line);
+            }
+            line.clear();
         }
     }
 }

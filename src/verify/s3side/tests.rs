@@ -6,7 +6,7 @@ use std::io::Write;
 
 fn lines_of(data: &[u8], gz: bool) -> io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
-    read_lines(data, gz, |l| out.push(l.to_vec()))?;
+    read_lines(data, gz, ReadLimits::NONE, |l| out.push(l.to_vec()))?;
     Ok(out)
 }
 
@@ -130,6 +130,7 @@ async fn objects_are_attributed_and_read() {
         concurrency: 3,
         request_timeout: Duration::from_secs(5),
         attempts: 3,
+        limits: ReadLimits::NONE,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let tally = scan(
@@ -209,4 +210,34 @@ async fn objects_are_attributed_and_read() {
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
+}
+
+/// A decompression bomb (64 MiB of zeros, one "line", in 64 KiB of gzip) and an endless stream
+/// of short lines are refused at the limits, not read into memory or to the end.
+#[test]
+fn reading_stops_at_the_limits() {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    let limits = ReadLimits {
+        max_line: 1 << 20,
+        max_total: 8 << 20,
+    };
+    let mut n = 0;
+    let e = read_lines(&bomb[..], true, limits, |_| n += 1).unwrap_err();
+    assert!(e.to_string().contains("a line longer than"), "{e}");
+    assert_eq!(n, 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let lines = b"{}\n".repeat(1 << 20);
+    for _ in 0..4 {
+        gz.write_all(&lines).unwrap();
+    }
+    let many = gz.finish().unwrap();
+    let e = read_lines(&many[..], true, limits, |_| n += 1).unwrap_err();
+    assert!(e.to_string().contains("uncompressed bytes"), "{e}");
+    assert!(n < 3 << 20, "stopped at the limit: {n} lines");
 }
