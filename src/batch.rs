@@ -33,6 +33,8 @@ pub enum FlushReason {
     Idle,
     /// The memory budget forced it.
     Memory,
+    /// `max_open_files` files were open and this one was written least recently.
+    OpenFiles,
     /// Its partition is being revoked.
     Revoke,
     /// The worker is shutting down.
@@ -41,12 +43,13 @@ pub enum FlushReason {
 
 impl FlushReason {
     /// Every reason (to initialise metric series at zero).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Size,
         Self::Records,
         Self::Age,
         Self::Idle,
         Self::Memory,
+        Self::OpenFiles,
         Self::Revoke,
         Self::Shutdown,
     ];
@@ -59,6 +62,7 @@ impl FlushReason {
             Self::Age => "age",
             Self::Idle => "idle",
             Self::Memory => "memory",
+            Self::OpenFiles => "open_files",
             Self::Revoke => "revoke",
             Self::Shutdown => "shutdown",
         }
@@ -463,6 +467,11 @@ impl Batch {
     /// When the batch was opened.
     pub fn created(&self) -> Instant {
         self.created
+    }
+
+    /// When the last record was appended.
+    pub fn last_write(&self) -> Instant {
+        self.last_write
     }
 }
 

@@ -30,7 +30,9 @@ use crate::template::FileTemplate;
 use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
 
 mod flush;
+mod open;
 use flush::object_key;
+use open::OpenFiles;
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +128,8 @@ struct OpenFile {
     batch: Batch,
     writer: Option<ObjectWriter>,
     key: Option<String>,
+    /// Its values as the open-file indexes hold them (see `open.rs`).
+    indexed: open::Indexed,
 }
 
 struct InFlight {
@@ -149,10 +153,11 @@ pub struct Pipeline {
     // several times cheaper than SipHash on these short keys, and `FileKeyRef` finds a file
     // without cloning the record's partition.
     topic_dests: hashbrown::HashMap<Arc<str>, Arc<[usize]>>,
-    open: hashbrown::HashMap<FileKey, OpenFile>,
+    open: OpenFiles,
+    /// Most files open at once; opening one more first closes the least recently written.
+    max_open_files: usize,
     /// Current offset window per partition and deterministic destination.
     windows: hashbrown::HashMap<TopicPartition, Vec<(usize, i64)>>,
-    open_memory: usize,
     /// The worker's deflate state(s), shared by all its gzip files.
     encoders: EncoderPool,
     in_flight: HashMap<u64, InFlight>,
@@ -168,7 +173,7 @@ pub struct Pipeline {
     metrics: Metrics,
     stats: RunStats,
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
-    /// Age of the oldest open file at the last tick (for the gauge; O(files) to compute).
+    /// Age of the oldest open file at the last tick (for the gauge).
     oldest_age_secs: f64,
     /// This worker's index among the workers sharing the Kafka consumer.
     shard: usize,
@@ -200,9 +205,9 @@ impl Pipeline {
         Self {
             dests,
             topic_dests: hashbrown::HashMap::new(),
-            open: hashbrown::HashMap::new(),
+            open: OpenFiles::default(),
+            max_open_files: config.pipeline.max_open_files,
             windows: hashbrown::HashMap::new(),
-            open_memory: 0,
             encoders: EncoderPool::default(),
             in_flight: HashMap::new(),
             offsets: OffsetTracker::new(),
@@ -242,7 +247,7 @@ impl Pipeline {
     }
 
     fn memory_used(&self) -> usize {
-        self.open_memory + self.uploader.queued_bytes() + self.encoders.memory_bytes()
+        self.open.memory() + self.uploader.queued_bytes() + self.encoders.memory_bytes()
     }
 
     /// Runs until `shutdown` is cancelled (then drains, uploads, commits) or a fatal error.
@@ -446,7 +451,15 @@ impl Pipeline {
             tp: &rec.tp,
             kind: &kind,
         };
-        let file = match self.open.raw_entry_mut().from_key(&lookup) {
+        // At the bound, a record for a file not open yet first closes the least recently
+        // written one (a folder no record went to for longest).
+        if self.open.len() >= self.max_open_files && !self.open.map.contains_key(&lookup) {
+            if let Some(lru) = self.open.least_recently_written() {
+                self.seal(&lru, FlushReason::OpenFiles);
+            }
+        }
+        let batch_cfg = &self.dests[dest].cfg.batch;
+        let file = match self.open.map.raw_entry_mut().from_key(&lookup) {
             RawEntryMut::Occupied(o) => o.into_mut(),
             RawEntryMut::Vacant(v) => {
                 self.next_id += 1;
@@ -455,20 +468,25 @@ impl Pipeline {
                 if let Err(e) = self.offsets.hold(&rec.tp, rec.offset) {
                     tracing::warn!(error = %e, "cannot hold offset");
                 }
-                self.open_memory += batch.memory_bytes();
-                let file = OpenFile {
+                let deadline = batch.next_deadline(batch_cfg);
+                let key = file_key();
+                let mut file = OpenFile {
                     id: self.next_id,
                     batch,
                     writer: None,
                     key: None,
+                    indexed: open::Indexed {
+                        deadline,
+                        write: now,
+                        memory: 0,
+                    },
                 };
-                v.insert(file_key(), file).1
+                self.open.index.insert(&key, &mut file, deadline);
+                v.insert(key, file).1
             }
         };
-        let before = file.batch.memory_bytes();
         file.batch.append(rec.offset, line, now, &mut self.encoders);
-        let after = file.batch.memory_bytes();
-        self.open_memory = (self.open_memory + after).saturating_sub(before);
+        self.open.index.resized(file);
         let cfg = &self.dests[dest].cfg;
         if let Some(reason) = file.batch.full(&cfg.batch) {
             self.seal(&file_key(), reason);
@@ -480,9 +498,8 @@ impl Pipeline {
             FileKind::Error(_) | FileKind::Data(FolderKey::Slot(_))
         ) && !cfg.routing.file.needs_end();
         if streamable && file.batch.buffered_bytes() >= part_size {
-            let before = file.batch.memory_bytes();
             let part = file.batch.take_part();
-            self.open_memory = self.open_memory.saturating_sub(before) + file.batch.memory_bytes();
+            self.open.index.resized(file);
             if file.writer.is_none() {
                 let object_key =
                     object_key(&self.dests[dest], &file_key(), &file.batch, Utc::now());

@@ -130,6 +130,8 @@ pub struct RawPipeline {
     pub shutdown_deadline_secs: u64,
     /// Workers the assigned partitions are spread over (0 = one per CPU core).
     pub workers: usize,
+    /// Files each worker keeps open at most (over all partitions, folders and destinations).
+    pub max_open_files: usize,
 }
 
 impl Default for RawPipeline {
@@ -139,6 +141,7 @@ impl Default for RawPipeline {
             drain_deadline_secs: 20,
             shutdown_deadline_secs: 30,
             workers: 0,
+            max_open_files: 16_384,
         }
     }
 }

@@ -168,6 +168,8 @@ pub struct PipelineConfig {
     pub shutdown_deadline: Duration,
     /// Workers (≥ 1); each gets `memory_budget_bytes / workers`.
     pub workers: usize,
+    /// Files each worker keeps open at most.
+    pub max_open_files: usize,
 }
 
 /// Validated `[upload]`.

@@ -78,6 +78,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "pipeline.shutdown_deadline_secs",
             p.shutdown_deadline_secs,
         )?,
+        max_open_files: match p.max_open_files {
+            n @ 1..=10_000_000 => n,
+            _ => {
+                return Err(ConfigError::new(
+                    "pipeline.max_open_files",
+                    "must be between 1 and 10000000",
+                ))
+            }
+        },
     };
     if pipeline.workers > 256 || pipeline.memory_budget_bytes / pipeline.workers < 4 * 1024 * 1024 {
         return Err(ConfigError::new(

@@ -20,7 +20,6 @@ impl Pipeline {
         let Some(file) = self.open.remove(key) else {
             return;
         };
-        self.open_memory = self.open_memory.saturating_sub(file.batch.memory_bytes());
         let dest = &self.dests[key.dest];
         let now_utc = Utc::now();
         let object_key = match &file.key {
@@ -113,22 +112,25 @@ impl Pipeline {
         }
     }
 
+    /// Closes the files past their age or idle limit: O(log n) per file due, whatever the
+    /// number open (see `open.rs`).
     pub(super) fn expire(&mut self) {
         let now = Instant::now();
-        let oldest = self.open.values().map(|f| f.batch.created()).min();
-        self.oldest_age_secs = oldest.map_or(0.0, |c| now.duration_since(c).as_secs_f64());
-        let expired: Vec<(FileKey, FlushReason)> = self
+        let dests = &self.dests;
+        let due = self
             .open
-            .iter()
-            .filter_map(|(k, f)| {
-                f.batch
-                    .expired(&self.dests[k.dest].cfg.batch, now)
-                    .map(|r| (k.clone(), r))
-            })
-            .collect();
-        for (k, r) in expired {
-            self.seal(&k, r);
+            .due(now, |k, f| f.batch.next_deadline(&dests[k.dest].cfg.batch));
+        for k in due {
+            let reason = self
+                .open
+                .map
+                .get(&k)
+                .and_then(|f| f.batch.expired(&self.dests[k.dest].cfg.batch, now))
+                .unwrap_or(FlushReason::Age);
+            self.seal(&k, reason);
         }
+        let oldest = self.open.oldest_created();
+        self.oldest_age_secs = oldest.map_or(0.0, |c| now.duration_since(c).as_secs_f64());
     }
 
     /// Closes the largest open files while memory is over the budget. When most of the memory is
@@ -139,12 +141,7 @@ impl Pipeline {
             && !self.open.is_empty()
             && self.uploader.queued_bytes() <= self.budget / 2
         {
-            let Some(largest) = self
-                .open
-                .iter()
-                .max_by_key(|(_, f)| (f.batch.memory_bytes(), std::cmp::Reverse(f.batch.created())))
-                .map(|(k, _)| k.clone())
-            else {
+            let Some(largest) = self.open.largest() else {
                 break;
             };
             self.seal(&largest, FlushReason::Memory);

@@ -100,7 +100,7 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     // Seal hour 1 first (starts at offset 1): the watermark stays at 0, held by hour 0.
     let k1 = keys
         .iter()
-        .find(|k| h.p.open[*k].batch.first_offset == 1)
+        .find(|k| h.p.open.map[*k].batch.first_offset == 1)
         .unwrap()
         .clone();
     h.p.seal(&k1, FlushReason::Size);
@@ -108,7 +108,7 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     assert_eq!(commits(&h), vec![vec![(TopicPartition::new("t", 0), 0)]]);
     let k0 = keys
         .iter()
-        .find(|k| h.p.open.contains_key(*k))
+        .find(|k| h.p.open.map.contains_key(*k))
         .unwrap()
         .clone();
     h.p.seal(&k0, FlushReason::Size);
@@ -173,11 +173,11 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
             .collect();
         h.p.ingest(recs).unwrap();
         h.p.enforce_budget();
-        peak = peak.max(h.p.open_memory);
+        peak = peak.max(h.p.open.memory());
         assert!(
-            h.p.open_memory <= h.p.budget,
+            h.p.open.memory() <= h.p.budget,
             "open files within the budget: {}",
-            h.p.open_memory
+            h.p.open.memory()
         );
     }
     assert!(
@@ -206,6 +206,7 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
         .sum::<usize>()
         + h.p
             .open
+            .map
             .values()
             .map(|f| f.batch.records as usize)
             .sum::<usize>();
@@ -232,9 +233,9 @@ async fn many_small_folders_stay_open_without_encoders() {
     }
     assert_eq!(h.p.open.len(), 2400);
     assert!(
-        h.p.open_memory < 4 * 1024 * 1024,
+        h.p.open.memory() < 4 * 1024 * 1024,
         "{} bytes",
-        h.p.open_memory
+        h.p.open.memory()
     );
     assert!(h.sink.objects().is_empty());
 }
@@ -348,4 +349,98 @@ async fn a_record_without_destination_is_never_committed() {
         Some(2),
         "records before it still commit"
     );
+}
+
+fn harness_with(pipeline: &str, extra: &str) -> Harness {
+    let mut h = harness(extra);
+    let text = format!(
+        "[kafka]\nbrokers = \"x\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[pipeline]\nmemory_budget_bytes = 16777216\n{pipeline}\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
+    );
+    let cfg = parse(&text, &|_| None).unwrap();
+    h.p.max_open_files = cfg.pipeline.max_open_files;
+    h
+}
+
+/// Records each in an hour of their own (a backfill spread over years) never hold more than
+/// `max_open_files` files open: the least recently written closes first (reason
+/// `open_files`), every record reaches S3, and the indexes stay consistent throughout.
+#[tokio::test]
+async fn open_files_are_bounded_and_the_least_recently_written_closes_first() {
+    let mut h = harness_with("max_open_files = 50", "");
+    let mut offset = 0;
+    for chunk in 0..20 {
+        let recs: Vec<Record> = (0..50)
+            .map(|i| {
+                offset += 1;
+                rec(offset, &year_hour(chunk * 50 + i))
+            })
+            .collect();
+        h.p.ingest(recs).unwrap();
+        h.p.open.check();
+        assert!(h.p.open.len() <= 50, "{} open", h.p.open.len());
+    }
+    // The bound closed files as it went; the rest close at shutdown.
+    let flushed_early = h.p.in_flight.len() + h.sink.objects().len();
+    assert!(flushed_early >= 1000 - 50, "{flushed_early}");
+    let open: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    for k in open {
+        h.p.seal(&k, FlushReason::Shutdown);
+    }
+    settle(&mut h).await;
+    h.p.open.check();
+    assert_eq!(
+        h.sink.objects().len(),
+        1000,
+        "one object per hour, every record"
+    );
+    assert_eq!(
+        h.p.offsets.safe_offset(&TopicPartition::new("t", 0)),
+        Some(1001)
+    );
+
+    // Least recently written: of three open files, the one not written again closes.
+    let mut h = harness_with("max_open_files = 3", "");
+    h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(1)), rec(2, &hour(2))])
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    h.p.ingest(vec![rec(3, &hour(0)), rec(4, &hour(2))])
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    h.p.ingest(vec![rec(5, &hour(3))]).unwrap();
+    h.p.open.check();
+    let firsts: Vec<i64> =
+        h.p.open
+            .map
+            .values()
+            .map(|f| f.batch.first_offset)
+            .collect();
+    assert_eq!(h.p.open.len(), 3);
+    assert!(
+        !firsts.contains(&1),
+        "hour 1 was written least recently: {firsts:?}"
+    );
+}
+
+/// Each open file's fixed cost is charged to the budget: many one-record files hit the
+/// memory bound even though their lines are tiny, instead of growing without one.
+#[tokio::test]
+async fn each_open_file_is_charged_its_fixed_cost() {
+    let mut h = harness("");
+    let recs: Vec<Record> = (0..2_000).map(|i| rec(i, &year_hour(i as u32))).collect();
+    h.p.ingest(recs).unwrap();
+    h.p.open.check();
+    assert!(
+        h.p.open.memory() >= h.p.open.len() * open::FILE_FIXED_BYTES,
+        "{} bytes for {} files",
+        h.p.open.memory(),
+        h.p.open.len()
+    );
+    const { assert!(open::FILE_FIXED_BYTES >= 512) };
+}
+
+/// `2019-01-01` plus `n` hours: one distinct hour folder per `n`, over years.
+fn year_hour(n: u32) -> String {
+    let t = chrono::DateTime::parse_from_rfc3339("2019-01-01T00:15:00Z").unwrap()
+        + chrono::Duration::hours(i64::from(n));
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
