@@ -6,16 +6,16 @@
 //! S3; commits are sent after each successful upload, synchronously on revoke and on shutdown.
 //! The loop prefers finishing work to taking more (`select!` is biased: shutdown, upload
 //! completions, assignment changes, then data), and takes no data while the memory budget is
-//! spent. This file holds the loop, the intake (route, append) and the partition lifecycle
-//! (assignment, revoke drain, shutdown); `flush.rs` the way out (seal, upload completions,
-//! expiry, the memory budget).
+//! spent. This file holds the loop and the intake (route, append); `lifecycle.rs` the
+//! partition lifecycle (assignment, revoke drain, shutdown); `flush.rs` the way out (seal,
+//! upload completions, expiry, the memory budget); `open.rs` the open files and their indexes.
 
 use chrono::Utc;
 use hashbrown::hash_map::RawEntryMut;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, EncoderPool, FlushReason};
@@ -25,11 +25,12 @@ use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
 use crate::offsets::OffsetTracker;
 use crate::router::{FolderKey, QuarantineReason, Route, Router};
-use crate::source::{Command, Control, Offsets, SourceIo};
+use crate::source::{Command, SourceIo};
 use crate::template::FileTemplate;
 use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
 
 mod flush;
+mod lifecycle;
 mod open;
 use flush::object_key;
 use open::OpenFiles;
@@ -520,119 +521,6 @@ impl Pipeline {
                 w.part(part);
             }
         }
-    }
-
-    async fn on_control(&mut self, ctrl: Control) -> Result<(), PipelineError> {
-        match ctrl {
-            Control::Assigned(parts) => {
-                for tp in parts {
-                    self.resolve_topic(&tp.topic);
-                    self.offsets.assign(tp);
-                }
-                Ok(())
-            }
-            Control::Fatal(msg) => Err(PipelineError::Source(msg)),
-            Control::Revoke { partitions, reply } => {
-                // Everything the Kafka thread handed over before the revoke comes first.
-                while let Ok(chunk) = self.io.data.try_recv() {
-                    self.ingest(chunk)?;
-                }
-                let keys: Vec<FileKey> = self
-                    .open
-                    .keys()
-                    .filter(|k| partitions.contains(&k.tp))
-                    .cloned()
-                    .collect();
-                for k in keys {
-                    self.seal(&k, FlushReason::Revoke);
-                }
-                let deadline = Instant::now() + self.drain_deadline;
-                let finished = self
-                    .wait_uploads(deadline, |f| partitions.contains(&f.tp))
-                    .await?;
-                if !finished {
-                    tracing::warn!(
-                        ?partitions,
-                        "revoke drain deadline passed; cancelling their uploads"
-                    );
-                    for f in self
-                        .in_flight
-                        .values()
-                        .filter(|f| partitions.contains(&f.tp))
-                    {
-                        f.cancel.cancel();
-                    }
-                }
-                // The full watermark, not `take_commits`: an upload completion above may have
-                // handed it to an async commit, which the Kafka thread (blocked in this revoke)
-                // runs only after release and then drops as no longer assigned.
-                let offsets: Offsets = partitions
-                    .iter()
-                    .filter_map(|tp| self.offsets.safe_offset(tp).map(|o| (tp.clone(), o)))
-                    .collect();
-                self.record_commits(&offsets);
-                tracing::info!(?partitions, ?offsets, "revoked partitions drained");
-                let _ = reply.send(offsets);
-                for tp in &partitions {
-                    self.offsets.forget(tp);
-                    self.windows.remove(tp);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Handles completions until no in-flight upload matches `which`; false if the deadline hit.
-    async fn wait_uploads(
-        &mut self,
-        deadline: Instant,
-        which: impl Fn(&InFlight) -> bool,
-    ) -> Result<bool, PipelineError> {
-        while self.in_flight.values().any(&which) {
-            match timeout_at(deadline, self.done.recv()).await {
-                Ok(Some(done)) => self.on_done(done)?,
-                Ok(None) => return Ok(false),
-                Err(_) => return Ok(false),
-            }
-        }
-        Ok(true)
-    }
-
-    async fn shutdown(&mut self) {
-        tracing::info!(
-            worker = self.shard,
-            open_files = self.open.len(),
-            "shutting down: flushing open files"
-        );
-        let keys: Vec<FileKey> = self.open.keys().cloned().collect();
-        for k in keys {
-            self.seal(&k, FlushReason::Shutdown);
-        }
-        let deadline = Instant::now() + self.shutdown_deadline;
-        match self.wait_uploads(deadline, |_| true).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                pending = self.in_flight.len(),
-                "shutdown deadline passed; pending uploads cancelled, their records stay uncommitted"
-            ),
-            Err(e) => tracing::error!(error = %e, "upload failed during shutdown"),
-        }
-        self.uploads_cancel.cancel();
-        let offsets = self.offsets.take_commits(None);
-        self.record_commits(&offsets);
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let _ = self.io.commands.send(Command::Shutdown {
-            shard: self.shard,
-            offsets,
-            done,
-        });
-        if tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .is_err()
-        {
-            tracing::warn!("kafka consumer did not close within 30 s");
-        }
-        self.publish();
     }
 }
 

@@ -219,7 +219,8 @@ impl Uploader {
         cancel: CancellationToken,
     ) -> ObjectWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = self.task(cancel.clone()).run(info, key, rx);
+        let charge = Charge::new(self.queued.clone(), OBJECT_TASK_BYTES);
+        let task = self.task(cancel.clone()).run(info, key, rx, charge);
         match &self.runtime {
             Some(rt) => drop(rt.spawn(task)),
             None => drop(tokio::spawn(task)),
@@ -273,6 +274,33 @@ impl ObjectWriter {
 /// permits: 256 operations, about 2.5 MB). Admission is held for one operation, never while
 /// waiting for the next part, so a multipart upload cannot starve the others.
 const ADMISSION_PER_PERMIT: usize = 32;
+
+/// Memory an object's upload task holds while it waits and runs, besides its bytes: its future
+/// (about 1.9 KB, measured with `size_of_val`), its channel (a first block of 32 slots), its
+/// cancellation token and the object's metadata. Counted in [`Uploader::queued_bytes`] from
+/// `open` until the task ends, so thousands of small objects closed at once (a revoke, a
+/// shutdown, files spread over many folders) count against the memory budget.
+pub const OBJECT_TASK_BYTES: usize = 4096;
+
+/// Bytes counted in the queued total for as long as it lives (a task's fixed cost: released
+/// when the task ends, or is dropped unfinished).
+pub(super) struct Charge {
+    queued: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Charge {
+    fn new(queued: Arc<AtomicUsize>, bytes: usize) -> Self {
+        queued.fetch_add(bytes, Ordering::Relaxed);
+        Self { queued, bytes }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 #[cfg(test)]
 mod tests;

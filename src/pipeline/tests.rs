@@ -2,6 +2,7 @@ use super::*;
 use crate::config::parse;
 use crate::sink::memory::MemorySink;
 use crate::sink::ObjectSink;
+use crate::source::{Control, Offsets};
 use crate::upload::Target;
 use std::sync::mpsc as std_mpsc;
 
@@ -443,4 +444,32 @@ fn year_hour(n: u32) -> String {
     let t = chrono::DateTime::parse_from_rfc3339("2019-01-01T00:15:00Z").unwrap()
         + chrono::Duration::hours(i64::from(n));
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A shutdown with thousands of small files open hands them to the uploader in waves: the
+/// uploads queued (bodies and each task's fixed cost) never pass half the budget by more than
+/// one file, and every record still reaches S3.
+#[tokio::test]
+async fn sealing_many_files_keeps_queued_uploads_within_the_budget() {
+    let mut h = harness_with("max_open_files = 100000", "");
+    let n = 6_000;
+    let recs: Vec<Record> = (0..n).map(|i| rec(i, &year_hour(i as u32))).collect();
+    h.p.ingest(recs).unwrap();
+    assert_eq!(h.p.open.len() as i64, n);
+    assert!(
+        n as usize * crate::upload::OBJECT_TASK_BYTES > h.p.budget / 2,
+        "the test needs more task memory than half the budget"
+    );
+    let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    h.p.seal_within_budget(keys, FlushReason::Shutdown, deadline)
+        .await
+        .unwrap();
+    assert!(
+        h.p.uploader.queued_bytes() <= h.p.budget / 2 + crate::upload::OBJECT_TASK_BYTES + 4096,
+        "{} queued",
+        h.p.uploader.queued_bytes()
+    );
+    settle(&mut h).await;
+    assert_eq!(h.sink.objects().len() as i64, n);
 }

@@ -50,6 +50,7 @@ impl ObjectTask {
         info: ObjectInfo,
         key: Option<String>,
         mut rx: mpsc::UnboundedReceiver<Chunk>,
+        charge: super::Charge,
     ) {
         let writer = format!("{:016x}", rand::random::<u64>());
         let meta = self.object_meta(&info, &writer);
@@ -129,6 +130,8 @@ impl ObjectTask {
                 started.elapsed().as_secs_f64(),
             );
         }
+        // The task's own cost is released before it reports, so the report sees it gone.
+        drop(charge);
         let _ = self.done_tx.send(UploadDone {
             info,
             key: final_key,

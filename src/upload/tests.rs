@@ -330,13 +330,37 @@ async fn a_waiting_object_task_is_small() {
     let (up, _done) = uploader(Arc::new(MemorySink::new()), Some(1));
     let (_tx, rx) = mpsc::unbounded_channel();
     let task = up.task(CancellationToken::new());
-    let fut = task.run(info(1), None, rx);
+    let charge = Charge::new(Arc::new(AtomicUsize::new(0)), OBJECT_TASK_BYTES);
+    let fut = task.run(info(1), None, rx, charge);
     let size = std::mem::size_of_val(&fut);
-    assert!(size <= 4096, "object task future is {size} bytes");
+    assert!(
+        size <= OBJECT_TASK_BYTES / 2,
+        "object task future is {size} bytes"
+    );
+}
+
+/// Each object's upload task counts against the memory budget while it lives, released when
+/// it reports (or is dropped unfinished).
+#[tokio::test]
+async fn an_upload_task_is_charged_until_it_reports() {
+    let sink = Arc::new(MemorySink::new());
+    let (up, mut done) = uploader(sink, None);
+    let writers: Vec<ObjectWriter> = (0..10)
+        .map(|i| up.open(info(i), None, CancellationToken::new()))
+        .collect();
+    assert_eq!(up.queued_bytes(), 10 * OBJECT_TASK_BYTES);
+    for (i, w) in writers.into_iter().enumerate() {
+        w.finish(Bytes::from_static(b"x"), format!("k{i}"), stats());
+    }
+    for _ in 0..10 {
+        done.recv().await.unwrap().result.unwrap();
+    }
+    assert_eq!(up.queued_bytes(), 0);
 }
 
 /// A decompression bomb at a taken key (64 MiB of zeros in 64 KiB of gzip) is read only up to
-/// the limit, on blocking threads, and counts as other records: nothing blows up (it is not identical to, nor does it contain, ours: both are kept).
+/// the limit, on blocking threads, and counts as other records: nothing blows up (it is not
+/// identical to, nor does it contain, ours: both are kept).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_at_a_taken_key_is_read_only_to_the_limit() {
     use std::io::Write;

@@ -1,0 +1,157 @@
+//! The partition lifecycle of a worker: assignments, the revoke drain (seal the revoked
+//! partitions' files, upload them within the drain deadline, answer the commit offsets) and the
+//! shutdown drain; both hand files to the uploader in waves that keep queued uploads within half
+//! the memory budget.
+//!
+//! Invariant: a revoke answers only offsets whose records are in S3 (the watermark), and a
+//! partition is forgotten only after it answered.
+
+use std::time::Duration;
+use tokio::time::{timeout_at, Instant};
+
+use super::{FileKey, InFlight, Pipeline, PipelineError};
+use crate::batch::FlushReason;
+use crate::source::{Command, Control, Offsets};
+
+impl Pipeline {
+    pub(super) async fn on_control(&mut self, ctrl: Control) -> Result<(), PipelineError> {
+        match ctrl {
+            Control::Assigned(parts) => {
+                for tp in parts {
+                    self.resolve_topic(&tp.topic);
+                    self.offsets.assign(tp);
+                }
+                Ok(())
+            }
+            Control::Fatal(msg) => Err(PipelineError::Source(msg)),
+            Control::Revoke { partitions, reply } => {
+                // Everything the Kafka thread handed over before the revoke comes first.
+                while let Ok(chunk) = self.io.data.try_recv() {
+                    self.ingest(chunk)?;
+                }
+                let keys: Vec<FileKey> = self
+                    .open
+                    .keys()
+                    .filter(|k| partitions.contains(&k.tp))
+                    .cloned()
+                    .collect();
+                let deadline = Instant::now() + self.drain_deadline;
+                self.seal_within_budget(keys, FlushReason::Revoke, deadline)
+                    .await?;
+                let finished = self
+                    .wait_uploads(deadline, |f| partitions.contains(&f.tp))
+                    .await?;
+                if !finished {
+                    tracing::warn!(
+                        ?partitions,
+                        "revoke drain deadline passed; cancelling their uploads"
+                    );
+                    for f in self
+                        .in_flight
+                        .values()
+                        .filter(|f| partitions.contains(&f.tp))
+                    {
+                        f.cancel.cancel();
+                    }
+                }
+                // The full watermark, not `take_commits`: an upload completion above may have
+                // handed it to an async commit, which the Kafka thread (blocked in this revoke)
+                // runs only after release and then drops as no longer assigned.
+                let offsets: Offsets = partitions
+                    .iter()
+                    .filter_map(|tp| self.offsets.safe_offset(tp).map(|o| (tp.clone(), o)))
+                    .collect();
+                self.record_commits(&offsets);
+                tracing::info!(?partitions, ?offsets, "revoked partitions drained");
+                let _ = reply.send(offsets);
+                for tp in &partitions {
+                    self.offsets.forget(tp);
+                    self.windows.remove(tp);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Seals `keys` without letting the uploads queued outgrow half the memory budget: while
+    /// they do, it first handles upload completions (until `deadline`, after which the rest is
+    /// sealed at once). A revoke or a shutdown with thousands of small files open thus hands
+    /// them over in waves instead of holding every upload task at once.
+    pub(super) async fn seal_within_budget(
+        &mut self,
+        keys: Vec<FileKey>,
+        reason: FlushReason,
+        deadline: Instant,
+    ) -> Result<(), PipelineError> {
+        let mut waiting = true;
+        for k in keys {
+            while waiting
+                && self.uploader.queued_bytes() > self.budget / 2
+                && !self.in_flight.is_empty()
+            {
+                match timeout_at(deadline, self.done.recv()).await {
+                    Ok(Some(done)) => self.on_done(done)?,
+                    Ok(None) | Err(_) => waiting = false,
+                }
+            }
+            self.seal(&k, reason);
+        }
+        Ok(())
+    }
+
+    /// Handles completions until no in-flight upload matches `which`; false if the deadline hit.
+    async fn wait_uploads(
+        &mut self,
+        deadline: Instant,
+        which: impl Fn(&InFlight) -> bool,
+    ) -> Result<bool, PipelineError> {
+        while self.in_flight.values().any(&which) {
+            match timeout_at(deadline, self.done.recv()).await {
+                Ok(Some(done)) => self.on_done(done)?,
+                Ok(None) => return Ok(false),
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn shutdown(&mut self) {
+        tracing::info!(
+            worker = self.shard,
+            open_files = self.open.len(),
+            "shutting down: flushing open files"
+        );
+        let keys: Vec<FileKey> = self.open.keys().cloned().collect();
+        let deadline = Instant::now() + self.shutdown_deadline;
+        if let Err(e) = self
+            .seal_within_budget(keys, FlushReason::Shutdown, deadline)
+            .await
+        {
+            tracing::error!(error = %e, "upload failed during shutdown");
+        }
+        match self.wait_uploads(deadline, |_| true).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                pending = self.in_flight.len(),
+                "shutdown deadline passed; pending uploads cancelled, their records stay uncommitted"
+            ),
+            Err(e) => tracing::error!(error = %e, "upload failed during shutdown"),
+        }
+        self.uploads_cancel.cancel();
+        let offsets = self.offsets.take_commits(None);
+        self.record_commits(&offsets);
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let _ = self.io.commands.send(Command::Shutdown {
+            shard: self.shard,
+            offsets,
+            done,
+        });
+        if tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("kafka consumer did not close within 30 s");
+        }
+        self.publish();
+    }
+}
