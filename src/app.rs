@@ -64,10 +64,16 @@ pub fn object_meta(d: &DestinationConfig) -> ObjectMeta {
         Encryption::Aes256 => (Some("AES256".to_string()), None),
         Encryption::Kms { key_id } => (Some("aws:kms".to_string()), key_id.clone()),
     };
-    let gzip = matches!(d.batch.compression, crate::config::Compression::Gzip { .. });
+    let encoding = match d.batch.compression {
+        crate::config::Compression::None => None,
+        crate::config::Compression::Gzip { .. } => Some("gzip"),
+        crate::config::Compression::Zstd { .. } => Some("zstd"),
+    };
     ObjectMeta {
         content_type: d.content_type.clone(),
-        content_encoding: (gzip && d.content_encoding_header).then(|| "gzip".to_string()),
+        content_encoding: encoding
+            .filter(|_| d.content_encoding_header)
+            .map(str::to_string),
         sse,
         kms_key_id,
         storage_class: d.storage_class.clone(),
@@ -87,7 +93,7 @@ pub fn targets(config: &Config, sinks: Vec<Arc<dyn ObjectSink>>) -> Arc<Vec<Targ
                 sink,
                 meta: object_meta(d),
                 conditional: d.conditional_writes,
-                gzip: matches!(d.batch.compression, crate::config::Compression::Gzip { .. }),
+                compression: d.batch.compression,
                 max_stored_raw_bytes: d.batch.max_object_raw_bytes(),
             })
             .collect(),

@@ -15,6 +15,9 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::config::{BatchConfig, Compression};
 use crate::model::TopicPartition;
 
+mod zstd;
+use self::zstd::{SharedZstd, ZstdFile};
+
 /// Fixed memory a gzip encoder holds (deflate window, hash chains, pending buffer), measured for
 /// zlib-rs at level 6 plus slack. Charged to the memory budget once per worker and level
 /// ([`EncoderPool::memory_bytes`]).
@@ -116,6 +119,8 @@ pub struct EncoderPool {
     /// dictionary).
     blocks: u64,
     continued: u64,
+    /// The one-shot zstd contexts (see `batch/zstd.rs`).
+    zstd: SharedZstd,
 }
 
 /// Spare staging blocks a pool keeps at most (memory counted in [`EncoderPool::memory_bytes`]).
@@ -168,7 +173,9 @@ impl EncoderPool {
 
     /// Memory the encoders and spare blocks hold.
     pub fn memory_bytes(&self) -> usize {
-        self.encoders.len() * GZIP_ENCODER_OVERHEAD_BYTES + self.spare.len() * STAGE_BYTES
+        self.encoders.len() * GZIP_ENCODER_OVERHEAD_BYTES
+            + self.spare.len() * STAGE_BYTES
+            + self.zstd.memory_bytes()
     }
 }
 
@@ -224,18 +231,43 @@ enum Encoder {
         /// preset dictionary, so blocks keep nearly the ratio of one continuous stream.
         dict: Vec<u8>,
     },
+    Zstd {
+        /// Raw lines not compressed yet.
+        staging: Vec<u8>,
+        /// The frame so far.
+        out: Vec<u8>,
+        /// Its compression state.
+        file: ZstdFile,
+    },
 }
 
 impl Encoder {
     /// Compressed (or, for plain files, final) bytes ready to be taken.
     fn out(&self) -> &[u8] {
         match self {
-            Encoder::Plain(v) | Encoder::Gzip { out: v, .. } => v,
+            Encoder::Plain(v) | Encoder::Gzip { out: v, .. } | Encoder::Zstd { out: v, .. } => v,
+        }
+    }
+
+    /// The raw lines waiting for compression (none for plain files).
+    fn staging(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            Encoder::Plain(_) => None,
+            Encoder::Gzip { staging, .. } | Encoder::Zstd { staging, .. } => Some(staging),
         }
     }
 
     /// Compresses the staged lines as one block, hashing them; `last` ends the gzip member.
     fn compress_staging(&mut self, hash: &mut Xxh3, pool: &mut EncoderPool, last: bool) {
+        if let Encoder::Zstd { staging, out, file } = self {
+            if staging.is_empty() && !last {
+                return;
+            }
+            hash.update(staging);
+            file.compress(&mut pool.zstd, staging, out, last);
+            staging.clear();
+            return;
+        }
         if let Encoder::Gzip {
             level,
             file,
@@ -323,6 +355,11 @@ impl Batch {
                 started: false,
                 dict: Vec::new(),
             },
+            Compression::Zstd { level } => Encoder::Zstd {
+                staging: Vec::new(),
+                out: Vec::new(),
+                file: ZstdFile::new(level),
+            },
         };
         Self {
             tp,
@@ -347,7 +384,7 @@ impl Batch {
                 v.extend_from_slice(line);
                 v.push(b'\n');
             }
-            Encoder::Gzip { staging, .. } => {
+            Encoder::Gzip { staging, .. } | Encoder::Zstd { staging, .. } => {
                 // Compressed before it would outgrow the block (more only for a single longer
                 // line). The buffer grows by doubling, so a file fed slowly (an older hour's
                 // folder that gets a late event now and then) holds about what it staged; the
@@ -356,7 +393,7 @@ impl Batch {
                 if !staging.is_empty() && staging.len() + need > STAGE_BYTES {
                     self.enc.compress_staging(&mut self.hash, pool, false);
                 }
-                if let Encoder::Gzip { staging, .. } = &mut self.enc {
+                if let Some(staging) = self.enc.staging() {
                     if staging.capacity() - staging.len() < need {
                         let want = (staging.capacity() * 2)
                             .min(STAGE_BYTES)
@@ -397,6 +434,9 @@ impl Batch {
             Encoder::Gzip {
                 staging, out, dict, ..
             } => staging.capacity() + out.capacity() + dict.capacity(),
+            Encoder::Zstd { staging, out, file } => {
+                staging.capacity() + out.capacity() + file.memory_bytes()
+            }
         }
     }
 
@@ -407,7 +447,7 @@ impl Batch {
                 self.hash.update(v);
                 v
             }
-            Encoder::Gzip { out, .. } => out,
+            Encoder::Gzip { out, .. } | Encoder::Zstd { out, .. } => out,
         };
         let cap = buf.capacity();
         let taken = std::mem::replace(buf, Vec::with_capacity(cap.min(1 << 20)));
@@ -425,7 +465,7 @@ impl Batch {
         let hash = self.hash.digest128();
         let mut v = match self.enc {
             Encoder::Plain(v) => v,
-            Encoder::Gzip { out, staging, .. } => {
+            Encoder::Gzip { out, staging, .. } | Encoder::Zstd { out, staging, .. } => {
                 pool.give_back(staging);
                 out
             }

@@ -87,6 +87,9 @@ pub enum Command {
         /// Print every object key (default: a tree summary per folder).
         #[arg(long)]
         all_keys: bool,
+        /// Compression of the objects: gzip, zstd or none.
+        #[arg(long, default_value = "gzip")]
+        compression: String,
     },
     /// Print deterministic Segment-like analytics events as NDJSON (the generator the tests,
     /// benchmarks and `demo` use), e.g. to load a topic of your own cluster.

@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub partitions: i32,
     /// Print every key.
     pub all_keys: bool,
+    /// `batch.compression` of the demo destination: gzip, zstd or none.
+    pub compression: String,
 }
 
 /// Why the demo failed.
@@ -96,7 +98,7 @@ fn set_field(value: &[u8], field: &str, to: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-fn demo_config(brokers: &str, endpoint: &str) -> String {
+fn demo_config(brokers: &str, endpoint: &str, compression: &str) -> String {
     format!(
         r#"
 [kafka]
@@ -125,7 +127,7 @@ time_field = "timestamp"
 folder_template = "%Y/%m/%d/%H/"
 
 [destinations.batch]
-compression = "gzip"
+compression = "{compression}"
 max_records = 1000
 max_age_secs = 10
 idle_secs = 1
@@ -188,7 +190,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         opts.records
     );
 
-    let cfg = config::parse(&demo_config(&brokers, &s3.endpoint()), &|_| None)?;
+    let cfg = config::parse(
+        &demo_config(&brokers, &s3.endpoint(), &opts.compression),
+        &|_| None,
+    )?;
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry)
         .map_err(|e| DemoError::Io(PathBuf::from("metrics"), std::io::Error::other(e)))?;
@@ -273,7 +278,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         }
     }
     println!(
-        "\nbrowse the objects: find {} -type f | sort | head; zcat <file> | head -3",
+        "\nbrowse the objects: find {} -type f | sort | head; zcat <file> | head -3 (zstdcat for .zst)",
         bucket_dir.display()
     );
     Ok(())

@@ -136,6 +136,7 @@ async fn async_main() -> anyhow::Result<()> {
             records,
             partitions,
             all_keys,
+            compression,
         } => {
             init_logging(&cli, None);
             let shutdown = CancellationToken::new();
@@ -145,6 +146,7 @@ async fn async_main() -> anyhow::Result<()> {
                 records: *records,
                 partitions: *partitions,
                 all_keys: *all_keys,
+                compression: compression.clone(),
             };
             demo::run(opts, shutdown).await.context("demo failed")?;
             Ok(())

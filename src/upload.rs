@@ -103,8 +103,8 @@ pub struct Target {
     pub meta: ObjectMeta,
     /// Write with `If-None-Match: *` (and `If-Match` when moving an object aside).
     pub conditional: bool,
-    /// Objects are gzip (to read an existing object's content when its key is taken).
-    pub gzip: bool,
+    /// The objects' compression (to read an existing object's content when its key is taken).
+    pub compression: crate::config::Compression,
     /// Most uncompressed bytes read from an existing object at a taken key before it counts as
     /// not ours (see `BatchConfig::max_object_raw_bytes`).
     pub max_stored_raw_bytes: u64,

@@ -171,6 +171,16 @@ fn assert_complete(scan: &Scan, expected: &Expected) {
 /// committed in Kafka equal the partitions' end offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_run_delivers_every_record_exactly_once() {
+    clean_run("gzip", ".gz").await;
+}
+
+/// The same clean run with zstd objects (`.zst`, one frame each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_run_with_zstd_delivers_every_record_exactly_once() {
+    clean_run("zstd", ".zst").await;
+}
+
+async fn clean_run(compression: &str, suffix: &str) {
     const TOPIC: &str = "events";
     const PARTITIONS: i32 = 4;
     let kafka = Kafka::start();
@@ -187,7 +197,8 @@ async fn clean_run_delivers_every_record_exactly_once() {
     assert_eq!(ends.values().sum::<i64>(), 5_012);
 
     let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
-    cfg.dest(0, "batch.max_records", 10);
+    cfg.dest(0, "batch.max_records", 10)
+        .dest(0, "batch.compression", compression);
     let mut run = start_pipeline(cfg.build()).await;
     run.wait_committed_total(5_012, Duration::from_secs(60))
         .await;
@@ -202,7 +213,7 @@ async fn clean_run_delivers_every_record_exactly_once() {
     assert_eq!(found.duplicates(), 0, "a clean run writes each record once");
     assert_eq!(found.data_lines, 5_000);
     assert_eq!(found.error_lines, 12);
-    check_placement(&s3, &expected, TOPIC, ".gz");
+    check_placement(&s3, &expected, TOPIC, suffix);
 
     let folders: std::collections::BTreeSet<&str> = objects
         .iter()
@@ -231,7 +242,7 @@ async fn clean_run_delivers_every_record_exactly_once() {
         .collect();
     assert_eq!(committed, ends);
     eprintln!(
-        "clean run: {} records, {} objects in {} hour folders, committed {ends:?}",
+        "clean run ({compression}): {} records, {} objects in {} hour folders, committed {ends:?}",
         expected.total(),
         objects.len(),
         folders.len()

@@ -79,6 +79,7 @@ fn content_hash_ignores_compression_and_part_boundaries() {
     let gz = fill(Compression::Gzip { level: 6 }, 1700);
     assert_eq!(gz, fill(Compression::Gzip { level: 1 }, 900));
     assert_eq!(gz, fill(Compression::None, 1234));
+    assert_eq!(gz, fill(Compression::Zstd { level: 3 }, 1100));
     let mut p = pool();
     let mut other = Batch::new(tp.clone(), 0, Compression::None, now);
     other.append(0, b"{}", now, &mut p);
@@ -346,4 +347,45 @@ fn a_finished_files_block_is_taken_by_the_next_growing_file() {
         let _ = f.finish(&mut p);
     }
     assert_eq!(p.spare.len(), SPARE_BLOCKS);
+}
+
+/// A zstd file's parts and tail are one zstd frame of its lines, whether it ended within its
+/// first block (one shot) or went on over many (its own context, released at the end).
+#[test]
+fn zstd_parts_and_tail_form_one_frame() {
+    let mut p = pool();
+    let now = Instant::now();
+    for (records, part_every) in [(3, 1000), (20_000, 3_000)] {
+        let mut b = Batch::new(
+            TopicPartition::new("t", 0),
+            0,
+            Compression::Zstd { level: 3 },
+            now,
+        );
+        let mut all = Vec::new();
+        let mut raw = Vec::new();
+        for i in 0..records {
+            let line = format!(r#"{{"i":{i},"pad":"{}"}}"#, "y".repeat(i as usize % 50));
+            b.append(i, line.as_bytes(), now, &mut p);
+            raw.extend_from_slice(line.as_bytes());
+            raw.push(b'\n');
+            if i % part_every == part_every - 1 {
+                all.extend_from_slice(&b.take_part());
+            }
+        }
+        let (tail, hash) = b.finish(&mut p);
+        all.extend_from_slice(&tail);
+        let frame = ::zstd::zstd_safe::find_frame_compressed_size(&all).unwrap();
+        assert_eq!(frame, all.len(), "one frame");
+        assert_eq!(::zstd::stream::decode_all(&all[..]).unwrap(), raw);
+        assert_eq!(hash, xxhash_rust::xxh3::xxh3_128(&raw));
+        if records > 1000 {
+            assert!(
+                all.len() * 4 < raw.len(),
+                "compressed: {} of {}",
+                all.len(),
+                raw.len()
+            );
+        }
+    }
 }

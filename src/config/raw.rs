@@ -329,10 +329,11 @@ impl Default for RawRouting {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBatch {
-    /// none | gzip.
+    /// none | gzip | zstd.
     pub compression: String,
-    /// gzip level 0–9.
-    pub compression_level: u32,
+    /// gzip level 0–9 (default 6), zstd level 1–19 (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<u32>,
     /// Rotate when the compressed file reaches this size.
     pub max_bytes: u64,
     /// Rotate after this many records.
@@ -352,7 +353,7 @@ impl Default for RawBatch {
     fn default() -> Self {
         Self {
             compression: "gzip".into(),
-            compression_level: 6,
+            compression_level: None,
             max_bytes: 128 * 1024 * 1024,
             max_records: 1_000_000,
             max_age_secs: 300,

@@ -280,6 +280,11 @@ pub enum Compression {
         /// Level.
         level: u32,
     },
+    /// zstd at a level 1–19, one frame per object.
+    Zstd {
+        /// Level.
+        level: i32,
+    },
 }
 
 impl Compression {
@@ -288,6 +293,7 @@ impl Compression {
         match self {
             Compression::None => "",
             Compression::Gzip { .. } => ".gz",
+            Compression::Zstd { .. } => ".zst",
         }
     }
 }

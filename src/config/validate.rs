@@ -634,23 +634,38 @@ fn validate_routing(at: &str, r: &RawRouting) -> Result<RoutingConfig, ConfigErr
 
 fn validate_batch(at: &str, b: &RawBatch) -> Result<BatchConfig, ConfigError> {
     let key = |k: &str| format!("{at}.batch.{k}");
-    let compression = match b.compression.as_str() {
-        "none" => Compression::None,
-        "gzip" => {
-            if b.compression_level > 9 {
+    let compression = match (b.compression.as_str(), b.compression_level) {
+        ("none", None) => Compression::None,
+        ("none", Some(_)) => {
+            return Err(ConfigError::new(
+                key("compression_level"),
+                "is only used with compression = \"gzip\" or \"zstd\"; remove it",
+            ))
+        }
+        ("gzip", level) => match level.unwrap_or(6) {
+            level @ 0..=9 => Compression::Gzip { level },
+            _ => {
                 return Err(ConfigError::new(
                     key("compression_level"),
                     "gzip level must be 0–9",
-                ));
+                ))
             }
-            Compression::Gzip {
-                level: b.compression_level,
+        },
+        ("zstd", level) => match level.unwrap_or(3) {
+            level @ 1..=19 => Compression::Zstd {
+                level: level as i32,
+            },
+            _ => {
+                return Err(ConfigError::new(
+                    key("compression_level"),
+                    "zstd level must be 1–19",
+                ))
             }
-        }
-        other => {
+        },
+        (other, _) => {
             return Err(ConfigError::new(
                 key("compression"),
-                format!("unknown value {other:?}; use gzip or none"),
+                format!("unknown value {other:?}; use gzip, zstd or none"),
             ))
         }
     };

@@ -25,7 +25,7 @@ fn harness(extra: &str) -> Harness {
         sink: sink.clone() as Arc<dyn ObjectSink>,
         meta: crate::app::object_meta(&cfg.destinations[0]),
         conditional: true,
-        gzip: true,
+        compression: crate::config::Compression::Gzip { level: 6 },
         max_stored_raw_bytes: 1 << 30,
     }];
     let metrics = Metrics::unregistered();

@@ -27,6 +27,7 @@ use tokio::io::AsyncReadExt;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{ObjectInfo, ObjectTask, UploadError};
+use crate::config::Compression;
 use crate::sink::{meta_keys, CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError};
 use crate::sink::{ObjectHead, Resolution, WriteCondition};
 
@@ -71,7 +72,7 @@ pub fn aside_key(key: &str, tag: &str) -> String {
     let name_start = key.rfind('/').map_or(0, |i| i + 1);
     let name = &key[name_start..];
     let mut stem_len = name.len();
-    for ext in [".gz", ".ndjson", ".jsonl", ".json", ".txt", ".log"] {
+    for ext in [".gz", ".zst", ".ndjson", ".jsonl", ".json", ".txt", ".log"] {
         if name[..stem_len].ends_with(ext) && stem_len > ext.len() {
             stem_len -= ext.len();
         }
@@ -92,7 +93,7 @@ const DECODE_CHUNK: usize = 1 << 20;
 async fn stored_content(
     sink: &dyn ObjectSink,
     key: &str,
-    gzip: bool,
+    codec: Compression,
     prefix_len: u64,
     max_raw: u64,
 ) -> Result<Option<Option<Content>>, SinkError> {
@@ -106,7 +107,7 @@ async fn stored_content(
         kind: ErrorKind::Network,
         message: e.to_string(),
     };
-    let mut decode = Decode::new(gzip, prefix_len, max_raw);
+    let mut decode = Decode::new(codec, HashWriter::new(prefix_len).with_limit(max_raw));
     let mut chunk = Vec::with_capacity(DECODE_CHUNK);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -120,7 +121,7 @@ async fn stored_content(
             })
             .await
             .map_err(|e| read_err(std::io::Error::other(e)))?;
-            if !decode.readable {
+            if !decode.readable() {
                 tracing::warn!(%key, max_raw, "the object at a taken key does not decompress within the limit; treated as other records");
                 return Ok(Some(None));
             }
@@ -129,66 +130,69 @@ async fn stored_content(
             break;
         }
     }
-    Ok(Some(decode.finish()))
+    Ok(Some(decode.finish().map(|h| h.content())))
 }
 
-/// The decompressing hasher of [`stored_content`]: moved into each blocking task and back.
-struct Decode {
-    plain: Option<HashWriter>,
-    gzip: Option<flate2::write::MultiGzDecoder<HashWriter>>,
-    readable: bool,
+/// The decompressing hasher of [`stored_content`] (and of our own body): moved into each
+/// blocking task and back.
+enum Decode<W: Write> {
+    Plain(W),
+    Gzip(Box<flate2::write::MultiGzDecoder<W>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, W>>),
+    /// A decoder failed: the content is unreadable.
+    Failed,
 }
 
-impl Decode {
-    fn new(gzip: bool, prefix_len: u64, max_raw: u64) -> Self {
-        let hasher = HashWriter::new(prefix_len).with_limit(max_raw);
-        match gzip {
-            true => Self {
-                plain: None,
-                gzip: Some(flate2::write::MultiGzDecoder::new(hasher)),
-                readable: true,
-            },
-            false => Self {
-                plain: Some(hasher),
-                gzip: None,
-                readable: true,
+impl<W: Write> Decode<W> {
+    fn new(codec: Compression, inner: W) -> Self {
+        match codec {
+            Compression::None => Self::Plain(inner),
+            Compression::Gzip { .. } => {
+                Self::Gzip(Box::new(flate2::write::MultiGzDecoder::new(inner)))
+            }
+            Compression::Zstd { .. } => match zstd::stream::write::Decoder::new(inner) {
+                Ok(d) => Self::Zstd(Box::new(d)),
+                Err(_) => Self::Failed,
             },
         }
+    }
+
+    fn readable(&self) -> bool {
+        !matches!(self, Self::Failed)
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        let ok = match (&mut self.gzip, &mut self.plain) {
-            (Some(d), _) => d.write_all(bytes).is_ok(),
-            (None, Some(h)) => h.write_all(bytes).is_ok(),
-            (None, None) => false,
+        let ok = match self {
+            Self::Plain(w) => w.write_all(bytes).is_ok(),
+            Self::Gzip(d) => d.write_all(bytes).is_ok(),
+            Self::Zstd(d) => d.write_all(bytes).is_ok(),
+            Self::Failed => false,
         };
-        self.readable &= ok;
+        if !ok {
+            *self = Self::Failed;
+        }
     }
 
-    fn finish(self) -> Option<Content> {
-        if !self.readable {
-            return None;
-        }
-        match (self.gzip, self.plain) {
-            (Some(d), _) => d.finish().ok().map(|h| h.content()),
-            (None, Some(h)) => Some(h.content()),
-            (None, None) => None,
+    /// The inner writer after the end of the stream; `None` if it did not decode whole.
+    fn finish(self) -> Option<W> {
+        match self {
+            Self::Plain(w) => Some(w),
+            Self::Gzip(d) => d.finish().ok(),
+            Self::Zstd(mut d) => {
+                d.flush().ok()?;
+                Some(d.into_inner())
+            }
+            Self::Failed => None,
         }
     }
 }
 
-/// Hash of the first `len` uncompressed bytes of a body we hold (`None`: shorter, or not gzip).
-/// Our own body: its size is bounded by the file it came from.
-fn prefix_hash_of(body: &[u8], gzip: bool, len: u64) -> Option<u128> {
-    let mut h = HashWriter::new(len);
-    if gzip {
-        let mut d = flate2::write::MultiGzDecoder::new(&mut h);
-        d.write_all(body).ok()?;
-        d.finish().ok()?;
-    } else {
-        h.update(body);
-    }
-    h.content().prefix_hash
+/// Hash of the first `len` uncompressed bytes of a body we hold (`None`: shorter, or it does
+/// not decode). Our own body: its size is bounded by the file it came from.
+fn prefix_hash_of(body: &[u8], codec: Compression, len: u64) -> Option<u128> {
+    let mut d = Decode::new(codec, HashWriter::new(len));
+    d.feed(body);
+    d.finish()?.content().prefix_hash
 }
 
 /// Hashes what is written to it, whole and up to a prefix length; refuses writes past a limit.
@@ -308,7 +312,13 @@ impl ObjectTask {
             }
             let stored = self
                 .attempt(info, || {
-                    stored_content(sink, key, t.gzip, ours.raw_len, t.max_stored_raw_bytes)
+                    stored_content(
+                        sink,
+                        key,
+                        t.compression,
+                        ours.raw_len,
+                        t.max_stored_raw_bytes,
+                    )
                 })
                 .await?;
             let content = match stored {
@@ -324,7 +334,7 @@ impl ObjectTask {
                 }
                 if let Body::Whole(bytes, meta) = &body {
                     let starts_ours = c.len < ours.raw_len
-                        && prefix_hash_of(bytes, t.gzip, c.len) == Some(c.hash);
+                        && prefix_hash_of(bytes, t.compression, c.len) == Some(c.hash);
                     if starts_ours && t.conditional {
                         let if_match = WriteCondition::IfMatch(head.etag.clone());
                         let r = self

@@ -23,7 +23,7 @@ fn uploader_with(
             ..Default::default()
         },
         conditional,
-        gzip: false,
+        compression: crate::config::Compression::None,
         max_stored_raw_bytes: 1 << 30,
     }];
     let policy = RetryPolicy {
@@ -378,7 +378,7 @@ async fn a_decompression_bomb_at_a_taken_key_is_read_only_to_the_limit() {
         sink: sink.clone(),
         meta: ObjectMeta::default(),
         conditional: true,
-        gzip: true,
+        compression: crate::config::Compression::Gzip { level: 6 },
         max_stored_raw_bytes: 4 << 20,
     }];
     let policy = RetryPolicy {
@@ -413,4 +413,43 @@ async fn a_decompression_bomb_at_a_taken_key_is_read_only_to_the_limit() {
         d.result
     );
     assert_eq!(sink.objects().len(), 2);
+}
+
+/// A zstd object at a taken key is read back through its frame: the same lines written by
+/// another writer (another level, so other bytes) are recognised as identical, not kept twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zstd_object_with_our_lines_is_recognised() {
+    let lines = b"{\"a\":1}\n{\"b\":2}\n".repeat(100);
+    let theirs = ::zstd::stream::encode_all(&lines[..], 19).unwrap();
+    let ours = ::zstd::stream::encode_all(&lines[..], 1).unwrap();
+    assert_ne!(theirs, ours);
+    let sink = Arc::new(MemorySink::new());
+    sink.insert("p/t+0+1.ndjson.zst", Bytes::from(theirs), other_writer());
+    let targets = vec![Target {
+        name: "d".into(),
+        sink: sink.clone(),
+        meta: ObjectMeta::default(),
+        conditional: true,
+        compression: crate::config::Compression::Zstd { level: 3 },
+        max_stored_raw_bytes: 1 << 30,
+    }];
+    let policy = RetryPolicy {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        max_attempts: None,
+    };
+    let (up, mut done) = Uploader::new(targets, 2, policy, 1 << 20, Metrics::unregistered());
+    let w = up.open(info(1), None, CancellationToken::new());
+    w.finish(
+        Bytes::from(ours),
+        "p/t+0+1.ndjson.zst".into(),
+        FileStats {
+            content_hash: xxhash_rust::xxh3::xxh3_128(&lines),
+            raw_bytes: lines.len() as u64,
+            ..stats()
+        },
+    );
+    let d = done.recv().await.unwrap();
+    assert_eq!(d.result.unwrap(), Resolution::Identical);
+    assert_eq!(sink.objects().len(), 1);
 }

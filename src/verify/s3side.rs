@@ -296,7 +296,7 @@ async fn read_object(
         }
     };
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    let gz_suffix = key.ends_with(".gz");
+    let suffix = Suffix::of(&key);
     let limits = opts.limits;
     let (ident, topics, out) = (ident.clone(), topics.clone(), out.clone());
     let reader = tokio::task::spawn_blocking(move || {
@@ -306,7 +306,7 @@ async fn read_object(
                 rx,
                 cur: Bytes::new(),
             },
-            gz_suffix,
+            suffix,
             limits,
             |l| emit.line(l),
         );
@@ -403,21 +403,54 @@ impl ReadLimits {
     };
 }
 
+/// What an object's name says of its compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suffix {
+    /// `.gz`.
+    Gzip,
+    /// `.zst`.
+    Zstd,
+    /// Anything else.
+    Other,
+}
+
+impl Suffix {
+    /// The suffix of `key`.
+    pub fn of(key: &str) -> Self {
+        if key.ends_with(".gz") {
+            Self::Gzip
+        } else if key.ends_with(".zst") {
+            Self::Zstd
+        } else {
+            Self::Other
+        }
+    }
+}
+
 /// Calls `f` for every non-empty line of `r` (without its newline; a last line without one
-/// counts too), gunzipping every member when the content starts with the gzip magic or
-/// `gz_suffix` says so. Fails (the object is unreadable) past `limits`.
+/// counts too), gunzipping every member when the content starts with the gzip magic or the
+/// suffix says gzip, and decoding every zstd frame when it starts with the zstd magic or the
+/// suffix says zstd. Fails (the object is unreadable) past `limits`.
 pub fn read_lines(
     r: impl Read,
-    gz_suffix: bool,
+    suffix: Suffix,
     limits: ReadLimits,
     mut f: impl FnMut(&[u8]),
 ) -> io::Result<()> {
     let mut r = BufReader::with_capacity(BODY_CHUNK, r);
-    let magic = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let mut lines: Box<dyn BufRead> = if magic || (gz_suffix && !r.buffer().is_empty()) {
+    let head = r.fill_buf()?;
+    let gzip = head.starts_with(&[0x1f, 0x8b]) || (suffix == Suffix::Gzip && !head.is_empty());
+    let zstd =
+        head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || (suffix == Suffix::Zstd && !head.is_empty());
+    let mut lines: Box<dyn BufRead> = if gzip {
         Box::new(BufReader::with_capacity(
             BODY_CHUNK,
             flate2::read::MultiGzDecoder::new(r),
+        ))
+    } else if zstd {
+        Box::new(BufReader::with_capacity(
+            BODY_CHUNK,
+            zstd::stream::read::Decoder::with_buffer(r)?,
         ))
     } else {
         Box::new(r)

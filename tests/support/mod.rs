@@ -459,6 +459,9 @@ impl StoredObject {
     pub fn content(&self) -> Vec<u8> {
         if self.key.ends_with(".gz") {
             gunzip(&self.data).unwrap_or_else(|e| panic!("{}: not gzip: {e}", self.key))
+        } else if self.key.ends_with(".zst") {
+            zstd::stream::decode_all(&self.data[..])
+                .unwrap_or_else(|e| panic!("{}: not zstd: {e}", self.key))
         } else {
             self.data.clone()
         }

@@ -6,7 +6,12 @@ use std::io::Write;
 
 fn lines_of(data: &[u8], gz: bool) -> io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
-    read_lines(data, gz, ReadLimits::NONE, |l| out.push(l.to_vec()))?;
+    read_lines(
+        data,
+        if gz { Suffix::Gzip } else { Suffix::Other },
+        ReadLimits::NONE,
+        |l| out.push(l.to_vec()),
+    )?;
     Ok(out)
 }
 
@@ -228,7 +233,7 @@ fn reading_stops_at_the_limits() {
         max_total: 8 << 20,
     };
     let mut n = 0;
-    let e = read_lines(&bomb[..], true, limits, |_| n += 1).unwrap_err();
+    let e = read_lines(&bomb[..], Suffix::Gzip, limits, |_| n += 1).unwrap_err();
     assert!(e.to_string().contains("a line longer than"), "{e}");
     assert_eq!(n, 0);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -237,7 +242,7 @@ fn reading_stops_at_the_limits() {
         gz.write_all(&lines).unwrap();
     }
     let many = gz.finish().unwrap();
-    let e = read_lines(&many[..], true, limits, |_| n += 1).unwrap_err();
+    let e = read_lines(&many[..], Suffix::Gzip, limits, |_| n += 1).unwrap_err();
     assert!(e.to_string().contains("uncompressed bytes"), "{e}");
     assert!(n < 3 << 20, "stopped at the limit: {n} lines");
 }
