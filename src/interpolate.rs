@@ -60,7 +60,32 @@ fn interpolate_value(
     Ok(())
 }
 
-/// Interpolates one string.
+/// The content of a secret file (`${file:/path}`), without one trailing newline (as
+/// `echo` and many editors add). The error names the key and the path, never content.
+fn read_secret_file(path: &str, key: &str) -> Result<String, InterpolateError> {
+    if path.is_empty() {
+        return Err(InterpolateError::new(
+            key,
+            "${file:} needs a path, e.g. ${file:/run/secrets/kafka-password}",
+        ));
+    }
+    let mut s = std::fs::read_to_string(path).map_err(|e| {
+        InterpolateError::new(
+            key,
+            format!("cannot read secret file {path}: {e}; mount it there or fix the path"),
+        )
+    })?;
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Ok(s)
+}
+
+/// Interpolates one string: `${VAR}` from the environment, `${file:/path}` from a file (for
+/// Kubernetes secret mounts), `$${` as a literal `${`.
 pub fn interpolate_str(
     s: &str,
     key: &str,
@@ -82,6 +107,11 @@ pub fn interpolate_str(
                 )
             })?;
             let name = &tail[..end];
+            if let Some(path) = name.strip_prefix("file:") {
+                out.push_str(&read_secret_file(path, key)?);
+                rest = &tail[end + 1..];
+                continue;
+            }
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
@@ -142,6 +172,23 @@ mod tests {
         assert!(e.message.contains("NOPE"), "{e}");
         assert!(interpolate_str("${BAD-NAME}", "k", &env).is_err());
         assert!(interpolate_str("${OPEN", "k", &env).is_err());
+    }
+
+    #[test]
+    fn secret_files_are_read_without_their_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cr3t\n").unwrap();
+        let v = format!("pw=${{file:{}}}!", path.display());
+        assert_eq!(interpolate_str(&v, "k", &env).unwrap(), "pw=s3cr3t!");
+        std::fs::write(&path, "a\nb\r\n").unwrap();
+        let v = format!("${{file:{}}}", path.display());
+        assert_eq!(interpolate_str(&v, "k", &env).unwrap(), "a\nb");
+        let e = interpolate_str("${file:/nonexistent/x}", "kafka.properties.\"sasl.password\"", &env)
+            .unwrap_err();
+        assert_eq!(e.key, "kafka.properties.\"sasl.password\"");
+        assert!(e.message.contains("/nonexistent/x"), "{e}");
+        assert!(interpolate_str("${file:}", "k", &env).is_err());
     }
 
     #[test]

@@ -431,6 +431,14 @@ fn validate_destination(
             ))
         }
     };
+    if payload_signing == PayloadSigning::Unsigned
+        && d.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+    {
+        return Err(ConfigError::new(
+            key("payload_signing"),
+            "\"unsigned\" over a plain http:// endpoint would leave the body with no tamper-proof check; use auto or signed, or an https:// endpoint",
+        ));
+    }
     if let Some(sc) = &d.storage_class {
         if !STORAGE_CLASSES.contains(&sc.as_str()) {
             return Err(ConfigError::new(

@@ -546,20 +546,27 @@ mod tests {
     use crate::s3server::{LocalS3, LocalS3Options};
     use tokio::io::AsyncReadExt;
 
-    /// A destination on `server` with `payload_signing = signing`.
+    /// A destination on `server` with `payload_signing = signing`. (Validation refuses
+    /// `unsigned` over plain http://; the local server is plain http, so the test sets it on
+    /// the typed config to exercise the unsigned requests.)
     fn dest(server: &LocalS3, signing: &str) -> DestinationConfig {
         let toml = format!(
             "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n\
              [[destinations]]\nname = \"d\"\nbucket = \"bkt\"\nendpoint = \"{}\"\n\
-             force_path_style = true\npayload_signing = \"{signing}\"\n\
+             force_path_style = true\npayload_signing = \"{}\"\n\
              [destinations.credentials]\naccess_key_id = \"local-access-key\"\n\
              secret_access_key = \"local-secret-key\"\n",
-            server.endpoint()
+            server.endpoint(),
+            if signing == "unsigned" { "auto" } else { signing }
         );
-        crate::config::parse(&toml, &|_| None)
+        let mut d = crate::config::parse(&toml, &|_| None)
             .expect("valid test config")
             .destinations
-            .remove(0)
+            .remove(0);
+        if signing == "unsigned" {
+            d.payload_signing = PayloadSigning::Unsigned;
+        }
+        d
     }
 
     /// What the signature of each body-carrying request (PUT) covered, and its CRC32 header.
