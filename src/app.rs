@@ -195,6 +195,10 @@ pub async fn run_with_sinks(
         channel_chunks: 8,
         chunk_records: 2000,
         revoke_wait: config.pipeline.drain_deadline + Duration::from_secs(5),
+        headers: config
+            .destinations
+            .iter()
+            .any(|d| d.kafka_metadata_field.is_some()),
     };
     let (ios, handle) = kafka::start(&config.kafka, opts, metrics.clone())?;
     let result = run_workers(&config, targets, ios, metrics, shutdown, progress).await;

@@ -89,6 +89,65 @@ pub fn error_line(rec: &Record, reason: QuarantineReason) -> Vec<u8> {
     out
 }
 
+/// A record's headers as a JSON array, `[{"key":"name","value":"text"}]`, in their order (a
+/// name may repeat); a value is a string when it is valid UTF-8 and escaping does not grow it
+/// past base64, `value_base64` otherwise, `null` for a null header (as in [`error_line`]).
+pub fn headers_json<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Vec<u8> {
+    let mut out = Vec::from(&b"["[..]);
+    for (i, (name, value)) in headers.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        write_str(&mut out, name);
+        put_bytes(&mut out, "value", value);
+        out.push(b'}');
+    }
+    out.push(b']');
+    out
+}
+
+/// `line` (a JSON object) with the record's Kafka coordinates added as one more member,
+/// `"<field>":{"topic":…,"partition":…,"offset":…,"timestamp":…,"key":…,"headers":[…]}`, just
+/// before its closing brace: the rest of the line is copied byte for byte, never re-serialised.
+/// `timestamp` is the Kafka timestamp in epoch milliseconds (or null); `key` follows the value
+/// rule of [`error_line`] (`key_base64` for binary keys); `headers` is present when the source
+/// collected them ([`Record::headers`]).
+pub fn with_kafka_metadata(line: &[u8], rec: &Record, field: &str) -> Vec<u8> {
+    let end = line.iter().rposition(|&b| b == b'}').unwrap_or(line.len());
+    let body = &line[..end];
+    let empty = body
+        .iter()
+        .rposition(|&b| !b.is_ascii_whitespace())
+        .is_some_and(|i| body[i] == b'{');
+    let mut out = Vec::with_capacity(line.len() + 160 + rec.tp.topic.len());
+    out.extend_from_slice(body);
+    if !empty {
+        out.push(b',');
+    }
+    write_str(&mut out, field);
+    out.extend_from_slice(b":{\"topic\":");
+    write_str(&mut out, &rec.tp.topic);
+    let ts = rec
+        .timestamp_ms
+        .map_or_else(|| "null".to_string(), |t| t.to_string());
+    out.extend_from_slice(
+        format!(
+            ",\"partition\":{},\"offset\":{},\"timestamp\":{ts}",
+            rec.tp.partition, rec.offset
+        )
+        .as_bytes(),
+    );
+    put_bytes(&mut out, "key", rec.key.as_deref());
+    if let Some(h) = &rec.headers {
+        out.extend_from_slice(b",\"headers\":");
+        out.extend_from_slice(h);
+    }
+    out.push(b'}');
+    out.extend_from_slice(&line[end..]);
+    out
+}
+
 /// Recovers the original value bytes from an error line (`None` for a tombstone).
 pub fn original_value(line: &[u8]) -> Option<Vec<u8>> {
     let v: Value = serde_json::from_slice(line).ok()?;
@@ -112,6 +171,7 @@ mod tests {
             timestamp_ms: Some(1),
             key: Some(Bytes::from_static(b"k")),
             value: value.map(Bytes::copy_from_slice),
+            headers: None,
         }
     }
 
@@ -162,6 +222,41 @@ mod tests {
         assert!(String::from_utf8(line)
             .unwrap()
             .contains(r#""value":"not json {""#));
+    }
+
+    /// The metadata member goes in before the closing brace, the rest of the line untouched;
+    /// an empty object gets no leading comma; binary keys and header values are base64.
+    #[test]
+    fn kafka_metadata_is_one_more_member() {
+        let mut r = rec(None);
+        r.headers = Some(bytes::Bytes::from(headers_json([
+            ("trace", Some(&b"abc"[..])),
+            ("bin", Some(&[0xff, 0x00][..])),
+            ("none", None),
+        ])));
+        let line = br#"{"a": 1,  "b":{"c":[1,2]} }"#;
+        let out = with_kafka_metadata(line, &r, "_kafka");
+        assert!(out.starts_with(br#"{"a": 1,  "b":{"c":[1,2]} ,"_kafka":{"#));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["a"], 1);
+        let m = &v["_kafka"];
+        assert_eq!(
+            (m["topic"].as_str(), m["partition"].as_i64()),
+            (Some("t"), Some(2))
+        );
+        assert_eq!(
+            (m["offset"].as_i64(), m["timestamp"].as_i64()),
+            (Some(9), Some(1))
+        );
+        assert_eq!(m["key"], "k");
+        assert_eq!(m["headers"][0]["key"], "trace");
+        assert_eq!(m["headers"][0]["value"], "abc");
+        assert_eq!(m["headers"][1]["value_base64"], "/wA=");
+        assert_eq!(m["headers"][2]["value"], Value::Null);
+        let empty = with_kafka_metadata(b"{ }", &rec(None), "m");
+        let v: Value = serde_json::from_slice(&empty).unwrap();
+        assert_eq!(v["m"]["offset"], 9);
+        assert!(v["m"].get("headers").is_none());
     }
 
     #[test]

@@ -184,8 +184,12 @@ mod tests {
         std::fs::write(&path, "a\nb\r\n").unwrap();
         let v = format!("${{file:{}}}", path.display());
         assert_eq!(interpolate_str(&v, "k", &env).unwrap(), "a\nb");
-        let e = interpolate_str("${file:/nonexistent/x}", "kafka.properties.\"sasl.password\"", &env)
-            .unwrap_err();
+        let e = interpolate_str(
+            "${file:/nonexistent/x}",
+            "kafka.properties.\"sasl.password\"",
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "kafka.properties.\"sasl.password\"");
         assert!(e.message.contains("/nonexistent/x"), "{e}");
         assert!(interpolate_str("${file:}", "k", &env).is_err());

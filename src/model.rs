@@ -63,6 +63,10 @@ pub struct Record {
     /// The record value; `None` for a tombstone. Usually a slice of its chunk's buffer (see
     /// [`crate::source::ChunkBuilder`]): one allocation per chunk, not per record.
     pub value: Option<Bytes>,
+    /// The record's headers as a JSON array (`[{"key":"…","value":"…"}]`, see
+    /// [`crate::envelope::headers_json`]); collected only when a destination writes Kafka
+    /// metadata, else `None`.
+    pub headers: Option<Bytes>,
 }
 
 impl Record {

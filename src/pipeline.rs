@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, EncoderPool, FlushReason};
 use crate::config::{Config, DestinationConfig};
-use crate::envelope::error_line;
+use crate::envelope::{error_line, with_kafka_metadata};
 use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
 use crate::offsets::OffsetTracker;
@@ -28,6 +28,7 @@ use crate::router::{FolderKey, QuarantineReason, Route, Router};
 use crate::source::{Command, SourceIo};
 use crate::template::FileTemplate;
 use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
+use std::borrow::Cow;
 
 mod flush;
 mod lifecycle;
@@ -388,6 +389,10 @@ impl Pipeline {
                     }
                     Route::Write { folder, time, line } => {
                         self.stats.records_written += 1;
+                        let line = match &self.dests[d].cfg.kafka_metadata_field {
+                            Some(field) => Cow::Owned(with_kafka_metadata(&line, &rec, field)),
+                            None => line,
+                        };
                         self.append(d, &rec, FileKind::Data(folder), &line, time, now);
                     }
                 }

@@ -91,6 +91,7 @@ async fn written(name: &str) -> Written {
             key: Some(format!("k{i}").into_bytes()),
             value,
             timestamp_ms: None,
+            headers: Vec::new(),
         })
         .collect();
     let produced = kafka.produce(TOPIC, msgs).await;

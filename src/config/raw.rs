@@ -233,6 +233,10 @@ pub struct RawDestination {
     /// stores that reject conditional writes).
     #[serde(default = "d_true")]
     pub conditional_writes: bool,
+    /// Add the record's Kafka coordinates (topic, partition, offset, timestamp, key, headers) to
+    /// each line as one member of this name (off when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_metadata_field: Option<String>,
     /// Credentials (default: the AWS default chain).
     #[serde(default)]
     pub credentials: RawCredentials,

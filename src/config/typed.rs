@@ -407,6 +407,8 @@ pub struct DestinationConfig {
     pub content_encoding_header: bool,
     /// Conditional writes (`If-None-Match: *`).
     pub conditional_writes: bool,
+    /// Member name of the Kafka metadata added to each line, if any.
+    pub kafka_metadata_field: Option<String>,
     /// Credentials.
     pub credentials: Credentials,
     /// SSE.

@@ -432,7 +432,9 @@ fn validate_destination(
         }
     };
     if payload_signing == PayloadSigning::Unsigned
-        && d.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+        && d.endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
     {
         return Err(ConfigError::new(
             key("payload_signing"),
@@ -542,6 +544,18 @@ fn validate_destination(
         content_type: d.content_type.clone(),
         content_encoding_header: d.content_encoding_header,
         conditional_writes: d.conditional_writes,
+        kafka_metadata_field: match d.kafka_metadata_field.as_deref() {
+            None => None,
+            Some(f) if !f.is_empty() && f.len() <= 128 && !f.chars().any(char::is_control) => {
+                Some(f.to_string())
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    key("kafka_metadata_field"),
+                    "must be 1–128 characters without control characters, e.g. \"_kafka\"",
+                ))
+            }
+        },
         credentials,
         encryption,
         routing,

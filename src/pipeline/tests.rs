@@ -66,6 +66,7 @@ fn rec(offset: i64, ts: &str) -> Record {
                 .into_bytes()
                 .into(),
         ),
+        headers: None,
     }
 }
 

@@ -17,6 +17,7 @@ fn rec(value: &str) -> Record {
         timestamp_ms: Some(1_762_000_000_000),
         key: None,
         value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
+        headers: None,
     }
 }
 

@@ -557,7 +557,11 @@ mod tests {
              [destinations.credentials]\naccess_key_id = \"local-access-key\"\n\
              secret_access_key = \"local-secret-key\"\n",
             server.endpoint(),
-            if signing == "unsigned" { "auto" } else { signing }
+            if signing == "unsigned" {
+                "auto"
+            } else {
+                signing
+            }
         );
         let mut d = crate::config::parse(&toml, &|_| None)
             .expect("valid test config")

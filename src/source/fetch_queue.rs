@@ -224,6 +224,34 @@ impl<'a> Msg<'a> {
     pub(crate) fn payload(&self) -> Option<&'a [u8]> {
         bytes(self.raw.payload, self.raw.len)
     }
+
+    /// The headers as (name, value) pairs in their order; empty when there are none.
+    pub(crate) fn headers(&self) -> Vec<(std::borrow::Cow<'a, str>, Option<&'a [u8]>)> {
+        let mut hdrs: *mut rdsys::rd_kafka_headers_t = std::ptr::null_mut();
+        // SAFETY: the message is live; `hdrs` is a valid out-pointer. The headers belong to
+        // the message and live as long as it.
+        let err = unsafe { rdsys::rd_kafka_message_headers(self.raw, &mut hdrs) };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for idx in 0.. {
+            let mut name: *const std::ffi::c_char = std::ptr::null();
+            let mut value: *const std::ffi::c_void = std::ptr::null();
+            let mut size = 0usize;
+            // SAFETY: `hdrs` is the message's header list; the out-pointers are valid.
+            let e = unsafe {
+                rdsys::rd_kafka_header_get_all(hdrs, idx, &mut name, &mut value, &mut size)
+            };
+            if e != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                break;
+            }
+            // SAFETY: a header name is a NUL-terminated string owned by the header list.
+            let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+            out.push((name, bytes(value.cast_mut(), size)));
+        }
+        out
+    }
 }
 
 fn bytes<'a>(ptr: *mut std::ffi::c_void, len: usize) -> Option<&'a [u8]> {

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use super::fetch_queue::{FetchQueue, Taken};
 use super::{channels, shard_of, Command, Control, Offsets, SourceIo};
 use crate::config::KafkaConfig;
+use crate::envelope::headers_json;
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
 use crate::source::ChunkBuilder;
@@ -120,6 +121,8 @@ pub struct SourceOptions {
     pub chunk_records: usize,
     /// How long a revoke callback waits for the workers (their drain deadline plus a margin).
     pub revoke_wait: Duration,
+    /// Collect each record's headers (a destination writes Kafka metadata).
+    pub headers: bool,
 }
 
 /// Starts the consumer thread; returns each worker's ends of the channels.
@@ -148,9 +151,10 @@ pub fn start(
     let topics: Vec<&str> = cfg.topics.entries().iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let chunk_records = opts.chunk_records.max(1);
+    let with_headers = opts.headers;
     let handle = std::thread::Builder::new()
         .name("kafka-source".into())
-        .spawn(move || poll_loop(consumer, commands, chunk_records))?;
+        .spawn(move || poll_loop(consumer, commands, chunk_records, with_headers))?;
     Ok((ios, handle))
 }
 
@@ -165,6 +169,7 @@ fn poll_loop(
     consumer: BaseConsumer<Ctx>,
     commands: std_mpsc::Receiver<Command>,
     chunk_records: usize,
+    with_headers: bool,
 ) {
     let n = consumer.context().n();
     // SAFETY: the consumer is live; `close` destroys the queue before dropping it.
@@ -255,7 +260,21 @@ fn poll_loop(
                     let tp = topic_partition(&mut topics, topic, m.partition());
                     let shard = shard_of(&tp, n);
                     let ts = m.timestamp().to_millis();
-                    chunks[shard].push(tp, m.offset(), ts, m.key(), m.payload());
+                    let headers = with_headers.then(|| {
+                        use rdkafka::message::Headers;
+                        m.headers().map_or_else(
+                            || headers_json([]),
+                            |h| headers_json(h.iter().map(|h| (h.key, h.value))),
+                        )
+                    });
+                    chunks[shard].push_with_headers(
+                        tp,
+                        m.offset(),
+                        ts,
+                        m.key(),
+                        m.payload(),
+                        headers.as_deref(),
+                    );
                 }
                 Some(Err(e)) => consume_error(&consumer, &e),
             }
@@ -281,7 +300,18 @@ fn poll_loop(
             }
             let tp = topic_partition(&mut topics, m.topic(), m.partition());
             let shard = shard_of(&tp, n);
-            chunks[shard].push(tp, m.offset(), m.timestamp_ms(), m.key(), m.payload());
+            let headers = with_headers.then(|| {
+                let h = m.headers();
+                headers_json(h.iter().map(|(k, v)| (k.as_ref(), *v)))
+            });
+            chunks[shard].push_with_headers(
+                tp,
+                m.offset(),
+                m.timestamp_ms(),
+                m.key(),
+                m.payload(),
+                headers.as_deref(),
+            );
         }
         // The records are copied into the chunks: give librdkafka its buffers back.
         taken.clear();

@@ -122,6 +122,7 @@ struct Meta {
     timestamp_ms: Option<i64>,
     key: Option<(usize, usize)>,
     value: Option<(usize, usize)>,
+    headers: Option<(usize, usize)>,
 }
 
 /// Chunk buffers whose records were all dropped, waiting to be written again. Bounded: at most
@@ -223,14 +224,29 @@ impl ChunkBuilder {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) {
+        self.push_with_headers(tp, offset, timestamp_ms, key, value, None);
+    }
+
+    /// Adds a record with its headers (a JSON array, see [`Record::headers`]), copying them.
+    pub fn push_with_headers(
+        &mut self,
+        tp: TopicPartition,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<&[u8]>,
+    ) {
         let key = self.copy(key);
         let value = self.copy(value);
+        let headers = self.copy(headers);
         self.metas.push(Meta {
             tp,
             offset,
             timestamp_ms,
             key,
             value,
+            headers,
         });
     }
 
@@ -250,6 +266,7 @@ impl ChunkBuilder {
                 timestamp_ms: m.timestamp_ms,
                 key: m.key.map(|(a, b)| buf.slice(a..b)),
                 value: m.value.map(|(a, b)| buf.slice(a..b)),
+                headers: m.headers.map(|(a, b)| buf.slice(a..b)),
             })
             .collect()
     }

@@ -240,6 +240,15 @@ impl RangeReader {
                             timestamp_ms: m.timestamp().to_millis(),
                             key: m.key().map(bytes::Bytes::copy_from_slice),
                             value: m.payload().map(bytes::Bytes::copy_from_slice),
+                            headers: Some(bytes::Bytes::from({
+                                use rdkafka::message::Headers;
+                                match m.headers() {
+                                    Some(h) => crate::envelope::headers_json(
+                                        h.iter().map(|h| (h.key, h.value)),
+                                    ),
+                                    None => crate::envelope::headers_json([]),
+                                }
+                            })),
                         };
                         f(&rec)?;
                     }

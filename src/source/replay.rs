@@ -133,6 +133,7 @@ mod tests {
                         .into_bytes()
                         .into(),
                 ),
+                headers: None,
             })
             .collect();
         let sink = Arc::new(MemorySink::new());

@@ -64,6 +64,8 @@ pub struct EnvelopeId {
 #[derive(Debug, Clone)]
 pub struct Identifier {
     router: Router,
+    /// The destination's `kafka_metadata_field`: its lines carry the record's coordinates.
+    metadata_field: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +105,7 @@ impl Identifier {
         d.routing.max_past = None;
         Self {
             router: Router::new(&d),
+            metadata_field: d.kafka_metadata_field.clone(),
         }
     }
 
@@ -110,7 +113,12 @@ impl Identifier {
     pub fn of_record(&self, rec: &Record) -> Identity {
         match self.router.route(rec, Utc::now()) {
             Route::Write { line, .. } => Identity::Expected {
-                hash: line_hash(&line),
+                hash: match &self.metadata_field {
+                    Some(field) => {
+                        line_hash(&crate::envelope::with_kafka_metadata(&line, rec, field))
+                    }
+                    None => line_hash(&line),
+                },
                 quarantined: false,
             },
             Route::Quarantine(_) => Identity::Expected {
@@ -130,6 +138,7 @@ impl Identifier {
             timestamp_ms: env.timestamp_ms,
             key: bytes_of(env.key, env.key_base64).ok()?.map(Into::into),
             value: bytes_of(env.value, env.value_base64).ok()?.map(Into::into),
+            headers: None,
         };
         let hash = match self.of_record(&rec) {
             Identity::Expected { hash, .. } => hash,
@@ -202,6 +211,7 @@ bucket = "b"
             timestamp_ms: Some(1_700_000_000_000),
             key: Some(bytes::Bytes::from_static(&[0xff, 1])),
             value: value.map(bytes::Bytes::copy_from_slice),
+            headers: None,
         }
     }
 

@@ -75,16 +75,19 @@ pub struct Msg {
     pub value: Option<Vec<u8>>,
     /// Kafka timestamp in ms (`None`: the producer's clock).
     pub timestamp_ms: Option<i64>,
+    /// Record headers, in order (`None`: a null header value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Msg {
-    /// A record with a value and no key or timestamp.
+    /// A record with a value and no key, timestamp or headers.
     pub fn new(partition: i32, value: impl Into<Vec<u8>>) -> Self {
         Self {
             partition,
             key: None,
             value: Some(value.into()),
             timestamp_ms: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -237,6 +240,16 @@ fn produce_blocking(brokers: &str, topic: &str, msgs: &[Msg]) -> Vec<Produced> {
         }
         if let Some(ts) = m.timestamp_ms {
             rec = rec.timestamp(ts);
+        }
+        if !m.headers.is_empty() {
+            let mut h = rdkafka::message::OwnedHeaders::new();
+            for (k, v) in &m.headers {
+                h = h.insert(rdkafka::message::Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            rec = rec.headers(h);
         }
         let mut pending = Some(rec);
         while let Some(r) = pending.take() {

@@ -167,6 +167,7 @@ impl Iterator for Backlog {
             timestamp_ms: None,
             key: None,
             value: Some(line.into()),
+            headers: None,
         }))
     }
 }

@@ -100,6 +100,7 @@ async fn objects_are_attributed_and_read() {
         timestamp_ms: None,
         key: None,
         value: Some(bytes::Bytes::copy_from_slice(value)),
+        headers: None,
     };
     let mut env = error_line(&rec("t", b"nope"), QuarantineReason::NotJson);
     env.push(b'\n');
