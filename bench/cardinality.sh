@@ -9,8 +9,10 @@
 #   N=20000 bash bench/cardinality.sh      # quick
 #
 # Prints, per input: records, objects written, flushes by reason, the connector's CPU seconds
-# and CPU per record, its peak RSS, and verify's verdict (every record in S3 once); then the
-# ratio of CPU per record, spread over ordinary. Results go to $BENCH_DIR/cardinality-$N/.
+# and CPU per record, its peak RSS, an independent count of every record in S3 (every object
+# read, each input event's messageId found once) and verify's verdict (up to
+# VERIFY_MAX_OBJECTS objects, default 50,000: beyond it the s3s-fs test server's listing takes
+# hours); then the ratio of CPU per record, spread over ordinary. Results go to $BENCH_DIR/cardinality-$N/.
 # Installs what is missing (tests/e2e/lib/common.sh); every process started is stopped by its
 # PID; every wait has a deadline.
 set -euo pipefail
@@ -20,6 +22,7 @@ E2E="$REPO/tests/e2e/e2e_helpers.py"
 H="$REPO/bench/bench_helpers.py"
 N=${N:-200000}
 BUDGET=${BUDGET:-67108864}
+VERIFY_MAX_OBJECTS=${VERIFY_MAX_OBJECTS:-50000}
 DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/cardinality-$N"
 BIN="$REPO/target/release/kafka-s3-sink"
@@ -71,10 +74,19 @@ for input in ordinary spread; do
   log "$input: draining with a $BUDGET-byte budget, one worker"
   h drain "$BIN" "$OUT/$input.toml" "http://127.0.0.1:$HTTP_PORT/metrics" "$N" \
     "$OUT/drain-$input.json" "$TANSU_PID" "$S3S_PID" >/dev/null
-  log "$input: verify"
-  vrc=0
-  "$BIN" verify --config "$OUT/$input.toml" --json >"$OUT/verify-$input.json" 2>"$OUT/verify-$input.log" || vrc=$?
   objects=$(find "$OUT/s3fs-$input/card" -type f ! -name '.*' | wc -l)
+  vrc=0
+  if [ "$objects" -le "$VERIFY_MAX_OBJECTS" ]; then
+    log "$input: verify ($objects objects)"
+    "$BIN" verify --config "$OUT/$input.toml" --json >"$OUT/verify-$input.json" 2>"$OUT/verify-$input.log" || vrc=$?
+  else
+    # The s3s-fs test server walks every file for each 1,000-key page of a listing: verify
+    # over 200,000 objects takes hours there (not against S3). The independent count below
+    # still checks every record.
+    log "$input: verify skipped ($objects objects > VERIFY_MAX_OBJECTS=$VERIFY_MAX_OBJECTS)"
+    vrc=-1
+  fi
+  [ -s "$OUT/verify-$input.json" ] || echo '{}' >"$OUT/verify-$input.json"
   # An independent count (tansu's high watermark can lag its log, which bounds verify's range):
   # every object gunzipped, every input event's messageId found exactly once.
   python3 - "$OUT/$input.ndjson" "$OUT/s3fs-$input/card" "$OUT/count-$input.json" <<'EOF2'
@@ -110,7 +122,7 @@ v = json.load(open(f"{out}/verify-{name}.json"))
 c = json.load(open(f"{out}/count-{name}.json"))
 d.update({"input": name, "records": n, "objects": objects, "flushes": flushes,
           "cpu_us_per_record": round(d["connector_cpu_secs"] / n * 1e6, 2),
-          "count": c, "verify_exit": vrc, "verify": {k: v.get(k) for k in ("records", "expected", "found", "missing", "duplicated", "objects")}})
+          "count": c, "verify_exit": vrc, "verify": {k: v.get(k) for k in ("records", "expected", "found", "missing", "duplicated", "objects")} if v else None})
 json.dump(d, open(f"{out}/result-{name}.json", "w"))
 print(json.dumps(d))
 EOF
@@ -128,10 +140,11 @@ print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for n, d in r.items():
     fl = ", ".join(f"{k} {v}" for k, v in sorted(d["flushes"].items()))
     v = d["verify"]
+    vtext = (f"found {v['found']} of {v['expected']}, missing {v['missing']}, duplicated "
+             f"{v['duplicated']} (exit {d['verify_exit']})" if v else "skipped")
     print(f"| {n} | {d['records']} | {d['objects']} | {fl} | {d['connector_cpu_secs']} | "
           f"{d['cpu_us_per_record']} | {d['connector_peak_rss_mib']} | "
-          f"{d['count']['in_s3']} lines, missing {d['count']['missing']}, duplicated {d['count']['duplicated']} | found {v['found']} of "
-          f"{v['expected']}, missing {v['missing']}, duplicated {v['duplicated']} (exit {d['verify_exit']}) |")
+          f"{d['count']['in_s3']} lines, missing {d['count']['missing']}, duplicated {d['count']['duplicated']} | {vtext} |")
 ratio = r["spread"]["cpu_us_per_record"] / r["ordinary"]["cpu_us_per_record"]
 print(f"\nCPU per record, spread ÷ ordinary: {ratio:.2f}")
 EOF
