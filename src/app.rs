@@ -59,10 +59,19 @@ pub fn load(path: &std::path::Path) -> Result<Config, crate::config::ConfigError
 
 /// Object headers of a destination.
 pub fn object_meta(d: &DestinationConfig) -> ObjectMeta {
-    let (sse, kms_key_id) = match &d.encryption {
-        Encryption::None => (None, None),
-        Encryption::Aes256 => (Some("AES256".to_string()), None),
-        Encryption::Kms { key_id } => (Some("aws:kms".to_string()), key_id.clone()),
+    let (sse, kms_key_id, bucket_key, kms_context) = match &d.encryption {
+        Encryption::None => (None, None, false, None),
+        Encryption::Aes256 => (Some("AES256".to_string()), None, false, None),
+        Encryption::Kms {
+            key_id,
+            bucket_key,
+            context,
+        } => (
+            Some("aws:kms".to_string()),
+            key_id.clone(),
+            *bucket_key,
+            context.clone(),
+        ),
     };
     let encoding = match d.batch.compression {
         crate::config::Compression::None => None,
@@ -76,6 +85,8 @@ pub fn object_meta(d: &DestinationConfig) -> ObjectMeta {
             .map(str::to_string),
         sse,
         kms_key_id,
+        bucket_key,
+        kms_context,
         storage_class: d.storage_class.clone(),
         user: Default::default(),
     }

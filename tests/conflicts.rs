@@ -196,16 +196,22 @@ async fn different_records_at_one_key_are_both_kept() {
     }
 }
 
-/// A destination with SSE-KMS and a storage class: every write carries them, the CopyObject
-/// that moves an object aside included (S3 does not copy encryption or storage class, and a
-/// bucket that refuses unencrypted writes would refuse the copy for ever).
+/// A destination with SSE-KMS (a Bucket Key and an encryption context), a storage class and an
+/// expected bucket owner: every write carries them, the CopyObject that moves an object aside
+/// included (S3 does not copy encryption or storage class, and a bucket that refuses
+/// unencrypted writes would refuse the copy for ever); every request names the owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_copy_moved_aside_keeps_encryption_and_storage_class() {
     let s3 = TestS3::start().await;
     let mut cfg = TestConfig::new("127.0.0.1:1", "g", &["events"], &s3.endpoint());
+    let mut context = toml::Table::new();
+    context.insert("tenant".into(), "acme".into());
     cfg.dest(0, "batch.compression", "none")
         .dest(0, "encryption.mode", "aws:kms")
         .dest(0, "encryption.kms_key_id", "alias/sink")
+        .dest(0, "encryption.bucket_key", true)
+        .dest(0, "encryption.context", context)
+        .dest(0, "expected_bucket_owner", "123456789012")
         .dest(0, "storage_class", "STANDARD_IA");
     cfg.set("upload.part_size_bytes", 5 * 1024 * 1024);
     let cfg = cfg.build();
@@ -246,6 +252,24 @@ async fn the_copy_moved_aside_keeps_encryption_and_storage_class() {
             w.header("x-amz-storage-class"),
             Some("STANDARD_IA"),
             "{w:?}"
+        );
+        assert_eq!(
+            w.header("x-amz-server-side-encryption-bucket-key-enabled"),
+            Some("true"),
+            "{w:?}"
+        );
+        // base64 of {"tenant":"acme"}
+        assert_eq!(
+            w.header("x-amz-server-side-encryption-context"),
+            Some("eyJ0ZW5hbnQiOiJhY21lIn0="),
+            "{w:?}"
+        );
+    }
+    for r in &requests {
+        assert_eq!(
+            r.header("x-amz-expected-bucket-owner"),
+            Some("123456789012"),
+            "{r:?}"
         );
     }
     s3.stop().await;

@@ -237,6 +237,9 @@ pub struct RawDestination {
     /// each line as one member of this name (off when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_metadata_field: Option<String>,
+    /// Account id that must own the bucket: sent with every request (`x-amz-expected-bucket-owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bucket_owner: Option<String>,
     /// Credentials (default: the AWS default chain).
     #[serde(default)]
     pub credentials: RawCredentials,
@@ -268,6 +271,9 @@ pub struct RawCredentials {
     pub role_arn: Option<String>,
     /// External id for the assumed role.
     pub external_id: Option<Secret>,
+    /// Session name of the assumed role (default: `kafka-s3-sink-<hostname>`, the pod name on
+    /// Kubernetes, so CloudTrail tells replicas apart).
+    pub role_session_name: Option<String>,
 }
 
 /// `[destinations.encryption]`.
@@ -278,6 +284,11 @@ pub struct RawEncryption {
     pub mode: String,
     /// KMS key for aws:kms (default: the bucket's AWS-managed key).
     pub kms_key_id: Option<String>,
+    /// S3 Bucket Key for aws:kms (fewer KMS requests).
+    pub bucket_key: bool,
+    /// KMS encryption context for aws:kms (string pairs, added to every object's encryption).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, String>,
 }
 
 impl Default for RawEncryption {
@@ -285,6 +296,8 @@ impl Default for RawEncryption {
         Self {
             mode: "none".into(),
             kms_key_id: None,
+            bucket_key: false,
+            context: BTreeMap::new(),
         }
     }
 }

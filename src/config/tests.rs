@@ -84,7 +84,9 @@ fn encryption_spellings() {
     assert_eq!(
         parse_ok(&format!("{}kms_key_id = \"k1\"\n", with("aws:kms"))).destinations[0].encryption,
         Encryption::Kms {
-            key_id: Some("k1".into())
+            key_id: Some("k1".into()),
+            bucket_key: false,
+            context: None,
         }
     );
     let e = parse_err(&with("AES-512"));

@@ -209,6 +209,10 @@ pub enum Encryption {
     Kms {
         /// Key id or ARN.
         key_id: Option<String>,
+        /// Use an S3 Bucket Key.
+        bucket_key: bool,
+        /// Encryption context as S3 takes it: base64 of its JSON object.
+        context: Option<String>,
     },
 }
 
@@ -221,6 +225,8 @@ pub struct Credentials {
     pub role_arn: Option<String>,
     /// External id for the role.
     pub external_id: Option<Secret>,
+    /// Session name of the assumed role.
+    pub role_session_name: String,
 }
 
 /// Time value format of the event-time field.
@@ -409,6 +415,8 @@ pub struct DestinationConfig {
     pub conditional_writes: bool,
     /// Member name of the Kafka metadata added to each line, if any.
     pub kafka_metadata_field: Option<String>,
+    /// Account id the bucket must belong to (sent with every request).
+    pub expected_bucket_owner: Option<String>,
     /// Credentials.
     pub credentials: Credentials,
     /// SSE.

@@ -457,6 +457,13 @@ fn validate_destination(
         "AES256" | "AES-256" => Encryption::Aes256,
         "aws:kms" => Encryption::Kms {
             key_id: d.encryption.kms_key_id.clone(),
+            bucket_key: d.encryption.bucket_key,
+            context: (!d.encryption.context.is_empty()).then(|| {
+                use base64::Engine;
+                let json = serde_json::to_vec(&d.encryption.context)
+                    .expect("invariant: a map of strings serializes");
+                base64::engine::general_purpose::STANDARD.encode(json)
+            }),
         },
         other => {
             return Err(ConfigError::new(
@@ -465,12 +472,44 @@ fn validate_destination(
             ))
         }
     };
-    if d.encryption.kms_key_id.is_some() && !matches!(encryption, Encryption::Kms { .. }) {
-        return Err(ConfigError::new(
-            key("encryption.kms_key_id"),
-            "is only used with mode = \"aws:kms\"; set the mode or remove the key id",
-        ));
+    if !matches!(encryption, Encryption::Kms { .. }) {
+        for (k, set) in [
+            ("kms_key_id", d.encryption.kms_key_id.is_some()),
+            ("bucket_key", d.encryption.bucket_key),
+            ("context", !d.encryption.context.is_empty()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    key(&format!("encryption.{k}")),
+                    "is only used with mode = \"aws:kms\"; set the mode or remove it",
+                ));
+            }
+        }
     }
+    if let Some(owner) = &d.expected_bucket_owner {
+        if owner.len() != 12 || !owner.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::new(
+                key("expected_bucket_owner"),
+                format!("{owner:?} is not an AWS account id; use the 12 digits of the account that owns the bucket"),
+            ));
+        }
+    }
+    let role_session_name = match &d.credentials.role_session_name {
+        Some(n) => {
+            let valid = (2..=64).contains(&n.len())
+                && n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+            if !valid {
+                return Err(ConfigError::new(
+                    key("credentials.role_session_name"),
+                    "must be 2–64 characters of letters, digits and +=,.@_-",
+                ));
+            }
+            n.clone()
+        }
+        None => default_session_name(),
+    };
     let c = &d.credentials;
     let static_keys = match (&c.access_key_id, &c.secret_access_key) {
         (Some(a), Some(s)) => Some((a.clone(), s.clone(), c.session_token.clone())),
@@ -486,6 +525,7 @@ fn validate_destination(
         static_keys,
         role_arn: c.role_arn.clone(),
         external_id: c.external_id.clone(),
+        role_session_name,
     };
     let routing = validate_routing(at, &d.routing)?;
     let batch = validate_batch(at, &d.batch)?;
@@ -544,6 +584,7 @@ fn validate_destination(
         content_type: d.content_type.clone(),
         content_encoding_header: d.content_encoding_header,
         conditional_writes: d.conditional_writes,
+        expected_bucket_owner: d.expected_bucket_owner.clone(),
         kafka_metadata_field: match d.kafka_metadata_field.as_deref() {
             None => None,
             Some(f) if !f.is_empty() && f.len() <= 128 && !f.chars().any(char::is_control) => {
@@ -562,6 +603,30 @@ fn validate_destination(
         batch,
         filter,
     })
+}
+
+/// `kafka-s3-sink-<hostname>` (on Kubernetes the hostname is the pod name), cut to the 64
+/// characters STS allows, other characters than STS takes replaced by `-`.
+fn default_session_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = if host.is_empty() {
+        "kafka-s3-sink".to_string()
+    } else {
+        format!("kafka-s3-sink-{host}")
+    };
+    name.truncate(64);
+    name
 }
 
 /// `a/b` → `a/b/`, `/x/` → `x/`, empty stays empty.

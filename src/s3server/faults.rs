@@ -28,12 +28,15 @@ use super::uploads;
 
 /// Request headers kept in [`RecordedRequest::headers`] (lower-case); everything else, and
 /// in particular `authorization`, is never recorded.
-pub const RECORDED_HEADERS: [&str; 11] = [
+pub const RECORDED_HEADERS: [&str; 14] = [
     "content-type",
     "content-encoding",
     "x-amz-server-side-encryption",
     "x-amz-server-side-encryption-aws-kms-key-id",
     "x-amz-storage-class",
+    "x-amz-server-side-encryption-bucket-key-enabled",
+    "x-amz-server-side-encryption-context",
+    "x-amz-expected-bucket-owner",
     "if-none-match",
     "if-match",
     "x-amz-copy-source",

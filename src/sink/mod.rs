@@ -28,6 +28,10 @@ pub struct ObjectMeta {
     pub kms_key_id: Option<String>,
     /// Storage class.
     pub storage_class: Option<String>,
+    /// S3 Bucket Key for SSE-KMS.
+    pub bucket_key: bool,
+    /// SSE-KMS encryption context (base64 of its JSON object).
+    pub kms_context: Option<String>,
     /// User metadata (`x-amz-meta-<name>`), set per object by the uploader.
     pub user: BTreeMap<String, String>,
 }

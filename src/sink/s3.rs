@@ -25,6 +25,9 @@ use crate::config::DestinationConfig;
 pub struct S3Sink {
     client: Client,
     bucket: String,
+    /// `expected_bucket_owner`: sent with every request, so a bucket of another account (a
+    /// typo, a deleted and re-created name) is refused by S3 instead of written to.
+    owner: Option<String>,
     /// Whether signatures cover the body's SHA-256 (`payload_signing`, resolved against the
     /// endpoint the client uses; off over TLS by default).
     sign_payload: bool,
@@ -55,7 +58,7 @@ impl S3Sink {
         let sdk_config = match &d.credentials.role_arn {
             Some(role) => {
                 let mut b = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-                    .session_name("kafka-s3-sink")
+                    .session_name(d.credentials.role_session_name.clone())
                     .configure(&base);
                 if let Some(ext) = &d.credentials.external_id {
                     b = b.external_id(ext.expose());
@@ -85,6 +88,7 @@ impl S3Sink {
         Self {
             client: Client::from_conf(s3.build()),
             bucket: d.bucket.clone(),
+            owner: d.expected_bucket_owner.clone(),
             sign_payload,
         }
     }
@@ -228,6 +232,12 @@ macro_rules! with_meta {
         if let Some(sc) = &m.storage_class {
             r = r.storage_class(StorageClass::from(sc.as_str()));
         }
+        if m.bucket_key {
+            r = r.bucket_key_enabled(true);
+        }
+        if let Some(c) = &m.kms_context {
+            r = r.ssekms_encryption_context(c.clone());
+        }
         for (k, v) in &m.user {
             r = r.metadata(k.clone(), v.clone());
         }
@@ -281,6 +291,7 @@ impl ObjectSink for S3Sink {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .send()
             .await
             .map(|_| ())
@@ -298,6 +309,7 @@ impl ObjectSink for S3Sink {
             .client
             .put_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key)
             .body(ByteStream::from(body));
         let req = with_condition!(with_meta!(req, meta), cond);
@@ -311,6 +323,7 @@ impl ObjectSink for S3Sink {
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key);
         let out = with_meta!(req, meta)
             .send()
@@ -338,6 +351,7 @@ impl ObjectSink for S3Sink {
             .client
             .upload_part()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
@@ -366,6 +380,7 @@ impl ObjectSink for S3Sink {
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(
@@ -384,6 +399,7 @@ impl ObjectSink for S3Sink {
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key)
             .upload_id(upload_id)
             .send()
@@ -397,6 +413,7 @@ impl ObjectSink for S3Sink {
             .client
             .head_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key)
             .send()
             .await
@@ -416,6 +433,7 @@ impl ObjectSink for S3Sink {
             .client
             .get_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key)
             .send()
             .await
@@ -442,6 +460,7 @@ impl ObjectSink for S3Sink {
             .client
             .copy_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(to)
             .copy_source(source);
         // Metadata (content type, user metadata) is copied from the source; encryption and
@@ -455,7 +474,14 @@ impl ObjectSink for S3Sink {
         if let Some(sc) = &meta.storage_class {
             req = req.storage_class(StorageClass::from(sc.as_str()));
         }
-        req.send()
+        if meta.bucket_key {
+            req = req.bucket_key_enabled(true);
+        }
+        if let Some(c) = &meta.kms_context {
+            req = req.ssekms_encryption_context(c.clone());
+        }
+        req.set_expected_source_bucket_owner(self.owner.clone())
+            .send()
             .await
             .map(|_| ())
             .map_err(|e| self.err("CopyObject", to, e))
@@ -466,6 +492,7 @@ impl ObjectSink for S3Sink {
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .prefix(prefix)
             .set_continuation_token(token)
             .send()
@@ -500,6 +527,7 @@ impl ObjectSink for S3Sink {
             .client
             .list_multipart_uploads()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .prefix(prefix)
             .set_key_marker(key_marker)
             .set_upload_id_marker(id_marker)
