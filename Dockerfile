@@ -7,6 +7,10 @@
 # Builder: the crate needs no cmake: librdkafka is built by rdkafka-sys's configure/make, zstd
 # from source, TLS against the system OpenSSL (libssl-dev). Cache mounts keep the cargo registry
 # and target/ between builds (BuildKit).
+#
+# Base images are build args so that a release build can pin them by digest, e.g.
+#   --build-arg RUNTIME_IMAGE=debian:bookworm-slim@sha256:<digest>
+# (`docker buildx imagetools inspect debian:bookworm-slim` prints it).
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim

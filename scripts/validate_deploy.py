@@ -384,6 +384,18 @@ def env_refs_in_toml(path: Path) -> set[str]:
     return found
 
 
+# Images of docker-compose.yml that run as root: they keep Docker's default capabilities.
+COMPOSE_ROOT_IMAGES = ("minio/minio:", "minio/mc:")
+
+
+def compose_bytes(v) -> float:
+    """A Compose byte value (`512m`, `1g`, `536870912`) in bytes (binary multiples, as Docker)."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([bkmg]?)b?\s*", str(v).lower())
+    if not m:
+        raise ValueError(f"bad byte value {v!r}")
+    return float(m.group(1)) * {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m.group(2)]
+
+
 def cmd_compose() -> None:
     c = yaml.safe_load(COMPOSE.read_text())
     problems = []
@@ -455,8 +467,34 @@ def cmd_compose() -> None:
             graf = services.get("grafana") or {}
             if not any(str(v).startswith("./dashboards:" + str(path)) for v in graf.get("volumes", [])):
                 problems.append(f"grafana: dashboard provider path {path} is not the ./dashboards mount")
-    fail_if(problems, f"{len(services)} services: image/build, mounts, volumes, depends_on, ports, "
-                      f"connector env covers {sorted(env_refs_in_toml(COMPOSE_CONFIG))}")
+    # Hardening: loopback-only ports, no privilege gain, no capabilities (images that run as
+    # root keep Docker's defaults), a memory limit on the connector, versioned images.
+    for name, s in services.items():
+        for p in s.get("ports", []) or []:
+            host_ip = p.get("host_ip") if isinstance(p, dict) else \
+                (str(p).rsplit(":", 2)[0] if str(p).count(":") == 2 else None)
+            if host_ip != "127.0.0.1":
+                problems.append(f"{name}: port {p!r} is not bound to 127.0.0.1")
+        if "no-new-privileges:true" not in (s.get("security_opt") or []):
+            problems.append(f"{name}: security_opt lacks no-new-privileges:true")
+        if s.get("cap_add"):
+            problems.append(f"{name}: cap_add {s['cap_add']}")
+        image = str(s.get("image", ""))
+        if not image.startswith(COMPOSE_ROOT_IMAGES) and s.get("cap_drop") != ["ALL"]:
+            problems.append(f"{name}: cap_drop must be [ALL] (its image runs as a non-root user)")
+        if image and "@sha256:" not in image:
+            tag = image.rsplit("/", 1)[-1].partition(":")[2]
+            if not tag or tag == "latest":
+                problems.append(f"{name}: image {image} needs an explicit version tag (or a digest)")
+    budget = cfg.get("pipeline", {}).get("memory_budget_bytes", 256 * 2**20)
+    mem = sink.get("mem_limit") or ((sink.get("deploy") or {}).get("resources", {}).get("limits", {}).get("memory"))
+    if mem is None:
+        problems.append("kafka-s3-sink: no memory limit (mem_limit)")
+    elif compose_bytes(mem) < budget + 128 * 2**20:
+        problems.append(f"kafka-s3-sink: memory limit {mem} < memory_budget_bytes ({budget}) + 128 MiB")
+    fail_if(problems, f"{len(services)} services: image/build, mounts, volumes, depends_on, ports on 127.0.0.1, "
+                      f"no-new-privileges, cap_drop ALL (but root images), connector memory limit ≥ budget + "
+                      f"128 MiB, connector env covers {sorted(env_refs_in_toml(COMPOSE_CONFIG))}")
 
 
 # ----------------------------------------------------------------------------------------- k8s
@@ -479,14 +517,61 @@ def quantity_bytes(q: str) -> float:
     return float(m.group(1)) * units.get(m.group(2), 1)
 
 
+# Kinds kept out of kustomization.yaml, and why: the Secret is applied once by hand so that
+# `apply -k` never overwrites a real one with placeholders; the CRDs exist only where their
+# operator runs.
+APPLIED_APART = {
+    "Secret": "applied once by hand (kubectl apply -f), so apply -k never overwrites the real Secret",
+    "ServiceMonitor": "a Prometheus Operator CRD",
+    "ScaledObject": "a KEDA CRD",
+}
+K8S_KINDS = ("ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget", "ServiceAccount",
+             "NetworkPolicy", "ServiceMonitor", "ScaledObject")
+PARTITIONS_ANNOTATION = "kafka-s3-sink/topic-partitions"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+")
+
+
+def resolve_env(value: str, env: dict[str, str | None]) -> str | None:
+    """`${VAR}` references of a config string replaced by the container's env values; None when
+    one is unknown or comes from a Secret."""
+    out = value
+    for var in re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value):
+        v = env.get(var)
+        if v is None:
+            return None
+        out = out.replace("${" + var + "}", v)
+    return out
+
+
+def normalize_prefix(p: str) -> str:
+    t = p.strip("/")
+    return f"{t}/" if t else ""
+
+
+def k8s_connector_context() -> tuple[dict, dict[str, str | None], dict, dict]:
+    """The ConfigMap's config, the container's env (None for Secret values), the Deployment and
+    the ServiceAccount, for checks that compare other files with them."""
+    by_kind: dict[str, dict] = {}
+    for _, d in k8s_docs():
+        by_kind.setdefault(d.get("kind"), d)
+    cm, dep = by_kind["ConfigMap"], by_kind["Deployment"]
+    [c] = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "kafka-s3-sink"]
+    env = {e["name"]: (None if e.get("valueFrom") else str(e.get("value", ""))) for e in c.get("env", [])}
+    return tomllib.loads(cm["data"]["config.toml"]), env, dep, by_kind.get("ServiceAccount", {})
+
+
 def cmd_k8s(config_out: str | None = None, env_out: str | None = None) -> None:
     problems = []
     docs = k8s_docs()
     by_kind: dict[str, list[dict]] = {}
+    kinds_of: dict[Path, set[str]] = {}
+    listed: set[str] | None = None
     for f, d in docs:
         rel = f.relative_to(ROOT)
         if d.get("kind") == "Kustomization":
-            for r in d.get("resources", []):
+            listed = set(d.get("resources", []))
+            for r in sorted(listed):
                 if not (K8S / r).is_file():
                     problems.append(f"{rel}: resource {r} missing")
             continue
@@ -498,25 +583,39 @@ def cmd_k8s(config_out: str | None = None, env_out: str | None = None) -> None:
         if (d.get("metadata") or {}).get("namespace"):
             problems.append(f"{rel}: manifests must be namespace-free")
         by_kind.setdefault(d.get("kind"), []).append(d)
-    for kind in ("ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"):
+        kinds_of.setdefault(f, set()).add(d.get("kind"))
+    for kind in K8S_KINDS:
         if len(by_kind.get(kind, [])) != 1:
             problems.append(f"expected one {kind}, found {len(by_kind.get(kind, []))}")
+    if listed is None:
+        problems.append("deploy/k8s/kustomization.yaml missing")
     if problems:
         fail_if(problems, "")
-    sm_files = [f for f, d in docs if d.get("kind") == "ServiceMonitor"]
-    if any(d.get("kind") != "ServiceMonitor" for f, d in docs if f in sm_files):
-        problems.append("the ServiceMonitor must be alone in its file")
+    # What `kubectl apply -k` applies: every manifest except the Secret and the CRDs.
+    for f, kinds in sorted(kinds_of.items()):
+        apart = kinds & set(APPLIED_APART)
+        if apart and len(kinds) > 1:
+            problems.append(f"{f.name}: the {', '.join(sorted(apart))} must be alone in its file")
+        if apart and f.name in listed:
+            kind = sorted(apart)[0]
+            problems.append(f"kustomization.yaml lists {f.name}: the {kind} is {APPLIED_APART[kind]}")
+        if not apart and f.name not in listed:
+            problems.append(f"kustomization.yaml does not list {f.name}")
     cm, sec, dep = by_kind["ConfigMap"][0], by_kind["Secret"][0], by_kind["Deployment"][0]
     svc, pdb, sm = by_kind["Service"][0], by_kind["PodDisruptionBudget"][0], by_kind["ServiceMonitor"][0]
+    sa, netpol, so = by_kind["ServiceAccount"][0], by_kind["NetworkPolicy"][0], by_kind["ScaledObject"][0]
     if sm.get("apiVersion") != "monitoring.coreos.com/v1":
         problems.append("ServiceMonitor apiVersion must be monitoring.coreos.com/v1")
     spec = dep["spec"]
     pod = spec["template"]["spec"]
     pod_labels = spec["template"]["metadata"].get("labels", {})
+
+    def selects_pods(sel: dict) -> bool:
+        return bool(sel) and all(pod_labels.get(k) == v for k, v in sel.items())
+
     if spec.get("replicas") != 3:
         problems.append(f"Deployment replicas is {spec.get('replicas')}, expected 3")
-    sel = spec["selector"].get("matchLabels", {})
-    if not sel or any(pod_labels.get(k) != v for k, v in sel.items()):
+    if not selects_pods(spec["selector"].get("matchLabels", {})):
         problems.append("Deployment selector does not match its pod labels")
     [c] = [c for c in pod["containers"] if c["name"] == "kafka-s3-sink"]
     ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
@@ -554,6 +653,8 @@ def cmd_k8s(config_out: str | None = None, env_out: str | None = None) -> None:
         problems.append("readOnlyRootFilesystem is not set")
     if csc.get("allowPrivilegeEscalation") is not False:
         problems.append("allowPrivilegeEscalation must be false")
+    if (csc.get("capabilities") or {}).get("drop") != ["ALL"]:
+        problems.append("the container must drop all capabilities")
     ann = spec["template"]["metadata"].get("annotations", {})
     if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(listen_port) \
             or ann.get("prometheus.io/path", "/metrics") != "/metrics":
@@ -569,6 +670,18 @@ def cmd_k8s(config_out: str | None = None, env_out: str | None = None) -> None:
             mounted = True
     if not mounted:
         problems.append(f"ConfigMap {cm['metadata']['name']} is not mounted so that {cfg_path} exists")
+
+    # Identity: the ServiceAccount (IRSA role), no Kubernetes API token, credentials from the
+    # Secret or the role.
+    if pod.get("serviceAccountName") != sa["metadata"]["name"]:
+        problems.append(f"Deployment serviceAccountName is {pod.get('serviceAccountName')!r}, "
+                        f"not the ServiceAccount {sa['metadata']['name']!r}")
+    if sa.get("automountServiceAccountToken") is not False or pod.get("automountServiceAccountToken") is not False:
+        problems.append("automountServiceAccountToken must be false on the ServiceAccount and the pod "
+                        "(the connector never calls the Kubernetes API)")
+    role = (sa["metadata"].get("annotations") or {}).get(IRSA_ANNOTATION)
+    if role is not None and not ROLE_ARN_RE.fullmatch(role):
+        problems.append(f"ServiceAccount {IRSA_ANNOTATION} {role!r} is not an IAM role ARN")
     sec_keys = set((sec.get("stringData") or {}).keys()) | set((sec.get("data") or {}).keys())
     env = {}
     for e in c.get("env", []):
@@ -579,20 +692,19 @@ def cmd_k8s(config_out: str | None = None, env_out: str | None = None) -> None:
             env[e["name"]] = "placeholder-from-secret"
         else:
             env[e["name"]] = e.get("value", "")
-    if not any((e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", [])):
-        problems.append("no env entry reads the Secret")
+    if not any((e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", [])) and not role:
+        problems.append("no S3 credentials: no env entry reads the Secret and the ServiceAccount names no IAM role")
     for var in sorted(env_refs_in_toml_text(cfg_text)):
         if var not in env:
             problems.append(f"config.toml needs ${{{var}}} but the container does not set it")
-    svc_sel = svc["spec"].get("selector", {})
-    if not svc_sel or any(pod_labels.get(k) != v for k, v in svc_sel.items()):
+
+    if not selects_pods(svc["spec"].get("selector", {})):
         problems.append("Service selector does not match the pod labels")
     svc_ports = {p.get("name"): p for p in svc["spec"].get("ports", [])}
     sp = svc_ports.get("metrics")
     if not sp or sp.get("targetPort") not in ("metrics", listen_port):
         problems.append("Service needs a port named metrics targeting the container's metrics port")
-    pdb_sel = pdb["spec"].get("selector", {}).get("matchLabels", {})
-    if not pdb_sel or any(pod_labels.get(k) != v for k, v in pdb_sel.items()):
+    if not selects_pods(pdb["spec"].get("selector", {}).get("matchLabels", {})):
         problems.append("PodDisruptionBudget selector does not match the pod labels")
     if "minAvailable" not in pdb["spec"] and "maxUnavailable" not in pdb["spec"]:
         problems.append("PodDisruptionBudget has neither minAvailable nor maxUnavailable")
@@ -605,12 +717,94 @@ def cmd_k8s(config_out: str | None = None, env_out: str | None = None) -> None:
             problems.append(f"ServiceMonitor endpoint port {ep.get('port')!r} is not a Service port name")
         if ep.get("path", "/metrics") != "/metrics":
             problems.append("ServiceMonitor path must be /metrics")
+
+    # NetworkPolicy: ingress only to the metrics port, only from selected namespaces.
+    np_spec = netpol.get("spec") or {}
+    if not selects_pods((np_spec.get("podSelector") or {}).get("matchLabels", {})):
+        problems.append("NetworkPolicy podSelector does not select the connector's pods")
+    if "Ingress" not in (np_spec.get("policyTypes") or []):
+        problems.append("NetworkPolicy policyTypes lacks Ingress")
+    rules = np_spec.get("ingress") or []
+    if not rules:
+        problems.append("NetworkPolicy admits no ingress: Prometheus could not scrape the workers")
+    for i, r in enumerate(rules):
+        where = f"NetworkPolicy ingress[{i}]"
+        if not r.get("ports"):
+            problems.append(f"{where}: no ports, so every port is open")
+        for p in r.get("ports") or []:
+            if p.get("port") not in (listen_port, "metrics") or p.get("protocol", "TCP") != "TCP" or "endPort" in p:
+                problems.append(f"{where}: port {p} is not the metrics port {listen_port}/TCP")
+        if not r.get("from"):
+            problems.append(f"{where}: no `from`, so every source is admitted")
+        for peer in r.get("from") or []:
+            nss = peer.get("namespaceSelector") or {}
+            if "ipBlock" in peer or not (nss.get("matchLabels") or nss.get("matchExpressions")):
+                problems.append(f"{where}: peer {peer} must select the monitoring namespace by namespaceSelector")
+
+    # ScaledObject (KEDA): the Deployment, on the group's lag, within the partition count.
+    if so.get("apiVersion") != "keda.sh/v1alpha1":
+        problems.append("ScaledObject apiVersion must be keda.sh/v1alpha1")
+    so_spec = so.get("spec") or {}
+    ref = so_spec.get("scaleTargetRef") or {}
+    if ref.get("name") != dep["metadata"]["name"] or ref.get("kind", "Deployment") != "Deployment" \
+            or ref.get("apiVersion", "apps/v1") != "apps/v1":
+        problems.append(f"ScaledObject scaleTargetRef {ref} is not the Deployment {dep['metadata']['name']}")
+    lo, hi = so_spec.get("minReplicaCount", 0), so_spec.get("maxReplicaCount", 100)
+    if not isinstance(lo, int) or lo < 1:
+        problems.append("ScaledObject minReplicaCount must be at least 1 (no scale to zero)")
+    elif lo != spec.get("replicas"):
+        problems.append(f"ScaledObject minReplicaCount {lo} != Deployment replicas {spec.get('replicas')} "
+                        "(apply -k resets the count to the Deployment's)")
+    partitions = str((so["metadata"].get("annotations") or {}).get(PARTITIONS_ANNOTATION, ""))
+    if not partitions.isdigit() or int(partitions) < 1:
+        problems.append(f"ScaledObject needs the annotation {PARTITIONS_ANNOTATION} (the topic's partition count)")
+    elif not isinstance(hi, int) or not (isinstance(lo, int) and lo <= hi <= int(partitions)):
+        problems.append(f"ScaledObject maxReplicaCount {hi} must lie between minReplicaCount {lo} and the "
+                        f"partition count {partitions}: replicas beyond it sit idle")
+    triggers = so_spec.get("triggers") or []
+    if len(triggers) != 1 or triggers[0].get("type") != "kafka":
+        problems.append("ScaledObject needs exactly one trigger, of type kafka")
+    else:
+        md = triggers[0].get("metadata") or {}
+        kafka = cfg.get("kafka", {})
+        if any(not isinstance(v, str) for v in md.values()):
+            problems.append("ScaledObject trigger metadata values must be strings")
+        brokers = resolve_env(str(kafka.get("brokers", "")), {k: v for k, v in env.items()
+                                                               if v != "placeholder-from-secret"})
+        def servers(v) -> list[str]:
+            return sorted(x.strip() for x in str(v).split(",") if x.strip())
+
+        if brokers is not None and servers(md.get("bootstrapServers", "")) != servers(brokers):
+            problems.append(f"ScaledObject bootstrapServers {md.get('bootstrapServers')!r} != kafka.brokers {brokers!r}")
+        if md.get("consumerGroup") != kafka.get("group_id"):
+            problems.append(f"ScaledObject consumerGroup {md.get('consumerGroup')!r} != kafka.group_id {kafka.get('group_id')!r}")
+        topic = md.get("topic")
+        if topic not in [t for t in kafka.get("topics", []) if not t.startswith("^")]:
+            problems.append(f"ScaledObject topic {topic!r} is not one of kafka.topics {kafka.get('topics')}")
+        if not str(md.get("lagThreshold", "")).isdigit() or int(md["lagThreshold"]) < 1:
+            problems.append("ScaledObject lagThreshold must be a positive integer (as a string)")
+        if md.get("offsetResetPolicy", "latest") != kafka.get("auto_offset_reset", "earliest"):
+            problems.append(f"ScaledObject offsetResetPolicy {md.get('offsetResetPolicy', 'latest')!r} != "
+                            f"kafka.auto_offset_reset {kafka.get('auto_offset_reset', 'earliest')!r}")
+        if md.get("allowIdleConsumers", "false") != "false":
+            problems.append("ScaledObject allowIdleConsumers must stay false (idle replicas only add rebalances)")
     if config_out:
         Path(config_out).write_text(cfg_text)
     if env_out:
         Path(env_out).write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     fail_if(problems, "selectors, ports, probes /healthz + /readyz, grace > shutdown deadline, memory limit "
-                      "≥ budget + 128Mi, non-root read-only, Secret/ConfigMap references, ServiceMonitor")
+                      "≥ budget + 128Mi, non-root read-only, Secret/ConfigMap references, ServiceAccount "
+                      "(no API token, IRSA role), NetworkPolicy (metrics port from monitoring only), "
+                      f"ScaledObject (kafka lag, ≤ {partitions} partitions), ServiceMonitor; "
+                      "kustomization lists all but the Secret and the CRDs")
+
+
+def cmd_kustomized(path: str) -> None:
+    """The output of `kubectl kustomize deploy/k8s`: exactly the core kinds, no Secret, no CRD."""
+    kinds = sorted(d.get("kind") for d in yaml.safe_load_all(Path(path).read_text()) if d)
+    want = sorted(k for k in K8S_KINDS if k not in APPLIED_APART)
+    fail_if([f"kustomize builds {kinds}, expected {want}"] if kinds != want else [],
+            f"kustomize builds {', '.join(kinds)} (no Secret, no CRD)")
 
 
 def env_refs_in_toml_text(text: str) -> set[str]:
@@ -620,6 +814,177 @@ def env_refs_in_toml_text(text: str) -> set[str]:
         return env_refs_in_toml(tmp)
     finally:
         tmp.unlink()
+
+
+# ------------------------------------------------------------------------------------------ iam
+
+S3_RS = ROOT / "src/sink/s3.rs"
+IAM_POLICY = ROOT / "deploy/iam-policy.json"
+IAM_KMS = ROOT / "deploy/iam-policy-kms.json"
+IAM_TRUST = ROOT / "deploy/iam-trust-policy-irsa.json"
+# The IAM actions each aws-sdk-s3 call of src/sink/s3.rs is authorised by. A call missing here
+# fails the check, so a new S3 call cannot ship without its permission.
+S3_CALL_ACTIONS = {
+    "head_bucket": {"s3:ListBucket"},
+    "put_object": {"s3:PutObject"},
+    "create_multipart_upload": {"s3:PutObject"},
+    "upload_part": {"s3:PutObject"},
+    "complete_multipart_upload": {"s3:PutObject"},
+    "abort_multipart_upload": {"s3:AbortMultipartUpload"},
+    "head_object": {"s3:GetObject"},
+    "get_object": {"s3:GetObject"},
+    "copy_object": {"s3:GetObject", "s3:PutObject"},
+    "list_objects_v2": {"s3:ListBucket"},
+    "list_multipart_uploads": {"s3:ListBucketMultipartUploads"},
+}
+S3_BUCKET_ACTIONS = {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
+KMS_ACTIONS = {"kms:GenerateDataKey", "kms:Decrypt"}
+KMS_SID = "KmsOnlyWithSseKms"
+KMS_KEY_RE = re.compile(r"arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/[0-9a-f-]+")
+
+
+def as_list(v) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def policy_statements(path: Path, problems: list[str], trust: bool = False) -> list[dict]:
+    rel = path.relative_to(ROOT)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        problems.append(f"{rel}: {e}")
+        return []
+    if doc.get("Version") != "2012-10-17":
+        problems.append(f"{rel}: Version must be 2012-10-17")
+    stmts = doc.get("Statement")
+    if not isinstance(stmts, list) or not stmts:
+        problems.append(f"{rel}: Statement must be a non-empty list")
+        return []
+    sids = [s.get("Sid") for s in stmts]
+    if None in sids or len(set(sids)) != len(sids):
+        problems.append(f"{rel}: every statement needs its own Sid")
+    for s in stmts:
+        where = f"{rel} {s.get('Sid')}"
+        if s.get("Effect") != "Allow":
+            problems.append(f"{where}: Effect must be Allow")
+        for key in ("NotAction", "NotResource", "NotPrincipal"):
+            if key in s:
+                problems.append(f"{where}: {key} grants everything else")
+        for a in as_list(s.get("Action", [])):
+            if not isinstance(a, str) or "*" in a or "?" in a:
+                problems.append(f"{where}: action {a!r} is a wildcard")
+        if trust:
+            if "Resource" in s:
+                problems.append(f"{where}: a trust policy has no Resource")
+        else:
+            if "Principal" in s:
+                problems.append(f"{where}: an identity policy has no Principal")
+            if not s.get("Resource"):
+                problems.append(f"{where}: no Resource")
+    return stmts
+
+
+def cmd_iam() -> None:
+    """deploy/iam-policy.json (S3), deploy/iam-policy-kms.json (SSE-KMS only) and
+    deploy/iam-trust-policy-irsa.json: least privilege, matching the S3 calls of src/sink/s3.rs and
+    the bucket, prefix, region and ServiceAccount of deploy/k8s."""
+    problems: list[str] = []
+    extra = sorted(p.name for p in (ROOT / "deploy").glob("iam*.json") if p not in (IAM_POLICY, IAM_KMS, IAM_TRUST))
+    if extra:
+        problems.append(f"unknown IAM files {extra}: add them to the `iam` check")
+    src = S3_RS.read_text().split("#[cfg(test)]", 1)[0]
+    calls = set(re.findall(r"\.client\s*\.\s*([a-z0-9_]+)\s*\(\s*\)", src))
+    if len(calls) < 5:
+        problems.append(f"only {len(calls)} S3 calls found in {S3_RS.relative_to(ROOT)}; the parser needs updating")
+    needed: set[str] = set()
+    for call in sorted(calls):
+        if call not in S3_CALL_ACTIONS:
+            problems.append(f"{S3_RS.relative_to(ROOT)} calls {call}(): add its IAM action to S3_CALL_ACTIONS "
+                            "and to deploy/iam-policy.json")
+        needed |= S3_CALL_ACTIONS.get(call, set())
+
+    cfg, env, _, sa = k8s_connector_context()
+    dest = cfg["destinations"][0]
+    bucket = resolve_env(str(dest.get("bucket", "")), env)
+    prefix = resolve_env(str(dest.get("prefix", "")), env)
+    region = resolve_env(str(dest.get("region", "us-east-1")), env)
+    prefix = None if prefix is None else normalize_prefix(prefix)
+    object_arn = f"arn:aws:s3:::{bucket}/{prefix}*"
+    bucket_arn = f"arn:aws:s3:::{bucket}"
+
+    granted: set[str] = set()
+    for s in policy_statements(IAM_POLICY, problems):
+        where = f"iam-policy.json {s.get('Sid')}"
+        actions = set(as_list(s.get("Action", [])))
+        granted |= actions
+        resources = as_list(s.get("Resource", []))
+        if actions & KMS_ACTIONS or any(not a.startswith("s3:") for a in actions):
+            problems.append(f"{where}: only S3 actions here; KMS goes in iam-policy-kms.json")
+        if actions & S3_BUCKET_ACTIONS and actions - S3_BUCKET_ACTIONS:
+            problems.append(f"{where}: bucket and object actions need separate statements")
+        want = bucket_arn if actions <= S3_BUCKET_ACTIONS else object_arn
+        if bucket is not None and prefix is not None and resources != [want]:
+            problems.append(f"{where}: Resource {resources} should be [{want!r}] (deploy/k8s's bucket and prefix)")
+        cond = s.get("Condition")
+        if "s3:ListBucket" in actions and prefix:
+            values = as_list(((cond or {}).get("StringLike") or {}).get("s3:prefix", []))
+            if not values or not all(isinstance(v, str) and v.startswith(prefix) for v in values) \
+                    or not any(fnmatch.fnmatchcase(prefix, v) for v in values):
+                problems.append(f"{where}: s3:ListBucket needs Condition StringLike s3:prefix "
+                                f"{prefix + '*'!r} (the connector lists {prefix!r})")
+        elif cond is not None and "s3:ListBucket" not in actions:
+            problems.append(f"{where}: unexpected Condition {cond}")
+    for a in sorted(needed - granted):
+        problems.append(f"iam-policy.json: lacks {a}, which the connector needs")
+    for a in sorted(granted - needed):
+        problems.append(f"iam-policy.json: grants {a}, which no S3 call of the connector needs")
+
+    kms_stmts = policy_statements(IAM_KMS, problems)
+    if [s.get("Sid") for s in kms_stmts] != [KMS_SID]:
+        problems.append(f"iam-policy-kms.json: one statement, Sid {KMS_SID}")
+    for s in kms_stmts:
+        actions = set(as_list(s.get("Action", [])))
+        if actions != KMS_ACTIONS:
+            problems.append(f"iam-policy-kms.json: actions {sorted(actions)}, expected {sorted(KMS_ACTIONS)}")
+        for r in as_list(s.get("Resource", [])):
+            m = KMS_KEY_RE.fullmatch(str(r))
+            if not m:
+                problems.append(f"iam-policy-kms.json: Resource {r!r} is not one key's ARN")
+            elif region is not None and m.group(1) != region:
+                problems.append(f"iam-policy-kms.json: key region {m.group(1)} != the destination's {region}")
+        via = ((s.get("Condition") or {}).get("StringEquals") or {}).get("kms:ViaService")
+        if region is not None and via != f"s3.{region}.amazonaws.com":
+            problems.append(f"iam-policy-kms.json: needs Condition StringEquals kms:ViaService "
+                            f"s3.{region}.amazonaws.com (the key is used only through S3)")
+
+    trust = policy_statements(IAM_TRUST, problems, trust=True)
+    role = (sa.get("metadata", {}).get("annotations") or {}).get(IRSA_ANNOTATION, "")
+    role_m = ROLE_ARN_RE.fullmatch(role)
+    sa_name = sa.get("metadata", {}).get("name")
+    if len(trust) != 1:
+        problems.append("iam-trust-policy-irsa.json: one statement")
+    for s in trust[:1]:
+        fed = str((s.get("Principal") or {}).get("Federated", ""))
+        m = re.fullmatch(r"arn:aws[a-z-]*:iam::(\d{12}):oidc-provider/(.+)", fed)
+        if as_list(s.get("Action")) != ["sts:AssumeRoleWithWebIdentity"]:
+            problems.append("iam-trust-policy-irsa.json: Action must be sts:AssumeRoleWithWebIdentity")
+        if not m:
+            problems.append("iam-trust-policy-irsa.json: Principal.Federated must be an OIDC provider ARN")
+            continue
+        if role_m and role_m.group(1) != m.group(1):
+            problems.append(f"iam-trust-policy-irsa.json: account {m.group(1)} != the ServiceAccount's role account "
+                            f"{role_m.group(1)}")
+        eq = (s.get("Condition") or {}).get("StringEquals") or {}
+        issuer = m.group(2)
+        sub = str(eq.get(f"{issuer}:sub", ""))
+        if not re.fullmatch(rf"system:serviceaccount:[a-z0-9-]+:{re.escape(str(sa_name))}", sub):
+            problems.append(f"iam-trust-policy-irsa.json: {issuer}:sub must name the ServiceAccount "
+                            f"(system:serviceaccount:<namespace>:{sa_name}), not {sub!r}")
+        if eq.get(f"{issuer}:aud") != "sts.amazonaws.com":
+            problems.append(f"iam-trust-policy-irsa.json: {issuer}:aud must be sts.amazonaws.com")
+    fail_if(problems, f"{len(calls)} S3 calls in src/sink/s3.rs need exactly {sorted(needed)}, on {bucket_arn} and "
+                      f"{object_arn}, ListBucket only under {prefix!r}; KMS ({', '.join(sorted(KMS_ACTIONS))}) only "
+                      f"in iam-policy-kms.json, through S3 in {region}; IRSA trust: ServiceAccount {sa_name} only")
 
 
 # ---------------------------------------------------------------------------------- dockerfile
@@ -750,6 +1115,8 @@ def main() -> None:
         "yaml": cmd_yaml,
         "compose": cmd_compose,
         "k8s": cmd_k8s,
+        "kustomized": cmd_kustomized,
+        "iam": cmd_iam,
         "dockerfile": cmd_dockerfile,
         "operating": cmd_operating,
     }

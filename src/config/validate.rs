@@ -497,8 +497,7 @@ fn validate_destination(
     let role_session_name = match &d.credentials.role_session_name {
         Some(n) => {
             let valid = (2..=64).contains(&n.len())
-                && n
-                    .chars()
+                && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
             if !valid {
                 return Err(ConfigError::new(

@@ -187,7 +187,7 @@ impl ObjectSink for MemorySink {
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        self.maybe_fail("HeadBucket", "")
+        self.maybe_fail("ListObjectsV2", "")
     }
 
     async fn put(

@@ -25,6 +25,8 @@ use crate::config::DestinationConfig;
 pub struct S3Sink {
     client: Client,
     bucket: String,
+    /// The destination's prefix (the start-up check lists under it).
+    prefix: String,
     /// `expected_bucket_owner`: sent with every request, so a bucket of another account (a
     /// typo, a deleted and re-created name) is refused by S3 instead of written to.
     owner: Option<String>,
@@ -88,6 +90,7 @@ impl S3Sink {
         Self {
             client: Client::from_conf(s3.build()),
             bucket: d.bucket.clone(),
+            prefix: d.prefix.clone(),
             owner: d.expected_bucket_owner.clone(),
             sign_payload,
         }
@@ -287,15 +290,20 @@ impl ObjectSink for S3Sink {
         &self.bucket
     }
 
+    /// A one-key listing under the destination's prefix: the least privilege that proves the
+    /// bucket answers and the credentials reach the prefix (HeadBucket would need
+    /// `s3:ListBucket` on the whole bucket).
     async fn check(&self) -> Result<(), SinkError> {
         self.client
-            .head_bucket()
+            .list_objects_v2()
             .bucket(&self.bucket)
             .set_expected_bucket_owner(self.owner.clone())
+            .prefix(&self.prefix)
+            .max_keys(1)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.err("HeadBucket", "", e))
+            .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))
     }
 
     async fn put(
