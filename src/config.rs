@@ -193,5 +193,18 @@ pub fn render_redacted(raw: &RawConfig) -> String {
     toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }
 
+/// The first destination of a minimal config (topic `t`) with `extra` lines in its
+/// `[[destinations]]` table (unit tests of the modules that take a destination).
+#[cfg(test)]
+pub(crate) fn test_destination(extra: &str) -> DestinationConfig {
+    let toml = format!(
+        "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
+    );
+    parse(&toml, &|_| None)
+        .expect("valid test config")
+        .destinations
+        .remove(0)
+}
+
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,22 @@ fn put_bytes(out: &mut Vec<u8>, name: &str, bytes: Option<&[u8]>) {
     }
 }
 
+/// `"topic":…,"partition":…,"offset":…,"<timestamp>":<ms or null>` of a record.
+fn write_coordinates(out: &mut Vec<u8>, rec: &Record, timestamp: &str) {
+    out.extend_from_slice(b"\"topic\":");
+    write_str(out, &rec.tp.topic);
+    let ts = rec
+        .timestamp_ms
+        .map_or_else(|| "null".to_string(), |t| t.to_string());
+    out.extend_from_slice(
+        format!(
+            ",\"partition\":{},\"offset\":{},\"{timestamp}\":{ts}",
+            rec.tp.partition, rec.offset
+        )
+        .as_bytes(),
+    );
+}
+
 /// A JSON string, escaped.
 fn write_str(out: &mut Vec<u8>, s: &str) {
     // Writing a string into a Vec cannot fail.
@@ -71,18 +87,8 @@ pub fn error_line(rec: &Record, reason: QuarantineReason) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.div_ceil(3) * 4 + rec.tp.topic.len() + 128);
     out.extend_from_slice(b"{\"reason\":");
     write_str(&mut out, reason.as_str());
-    out.extend_from_slice(b",\"topic\":");
-    write_str(&mut out, &rec.tp.topic);
-    let ts = rec
-        .timestamp_ms
-        .map_or_else(|| "null".to_string(), |t| t.to_string());
-    out.extend_from_slice(
-        format!(
-            ",\"partition\":{},\"offset\":{},\"timestamp_ms\":{ts}",
-            rec.tp.partition, rec.offset
-        )
-        .as_bytes(),
-    );
+    out.push(b',');
+    write_coordinates(&mut out, rec, "timestamp_ms");
     put_bytes(&mut out, "key", key);
     put_bytes(&mut out, "value", value);
     out.push(b'}');
@@ -126,18 +132,8 @@ pub fn with_kafka_metadata(line: &[u8], rec: &Record, field: &str) -> Vec<u8> {
         out.push(b',');
     }
     write_str(&mut out, field);
-    out.extend_from_slice(b":{\"topic\":");
-    write_str(&mut out, &rec.tp.topic);
-    let ts = rec
-        .timestamp_ms
-        .map_or_else(|| "null".to_string(), |t| t.to_string());
-    out.extend_from_slice(
-        format!(
-            ",\"partition\":{},\"offset\":{},\"timestamp\":{ts}",
-            rec.tp.partition, rec.offset
-        )
-        .as_bytes(),
-    );
+    out.extend_from_slice(b":{");
+    write_coordinates(&mut out, rec, "timestamp");
     put_bytes(&mut out, "key", rec.key.as_deref());
     if let Some(h) = &rec.headers {
         out.extend_from_slice(b",\"headers\":");

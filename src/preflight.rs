@@ -85,20 +85,14 @@ mod tests {
     use super::*;
 
     fn dest(extra: &str) -> DestinationConfig {
-        let toml = format!(
-            "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"events\"]\n\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
-        );
-        crate::config::parse(&toml, &|_| None)
-            .expect("valid test config")
-            .destinations
-            .remove(0)
+        crate::config::test_destination(extra)
     }
 
     #[test]
     fn default_keys_are_short_and_long_prefixes_are_refused() {
         let d = dest("");
         let (data, error) = longest_keys(&d);
-        // 2026/11/01/13/events+2147483647+<20 digits>.ndjson.gz, years up to chrono's range.
+        // 2026/11/01/13/t+2147483647+<20 digits>.ndjson.gz, years up to chrono's range.
         assert!(data < 80 && error < 100, "{data} {error}");
         assert!(check_key_length(0, &d).is_ok());
         let long = "p/".repeat(480);

@@ -105,13 +105,7 @@ mod tests {
     use crate::sink::memory::MemorySink;
 
     fn dest(prefix: &str) -> DestinationConfig {
-        let toml = format!(
-            "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\nprefix = \"{prefix}\"\n"
-        );
-        crate::config::parse(&toml, &|_| None)
-            .expect("valid test config")
-            .destinations
-            .remove(0)
+        crate::config::test_destination(&format!("prefix = \"{prefix}\"\n"))
     }
 
     const KEY: &str = "2024/01/02/03/t+0+00000000000000000001.ndjson.gz";
