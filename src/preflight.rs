@@ -8,7 +8,7 @@
 use crate::config::{property_key, Config, ConfigError, DestinationConfig};
 use crate::router::QuarantineReason;
 use crate::source::kafka;
-use crate::template::{FileTemplate, KeyShape, ERROR_FILE_TEMPLATE};
+use crate::template::{FileTemplate, ERROR_FILE_TEMPLATE};
 
 /// S3's longest object key, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -59,12 +59,7 @@ pub fn check_key_length(i: usize, d: &DestinationConfig) -> Result<(), ConfigErr
 
 /// The longest data key and the longest quarantine key of a destination, in bytes.
 pub fn longest_keys(d: &DestinationConfig) -> (usize, usize) {
-    let shape = KeyShape {
-        topics: d.topics.exact(),
-        source: d.source_id.as_deref(),
-        destination: &d.name,
-        app: &d.app_name,
-    };
+    let shape = d.key_shape();
     let suffix = d.batch.compression.suffix();
     let data =
         d.prefix.len() + d.routing.folder.max_len(&shape) + d.routing.file.max_len(&shape, suffix);

@@ -138,6 +138,19 @@ impl PartialEq for TopicSet {
     }
 }
 
+impl DestinationConfig {
+    /// What this destination's key placeholders can hold (for the longest key and the key
+    /// pattern, see `template/shape.rs`).
+    pub fn key_shape(&self) -> crate::template::KeyShape<'_> {
+        crate::template::KeyShape {
+            topics: self.topics.exact(),
+            source: self.source_id.as_deref(),
+            destination: &self.name,
+            app: &self.app_name,
+        }
+    }
+}
+
 impl BatchConfig {
     /// Most uncompressed bytes an object of this destination can hold, with a wide margin:
     /// 64 × `max_bytes` (objects close at `max_bytes` compressed, and NDJSON rarely compresses

@@ -14,19 +14,14 @@ use std::time::{Duration, SystemTime};
 use crate::config::DestinationConfig;
 use crate::metrics::Metrics;
 use crate::sink::{ObjectSink, SinkError};
-use crate::template::{FileTemplate, KeyShape, ERROR_FILE_TEMPLATE};
+use crate::template::{FileTemplate, ERROR_FILE_TEMPLATE};
 
 /// A regex every key the destination writes matches, data and quarantine keys alike, and keys
 /// of other writers in general do not: the prefix, then the folder template's shape (dates as
 /// digits, placeholders as their values) and the file template's, or the error folder, a reason
 /// and the quarantine file name; the compression suffix optional as `render` appends it.
 pub fn key_pattern(d: &DestinationConfig) -> Regex {
-    let shape = KeyShape {
-        topics: d.topics.exact(),
-        source: d.source_id.as_deref(),
-        destination: &d.name,
-        app: &d.app_name,
-    };
+    let shape = d.key_shape();
     let suffix = d.batch.compression.suffix();
     let prefix = regex::escape(&d.prefix);
     let data = format!(
