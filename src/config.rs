@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod destination;
 mod raw;
 mod typed;
 mod validate;

@@ -1,0 +1,195 @@
+use super::*;
+use crate::config::PayloadSigning;
+use crate::s3server::{LocalS3, LocalS3Options};
+use tokio::io::AsyncReadExt;
+
+/// A destination on `server` with `payload_signing = signing`. (Validation refuses
+/// `unsigned` over plain http://; the local server is plain http, so the test sets it on
+/// the typed config to exercise the unsigned requests.)
+fn dest(server: &LocalS3, signing: &str) -> DestinationConfig {
+    let toml = format!(
+        "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n\
+         [[destinations]]\nname = \"d\"\nbucket = \"bkt\"\nendpoint = \"{}\"\n\
+         force_path_style = true\npayload_signing = \"{}\"\n\
+         [destinations.credentials]\naccess_key_id = \"local-access-key\"\n\
+         secret_access_key = \"local-secret-key\"\n",
+        server.endpoint(),
+        if signing == "unsigned" {
+            "auto"
+        } else {
+            signing
+        }
+    );
+    let mut d = crate::config::parse(&toml, &|_| None)
+        .expect("valid test config")
+        .destinations
+        .remove(0);
+    if signing == "unsigned" {
+        d.payload_signing = PayloadSigning::Unsigned;
+    }
+    d
+}
+
+/// What the signature of each body-carrying request (PUT) covered, and its CRC32 header.
+fn body_checks(server: &LocalS3) -> Vec<(String, Option<String>)> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| {
+            let sha = r.header("x-amz-content-sha256").unwrap_or("-").to_string();
+            (sha, r.header("x-amz-checksum-crc32").map(str::to_string))
+        })
+        .collect()
+}
+
+async fn read_back(sink: &S3Sink, key: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut body = sink.get(key).await.unwrap().expect("object exists").body;
+    body.read_to_end(&mut got).await.unwrap();
+    got
+}
+
+/// Unsigned and signed payloads both reach a real S3 server (s3s checks SigV4) intact, by
+/// PutObject and by multipart upload; only the signed ones carry the body's SHA-256.
+#[tokio::test]
+async fn payload_signing_on_and_off_against_a_sigv4_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalS3::start(LocalS3Options::new(dir.path().join("s3")))
+        .await
+        .unwrap();
+    std::fs::create_dir_all(server.root().join("bkt")).unwrap();
+    let body: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+    let part = Bytes::from(body[..5 << 20].to_vec());
+    let rest = Bytes::from(body[5 << 20..].to_vec());
+    let meta = ObjectMeta {
+        content_type: "application/x-ndjson".into(),
+        ..ObjectMeta::default()
+    };
+    for (signing, signed) in [("unsigned", false), ("signed", true), ("auto", true)] {
+        let d = dest(&server, signing);
+        let sink = S3Sink::connect(&d, Duration::from_secs(30)).await;
+        assert_eq!(sink.sign_payload, signed, "{signing} over http://");
+        server.clear_requests();
+        let key = format!("{signing}/put.ndjson");
+        sink.put(
+            &key,
+            Bytes::from(body.clone()),
+            &meta,
+            &WriteCondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+        assert_eq!(read_back(&sink, &key).await, body);
+        let key = format!("{signing}/multipart.ndjson");
+        let id = sink.create_multipart(&key, &meta).await.unwrap();
+        let mut parts = Vec::new();
+        for (n, b) in [(1, part.clone()), (2, rest.clone())] {
+            let etag = sink.upload_part(&key, &id, n, b).await.unwrap();
+            parts.push(CompletedPart { number: n, etag });
+        }
+        sink.complete_multipart(&key, &id, &parts, &WriteCondition::IfAbsent)
+            .await
+            .unwrap();
+        assert_eq!(read_back(&sink, &key).await, body);
+        let checks = body_checks(&server);
+        assert_eq!(checks.len(), 3, "{signing}: one PutObject, two UploadParts");
+        for (sha, crc) in checks {
+            if signed {
+                assert!(sha.len() == 64 && sha.bytes().all(|c| c.is_ascii_hexdigit()));
+            } else {
+                assert_eq!(sha, "UNSIGNED-PAYLOAD");
+            }
+            // Either way S3 can check the body: by the signed hash or by the CRC32.
+            assert!(crc.is_some_and(|c| !c.is_empty()), "{signing}: no CRC32");
+        }
+    }
+}
+
+#[test]
+fn payload_signing_auto_signs_only_over_plain_http() {
+    let parse = |extra: &str| {
+        let toml = format!(
+            "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n\
+             [[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
+        );
+        crate::config::parse(&toml, &|_| None).map(|mut c| c.destinations.remove(0))
+    };
+    let mode = |extra: &str| parse(extra).unwrap().payload_signing;
+    assert_eq!(mode(""), PayloadSigning::Auto);
+    assert_eq!(
+        mode("payload_signing = \"signed\"\n"),
+        PayloadSigning::Signed
+    );
+    assert_eq!(
+        mode("payload_signing = \"unsigned\"\n"),
+        PayloadSigning::Unsigned
+    );
+    let e = parse("payload_signing = \"off\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("payload_signing") && e.contains("auto, signed or unsigned"),
+        "{e}"
+    );
+
+    assert!(
+        !PayloadSigning::Auto.signs(None),
+        "AWS's own endpoints are https"
+    );
+    assert!(!PayloadSigning::Auto.signs(Some("https://minio.example:9000")));
+    assert!(PayloadSigning::Auto.signs(Some("http://127.0.0.1:9000")));
+    assert!(PayloadSigning::Signed.signs(None));
+    assert!(!PayloadSigning::Unsigned.signs(Some("http://127.0.0.1:9000")));
+
+    // An endpoint from the AWS configuration (here the shared config's `endpoint_url`)
+    // counts when the destination names none; the destination's own wins.
+    let d = parse("").unwrap();
+    let sdk = aws_config::SdkConfig::builder()
+        .endpoint_url("http://minio.internal:9000")
+        .build();
+    assert_eq!(
+        effective_endpoint(&d, &sdk).as_deref(),
+        Some("http://minio.internal:9000")
+    );
+    assert!(d
+        .payload_signing
+        .signs(effective_endpoint(&d, &sdk).as_deref()));
+    let own = parse("endpoint = \"https://s3.example\"\n").unwrap();
+    assert_eq!(
+        effective_endpoint(&own, &sdk).as_deref(),
+        Some("https://s3.example")
+    );
+    let none = aws_config::SdkConfig::builder().build();
+    assert_eq!(effective_endpoint(&d, &none), None);
+}
+
+#[test]
+fn status_classification() {
+    assert_eq!(status_kind(503, Some("SlowDown")), ErrorKind::Throttle);
+    assert_eq!(status_kind(429, None), ErrorKind::Throttle);
+    assert_eq!(status_kind(500, Some("InternalError")), ErrorKind::Server);
+    assert_eq!(status_kind(400, Some("RequestTimeout")), ErrorKind::Timeout);
+    assert_eq!(status_kind(404, Some("NoSuchUpload")), ErrorKind::Permanent);
+    assert_eq!(status_kind(403, Some("AccessDenied")), ErrorKind::Other);
+    assert_eq!(
+        status_kind(412, Some("PreconditionFailed")),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        status_kind(409, Some("ConditionalRequestConflict")),
+        ErrorKind::Conflict
+    );
+    assert!(!ErrorKind::Conflict.retryable());
+    assert!(ErrorKind::Other.retryable());
+    assert!(!ErrorKind::Permanent.retryable());
+    assert_eq!(
+        status_kind(400, Some("KeyTooLongError")),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        status_kind(400, Some("InvalidArgument")),
+        ErrorKind::Invalid
+    );
+    assert!(!ErrorKind::Invalid.retryable());
+}
