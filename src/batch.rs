@@ -328,6 +328,9 @@ pub struct Batch {
     pub raw_bytes: u64,
     /// Event time of the first record, for first-event dating.
     pub first_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The sanitised values of the folder template's `{field:…}` placeholders (every record of
+    /// the file has the same).
+    pub folder_values: Vec<String>,
     /// Bytes already taken out as parts.
     pub taken_bytes: u64,
     created: Instant,
@@ -368,6 +371,7 @@ impl Batch {
             records: 0,
             raw_bytes: 0,
             first_time: None,
+            folder_values: Vec::new(),
             taken_bytes: 0,
             created: now,
             last_write: now,

@@ -1,4 +1,4 @@
-//! Command line: `run`, `check-config`, `verify`, `demo` and `gen-events`. Environment enters only through clap's
+//! Command line: `run`, `check-config`, `verify`, `ddl`, `demo` and `gen-events`. Environment enters only through clap's
 //! `env =` attributes here and `${VAR}` in the config file.
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -90,6 +90,29 @@ pub enum Command {
         /// Compression of the objects: gzip, zstd or none.
         #[arg(long, default_value = "gzip")]
         compression: String,
+        /// Folder template of the objects (e.g. `dt=%Y-%m-%d/hr=%H/` for Hive-style folders).
+        #[arg(long, default_value = "%Y/%m/%d/%H/")]
+        folder_template: String,
+    },
+    /// Print the Athena `CREATE EXTERNAL TABLE` of a destination's NDJSON objects, with
+    /// partition projection from its folder template.
+    Ddl {
+        /// Config file (TOML).
+        #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
+        config: PathBuf,
+        /// Destination (default: the first).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Table name (default: the destination's name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Data columns, `name type, name type` in Hive types (default: the event-time field as
+        /// a string, and the Kafka metadata member if the destination writes one).
+        #[arg(long)]
+        columns: Option<String>,
+        /// First day of date projections.
+        #[arg(long, default_value = "2020-01-01")]
+        since: chrono::NaiveDate,
     },
     /// Print deterministic Segment-like analytics events as NDJSON (the generator the tests,
     /// benchmarks and `demo` use), e.g. to load a topic of your own cluster.

@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub all_keys: bool,
     /// `batch.compression` of the demo destination: gzip, zstd or none.
     pub compression: String,
+    /// `routing.folder_template` of the demo destination.
+    pub folder_template: String,
 }
 
 /// Why the demo failed.
@@ -98,7 +100,7 @@ fn set_field(value: &[u8], field: &str, to: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-fn demo_config(brokers: &str, endpoint: &str, compression: &str) -> String {
+fn demo_config(brokers: &str, endpoint: &str, compression: &str, folders: &str) -> String {
     format!(
         r#"
 [kafka]
@@ -124,7 +126,7 @@ secret_access_key = "local-secret-key"
 [destinations.routing]
 time_source = "event_time"
 time_field = "timestamp"
-folder_template = "%Y/%m/%d/%H/"
+folder_template = {folders:?}
 
 [destinations.batch]
 compression = "{compression}"
@@ -191,7 +193,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     );
 
     let cfg = config::parse(
-        &demo_config(&brokers, &s3.endpoint(), &opts.compression),
+        &demo_config(
+            &brokers,
+            &s3.endpoint(),
+            &opts.compression,
+            &opts.folder_template,
+        ),
         &|_| None,
     )?;
     let registry = prometheus::Registry::new();

@@ -20,6 +20,7 @@
 //! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
 //! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
+//! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
 //! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod ddl;
 pub mod demo;
 pub mod envelope;
 pub mod eventgen;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use kafka_s3_sink::cli::{Cli, Command, LogFormat};
-use kafka_s3_sink::{app, config, demo, eventgen, verify};
+use kafka_s3_sink::{app, config, ddl, demo, eventgen, verify};
 use tokio_util::sync::CancellationToken;
 
 /// Logging from the command line / environment, else the config file, else `info` plain.
@@ -137,6 +137,7 @@ async fn async_main() -> anyhow::Result<()> {
             partitions,
             all_keys,
             compression,
+            folder_template,
         } => {
             init_logging(&cli, None);
             let shutdown = CancellationToken::new();
@@ -147,8 +148,46 @@ async fn async_main() -> anyhow::Result<()> {
                 partitions: *partitions,
                 all_keys: *all_keys,
                 compression: compression.clone(),
+                folder_template: folder_template.clone(),
             };
             demo::run(opts, shutdown).await.context("demo failed")?;
+            Ok(())
+        }
+        Command::Ddl {
+            config,
+            destination,
+            table,
+            columns,
+            since,
+        } => {
+            let cfg = load_or_exit(config);
+            let d = match destination {
+                None => cfg.destinations.first(),
+                Some(n) => cfg.destinations.iter().find(|d| &d.name == n),
+            };
+            let Some(d) = d else {
+                eprintln!("ddl: no destination named {destination:?}");
+                std::process::exit(2);
+            };
+            let columns = match columns {
+                Some(c) => ddl::parse_columns(c).unwrap_or_else(|e| {
+                    eprintln!("{e}");
+                    std::process::exit(2)
+                }),
+                None => ddl::default_columns(d),
+            };
+            let opts = ddl::DdlOptions {
+                table: table.clone().unwrap_or_else(|| d.name.replace('-', "_")),
+                columns,
+                since: *since,
+            };
+            match ddl::athena_ddl(d, &opts) {
+                Ok(s) => print!("{s}"),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
+            }
             Ok(())
         }
         Command::GenEvents {

@@ -385,15 +385,22 @@ impl Pipeline {
                         self.metrics.quarantined(&self.dests[d].cfg.name, reason);
                         tracing::debug!(tp = %rec.tp, offset = rec.offset, reason = reason.as_str(), "quarantined");
                         let line = error_line(&rec, reason);
-                        self.append(d, &rec, FileKind::Error(reason), &line, None, now);
+                        let kind = FileKind::Error(reason);
+                        self.append(d, &rec, kind, &line, None, now, Vec::new());
                     }
-                    Route::Write { folder, time, line } => {
+                    Route::Write {
+                        folder,
+                        time,
+                        line,
+                        values,
+                    } => {
                         self.stats.records_written += 1;
                         let line = match &self.dests[d].cfg.kafka_metadata_field {
                             Some(field) => Cow::Owned(with_kafka_metadata(&line, &rec, field)),
                             None => line,
                         };
-                        self.append(d, &rec, FileKind::Data(folder), &line, time, now);
+                        let kind = FileKind::Data(folder);
+                        self.append(d, &rec, kind, &line, time, now, values);
                     }
                 }
             }
@@ -437,6 +444,9 @@ impl Pipeline {
         }
     }
 
+    /// Appends a record's line to its file, opening the file (with its first time and folder
+    /// values) if needed.
+    #[allow(clippy::too_many_arguments)]
     fn append(
         &mut self,
         dest: usize,
@@ -445,6 +455,7 @@ impl Pipeline {
         line: &[u8],
         time: Option<chrono::DateTime<Utc>>,
         now: Instant,
+        values: Vec<String>,
     ) {
         let compression = self.dests[dest].cfg.batch.compression;
         let file_key = || FileKey {
@@ -471,6 +482,7 @@ impl Pipeline {
                 self.next_id += 1;
                 let mut batch = Batch::new(rec.tp.clone(), rec.offset, compression, now);
                 batch.first_time = time;
+                batch.folder_values = values;
                 if let Err(e) = self.offsets.hold(&rec.tp, rec.offset) {
                     tracing::warn!(error = %e, "cannot hold offset");
                 }
@@ -501,7 +513,7 @@ impl Pipeline {
         let part_size = self.uploader.part_size();
         let streamable = matches!(
             kind,
-            FileKind::Error(_) | FileKind::Data(FolderKey::Slot(_))
+            FileKind::Error(_) | FileKind::Data(FolderKey::Slot(..))
         ) && !cfg.routing.file.needs_end();
         if streamable && file.batch.buffered_bytes() >= part_size {
             let part = file.batch.take_part();

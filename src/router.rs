@@ -72,13 +72,15 @@ impl QuarantineReason {
     }
 }
 
-/// Where a written record's folder comes from.
+/// Where a written record's folder comes from. The second member identifies the values of the
+/// folder template's `{field:…}` placeholders (the XXH3-128 of the sanitised values; 0 without
+/// such placeholders), so records with other values go to other files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FolderKey {
     /// Known now: the folder template's slot (None: template without dates).
-    Slot(Option<NaiveDateTime>),
+    Slot(Option<NaiveDateTime>, u128),
     /// Decided when the file is sealed (first-event or upload-time dating).
-    AtSeal,
+    AtSeal(u128),
 }
 
 /// The router's decision for one record and one destination.
@@ -92,6 +94,9 @@ pub enum Route<'a> {
         time: Option<DateTime<Utc>>,
         /// The bytes to write (raw value unless fields were dropped), without newline.
         line: Cow<'a, [u8]>,
+        /// The sanitised values of the folder template's `{field:…}` placeholders (empty
+        /// without them).
+        values: Vec<String>,
     },
     /// Excluded by the event-type filter.
     Filtered,
@@ -110,6 +115,8 @@ pub struct Router {
     paths: Vec<Vec<String>>,
     time_slot: Option<usize>,
     kind_slot: Option<usize>,
+    /// Indices in `paths` of the folder template's `{field:…}` placeholders.
+    value_slots: Vec<usize>,
     max_future: Option<chrono::Duration>,
     max_past: Option<chrono::Duration>,
     max_record_bytes: Option<u64>,
@@ -130,6 +137,16 @@ impl Router {
             paths.push(f.clone());
             paths.len() - 1
         });
+        let value_slots = d
+            .routing
+            .folder
+            .field_paths()
+            .iter()
+            .map(|p| {
+                paths.push(p.clone());
+                paths.len() - 1
+            })
+            .collect();
         Self {
             time_source: d.routing.time_source.clone(),
             granularity: d.routing.granularity,
@@ -139,6 +156,7 @@ impl Router {
             paths,
             time_slot,
             kind_slot,
+            value_slots,
             max_future: d
                 .routing
                 .max_future
@@ -168,9 +186,9 @@ impl Router {
         let Ok(text) = simdutf8::basic::from_utf8(value) else {
             return Route::Quarantine(QuarantineReason::InvalidUtf8);
         };
-        // At most two paths (time, event type): the values land on the stack.
-        let mut slots: [Option<Scalar>; 2] = Default::default();
-        let fields = &mut slots[..self.paths.len().min(2)];
+        // At most four paths (time, event type, two folder fields): the values land on the stack.
+        let mut slots: [Option<Scalar>; 4] = Default::default();
+        let fields = &mut slots[..self.paths.len().min(4)];
         let shape = match scan_fields_into(text, &self.paths, fields) {
             Ok(shape) => shape,
             Err(ScanError::NotObject) => return Route::Quarantine(QuarantineReason::NotObject),
@@ -207,11 +225,18 @@ impl Router {
                 return Route::Quarantine(QuarantineReason::TimeOutOfRange);
             }
         }
+        let values: Vec<String> = self
+            .value_slots
+            .iter()
+            .map(|&s| field_value(fields[s].as_ref()))
+            .collect();
+        let id = values_id(&values);
         let folder = match (&self.time_source, self.granularity) {
-            (TimeSource::None, _) => FolderKey::Slot(None),
-            (TimeSource::UploadTime, _) | (_, Granularity::FirstEvent) => FolderKey::AtSeal,
+            (TimeSource::None, _) => FolderKey::Slot(None, id),
+            (TimeSource::UploadTime, _) | (_, Granularity::FirstEvent) => FolderKey::AtSeal(id),
             (_, Granularity::Record) => FolderKey::Slot(
                 time.and_then(|t| self.folder.slot(&t.with_timezone(&self.timezone))),
+                id,
             ),
         };
         let line = if !self.filter.drop_fields.is_empty() {
@@ -224,7 +249,12 @@ impl Router {
         } else {
             Cow::Borrowed(value)
         };
-        Route::Write { folder, time, line }
+        Route::Write {
+            folder,
+            time,
+            line,
+            values,
+        }
     }
 
     /// The folder slot of a file sealed now whose first record had time `first` (for
@@ -254,6 +284,31 @@ impl Router {
         }
         !kind.is_some_and(|k| self.filter.exclude.iter().any(|e| e == k))
     }
+}
+
+/// A `{field:…}` value as it goes into a key: strings and numbers as written, sanitised;
+/// missing values, booleans, null, objects and arrays as `__unknown__`.
+fn field_value(v: Option<&Scalar<'_>>) -> String {
+    use crate::template::{sanitize_field_value, UNKNOWN_FIELD_VALUE};
+    match v {
+        Some(Scalar::Str(s)) => sanitize_field_value(s),
+        Some(Scalar::Int(i)) => i.to_string(),
+        Some(Scalar::Float(f)) => sanitize_field_value(&f.to_string()),
+        Some(Scalar::Other) | None => UNKNOWN_FIELD_VALUE.to_string(),
+    }
+}
+
+/// The identity of a folder's field values (0 for none).
+fn values_id(values: &[String]) -> u128 {
+    if values.is_empty() {
+        return 0;
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for v in values {
+        h.update(v.as_bytes());
+        h.update(&[0]);
+    }
+    h.digest128()
 }
 
 fn from_millis(ms: i64) -> Option<DateTime<Utc>> {

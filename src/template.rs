@@ -41,6 +41,9 @@ enum Piece {
     RecordCount,
     UploadTime(String),
     Random5,
+    /// `{field:a.b}`: the record's value at a dotted path, sanitised (folder templates only);
+    /// the index of its value in the folder's values.
+    Field(usize),
 }
 
 fn parse_pieces(s: &str, allowed: &[&str]) -> Result<Vec<Piece>, String> {
@@ -70,6 +73,18 @@ fn parse_pieces(s: &str, allowed: &[&str]) -> Result<Vec<Piece>, String> {
             ));
         }
         let piece = match (name, arg) {
+            ("field", Some(path)) => {
+                if path.is_empty() || path.split('.').any(str::is_empty) {
+                    return Err(format!(
+                        "{{field:{path}}} needs a dotted field path, e.g. {{field:type}} or {{field:context.tenant}}"
+                    ));
+                }
+                let i = out.iter().filter(|p| matches!(p, Piece::Field(_))).count();
+                Piece::Field(i)
+            }
+            ("field", None) => {
+                return Err("{field} needs a path: {field:type} or {field:context.tenant}".into())
+            }
             ("upload_time", fmt) => {
                 let fmt = fmt.unwrap_or("%Y%m%d%H%M%S%6f").to_string();
                 check_strftime(&fmt)?;
@@ -94,6 +109,19 @@ fn parse_pieces(s: &str, allowed: &[&str]) -> Result<Vec<Piece>, String> {
         out.push(Piece::Text(rest.to_string()));
     }
     Ok(out)
+}
+
+/// The dotted paths of `{field:…}` placeholders in a template text, in order.
+fn field_paths(s: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("{field:") {
+        let tail = &rest[i + "{field:".len()..];
+        let Some(end) = tail.find('}') else { break };
+        out.push(tail[..end].split('.').map(str::to_string).collect());
+        rest = &tail[end..];
+    }
+    out
 }
 
 fn check_strftime(fmt: &str) -> Result<(), String> {
@@ -127,12 +155,55 @@ pub enum TimeUnit {
 pub struct FolderTemplate {
     pieces: Vec<Piece>,
     unit: TimeUnit,
+    /// The dotted paths of its `{field:…}` placeholders, in order.
+    fields: Vec<Vec<String>>,
+    /// The template as written.
+    text: String,
+}
+
+/// Most `{field:…}` placeholders a folder template may hold.
+pub const MAX_FOLDER_FIELDS: usize = 2;
+
+/// Longest a field value becomes in a key, in bytes.
+pub const MAX_FIELD_VALUE_BYTES: usize = 64;
+
+/// What a missing, empty or non-scalar field value becomes.
+pub const UNKNOWN_FIELD_VALUE: &str = "__unknown__";
+
+/// A field value made safe for a key segment: ASCII letters, digits, `.`, `_` and `-` kept,
+/// every other character (`/`, spaces, control characters, non-ASCII) replaced by `_`; a
+/// leading `.` replaced too (no `.` or `..` segment); empty becomes [`UNKNOWN_FIELD_VALUE`];
+/// longer than [`MAX_FIELD_VALUE_BYTES`] becomes its first 47 characters, `~` and 16 hex digits
+/// of its hash, so distinct long values stay distinct.
+pub fn sanitize_field_value(v: &str) -> String {
+    let mut out: String = v
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with('.') {
+        out.replace_range(..1, "_");
+    }
+    if out.is_empty() {
+        return UNKNOWN_FIELD_VALUE.to_string();
+    }
+    if out.len() > MAX_FIELD_VALUE_BYTES {
+        let hash = xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+        out.truncate(MAX_FIELD_VALUE_BYTES - 17);
+        out = format!("{out}~{hash:016x}");
+    }
+    out
 }
 
 impl FolderTemplate {
     /// Parses and checks a folder template.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let pieces = parse_pieces(s, &["topic", "partition", "source", "destination"])?;
+        let pieces = parse_pieces(s, &["topic", "partition", "source", "destination", "field"])?;
         let mut unit = TimeUnit::Never;
         for p in &pieces {
             if let Piece::Text(t) = p {
@@ -140,7 +211,28 @@ impl FolderTemplate {
                 unit = unit.max(finest_unit(t));
             }
         }
-        Ok(Self { pieces, unit })
+        let fields: Vec<Vec<String>> = field_paths(s);
+        if fields.len() > MAX_FOLDER_FIELDS {
+            return Err(format!(
+                "at most {MAX_FOLDER_FIELDS} {{field:…}} placeholders per folder template"
+            ));
+        }
+        Ok(Self {
+            pieces,
+            unit,
+            fields,
+            text: s.to_string(),
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The dotted paths of its `{field:…}` placeholders, in order.
+    pub fn field_paths(&self) -> &[Vec<String>] {
+        &self.fields
     }
 
     /// Whether the template contains date directives.
@@ -165,8 +257,15 @@ impl FolderTemplate {
         date.and_hms_opt(h, m, s)
     }
 
-    /// Renders the folder for a slot (see [`Self::slot`]); `None` renders a template without dates.
-    pub fn render(&self, slot: Option<NaiveDateTime>, ctx: &KeyContext<'_>) -> String {
+    /// Renders the folder for a slot (see [`Self::slot`]) and the sanitised values of its
+    /// `{field:…}` placeholders (see [`sanitize_field_value`]); `None` renders a template without
+    /// dates.
+    pub fn render(
+        &self,
+        slot: Option<NaiveDateTime>,
+        ctx: &KeyContext<'_>,
+        fields: &[String],
+    ) -> String {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
@@ -176,6 +275,9 @@ impl FolderTemplate {
                     }
                     None => out.push_str(t),
                 },
+                Piece::Field(i) => {
+                    out.push_str(fields.get(*i).map_or(UNKNOWN_FIELD_VALUE, String::as_str))
+                }
                 other => render_common(&mut out, other, ctx),
             }
         }
@@ -352,7 +454,7 @@ mod tests {
         let c = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
         assert_eq!(t.slot(&a), t.slot(&b));
         assert_ne!(t.slot(&a), t.slot(&c));
-        assert_eq!(t.render(t.slot(&a), &ctx()), "2026/11/01/07/");
+        assert_eq!(t.render(t.slot(&a), &ctx(), &[]), "2026/11/01/07/");
     }
 
     #[test]
@@ -362,7 +464,7 @@ mod tests {
         let b = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
         assert_eq!(t.slot(&a), t.slot(&b));
         assert_eq!(
-            t.render(t.slot(&a), &ctx()),
+            t.render(t.slot(&a), &ctx(), &[]),
             "segment-logs/src1/2026-11-01/"
         );
     }
@@ -372,15 +474,18 @@ mod tests {
         let t = FolderTemplate::parse("%Y-%m-%d/").unwrap();
         let utc = Utc.with_ymd_and_hms(2026, 11, 1, 23, 30, 0).unwrap();
         let berlin = utc.with_timezone(&chrono_tz::Europe::Berlin);
-        assert_eq!(t.render(t.slot(&berlin), &ctx()), "2026-11-02/");
+        assert_eq!(t.render(t.slot(&berlin), &ctx(), &[]), "2026-11-02/");
     }
 
     #[test]
     fn folder_without_time() {
         let t = FolderTemplate::parse("raw/{topic}").unwrap();
         assert!(!t.uses_time());
-        assert_eq!(t.render(None, &ctx()), "raw/events/");
-        assert_eq!(FolderTemplate::parse("").unwrap().render(None, &ctx()), "");
+        assert_eq!(t.render(None, &ctx(), &[]), "raw/events/");
+        assert_eq!(
+            FolderTemplate::parse("").unwrap().render(None, &ctx(), &[]),
+            ""
+        );
     }
 
     #[test]
@@ -392,6 +497,61 @@ mod tests {
         assert_eq!(finest_unit("%M%%"), TimeUnit::Minute);
         assert_eq!(finest_unit("%s"), TimeUnit::Second);
         assert_eq!(finest_unit("100%%"), TimeUnit::Never);
+    }
+
+    /// Hostile field values become one safe key segment: no `/`, no `.` or `..` segment, no
+    /// control characters, at most 64 bytes (long values keep a hash, so they stay distinct),
+    /// and a fallback for empty ones.
+    #[test]
+    fn field_values_become_safe_segments() {
+        let long_a = "a".repeat(2000);
+        let long_b = format!("{}b", "a".repeat(1999));
+        for (v, want) in [
+            ("Product Viewed", Some("Product_Viewed")),
+            ("a/b", Some("a_b")),
+            ("..", Some("_.")),
+            (".hidden", Some("_hidden")),
+            ("line\nbreak", Some("line_break")),
+            ("", Some(UNKNOWN_FIELD_VALUE)),
+            ("tenant-42.eu_west", Some("tenant-42.eu_west")),
+            ("caf\u{e9} \u{1f600}", Some("caf___")),
+            (long_a.as_str(), None),
+        ] {
+            let got = sanitize_field_value(v);
+            if let Some(w) = want {
+                assert_eq!(got, w, "{v:?}");
+            }
+            assert!(
+                !got.is_empty() && got.len() <= MAX_FIELD_VALUE_BYTES,
+                "{got}"
+            );
+            assert!(!got.contains('/') && !got.starts_with('.'), "{got}");
+            assert!(got.chars().all(|c| c.is_ascii_graphic()), "{got}");
+        }
+        assert_ne!(
+            sanitize_field_value(&long_a),
+            sanitize_field_value(&long_b),
+            "long values stay distinct"
+        );
+        let t =
+            FolderTemplate::parse("dt=%Y-%m-%d/event={field:event}/tenant={field:ctx.t}/").unwrap();
+        assert_eq!(
+            t.field_paths(),
+            [vec!["event".to_string()], vec!["ctx".into(), "t".into()]]
+        );
+        let a = Utc.with_ymd_and_hms(2026, 11, 1, 7, 0, 0).unwrap();
+        assert_eq!(
+            t.render(t.slot(&a), &ctx(), &["Signed_In".into(), "acme".into()]),
+            "dt=2026-11-01/event=Signed_In/tenant=acme/"
+        );
+        assert!(FolderTemplate::parse("{field}").is_err());
+        assert!(FolderTemplate::parse("{field:}").is_err());
+        assert!(FolderTemplate::parse("{field:a..b}").is_err());
+        assert!(FolderTemplate::parse("{field:a}/{field:b}/{field:c}").is_err());
+        assert!(
+            FileTemplate::parse("{field:a}").is_err(),
+            "folder templates only"
+        );
     }
 
     #[test]

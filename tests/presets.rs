@@ -404,3 +404,29 @@ async fn segment_received_day_folders_of_gzip_ndjson() {
         "no request carries Content-Encoding"
     );
 }
+
+/// The Hive-style preset: `events/dt=YYYY-MM-DD/hr=HH/events+<p>+<offset>.ndjson.zst`, zstd
+/// (one frame per object), each record in the `dt`/`hr` of its own UTC event time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hive_style_folders_of_zstd_ndjson() {
+    let out = run_preset("hive.toml", "events", &[], |_| {}, |_| None).await;
+    let re = Regex::new(
+        r"^events/dt=(\d{4}-\d{2}-\d{2})/hr=(\d{2})/events\+(\d+)\+(\d{20})\.ndjson\.zst$",
+    )
+    .expect("regex");
+    for o in &out.objects {
+        let caps = re
+            .captures(&o.key)
+            .unwrap_or_else(|| panic!("key {:?} does not match {re}", o.key));
+        assert!(
+            o.data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+            "{}: zstd",
+            o.key
+        );
+        for r in out.records_of(o) {
+            let t = time_of(r);
+            assert_eq!(t.format("%Y-%m-%d").to_string(), &caps[1], "{}", o.key);
+            assert_eq!(t.format("%H").to_string(), &caps[2], "{}", o.key);
+        }
+    }
+}

@@ -175,10 +175,10 @@ pub(super) fn object_key(
     match &key.kind {
         FileKind::Data(folder) => {
             let slot = match folder {
-                FolderKey::Slot(s) => *s,
-                FolderKey::AtSeal => d.router.seal_slot(batch.first_time, upload_time),
+                FolderKey::Slot(s, _) => *s,
+                FolderKey::AtSeal(_) => d.router.seal_slot(batch.first_time, upload_time),
             };
-            let folder = cfg.routing.folder.render(slot, &ctx);
+            let folder = cfg.routing.folder.render(slot, &ctx, &batch.folder_values);
             let name = cfg.routing.file.render(&ctx, &values, suffix);
             format!("{}{folder}{name}", cfg.prefix)
         }

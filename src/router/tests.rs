@@ -28,7 +28,7 @@ fn now() -> DateTime<Utc> {
 fn folder_of(r: &Router, v: &str) -> String {
     match r.route(&rec(v), now()) {
         Route::Write {
-            folder: FolderKey::Slot(s),
+            folder: FolderKey::Slot(s, _),
             ..
         } => s.map(|s| s.to_string()).unwrap_or_default(),
         other => panic!("{other:?}"),
@@ -162,7 +162,7 @@ fn batch_level_dating_defers_the_folder() {
     ));
     match r.route(&rec(r#"{"timestamp":"2026-11-01T07:30:00Z"}"#), now()) {
         Route::Write {
-            folder: FolderKey::AtSeal,
+            folder: FolderKey::AtSeal(0),
             time: Some(t),
             ..
         } => {
@@ -179,7 +179,7 @@ fn batch_level_dating_defers_the_folder() {
     assert!(matches!(
         up.route(&rec("{}"), now()),
         Route::Write {
-            folder: FolderKey::AtSeal,
+            folder: FolderKey::AtSeal(0),
             ..
         }
     ));
@@ -193,7 +193,7 @@ fn batch_level_dating_defers_the_folder() {
     assert!(matches!(
         none.route(&rec("{}"), now()),
         Route::Write {
-            folder: FolderKey::Slot(None),
+            folder: FolderKey::Slot(None, 0),
             ..
         }
     ));
@@ -315,4 +315,27 @@ fn pretty_printed_records_become_one_line_with_the_same_value() {
         panic!("written")
     };
     assert!(matches!(line, Cow::Borrowed(_)));
+}
+
+/// `{field:…}` placeholders: each record's values (sanitised) identify its folder; records with
+/// other values get another folder key; a missing value is `__unknown__`.
+#[test]
+fn field_values_pick_the_folder() {
+    let r = Router::new(&dest(
+        "[destinations.routing]\nfolder_template = \"%Y/event={field:event}/\"\n",
+    ));
+    let route = |v: &str| match r.route(&rec(v), now()) {
+        Route::Write { folder, values, .. } => (folder, values),
+        other => panic!("{other:?}"),
+    };
+    let (a, va) = route(r#"{"timestamp":"2026-11-01T07:30:00Z","event":"Signed In"}"#);
+    let (b, vb) = route(r#"{"timestamp":"2026-11-01T08:30:00Z","event":"a/../b"}"#);
+    let (c, vc) = route(r#"{"timestamp":"2026-11-01T09:30:00Z","event":"Signed In"}"#);
+    let (_, vd) = route(r#"{"timestamp":"2026-11-01T09:30:00Z"}"#);
+    assert_eq!(va, ["Signed_In"]);
+    assert_eq!(vb, ["a_.._b"]);
+    assert_eq!(vd, [crate::template::UNKNOWN_FIELD_VALUE]);
+    assert_ne!(a, b);
+    assert_eq!(a, c, "same year, same value: same folder");
+    assert_eq!(vc, va);
 }

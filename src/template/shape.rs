@@ -125,6 +125,7 @@ fn piece_shape(p: &Piece, shape: &KeyShape<'_>, dated: bool) -> (String, usize) 
         Piece::RecordCount => ("[0-9]+".into(), u64::MAX.to_string().len()),
         Piece::UploadTime(fmt) => (strftime_regex(fmt), strftime_max_len(fmt)),
         Piece::Random5 => ("[0-9]{5}".into(), 5),
+        Piece::Field(_) => ("[A-Za-z0-9._~-]+".into(), super::MAX_FIELD_VALUE_BYTES),
     }
 }
 
@@ -236,7 +237,7 @@ mod tests {
             for time in extreme_times() {
                 for topic in ["events", long_topic] {
                     let slot = t.slot(&Utc.from_utc_datetime(&time));
-                    let out = t.render(slot, &ctx(topic));
+                    let out = t.render(slot, &ctx(topic), &[]);
                     assert!(out.len() <= max, "{f}: {out:?} over {max}");
                     assert!(re.is_match(&out), "{f}: {out:?} !~ {re}");
                 }

@@ -4,12 +4,16 @@
 # local folder) writes the same 20,000 events once as gzip NDJSON and once as zstd NDJSON;
 # DuckDB (the `duckdb` package from PyPI) then reads every data object of each through its own
 # gzip and zstd readers and checks that the rows are exactly the records the connector reports
-# written, and that every row lies in the hour folder of its own `timestamp`.
+# written, and that every row lies in the hour folder of its own `timestamp`. Then the same
+# events in Hive-style folders (`dt=%Y-%m-%d/hr=%H/`): DuckDB's `hive_partitioning` gives every
+# row partition columns equal to its own event time, and the connector's `ddl` prints an Athena
+# table that sqlglot parses (Athena dialect) and whose partition projection covers every folder
+# written.
 #
 #   bash tests/e2e/query.sh
 #
 # Env: KAFKA_S3_SINK_BIN (default target/debug/kafka-s3-sink, built if missing). Installs
-# duckdb with pip if missing. Only loopback; the demo stops its own servers.
+# duckdb and sqlglot with pip if missing. Only loopback; the demo stops its own servers.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -22,6 +26,10 @@ fail() { log "FAIL: $*"; exit 1; }
 python3 -c "import duckdb, sys; sys.exit(duckdb.__version__ != '1.5.6')" 2>/dev/null || {
   log "installing duckdb (pip)"
   python3 -m pip install -q "duckdb==1.5.6"
+}
+python3 -c "import sqlglot, sys; sys.exit(sqlglot.__version__ != '30.31.0')" 2>/dev/null || {
+  log "installing sqlglot (pip)"
+  python3 -m pip install -q "sqlglot==30.31.0"
 }
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
@@ -70,4 +78,70 @@ assert ids == rows, "every row is a distinct event"
 assert misplaced == 0, f"{misplaced} rows outside the folder of their timestamp"
 EOF
 done
+log "demo with Hive-style folders dt=%Y-%m-%d/hr=%H/"
+"$BIN" demo --dir "$TMP/hive" --folder-template "dt=%Y-%m-%d/hr=%H/" >"$TMP/hive.out" 2>"$TMP/hive.log" ||
+  { tail -20 "$TMP/hive.log" >&2; fail "demo failed"; }
+written=$(sed -n 's/^records written: *//p' "$TMP/hive.out")
+cat >"$TMP/hive.toml" <<'EOF'
+[kafka]
+brokers = "127.0.0.1:9"
+group_id = "ddl"
+topics = ["events"]
+
+[[destinations]]
+name = "demo"
+bucket = "demo-bucket"
+
+[destinations.routing]
+folder_template = "dt=%Y-%m-%d/hr=%H/"
+EOF
+"$BIN" ddl --config "$TMP/hive.toml" --table events \
+  --columns 'type string, messageId string, timestamp string, event string' >"$TMP/hive.sql" ||
+  fail "ddl failed"
+python3 - "$TMP/hive/demo-bucket" "$written" "$TMP/hive.sql" <<'EOF'
+import datetime, os, re, sys
+import duckdb, sqlglot
+from sqlglot import exp
+
+root, written, ddl_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+con = duckdb.connect()
+files = f"{root}/dt=*/hr=*/*.ndjson.gz"
+rows, off = con.execute(
+    """
+    select count(*),
+           count(*) filter (where strftime(cast(timestamp as timestamptz) at time zone 'UTC', '%Y-%m-%d') <> dt
+                              or strftime(cast(timestamp as timestamptz) at time zone 'UTC', '%H') <> hr)
+    from read_json(?, format = 'newline_delimited', hive_partitioning = true,
+                   columns = {'timestamp': 'VARCHAR', 'messageId': 'VARCHAR'})
+    """,
+    [files],
+).fetchone()
+print(f"query: duckdb read {rows} rows with hive partitions, {off} whose dt/hr differ from their timestamp",
+      file=sys.stderr)
+assert rows == written, f"{rows} rows, {written} written"
+assert off == 0
+
+ddl = open(ddl_path).read()
+tree = sqlglot.parse_one(ddl, read="athena")
+assert isinstance(tree, exp.Create), type(tree)
+props = dict(re.findall(r"'([a-z.]+)' = '([^']*)'", ddl.split("TBLPROPERTIES", 1)[1]))
+assert props["projection.enabled"] == "true"
+start, end = props["projection.dt.range"].split(",")
+lo, hi = (int(x) for x in props["projection.hr.range"].split(","))
+assert end == "NOW" and props["projection.dt.format"] == "yyyy-MM-dd"
+template = props["storage.location.template"]
+assert template == "s3://demo-bucket/dt=${dt}/hr=${hr}/", template
+today = datetime.date.today().isoformat()
+folders = 0
+for dt in os.listdir(root):
+    if not dt.startswith("dt="):
+        continue
+    for hr in os.listdir(os.path.join(root, dt)):
+        d, h = dt[3:], int(hr[3:])
+        assert start <= d <= today, f"{d} outside {start}..{today}"
+        assert lo <= h <= hi, f"hour {h} outside {lo}..{hi}"
+        folders += 1
+print(f"query: sqlglot {sqlglot.__version__} parsed the DDL (Athena); its projection ({start}..NOW, "
+      f"hours {lo}-{hi}) covers all {folders} folders written", file=sys.stderr)
+EOF
 log "ok"
