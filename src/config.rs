@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 
 mod destination;
 mod raw;
+mod security;
 mod typed;
 mod validate;
 
 pub use raw::*;
+pub use security::RawSecurity;
 pub use typed::*;
 pub use validate::validate;
 

@@ -81,12 +81,18 @@ async fn async_main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let c = load_or_exit(config);
             print!("{}", config::render_redacted(&c.raw));
+            for w in &c.kafka.warnings {
+                eprintln!("warning: {w}");
+            }
             eprintln!("config OK: {} destination(s)", c.destinations.len());
             Ok(())
         }
         Command::Run { config } => {
             let cfg = load_or_exit(config);
             init_logging(&cli, Some(&cfg.log));
+            for w in &cfg.kafka.warnings {
+                tracing::warn!("{w}");
+            }
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
             let stats = app::run(cfg, prometheus::Registry::new(), shutdown).await?;

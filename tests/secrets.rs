@@ -211,3 +211,95 @@ async fn no_output_of_any_command_shows_a_secret() {
     assert_clean("verify against an unreachable broker", &text);
     s3.stop().await;
 }
+
+/// `[kafka.security]` with its secrets from the environment and a file: `check-config` prints
+/// the mapping with the secrets redacted and warns about SASL without TLS; each misconfiguration
+/// fails with one line naming the key, and no line shows a secret.
+#[test]
+fn typed_security_settings_never_show_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("kafka-password");
+    std::fs::write(&pw, format!("{SASL_PASSWORD}\n")).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let write = |name: &str, security: &str| {
+        let path = dir.path().join(name);
+        let text = format!(
+            r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+group_id = "secrets-typed"
+topics = ["events"]
+
+[kafka.security]
+{security}
+
+[[destinations]]
+name = "s3"
+bucket = "{BUCKET}"
+"#
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let creds = format!(
+        "username = \"${{TEST_SASL_USER}}\"\npassword = \"${{file:{}}}\"",
+        pw.display()
+    );
+
+    let good = write(
+        "good.toml",
+        &format!("protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n{creds}"),
+    );
+    let out = binary(&["check-config"], &good).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_clean("check-config with [kafka.security]", &printed);
+    assert_clean("check-config's warnings", &stderr);
+    assert!(printed.contains("[kafka.security]"), "{printed}");
+    assert!(printed.matches("<redacted>").count() >= 2, "{printed}");
+    assert!(
+        stderr.contains("warning: kafka.security.protocol") && stderr.contains("without TLS"),
+        "{stderr}"
+    );
+
+    let missing = dir.path().join("no-such-ca.pem");
+    let cases = [
+        (
+            format!(
+                "ca_file = {:?}\nsasl_mechanism = \"PLAIN\"\n{creds}",
+                missing.display().to_string()
+            ),
+            "kafka.security.ca_file",
+        ),
+        (
+            format!("sasl_mechanism = \"GSSAPI\"\n{creds}"),
+            "kafka.security.sasl_mechanism",
+        ),
+        (
+            format!(
+                "protocol = \"ssl\"\nca_file = {:?}\nsasl_mechanism = \"PLAIN\"\n{creds}",
+                ca.display().to_string()
+            ),
+            "kafka.security.sasl_mechanism",
+        ),
+        (
+            format!(
+                "sasl_mechanism = \"PLAIN\"\npassword = \"${{file:{}}}\"",
+                pw.display()
+            ),
+            "kafka.security.username",
+        ),
+    ];
+    for (i, (security, key)) in cases.iter().enumerate() {
+        let path = write(&format!("bad-{i}.toml"), security);
+        let out = binary(&["check-config"], &path).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{security}");
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(key), "{security}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+        assert_clean(&format!("check-config with {security}"), &text);
+    }
+}

@@ -98,6 +98,9 @@ pub struct RawKafka {
     /// `max.poll.interval.ms`.
     #[serde(default = "d_max_poll_interval_ms")]
     pub max_poll_interval_ms: u64,
+    /// Typed TLS and SASL settings (`[kafka.security]`).
+    #[serde(default, skip_serializing_if = "super::RawSecurity::is_unset")]
+    pub security: super::RawSecurity,
     /// Any other librdkafka property, passed through verbatim.
     #[serde(default)]
     pub properties: BTreeMap<String, toml::Value>,
@@ -113,6 +116,7 @@ impl std::fmt::Debug for RawKafka {
             .field("auto_offset_reset", &self.auto_offset_reset)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("max_poll_interval_ms", &self.max_poll_interval_ms)
+            .field("security", &self.security)
             .field("properties", &super::RedactedProperties(&self.properties))
             .finish()
     }

@@ -58,6 +58,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Every librdkafka property to set, ours and the user's.
     pub properties: BTreeMap<String, String>,
+    /// Settings that work but weaken security (e.g. SASL without TLS), for `check-config`
+    /// and the start-up log.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
