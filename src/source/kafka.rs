@@ -32,7 +32,7 @@ use crate::model::TopicPartition;
 use crate::source::ChunkBuilder;
 
 mod context;
-use context::{merge_offsets, to_tpl, to_tps, CommitState, Ctx};
+use context::{merge_offsets, to_tpl, to_tps, CommitState, Ctx, ErrorLog};
 
 /// Why the consumer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +146,7 @@ pub fn start(
         revoke_wait: opts.revoke_wait,
         metrics,
         fetch: Mutex::new(None),
+        client_errors: Mutex::new(ErrorLog::default()),
     };
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
     let topics: Vec<&str> = cfg.topics.entries().iter().map(String::as_str).collect();
@@ -188,6 +189,7 @@ fn poll_loop(
         }
     }
     let mut topics: Vec<Arc<str>> = Vec::new();
+    let mut errors = ErrorLog::default();
     let mut taken = Taken::default();
     let mut paused = false;
     let mut last_retry = Instant::now();
@@ -276,7 +278,7 @@ fn poll_loop(
                         headers.as_deref(),
                     );
                 }
-                Some(Err(e)) => consume_error(&consumer, &e),
+                Some(Err(e)) => consume_error(&consumer, &e, &mut errors),
             }
         }
         let have_queue = match consumer.context().fetch.lock() {
@@ -295,7 +297,7 @@ fn poll_loop(
         }
         for m in taken.iter() {
             if let Some(e) = m.error() {
-                consume_error(&consumer, &e);
+                consume_error(&consumer, &e, &mut errors);
                 continue;
             }
             let tp = topic_partition(&mut topics, m.topic(), m.partition());
@@ -360,9 +362,15 @@ fn topic_partition(topics: &mut Vec<Arc<str>>, topic: &[u8], partition: i32) -> 
     TopicPartition { topic, partition }
 }
 
-/// A consume error: logged; a fatal one stops every worker.
-fn consume_error(consumer: &BaseConsumer<Ctx>, e: &rdkafka::error::KafkaError) {
-    tracing::warn!(error = %e, "kafka consume error");
+/// A consume error: logged (repeats rate-limited); a fatal one stops every worker.
+fn consume_error(
+    consumer: &BaseConsumer<Ctx>,
+    e: &rdkafka::error::KafkaError,
+    errors: &mut ErrorLog,
+) {
+    if let Some(repeats) = errors.admit(&e.to_string()) {
+        tracing::warn!(error = %e, repeats_not_shown = repeats, "kafka consume error");
+    }
     if is_fatal(e) {
         for c in &consumer.context().shards.control {
             let _ = c.send(Control::Fatal(e.to_string()));

@@ -56,6 +56,40 @@ pub(super) struct Ctx {
     /// Where assigned partitions' messages go; set by the Kafka thread before its first poll,
     /// taken (and destroyed) before the consumer is dropped.
     pub(super) fetch: Mutex<Option<FetchQueue>>,
+    /// librdkafka's client errors already logged (see [`ErrorLog`]).
+    pub(super) client_errors: Mutex<ErrorLog>,
+}
+
+/// How often one repeated error is logged.
+const ERROR_REPEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Errors already logged: a broker that cannot be reached answers every poll with the same few
+/// errors (20 a second), so each distinct error text is logged at most once per
+/// [`ERROR_REPEAT_EVERY`], with the number of its repeats not shown.
+#[derive(Default)]
+pub(super) struct ErrorLog {
+    seen: HashMap<String, (Instant, u64)>,
+}
+
+impl ErrorLog {
+    /// `Some(repeats not shown since it was last logged)` when `text` is to be logged now.
+    pub(super) fn admit(&mut self, text: &str) -> Option<u64> {
+        let now = Instant::now();
+        if let Some((at, repeats)) = self.seen.get_mut(text) {
+            if now.duration_since(*at) < ERROR_REPEAT_EVERY {
+                *repeats += 1;
+                return None;
+            }
+            let shown = *repeats;
+            (*at, *repeats) = (now, 0);
+            return Some(shown);
+        }
+        if self.seen.len() >= 64 {
+            self.seen.clear();
+        }
+        self.seen.insert(text.to_string(), (now, 0));
+        Some(0)
+    }
 }
 
 impl Ctx {
@@ -93,6 +127,16 @@ pub(super) fn merge_offsets(a: Offsets, b: Offsets) -> Offsets {
 }
 
 impl ClientContext for Ctx {
+    /// librdkafka's global errors (e.g. every broker down, a TLS handshake refused), repeats
+    /// rate-limited; librdkafka retries by itself.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let text = format!("{error}: {reason}");
+        let admit = self.client_errors.lock().map(|mut l| l.admit(&text));
+        if let Ok(Some(repeats)) = admit {
+            tracing::error!(error = %text, repeats_not_shown = repeats, "kafka client error");
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (name, topic) in &statistics.topics {
             for (id, p) in &topic.partitions {
@@ -245,5 +289,29 @@ impl ConsumerContext for Ctx {
                 *conf = (*conf).max(off);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_errors_are_counted_not_logged() {
+        let mut log = ErrorLog::default();
+        let (down, ssl) = ("AllBrokersDown", "SSL handshake failed");
+        assert_eq!(log.admit(down), Some(0));
+        assert_eq!(log.admit(ssl), Some(0));
+        for _ in 0..99 {
+            assert_eq!(log.admit(down), None);
+            assert_eq!(log.admit(ssl), None);
+        }
+        // Past the interval the error is logged again, with its count, which starts over.
+        log.seen
+            .values_mut()
+            .for_each(|(at, _)| *at -= ERROR_REPEAT_EVERY);
+        assert_eq!(log.admit(down), Some(99));
+        assert_eq!(log.admit(down), None);
+        assert_eq!(log.seen[down].1, 1);
     }
 }
