@@ -6,6 +6,11 @@ Subcommands (every wait is bounded by a deadline in seconds):
   wait-tcp HOST PORT SECS                until a TCP connect succeeds
   wait-http URL SECS                     until GET URL answers 2xx
   create-bucket ENDPOINT BUCKET          CreateBucket with dummy keys, path style
+  tls-proxy PORT UPSTREAM_PORT CERT KEY CA SECS
+                                         TLS-terminating TCP proxy on 127.0.0.1:PORT to
+                                         127.0.0.1:UPSTREAM_PORT (server certificate CERT/KEY;
+                                         every client must present a certificate signed by CA);
+                                         stops after SECS or on SIGTERM; logs each handshake
   produce BROKER TOPIC FILE PARTS STATE FIRST END
                                          lines FIRST..END-1 (0-based) of FILE, one record each,
                                          partition = line % PARTS; adds the delivered counts to
@@ -57,7 +62,11 @@ Used by faults.sh (no Prometheus there: each connector's own /metrics is read di
                                          the multisets of record values; prints JSON {produced,
                                          in_s3, missing, duplicated, unexpected, objects,
                                          quarantined, kafka_duplicate_values, ...examples}
+
+Every Kafka client here adds the librdkafka properties of the JSON object in $E2E_KAFKA_CONFIG
+(e.g. TLS settings), when set.
 """
+import asyncio
 import gzip
 import hashlib
 import json
@@ -126,11 +135,65 @@ def create_bucket(endpoint, bucket):
     s3_client(endpoint).create_bucket(Bucket=bucket)
 
 
+def kafka_config(**props):
+    """librdkafka properties for a client: PROPS and those of $E2E_KAFKA_CONFIG."""
+    props.update(json.loads(os.environ.get("E2E_KAFKA_CONFIG") or "{}"))
+    return props
+
+
+def tls_proxy(port, upstream_port, cert, key, ca, secs):
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader, writer):
+        peer = writer.get_extra_info("peercert") or {}
+        subject = dict(x[0] for x in peer.get("subject", ()))
+        print(f"tls-proxy: handshake ok, client {subject.get('commonName')}", flush=True)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", int(upstream_port))
+        except OSError as e:
+            print(f"tls-proxy: upstream: {e}", flush=True)
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def handshake_errors(loop, context):
+        print(f"tls-proxy: {context.get('exception') or context.get('message')}", flush=True)
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(handshake_errors)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        server = await asyncio.start_server(handle, "127.0.0.1", int(port), ssl=ctx)
+        async with server:
+            try:
+                await asyncio.wait_for(stop.wait(), float(secs))
+            except asyncio.TimeoutError:
+                pass
+
+    asyncio.run(serve())
+
+
 def produce(broker, topic, path, parts, state, first, end):
     from confluent_kafka import Producer
 
     parts, first, end = int(parts), int(first), int(end)
-    p = Producer({"bootstrap.servers": broker, "linger.ms": 20, "acks": "all"})
+    p = Producer(kafka_config(**{"bootstrap.servers": broker, "linger.ms": 20, "acks": "all"}))
     per = {}
     nxt = {}
     errors = []
@@ -184,7 +247,7 @@ def produce(broker, topic, path, parts, state, first, end):
 def list_offsets(broker, topic, parts):
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": broker, "group.id": "e2e-list-offsets"})
+    c = Consumer(kafka_config(**{"bootstrap.servers": broker, "group.id": "e2e-list-offsets"}))
     try:
         print(json.dumps({str(p): c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
                           for p in range(int(parts))}))
@@ -274,8 +337,8 @@ def produce_steady(broker, topic, path, parts, state, rate, stopfile, secs):
     from confluent_kafka import Producer
 
     parts, rate, secs = int(parts), float(rate), float(secs)
-    p = Producer({"bootstrap.servers": broker, "linger.ms": 20, "acks": "all",
-                  "enable.idempotence": True})
+    p = Producer(kafka_config(**{"bootstrap.servers": broker, "linger.ms": 20, "acks": "all",
+                                 "enable.idempotence": True}))
     st = {"total": 0, "per_partition": {}, "next_offset": {}, "lines": 0, "errors": 0}
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
@@ -336,8 +399,8 @@ def produce_steady(broker, topic, path, parts, state, rate, stopfile, secs):
 def committed(broker, group, topic, parts):
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": broker, "group.id": group,
-                  "enable.auto.commit": False})
+    c = Consumer(kafka_config(**{"bootstrap.servers": broker, "group.id": group,
+                                 "enable.auto.commit": False}))
     try:
         tps = c.committed([TopicPartition(topic, p) for p in range(int(parts))], timeout=10)
         return {str(tp.partition): (tp.offset if tp.offset >= 0 else -1) for tp in tps}
@@ -432,9 +495,9 @@ def _kafka_values(broker, topic, want):
     """{digest: [(partition, offset), ...]} of every record below the wanted end offsets."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": broker, "group.id": f"e2e-compare-{os.getpid()}",
-                  "enable.auto.commit": False, "enable.partition.eof": True,
-                  "fetch.max.bytes": 16 << 20})
+    c = Consumer(kafka_config(**{"bootstrap.servers": broker, "group.id": f"e2e-compare-{os.getpid()}",
+                                 "enable.auto.commit": False, "enable.partition.eof": True,
+                                 "fetch.max.bytes": 16 << 20}))
     values = {}
     try:
         todo = {p: end for p, end in want.items() if end > 0}
@@ -549,6 +612,8 @@ def main(argv):
         wait_http(args[0], float(args[1]))
     elif cmd == "create-bucket":
         create_bucket(*args)
+    elif cmd == "tls-proxy":
+        tls_proxy(*args)
     elif cmd == "produce":
         produce(*args)
     elif cmd == "list-offsets":

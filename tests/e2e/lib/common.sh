@@ -61,9 +61,11 @@ show_logs() {
 alive() { kill -0 "$1" 2>/dev/null || fail "$2 exited early (see its log below)"; }
 
 # ------------------------------------------------------------------ the servers
-# start_tansu PORT LOG: a tansu broker on 127.0.0.1:PORT, in memory; sets TANSU_PID
+# start_tansu PORT LOG [ADVERTISED_PORT]: a tansu broker on 127.0.0.1:PORT, in memory, telling
+# clients to connect to 127.0.0.1:ADVERTISED_PORT (default PORT; another port for a proxy in
+# front of it); sets TANSU_PID
 start_tansu() {
-  "$TANSU" broker --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:$1" \
+  "$TANSU" broker --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:${3:-$1}" \
     --storage-engine memory://tansu/ >"$2" 2>&1 &
   TANSU_PID=$!
   started "$TANSU_PID"
