@@ -115,6 +115,9 @@ session_timeout_ms = 6000
 [kafka.security]
 $3
 
+[http]
+listen = "127.0.0.1:$(h port)"
+
 [pipeline]
 drain_deadline_secs = 5
 shutdown_deadline_secs = 20
