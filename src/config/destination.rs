@@ -254,7 +254,7 @@ pub(super) fn validate_destination(
 
 /// `kafka-s3-sink-<hostname>` (on Kubernetes the hostname is the pod name), cut to the 64
 /// characters STS allows, other characters than STS takes replaced by `-`.
-fn default_session_name() -> String {
+pub(super) fn default_session_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host: String = host
         .trim()

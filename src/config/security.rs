@@ -1,7 +1,9 @@
 //! `[kafka.security]`: typed TLS and SASL settings, mapped onto librdkafka's properties
 //! (`security.protocol`, `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`,
 //! `ssl.key.password`, `sasl.mechanism`, `sasl.username`, `sasl.password`), with the mismatches
-//! librdkafka would only report at connection time caught at start-up.
+//! librdkafka would only report at connection time caught at start-up. `AWS_MSK_IAM` is SASL
+//! OAUTHBEARER with a token the consumer builds itself from AWS credentials
+//! ([`crate::source::msk_iam`]).
 //!
 //! Invariants: every file named must be readable at start-up (the error names the key and the
 //! path); a property set here cannot also be set in `[kafka.properties]`; SASL credentials sent
@@ -11,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Secret};
+use super::{ConfigError, MskIamConfig, Secret};
 
 /// `[kafka.security]` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -33,7 +35,7 @@ pub struct RawSecurity {
     /// Password of the client key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_password: Option<Secret>,
-    /// PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512.
+    /// PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | AWS_MSK_IAM.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sasl_mechanism: Option<String>,
     /// SASL user name.
@@ -42,6 +44,13 @@ pub struct RawSecurity {
     /// SASL password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    /// AWS_MSK_IAM: the cluster's region (default: `AWS_REGION`, then `AWS_DEFAULT_REGION`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    /// AWS_MSK_IAM: a role to assume for the token's credentials (default: the AWS default
+    /// chain's own credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_role_arn: Option<String>,
 }
 
 impl RawSecurity {
@@ -55,6 +64,8 @@ impl RawSecurity {
             && self.sasl_mechanism.is_none()
             && self.username.is_none()
             && self.password.is_none()
+            && self.aws_region.is_none()
+            && self.aws_role_arn.is_none()
     }
 }
 
@@ -78,13 +89,13 @@ fn readable(k: &str, path: &str) -> Result<String, ConfigError> {
 
 /// Maps the typed settings onto librdkafka properties in `props` (which already holds
 /// `[kafka.properties]`, each of them given in `user`), adding warnings for `check-config` and
-/// the start-up log.
+/// the start-up log. Returns the settings of the MSK IAM token when that is the mechanism.
 pub(super) fn apply(
     s: &RawSecurity,
     user: &BTreeMap<String, toml::Value>,
     props: &mut BTreeMap<String, String>,
     warnings: &mut Vec<String>,
-) -> Result<(), ConfigError> {
+) -> Result<Option<MskIamConfig>, ConfigError> {
     let tls_files = s.ca_file.is_some() || s.cert_file.is_some() || s.key_file.is_some();
     let mechanism = match s.sasl_mechanism.as_deref() {
         None => None,
@@ -92,10 +103,13 @@ pub(super) fn apply(
             "PLAIN" => Some("PLAIN"),
             "SCRAM-SHA-256" => Some("SCRAM-SHA-256"),
             "SCRAM-SHA-512" => Some("SCRAM-SHA-512"),
+            "AWS_MSK_IAM" => Some(MSK_IAM),
             _ => {
                 return Err(err(
                     "sasl_mechanism",
-                    format!("unknown value {m:?}; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                    format!(
+                    "unknown value {m:?}; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM"
+                ),
                 ))
             }
         },
@@ -149,7 +163,15 @@ pub(super) fn apply(
         }
         _ => {}
     }
-    if mechanism.is_some() && (s.username.is_none() || s.password.is_none()) {
+    let msk_iam = msk_iam(s, mechanism)?;
+    if mechanism == Some(MSK_IAM) {
+        if s.username.is_some() || s.password.is_some() {
+            return Err(err(
+                "username",
+                "AWS_MSK_IAM takes no username or password: the token is signed with AWS credentials",
+            ));
+        }
+    } else if mechanism.is_some() && (s.username.is_none() || s.password.is_none()) {
         return Err(err("username", "SASL needs both username and password"));
     }
     if mechanism.is_none() && (s.username.is_some() || s.password.is_some()) {
@@ -206,7 +228,7 @@ pub(super) fn apply(
     set(
         "sasl_mechanism",
         "sasl.mechanism",
-        mechanism.map(str::to_string),
+        mechanism.map(|m| if m == MSK_IAM { "OAUTHBEARER" } else { m }.to_string()),
     )?;
     set(
         "username",
@@ -229,7 +251,59 @@ pub(super) fn apply(
                 .into(),
         );
     }
-    Ok(())
+    Ok(msk_iam)
+}
+
+const MSK_IAM: &str = "AWS_MSK_IAM";
+
+/// The token settings of `AWS_MSK_IAM`; its keys are refused with any other mechanism.
+fn msk_iam(s: &RawSecurity, mechanism: Option<&str>) -> Result<Option<MskIamConfig>, ConfigError> {
+    if mechanism != Some(MSK_IAM) {
+        if s.aws_region.is_some() || s.aws_role_arn.is_some() {
+            let k = if s.aws_region.is_some() {
+                "aws_region"
+            } else {
+                "aws_role_arn"
+            };
+            return Err(err(k, "is only used with sasl_mechanism = \"AWS_MSK_IAM\""));
+        }
+        return Ok(None);
+    }
+    let from_env = || {
+        ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()))
+    };
+    let Some(region) = s.aws_region.clone().or_else(from_env) else {
+        return Err(err(
+            "aws_region",
+            "AWS_MSK_IAM needs the cluster's region: set aws_region (or AWS_REGION)",
+        ));
+    };
+    let valid = |r: &str| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !valid(&region) {
+        return Err(err(
+            "aws_region",
+            format!("{region:?} is not an AWS region name (e.g. us-east-1)"),
+        ));
+    }
+    if let Some(arn) = &s.aws_role_arn {
+        if !arn.starts_with("arn:") {
+            return Err(err(
+                "aws_role_arn",
+                "is not a role ARN (arn:aws:iam::<account>:role/<name>)",
+            ));
+        }
+    }
+    Ok(Some(MskIamConfig {
+        region,
+        role_arn: s.aws_role_arn.clone(),
+        session_name: super::destination::default_session_name(),
+    }))
 }
 
 #[cfg(test)]
@@ -246,7 +320,7 @@ mod tests {
         let s: RawSecurity = toml::from_str(toml_text).unwrap();
         let mut props = BTreeMap::new();
         let mut w = Vec::new();
-        let r = apply(&s, &BTreeMap::new(), &mut props, &mut w);
+        let r = apply(&s, &BTreeMap::new(), &mut props, &mut w).map(|_| ());
         (r, props, w)
     }
 
@@ -300,5 +374,37 @@ mod tests {
         let user = BTreeMap::from([("security.protocol".to_string(), toml::Value::from("SSL"))]);
         let e = apply(&s, &user, &mut BTreeMap::new(), &mut Vec::new()).unwrap_err();
         assert!(e.message.contains("also set"), "{e}");
+    }
+
+    #[test]
+    fn msk_iam_is_oauthbearer_over_tls_with_a_region() {
+        let s: RawSecurity =
+            toml::from_str("sasl_mechanism = \"aws_msk_iam\"\naws_region = \"eu-west-1\"\naws_role_arn = \"arn:aws:iam::123456789012:role/sink\"").unwrap();
+        let mut p = BTreeMap::new();
+        let mut w = Vec::new();
+        let m = apply(&s, &BTreeMap::new(), &mut p, &mut w)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+        assert_eq!(p["sasl.mechanism"], "OAUTHBEARER");
+        assert!(!p.contains_key("sasl.username"));
+        assert_eq!(m.region, "eu-west-1");
+        assert_eq!(
+            m.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/sink")
+        );
+        assert!(m.session_name.starts_with("kafka-s3-sink"));
+
+        let (r, _, _) =
+            run("sasl_mechanism = \"AWS_MSK_IAM\"\naws_region = \"us-east-1\"\nusername = \"u\"");
+        assert_eq!(r.unwrap_err().key, "kafka.security.username");
+        let (r, _, _) = run("sasl_mechanism = \"AWS_MSK_IAM\"\naws_region = \"US East\"");
+        assert_eq!(r.unwrap_err().key, "kafka.security.aws_region");
+        let (r, _, _) = run("sasl_mechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\naws_region = \"us-east-1\"");
+        assert_eq!(r.unwrap_err().key, "kafka.security.aws_region");
+        let (r, _, _) = run(
+            "sasl_mechanism = \"AWS_MSK_IAM\"\naws_region = \"us-east-1\"\naws_role_arn = \"sink\"",
+        );
+        assert_eq!(r.unwrap_err().key, "kafka.security.aws_role_arn");
     }
 }

@@ -61,6 +61,20 @@ pub struct KafkaConfig {
     /// Settings that work but weaken security (e.g. SASL without TLS), for `check-config`
     /// and the start-up log.
     pub warnings: Vec<String>,
+    /// SASL OAUTHBEARER with MSK IAM tokens (`sasl_mechanism = "AWS_MSK_IAM"`).
+    pub msk_iam: Option<MskIamConfig>,
+}
+
+/// Where the MSK IAM token's credentials come from: the AWS default chain, or a role assumed
+/// with it, for the cluster's region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MskIamConfig {
+    /// The cluster's region (the token is signed for it).
+    pub region: String,
+    /// A role to assume for the credentials.
+    pub role_arn: Option<String>,
+    /// STS session name when assuming `role_arn` (per replica: the pod name).
+    pub session_name: String,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -69,6 +83,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("topics", &self.topics.entries())
             .field("group_id", &self.group_id)
             .field("properties", &super::RedactedProperties(&self.properties))
+            .field("msk_iam", &self.msk_iam)
             .finish()
     }
 }

@@ -313,12 +313,13 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
         props.insert(name.clone(), v);
     }
     let mut warnings = Vec::new();
-    super::security::apply(&k.security, &k.properties, &mut props, &mut warnings)?;
+    let msk_iam = super::security::apply(&k.security, &k.properties, &mut props, &mut warnings)?;
     Ok(KafkaConfig {
         topics,
         group_id: k.group_id.clone(),
         properties: props,
         warnings,
+        msk_iam,
     })
 }
 

@@ -147,6 +147,11 @@ pub fn start(
         metrics,
         fetch: Mutex::new(None),
         client_errors: Mutex::new(ErrorLog::default()),
+        msk_iam: cfg
+            .msk_iam
+            .as_ref()
+            .map(super::msk_iam::MskIamAuth::new)
+            .transpose()?,
     };
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
     let topics: Vec<&str> = cfg.topics.entries().iter().map(String::as_str).collect();

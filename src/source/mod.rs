@@ -10,6 +10,7 @@
 
 mod fetch_queue;
 pub mod kafka;
+pub mod msk_iam;
 pub mod reader;
 pub mod replay;
 

@@ -8,6 +8,8 @@
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::msk_iam::{AuthContext, MskIamAuth};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -76,7 +78,7 @@ pub struct OffsetRange {
 
 /// A read-only consumer. Blocking: call it from a blocking thread.
 pub struct RangeReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<AuthContext>,
     timeout: Duration,
 }
 
@@ -104,12 +106,17 @@ impl RangeReader {
                 "queued.max.messages.kbytes",
                 opts.queue_kbytes.max(1024).to_string(),
             );
-        let consumer: BaseConsumer = cc.create().map_err(|e| {
-            ReaderError::Config(match super::kafka::property_error(&e) {
-                Some(p) => p.to_string(),
-                None => e.to_string(),
-            })
-        })?;
+        let auth = match &cfg.msk_iam {
+            Some(m) => Some(MskIamAuth::new(m).map_err(|e| ReaderError::Config(e.to_string()))?),
+            None => None,
+        };
+        let consumer: BaseConsumer<AuthContext> =
+            cc.create_with_context(AuthContext(auth)).map_err(|e| {
+                ReaderError::Config(match super::kafka::property_error(&e) {
+                    Some(p) => p.to_string(),
+                    None => e.to_string(),
+                })
+            })?;
         Ok(Self {
             consumer,
             timeout: opts.timeout,

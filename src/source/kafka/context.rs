@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::super::fetch_queue::FetchQueue;
+use super::super::msk_iam::MskIamAuth;
 use super::super::{by_shard, Control, Offsets, ShardSenders};
 use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
@@ -58,6 +59,8 @@ pub(super) struct Ctx {
     pub(super) fetch: Mutex<Option<FetchQueue>>,
     /// librdkafka's client errors already logged (see [`ErrorLog`]).
     pub(super) client_errors: Mutex<ErrorLog>,
+    /// Builds the OAUTHBEARER tokens of `AWS_MSK_IAM`.
+    pub(super) msk_iam: Option<MskIamAuth>,
 }
 
 /// How often one repeated error is logged.
@@ -127,6 +130,15 @@ pub(super) fn merge_offsets(a: Offsets, b: Offsets) -> Offsets {
 }
 
 impl ClientContext for Ctx {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        super::super::msk_iam::oauth_token(self.msk_iam.as_ref())
+    }
+
     /// librdkafka's global errors (e.g. every broker down, a TLS handshake refused), repeats
     /// rate-limited; librdkafka retries by itself.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
