@@ -136,8 +136,20 @@ def create_bucket(endpoint, bucket):
 
 
 def kafka_config(**props):
-    """librdkafka properties for a client: PROPS and those of $E2E_KAFKA_CONFIG."""
+    """librdkafka properties for a client: PROPS and those of $E2E_KAFKA_CONFIG; with
+    $E2E_MSK_IAM_REGION, SASL/OAUTHBEARER with MSK IAM tokens from the published Python signer
+    (aws-msk-iam-sasl-signer-python, AWS credentials from the default chain)."""
     props.update(json.loads(os.environ.get("E2E_KAFKA_CONFIG") or "{}"))
+    region = os.environ.get("E2E_MSK_IAM_REGION")
+    if region:
+        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+        def oauth_cb(_config):
+            token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
+            return token, expiry_ms / 1000
+
+        props.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER",
+                      "oauth_cb": oauth_cb})
     return props
 
 

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# End-to-end AWS MSK IAM authentication (`[kafka.security] sasl_mechanism = "AWS_MSK_IAM"`)
+# against a real Kafka-protocol broker. A tansu broker sits behind tests/e2e/msk_iam_front.py,
+# which authenticates every connection as MSK does: SASL/OAUTHBEARER whose bearer token must be
+# an MSK IAM token (SigV4-presigned kafka-cluster:Connect URL) for the region and the known AWS
+# credentials, checked against the published signer (aws-msk-iam-sasl-signer-python) run on the
+# token's own signing time; accepted connections are relayed to tansu, which advertises the
+# front's port. The producer authenticates with the published Python signer itself.
+#
+#   1. the right credentials (environment, as the AWS default chain reads them, with a session
+#      token): check-config warns about SASL without TLS (this test has no TLS) and prints no
+#      credential; the connector drains every produced record into S3 (moto) and exits 0 on
+#      SIGTERM; the front accepted its tokens; no credential in the debug log;
+#   2. a wrong secret key: the front rejects the signature, the connector logs the broker's
+#      reason and writes nothing;
+#   3. no AWS credentials at all: the connector logs that the token has no credentials and
+#      writes nothing.
+#
+#   bash tests/e2e/msk_iam.sh
+#
+# Env: KAFKA_S3_SINK_BIN (default target/debug/kafka-s3-sink, built if missing), MSK_EVENTS
+# (2000), MSK_KEEP_DIR (copy the logs and configs there on exit). Installs what is missing
+# (tests/e2e/lib/common.sh, and aws-msk-iam-sasl-signer-python 1.0.2). Only loopback; every wait
+# has a deadline; every process started is stopped by its PID.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HELPERS="$REPO/tests/e2e/e2e_helpers.py"
+BIN=${KAFKA_S3_SINK_BIN:-$REPO/target/debug/kafka-s3-sink}
+EVENTS=${MSK_EVENTS:-2000}
+TOPIC=events
+PARTITIONS=3
+REGION=us-west-2
+ACCESS_KEY=AKIAKSSE2EEXAMPLE01
+SECRET_KEY=kss-e2e-msk-secret-not-for-logs
+SESSION_TOKEN=kss-e2e-msk-session-not-for-logs
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kss-msk.XXXXXX")
+log() { printf 'msk-iam: %s\n' "$*" >&2; }
+fail() {
+  log "FAIL: $*"
+  exit 1
+}
+# shellcheck source=tests/e2e/lib/common.sh
+. "$REPO/tests/e2e/lib/common.sh"
+cleanup() {
+  local rc=$?
+  stop_all
+  [ "$rc" -eq 0 ] || show_logs "$TMP"
+  [ -z "${MSK_KEEP_DIR:-}" ] || { mkdir -p "$MSK_KEEP_DIR" && cp "$TMP"/*.log "$TMP"/*.toml "$MSK_KEEP_DIR"/ 2>/dev/null; } || true
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+h() { python3 "$HELPERS" "$@"; }
+
+install_e2e_tools
+python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("aws-msk-iam-sasl-signer-python") != "1.0.2")' 2>/dev/null ||
+  { log "installing aws-msk-iam-sasl-signer-python==1.0.2"; python3 -m pip install -q "aws-msk-iam-sasl-signer-python==1.0.2"; }
+if [ ! -x "$BIN" ]; then
+  log "building $BIN"
+  (cd "$REPO" && cargo build --quiet)
+fi
+
+# ------------------------------------------------------------------ servers
+KAFKA_PORT=$(h port)
+FRONT_PORT=$(h port)
+S3_PORT=$(h port)
+S3_URL=http://127.0.0.1:$S3_PORT
+start_tansu "$KAFKA_PORT" "$TMP/tansu.log" "$FRONT_PORT"
+start_moto "$S3_PORT" "$TMP/moto.log"
+tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
+python3 "$REPO/tests/e2e/msk_iam_front.py" "$FRONT_PORT" "$KAFKA_PORT" "$REGION" "$ACCESS_KEY" \
+  "$SECRET_KEY" "$SESSION_TOKEN" 600 >"$TMP/front.log" 2>&1 &
+FRONT_PID=$!
+started "$FRONT_PID"
+h wait-tcp 127.0.0.1 "$FRONT_PORT" 15 || { alive "$FRONT_PID" msk-iam-front; fail "the front is not listening"; }
+wait_moto "$S3_PORT"
+
+# The AWS default chain of every process below reads these, and nothing else.
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+# creds SECRET: the env(1) assignments of the test's credentials with SECRET as the secret key
+creds() { printf '%s\n' "AWS_ACCESS_KEY_ID=$ACCESS_KEY" "AWS_SECRET_ACCESS_KEY=$1" "AWS_SESSION_TOKEN=$SESSION_TOKEN"; }
+mapfile -t GOOD_CREDS < <(creds "$SECRET_KEY")
+mapfile -t WRONG_CREDS < <(creds "wrong-$SECRET_KEY")
+
+"$BIN" gen-events --count "$EVENTS" >"$TMP/events.ndjson"
+env "${GOOD_CREDS[@]}" E2E_MSK_IAM_REGION=$REGION \
+  python3 "$HELPERS" produce "127.0.0.1:$FRONT_PORT" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TMP/produced.json" 0 "$EVENTS" >/dev/null
+grep -q "accepted" "$TMP/front.log" || fail "the producer's tokens were not accepted: $(tail -3 "$TMP/front.log")"
+log "produced $EVENTS events through the front with the published signer's tokens"
+
+# config NAME BUCKET: a connector config authenticating with AWS_MSK_IAM
+config() {
+  h create-bucket "$S3_URL" "$2"
+  cat >"$TMP/$1.toml" <<EOF
+[kafka]
+brokers = "127.0.0.1:$FRONT_PORT"
+group_id = "msk-$1"
+topics = ["$TOPIC"]
+session_timeout_ms = 6000
+
+[kafka.security]
+protocol = "sasl_plaintext"
+sasl_mechanism = "AWS_MSK_IAM"
+aws_region = "$REGION"
+
+[http]
+listen = "127.0.0.1:$(h port)"
+
+[pipeline]
+drain_deadline_secs = 5
+shutdown_deadline_secs = 20
+
+[[destinations]]
+name = "s3"
+bucket = "$2"
+region = "us-east-1"
+endpoint = "$S3_URL"
+force_path_style = true
+
+[destinations.credentials]
+access_key_id = "testing"
+secret_access_key = "testing"
+
+[destinations.batch]
+idle_secs = 1
+EOF
+}
+records() { h s3-count "$S3_URL" "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])'; }
+clean() { ! grep -qE "$SECRET_KEY|$SESSION_TOKEN" "$1" || fail "$2 shows an AWS credential"; }
+
+# ------------------------------------------------------------------ 1. the right credentials
+config good msk-good
+env "${GOOD_CREDS[@]}" "$BIN" check-config --config "$TMP/good.toml" >"$TMP/check-config.log" 2>&1 ||
+  fail "check-config: $(cat "$TMP/check-config.log")"
+grep -q "warning: kafka.security.protocol" "$TMP/check-config.log" || fail "no warning about SASL without TLS"
+grep -q 'sasl_mechanism = "AWS_MSK_IAM"' "$TMP/check-config.log" || fail "check-config does not show the mechanism"
+clean "$TMP/check-config.log" check-config
+accepted_before=$(grep -c "accepted" "$TMP/front.log" || true)
+env "${GOOD_CREDS[@]}" NO_COLOR=1 KAFKA_S3_SINK_LOG=debug "$BIN" run --config "$TMP/good.toml" >"$TMP/good.log" 2>&1 &
+GOOD_PID=$!
+started "$GOOD_PID"
+deadline=$((SECONDS + 90))
+while n=$(records msk-good) && [ "$n" -lt "$EVENTS" ]; do
+  alive "$GOOD_PID" connector
+  [ "$SECONDS" -lt "$deadline" ] || fail "$n of $EVENTS records in S3 after 90 s"
+  sleep 1
+done
+kill -TERM "$GOOD_PID"
+rc=0
+wait "$GOOD_PID" || rc=$?
+forget "$GOOD_PID"
+[ "$rc" -eq 0 ] || fail "the connector exited $rc after SIGTERM"
+clean "$TMP/good.log" "the debug log"
+grep -q "MSK IAM token built" "$TMP/good.log" || fail "the connector built no MSK IAM token"
+accepted=$(($(grep -c "accepted" "$TMP/front.log" || true) - accepted_before))
+[ "$accepted" -ge 1 ] || fail "the front accepted no token from the connector"
+rejected=$(grep -c "rejected" "$TMP/front.log" || true)
+[ "$rejected" -eq 0 ] || fail "the front rejected a token: $(grep rejected "$TMP/front.log" | head -3)"
+log "right credentials: $n of $EVENTS records in S3, $accepted connections authenticated with the connector's tokens, exit 0 on SIGTERM"
+
+# ------------------------------------------------------------------ 2, 3. refused
+# refused NAME PATTERN [VAR=VALUE...]: the connector of config NAME, with those variables, writes
+# nothing in 10 s and logs PATTERN; it either keeps retrying or exits non-zero (an
+# authentication failure is fatal to the consumer: the pod restarts with the reason in its log)
+refused() {
+  local name=$1 pattern=$2 pid n rc how="kept retrying"
+  shift 2
+  env "$@" NO_COLOR=1 "$BIN" run --config "$TMP/$name.toml" >"$TMP/$name.log" 2>&1 &
+  pid=$!
+  started "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    stopped "$pid"
+  else
+    rc=0
+    wait "$pid" || rc=$?
+    forget "$pid"
+    [ "$rc" -ne 0 ] || fail "$name: the connector exited 0"
+    how="exited $rc"
+  fi
+  n=$(records "msk-$name")
+  [ "$n" -eq 0 ] || fail "$name: $n records reached S3"
+  grep -Eq "$pattern" "$TMP/$name.log" || fail "$name: the log does not say why: $(tail -5 "$TMP/$name.log")"
+  clean "$TMP/$name.log" "$name's log"
+  log "$name: nothing in S3, $how; the log says: $(grep -Eo "$pattern[^\"]{0,60}" "$TMP/$name.log" | head -1)"
+}
+config wrong-secret msk-wrong-secret
+refused wrong-secret "MSK IAM token rejected: signature does not match" "${WRONG_CREDS[@]}"
+grep -q "rejected: signature does not match" "$TMP/front.log" || fail "the front did not reject the wrong signature"
+config no-credentials msk-no-credentials
+refused no-credentials "AWS credentials for MSK IAM"
+log "ok"
