@@ -822,6 +822,14 @@ S3_RS = ROOT / "src/sink/s3.rs"
 IAM_POLICY = ROOT / "deploy/iam-policy.json"
 IAM_KMS = ROOT / "deploy/iam-policy-kms.json"
 IAM_TRUST = ROOT / "deploy/iam-trust-policy-irsa.json"
+IAM_MSK = ROOT / "deploy/iam-policy-msk.json"
+# AWS_MSK_IAM: a consumer in a group, nothing else (no writes, no topic or group management).
+MSK_STATEMENTS = {
+    "MskConnect": ({"kafka-cluster:Connect", "kafka-cluster:DescribeCluster"}, "cluster"),
+    "MskReadTopics": ({"kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"}, "topic"),
+    "MskConsumerGroup": ({"kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"}, "group"),
+}
+MSK_ARN_RE = re.compile(r"arn:aws[a-z-]*:kafka:([a-z0-9-]+):(\d{12}):(cluster|topic|group)/([\w-]+)/([0-9a-f-]+)(?:/(.+))?")
 # The IAM actions each aws-sdk-s3 call of src/sink/s3.rs is authorised by. A call missing here
 # fails the check, so a new S3 call cannot ship without its permission.
 S3_CALL_ACTIONS = {
@@ -889,7 +897,8 @@ def cmd_iam() -> None:
     deploy/iam-trust-policy-irsa.json: least privilege, matching the S3 calls of src/sink/s3.rs and
     the bucket, prefix, region and ServiceAccount of deploy/k8s."""
     problems: list[str] = []
-    extra = sorted(p.name for p in (ROOT / "deploy").glob("iam*.json") if p not in (IAM_POLICY, IAM_KMS, IAM_TRUST))
+    extra = sorted(p.name for p in (ROOT / "deploy").glob("iam*.json")
+                   if p not in (IAM_POLICY, IAM_KMS, IAM_TRUST, IAM_MSK))
     if extra:
         problems.append(f"unknown IAM files {extra}: add them to the `iam` check")
     src = S3_RS.read_text().split("#[cfg(test)]", 1)[0]
@@ -957,6 +966,8 @@ def cmd_iam() -> None:
             problems.append(f"iam-policy-kms.json: needs Condition StringEquals kms:ViaService "
                             f"s3.{region}.amazonaws.com (the key is used only through S3)")
 
+    msk_checked = check_msk_policy(cfg, problems)
+
     trust = policy_statements(IAM_TRUST, problems, trust=True)
     role = (sa.get("metadata", {}).get("annotations") or {}).get(IRSA_ANNOTATION, "")
     role_m = ROLE_ARN_RE.fullmatch(role)
@@ -984,7 +995,43 @@ def cmd_iam() -> None:
             problems.append(f"iam-trust-policy-irsa.json: {issuer}:aud must be sts.amazonaws.com")
     fail_if(problems, f"{len(calls)} S3 calls in src/sink/s3.rs need exactly {sorted(needed)}, on {bucket_arn} and "
                       f"{object_arn}, ListBucket only under {prefix!r}; KMS ({', '.join(sorted(KMS_ACTIONS))}) only "
-                      f"in iam-policy-kms.json, through S3 in {region}; IRSA trust: ServiceAccount {sa_name} only")
+                      f"in iam-policy-kms.json, through S3 in {region}; {msk_checked}; "
+                      f"IRSA trust: ServiceAccount {sa_name} only")
+
+
+def check_msk_policy(cfg: dict, problems: list[str]) -> str:
+    """deploy/iam-policy-msk.json: the consumer's MSK actions only, on one cluster, the
+    ConfigMap's topics (a `^pattern` topic needs a wildcard resource) and its group id."""
+    stmts = policy_statements(IAM_MSK, problems)
+    if sorted(s.get("Sid") for s in stmts) != sorted(MSK_STATEMENTS):
+        problems.append(f"iam-policy-msk.json: statements {sorted(MSK_STATEMENTS)}")
+    clusters = set()
+    group = cfg["kafka"].get("group_id")
+    topics = [t for t in cfg["kafka"].get("topics", []) if not t.startswith("^")]
+    for s in stmts:
+        want = MSK_STATEMENTS.get(s.get("Sid"))
+        if not want:
+            continue
+        actions, kind = want
+        where = f"iam-policy-msk.json {s.get('Sid')}"
+        if set(as_list(s.get("Action", []))) != actions:
+            problems.append(f"{where}: actions {sorted(as_list(s.get('Action', [])))}, expected {sorted(actions)}")
+        names = []
+        for r in as_list(s.get("Resource", [])):
+            m = MSK_ARN_RE.fullmatch(str(r))
+            if not m or m.group(3) != kind or (kind == "cluster") != (m.group(6) is None):
+                problems.append(f"{where}: Resource {r!r} is not an MSK {kind} ARN")
+                continue
+            clusters.add(m.group(1, 2, 4, 5))
+            names.append(m.group(6))
+        if kind == "topic" and sorted(names) != sorted(topics):
+            problems.append(f"{where}: topics {names}, the ConfigMap subscribes to {topics}")
+        if kind == "group" and names != [group]:
+            problems.append(f"{where}: group {names}, the ConfigMap's group_id is {group!r}")
+    if len(clusters) > 1:
+        problems.append(f"iam-policy-msk.json: resources of {len(clusters)} clusters; use one")
+    actions = sorted(a for acts, _ in MSK_STATEMENTS.values() for a in acts)
+    return f"MSK: {', '.join(actions)} on topics {topics} and group {group!r}"
 
 
 # ---------------------------------------------------------------------------------- dockerfile
