@@ -16,6 +16,7 @@ mod security;
 mod typed;
 mod validate;
 
+pub use destination::read_ca_bundle;
 pub use raw::*;
 pub use security::RawSecurity;
 pub use typed::*;

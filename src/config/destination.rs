@@ -68,6 +68,18 @@ pub(super) fn validate_destination(
             ));
         }
     }
+    if let Some(path) = &d.ca_file {
+        if d.endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            return Err(ConfigError::new(
+                key("ca_file"),
+                "is for TLS, but the endpoint is http://; use an https:// endpoint or drop ca_file",
+            ));
+        }
+        read_ca_bundle(path).map_err(|e| ConfigError::new(key("ca_file"), e))?;
+    }
     let payload_signing = match d.payload_signing.as_str() {
         "auto" => PayloadSigning::Auto,
         "signed" => PayloadSigning::Signed,
@@ -221,6 +233,7 @@ pub(super) fn validate_destination(
         bucket: d.bucket.clone(),
         region: d.region.clone(),
         endpoint: d.endpoint.clone(),
+        ca_file: d.ca_file.clone(),
         force_path_style: d.force_path_style,
         payload_signing,
         prefix: normalize_folder(&d.prefix),
@@ -274,6 +287,27 @@ pub(super) fn default_session_name() -> String {
     };
     name.truncate(64);
     name
+}
+
+/// The PEM bytes of a CA bundle, once every certificate in it parses as a trust anchor (the
+/// HTTP client would otherwise panic on it at the first connection).
+pub fn read_ca_bundle(path: &str) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read {path}: {e}; mount the file there or fix the path"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{path} is not valid PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{path}: a certificate cannot be a trust anchor: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(pem)
 }
 
 /// `a/b` → `a/b/`, `/x/` → `x/`, empty stays empty.

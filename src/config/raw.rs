@@ -205,6 +205,9 @@ pub struct RawDestination {
     /// Endpoint of an S3-compatible store.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// PEM file of CA certificates to trust besides the system's (an endpoint with a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// Path-style addressing (needed by most S3-compatible stores).
     #[serde(default)]
     pub force_path_style: bool,

@@ -424,6 +424,8 @@ pub struct DestinationConfig {
     pub region: String,
     /// Custom endpoint.
     pub endpoint: Option<String>,
+    /// Extra CA certificates (PEM file) to trust for HTTPS, checked at start-up.
+    pub ca_file: Option<String>,
     /// Path-style addressing.
     pub force_path_style: bool,
     /// Whether request signatures cover the body's SHA-256 (`payload_signing`).

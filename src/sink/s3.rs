@@ -56,6 +56,12 @@ impl S3Sink {
                 "kafka-s3-sink-config",
             ));
         }
+        if let Some(path) = &d.ca_file {
+            // Checked at start-up; a file changed since then falls back to the system's roots.
+            if let Ok(pem) = crate::config::read_ca_bundle(path) {
+                loader = loader.http_client(https_client_trusting(pem));
+            }
+        }
         let base = loader.load().await;
         let sdk_config = match &d.credentials.role_arn {
             Some(role) => {
@@ -115,6 +121,23 @@ impl S3Sink {
 /// The endpoint the S3 client will use: the destination's `endpoint`, else one the AWS
 /// configuration names (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` or a profile's
 /// `endpoint_url`, as aws-sdk-s3 looks them up), else none (AWS's own, https).
+/// The SDK's HTTPS client (rustls with aws-lc, as by default) trusting `pem`'s CAs besides the
+/// system's.
+fn https_client_trusting(pem: Vec<u8>) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    let store = tls::TrustStore::default().with_pem_certificate(pem);
+    let context = tls::TlsContext::builder()
+        .with_trust_store(store)
+        .build()
+        .expect("a TLS context with a trust store always builds");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https()
+}
+
 fn effective_endpoint(d: &DestinationConfig, sdk: &aws_config::SdkConfig) -> Option<String> {
     d.endpoint.clone().or_else(|| {
         let key = aws_types::service_config::ServiceConfigKey::builder()
@@ -159,9 +182,13 @@ where
             };
             (
                 kind,
+                // With its causes: "io error" alone hides e.g. an untrusted certificate.
                 format!(
-                    "dispatch failure: {:?}",
-                    d.as_connector_error().map(|c| c.to_string())
+                    "dispatch failure: {}",
+                    d.as_connector_error().map_or_else(
+                        || "no connector error".to_string(),
+                        |c| aws_smithy_types::error::display::DisplayErrorContext(c).to_string()
+                    )
                 ),
             )
         }

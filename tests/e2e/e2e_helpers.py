@@ -9,7 +9,8 @@ Subcommands (every wait is bounded by a deadline in seconds):
   tls-proxy PORT UPSTREAM_PORT CERT KEY CA SECS
                                          TLS-terminating TCP proxy on 127.0.0.1:PORT to
                                          127.0.0.1:UPSTREAM_PORT (server certificate CERT/KEY;
-                                         every client must present a certificate signed by CA);
+                                         every client must present a certificate signed by CA,
+                                         unless CA is "-");
                                          stops after SECS or on SIGTERM; logs each handshake
   produce BROKER TOPIC FILE PARTS STATE FIRST END
                                          lines FIRST..END-1 (0-based) of FILE, one record each,
@@ -158,8 +159,9 @@ def tls_proxy(port, upstream_port, cert, key, ca, secs):
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(ca)
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    if ca != "-":
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
 
     async def pipe(reader, writer):
         try:

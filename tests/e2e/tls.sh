@@ -12,7 +12,10 @@
 #      SIGTERM;
 #   2. the wrong CA: `verify` fails, the connector's log names the certificate failure, and
 #      nothing reaches S3;
-#   3. no client certificate: the proxy refuses the handshake and nothing reaches S3.
+#   3. no client certificate: the proxy refuses the handshake and nothing reaches S3;
+#   4. S3 over TLS with a private CA: a second proxy (no client certificate) serves moto over
+#      HTTPS with the same server certificate; with `ca_file` the connector drains every record
+#      through it, without it the TLS handshake fails and nothing reaches S3.
 #
 #   bash tests/e2e/tls.sh
 #
@@ -90,6 +93,10 @@ h tls-proxy "$TLS_PORT" "$KAFKA_PORT" "$PKI/server.pem" "$PKI/server.key" "$PKI/
 PROXY_PID=$!
 started "$PROXY_PID"
 start_moto "$S3_PORT" "$TMP/moto.log"
+S3_TLS_PORT=$(h port)
+h tls-proxy "$S3_TLS_PORT" "$S3_PORT" "$PKI/server.pem" "$PKI/server.key" - 600 >"$TMP/s3-tls-proxy.log" 2>&1 &
+S3_PROXY_PID=$!
+started "$S3_PROXY_PID"
 tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
 h wait-tcp 127.0.0.1 "$TLS_PORT" 15 || { alive "$PROXY_PID" tls-proxy; fail "tls-proxy not listening"; }
 wait_moto "$S3_PORT"
@@ -102,7 +109,8 @@ h produce "127.0.0.1:$TLS_PORT" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TM
 unset E2E_KAFKA_CONFIG
 log "produced $EVENTS events over TLS"
 
-# config NAME BUCKET SECURITY: a connector config whose [kafka.security] table is SECURITY
+# config NAME BUCKET SECURITY [ENDPOINT [DESTINATION_KEYS]]: a connector config whose
+# [kafka.security] table is SECURITY, writing to ENDPOINT (default: moto over plain HTTP)
 config() {
   h create-bucket "$S3_URL" "$2"
   cat >"$TMP/$1.toml" <<EOF
@@ -126,8 +134,9 @@ shutdown_deadline_secs = 20
 name = "s3"
 bucket = "$2"
 region = "us-east-1"
-endpoint = "$S3_URL"
+endpoint = "${4:-$S3_URL}"
 force_path_style = true
+${5:-}
 
 [destinations.credentials]
 access_key_id = "testing"
@@ -190,4 +199,36 @@ fi
 refused wrong-ca "certificate verify failed"
 config no-client-cert tls-no-client-cert "ca_file = \"$PKI/ca.pem\""
 refused no-client-cert "SSL connection closed by peer|certificate required|handshake failure"
+
+# ------------------------------------------------------------------ 4. S3 over TLS, private CA
+MTLS="ca_file = \"$PKI/ca.pem\"
+cert_file = \"$PKI/client.pem\"
+key_file = \"$PKI/client.key\"
+key_password = \"\${file:$PKI/key-password}\""
+S3_TLS_URL=https://127.0.0.1:$S3_TLS_PORT
+config s3-tls tls-s3-tls "$MTLS" "$S3_TLS_URL" "ca_file = \"$PKI/ca.pem\""
+NO_COLOR=1 "$BIN" run --config "$TMP/s3-tls.toml" >"$TMP/s3-tls.log" 2>&1 &
+S3_TLS_PID=$!
+started "$S3_TLS_PID"
+deadline=$((SECONDS + 90))
+while n=$(records tls-s3-tls) && [ "$n" -lt "$EVENTS" ]; do
+  alive "$S3_TLS_PID" connector
+  [ "$SECONDS" -lt "$deadline" ] || fail "S3 over TLS: $n of $EVENTS records after 90 s"
+  sleep 1
+done
+stopped "$S3_TLS_PID"
+s3_handshakes=$(grep -c "handshake ok" "$TMP/s3-tls-proxy.log" || true)
+[ "$s3_handshakes" -ge 1 ] || fail "no TLS connection reached the S3 proxy"
+log "S3 over TLS with ca_file: $n of $EVENTS records in S3 through $S3_TLS_URL ($s3_handshakes TLS connections)"
+config s3-untrusted tls-s3-untrusted "$MTLS" "$S3_TLS_URL"
+NO_COLOR=1 "$BIN" run --config "$TMP/s3-untrusted.toml" >"$TMP/s3-untrusted.log" 2>&1 &
+pid=$!
+started "$pid"
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+stopped "$pid"
+n=$(records tls-s3-untrusted)
+[ "$n" -eq 0 ] || fail "S3 over TLS without ca_file: $n records reached S3"
+grep -Eiq "certificate|UnknownIssuer" "$TMP/s3-untrusted.log" ||
+  fail "S3 over TLS without ca_file: the log does not say why: $(tail -3 "$TMP/s3-untrusted.log")"
+log "S3 over TLS without ca_file: nothing in S3; the log says: $(grep -Eio "[^ ]*(UnknownIssuer|certificate)[^\"]{0,60}" "$TMP/s3-untrusted.log" | head -1)"
 log "ok"

@@ -193,3 +193,72 @@ fn status_classification() {
     );
     assert!(!ErrorKind::Invalid.retryable());
 }
+
+/// A self-signed CA (P-256), for the CA-bundle checks only: nothing connects with it.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBgjCCASmgAwIBAgIUV7iJfwGiiz5Ju4P5jLXXOQs5kkYwCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLa3NzLXRlc3QtY2EwIBcNMjYxMjAyMTcyNzI5WhgPMjEyNjEx
+MDgxNzI3MjlaMBYxFDASBgNVBAMMC2tzcy10ZXN0LWNhMFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAEUlCbfTExIdP2M7cilwW6nnSudgW4M41yRyytveK9Y4hGtNbW
+RSSKMx2gQ+zMqf0/trqQhwFKSLrP1Pcp63PxUqNTMFEwHQYDVR0OBBYEFIaNk7jW
+uY4b+QhjtXthJVrQC45eMB8GA1UdIwQYMBaAFIaNk7jWuY4b+QhjtXthJVrQC45e
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgeFHgCsGmkI4l/Yqv
+cUO3jtJ+xPesEQ/ql/9HUlMrDg8CIDcKYJ8REwE9rA4nHzFR03KnUErjbx8HbzKf
+QQY3aG9f
+-----END CERTIFICATE-----
+";
+
+/// `ca_file` is read and parsed at start-up: a missing file, a file without a certificate,
+/// a broken certificate and a plain http:// endpoint each fail naming the key; a valid bundle
+/// passes and gives the client a trust store (connecting through it is tests/e2e/tls.sh).
+#[tokio::test]
+async fn ca_file_is_checked_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let good = write("ca.pem", TEST_CA);
+    let empty = write("empty.pem", "not a certificate\n");
+    let broken = write(
+        "broken.pem",
+        &TEST_CA.replace("MIIBgjCCASmgAwIBAgIU", "MIIBgjCCASmgAwIBAgIA"),
+    );
+    let parse = |endpoint: &str, ca: &str| {
+        let toml = format!(
+            "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n\
+             [[destinations]]\nname = \"d\"\nbucket = \"bkt\"\nendpoint = \"{endpoint}\"\n\
+             ca_file = \"{ca}\"\n"
+        );
+        crate::config::parse(&toml, &|_| None).map(|mut c| c.destinations.remove(0))
+    };
+    let d = parse("https://s3.internal.example", &good).unwrap();
+    assert_eq!(d.ca_file.as_deref(), Some(good.as_str()));
+    S3Sink::connect(&d, Duration::from_secs(5)).await;
+    for (endpoint, ca, says) in [
+        (
+            "https://s3.internal.example",
+            "/nonexistent/ca.pem",
+            "cannot read",
+        ),
+        (
+            "https://s3.internal.example",
+            empty.as_str(),
+            "no PEM certificate",
+        ),
+        (
+            "https://s3.internal.example",
+            broken.as_str(),
+            "trust anchor",
+        ),
+        ("http://127.0.0.1:9000", good.as_str(), "https://"),
+    ] {
+        let e = parse(endpoint, ca).unwrap_err().to_string();
+        assert!(
+            e.contains("destinations[0].ca_file") && e.contains(says),
+            "{ca}: {e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
