@@ -42,15 +42,7 @@ fail() {
 }
 # shellcheck source=tests/e2e/lib/common.sh
 . "$REPO/tests/e2e/lib/common.sh"
-cleanup() {
-  local rc=$?
-  stop_all
-  [ "$rc" -eq 0 ] || show_logs "$TMP"
-  [ -z "${MSK_KEEP_DIR:-}" ] || { mkdir -p "$MSK_KEEP_DIR" && cp "$TMP"/*.log "$TMP"/*.toml "$MSK_KEEP_DIR"/ 2>/dev/null; } || true
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap 'e2e_exit "$TMP" "${MSK_KEEP_DIR:-}"' EXIT
 h() { python3 "$HELPERS" "$@"; }
 
 install_e2e_tools
@@ -90,48 +82,18 @@ env "${GOOD_CREDS[@]}" E2E_MSK_IAM_REGION=$REGION \
 grep -q "accepted" "$TMP/front.log" || fail "the producer's tokens were not accepted: $(tail -3 "$TMP/front.log")"
 log "produced $EVENTS events through the front with the published signer's tokens"
 
-# config NAME BUCKET: a connector config authenticating with AWS_MSK_IAM
+# config NAME: $TMP/NAME.toml, authenticating with AWS_MSK_IAM, writing to the bucket msk-NAME
 config() {
-  h create-bucket "$S3_URL" "$2"
-  cat >"$TMP/$1.toml" <<EOF
-[kafka]
-brokers = "127.0.0.1:$FRONT_PORT"
-group_id = "msk-$1"
-topics = ["$TOPIC"]
-session_timeout_ms = 6000
-
-[kafka.security]
-protocol = "sasl_plaintext"
-sasl_mechanism = "AWS_MSK_IAM"
-aws_region = "$REGION"
-
-[http]
-listen = "127.0.0.1:$(h port)"
-
-[pipeline]
-drain_deadline_secs = 5
-shutdown_deadline_secs = 20
-
-[[destinations]]
-name = "s3"
-bucket = "$2"
-region = "us-east-1"
-endpoint = "$S3_URL"
-force_path_style = true
-
-[destinations.credentials]
-access_key_id = "testing"
-secret_access_key = "testing"
-
-[destinations.batch]
-idle_secs = 1
-EOF
+  h create-bucket "$S3_URL" "msk-$1"
+  connector_config "$TMP/$1.toml" "127.0.0.1:$FRONT_PORT" "msk-$1" "$TOPIC" "$S3_URL" "msk-$1" "[kafka.security]
+protocol = \"sasl_plaintext\"
+sasl_mechanism = \"AWS_MSK_IAM\"
+aws_region = \"$REGION\""
 }
-records() { h s3-count "$S3_URL" "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])'; }
 clean() { ! grep -qE "$SECRET_KEY|$SESSION_TOKEN" "$1" || fail "$2 shows an AWS credential"; }
 
 # ------------------------------------------------------------------ 1. the right credentials
-config good msk-good
+config good
 env "${GOOD_CREDS[@]}" "$BIN" check-config --config "$TMP/good.toml" >"$TMP/check-config.log" 2>&1 ||
   fail "check-config: $(cat "$TMP/check-config.log")"
 grep -q "warning: kafka.security.protocol" "$TMP/check-config.log" || fail "no warning about SASL without TLS"
@@ -141,12 +103,7 @@ accepted_before=$(grep -c "accepted" "$TMP/front.log" || true)
 env "${GOOD_CREDS[@]}" NO_COLOR=1 KAFKA_S3_SINK_LOG=debug "$BIN" run --config "$TMP/good.toml" >"$TMP/good.log" 2>&1 &
 GOOD_PID=$!
 started "$GOOD_PID"
-deadline=$((SECONDS + 90))
-while n=$(records msk-good) && [ "$n" -lt "$EVENTS" ]; do
-  alive "$GOOD_PID" connector
-  [ "$SECONDS" -lt "$deadline" ] || fail "$n of $EVENTS records in S3 after 90 s"
-  sleep 1
-done
+wait_records "$S3_URL" msk-good "$EVENTS" "$GOOD_PID" connector
 kill -TERM "$GOOD_PID"
 rc=0
 wait "$GOOD_PID" || rc=$?
@@ -158,37 +115,19 @@ accepted=$(($(grep -c "accepted" "$TMP/front.log" || true) - accepted_before))
 [ "$accepted" -ge 1 ] || fail "the front accepted no token from the connector"
 rejected=$(grep -c "rejected" "$TMP/front.log" || true)
 [ "$rejected" -eq 0 ] || fail "the front rejected a token: $(grep rejected "$TMP/front.log" | head -3)"
-log "right credentials: $n of $EVENTS records in S3, $accepted connections authenticated with the connector's tokens, exit 0 on SIGTERM"
+log "right credentials: $RECORDS of $EVENTS records in S3, $accepted connections authenticated with the connector's tokens, exit 0 on SIGTERM"
 
 # ------------------------------------------------------------------ 2, 3. refused
-# refused NAME PATTERN [VAR=VALUE...]: the connector of config NAME, with those variables, writes
-# nothing in 10 s and logs PATTERN; it either keeps retrying or exits non-zero (an
-# authentication failure is fatal to the consumer: the pod restarts with the reason in its log)
-refused() {
-  local name=$1 pattern=$2 pid n rc how="kept retrying"
-  shift 2
-  env "$@" NO_COLOR=1 "$BIN" run --config "$TMP/$name.toml" >"$TMP/$name.log" 2>&1 &
-  pid=$!
-  started "$pid"
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    stopped "$pid"
-  else
-    rc=0
-    wait "$pid" || rc=$?
-    forget "$pid"
-    [ "$rc" -ne 0 ] || fail "$name: the connector exited 0"
-    how="exited $rc"
-  fi
-  n=$(records "msk-$name")
-  [ "$n" -eq 0 ] || fail "$name: $n records reached S3"
-  grep -Eq "$pattern" "$TMP/$name.log" || fail "$name: the log does not say why: $(tail -5 "$TMP/$name.log")"
-  clean "$TMP/$name.log" "$name's log"
-  log "$name: nothing in S3, $how; the log says: $(grep -Eo "$pattern[^\"]{0,60}" "$TMP/$name.log" | head -1)"
-}
-config wrong-secret msk-wrong-secret
-refused wrong-secret "MSK IAM token rejected: signature does not match" "${WRONG_CREDS[@]}"
+# (an authentication failure is fatal to the consumer: it exits 1, and the pod restarts, with
+# the reason in its log)
+config wrong-secret
+expect_refused "$TMP/wrong-secret.toml" "$TMP/wrong-secret.log" "$S3_URL" msk-wrong-secret \
+  "MSK IAM token rejected: signature does not match" "${WRONG_CREDS[@]}"
+clean "$TMP/wrong-secret.log" "the wrong secret's log"
 grep -q "rejected: signature does not match" "$TMP/front.log" || fail "the front did not reject the wrong signature"
-config no-credentials msk-no-credentials
-refused no-credentials "AWS credentials for MSK IAM"
+log "wrong secret key: $REFUSED"
+config no-credentials
+expect_refused "$TMP/no-credentials.toml" "$TMP/no-credentials.log" "$S3_URL" msk-no-credentials \
+  "AWS credentials for MSK IAM"
+log "no credentials: $REFUSED"
 log "ok"

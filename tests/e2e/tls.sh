@@ -39,15 +39,7 @@ fail() {
 }
 # shellcheck source=tests/e2e/lib/common.sh
 . "$REPO/tests/e2e/lib/common.sh"
-cleanup() {
-  local rc=$?
-  stop_all
-  [ "$rc" -eq 0 ] || show_logs "$TMP"
-  [ -z "${TLS_KEEP_DIR:-}" ] || { mkdir -p "$TLS_KEEP_DIR" && cp "$TMP"/*.log "$TMP"/*.toml "$TLS_KEEP_DIR"/ 2>/dev/null; } || true
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap 'e2e_exit "$TMP" "${TLS_KEEP_DIR:-}"' EXIT
 h() { python3 "$HELPERS" "$@"; }
 
 command -v openssl >/dev/null || {
@@ -109,47 +101,17 @@ h produce "127.0.0.1:$TLS_PORT" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TM
 unset E2E_KAFKA_CONFIG
 log "produced $EVENTS events over TLS"
 
-# config NAME BUCKET SECURITY [ENDPOINT [DESTINATION_KEYS]]: a connector config whose
-# [kafka.security] table is SECURITY, writing to ENDPOINT (default: moto over plain HTTP)
+# config NAME SECURITY [ENDPOINT [DESTINATION_KEYS]]: $TMP/NAME.toml, reading over TLS with the
+# [kafka.security] table SECURITY into the bucket tls-NAME at ENDPOINT (default: moto over HTTP)
 config() {
-  h create-bucket "$S3_URL" "$2"
-  cat >"$TMP/$1.toml" <<EOF
-[kafka]
-brokers = "127.0.0.1:$TLS_PORT"
-group_id = "tls-$1"
-topics = ["$TOPIC"]
-session_timeout_ms = 6000
-
-[kafka.security]
-$3
-
-[http]
-listen = "127.0.0.1:$(h port)"
-
-[pipeline]
-drain_deadline_secs = 5
-shutdown_deadline_secs = 20
-
-[[destinations]]
-name = "s3"
-bucket = "$2"
-region = "us-east-1"
-endpoint = "${4:-$S3_URL}"
-force_path_style = true
-${5:-}
-
-[destinations.credentials]
-access_key_id = "testing"
-secret_access_key = "testing"
-
-[destinations.batch]
-idle_secs = 1
-EOF
+  h create-bucket "$S3_URL" "tls-$1"
+  connector_config "$TMP/$1.toml" "127.0.0.1:$TLS_PORT" "tls-$1" "$TOPIC" "${3:-$S3_URL}" "tls-$1" \
+    "[kafka.security]
+$2" "${4:-}"
 }
-records() { h s3-count "$S3_URL" "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])'; }
 
 # ------------------------------------------------------------------ 1. mutual TLS works
-config good tls-good "protocol = \"ssl\"
+config good "protocol = \"ssl\"
 ca_file = \"$PKI/ca.pem\"
 cert_file = \"$PKI/client.pem\"
 key_file = \"$PKI/client.key\"
@@ -160,12 +122,7 @@ key_password = \"\${file:$PKI/key-password}\""
 NO_COLOR=1 KAFKA_S3_SINK_LOG=debug "$BIN" run --config "$TMP/good.toml" >"$TMP/good.log" 2>&1 &
 GOOD_PID=$!
 started "$GOOD_PID"
-deadline=$((SECONDS + 90))
-while n=$(records tls-good) && [ "$n" -lt "$EVENTS" ]; do
-  alive "$GOOD_PID" connector
-  [ "$SECONDS" -lt "$deadline" ] || fail "$n of $EVENTS records in S3 after 90 s"
-  sleep 1
-done
+wait_records "$S3_URL" tls-good "$EVENTS" "$GOOD_PID" connector
 kill -TERM "$GOOD_PID"
 rc=0
 wait "$GOOD_PID" || rc=$?
@@ -173,32 +130,22 @@ forget "$GOOD_PID"
 [ "$rc" -eq 0 ] || fail "the connector exited $rc after SIGTERM"
 ! grep -q "$KEY_PASSWORD" "$TMP/good.log" || fail "the debug log shows the key password"
 handshakes=$(grep -c "handshake ok, client kss-e2e-client" "$TMP/tls-proxy.log" || true)
-log "mutual TLS: $n of $EVENTS records in S3, $handshakes TLS handshakes with the client certificate, exit 0 on SIGTERM"
+log "mutual TLS: $RECORDS of $EVENTS records in S3, $handshakes TLS handshakes with the client certificate, exit 0 on SIGTERM"
 
 # ------------------------------------------------------------------ 2, 3. refused
-# refused NAME PATTERN: the connector of config NAME runs 10 s, writes nothing, and logs PATTERN
-refused() {
-  NO_COLOR=1 "$BIN" run --config "$TMP/$1.toml" >"$TMP/$1.log" 2>&1 &
-  local pid=$! n
-  started "$pid"
-  sleep 10
-  alive "$pid" "connector ($1)"
-  stopped "$pid"
-  n=$(records "tls-$1")
-  [ "$n" -eq 0 ] || fail "$1: $n records reached S3"
-  grep -Eiq "$2" "$TMP/$1.log" || fail "$1: the log does not say why: $(grep -i ssl "$TMP/$1.log" | tail -3)"
-  log "$1: nothing in S3; the log says: $(grep -Eio "$2[^\"]{0,60}" "$TMP/$1.log" | head -1)"
-}
-config wrong-ca tls-wrong-ca "ca_file = \"$PKI/other-ca.pem\"
+config wrong-ca "ca_file = \"$PKI/other-ca.pem\"
 cert_file = \"$PKI/client.pem\"
 key_file = \"$PKI/client.key\"
 key_password = \"\${file:$PKI/key-password}\""
 if "$BIN" verify --config "$TMP/wrong-ca.toml" >"$TMP/verify-wrong-ca.out" 2>&1; then
   fail "verify succeeded with the wrong CA"
 fi
-refused wrong-ca "certificate verify failed"
-config no-client-cert tls-no-client-cert "ca_file = \"$PKI/ca.pem\""
-refused no-client-cert "SSL connection closed by peer|certificate required|handshake failure"
+expect_refused "$TMP/wrong-ca.toml" "$TMP/wrong-ca.log" "$S3_URL" tls-wrong-ca "certificate verify failed"
+log "wrong CA: $REFUSED"
+config no-client-cert "ca_file = \"$PKI/ca.pem\""
+expect_refused "$TMP/no-client-cert.toml" "$TMP/no-client-cert.log" "$S3_URL" tls-no-client-cert \
+  "SSL connection closed by peer|certificate required|handshake failure"
+log "no client certificate: $REFUSED"
 
 # ------------------------------------------------------------------ 4. S3 over TLS, private CA
 MTLS="ca_file = \"$PKI/ca.pem\"
@@ -206,29 +153,16 @@ cert_file = \"$PKI/client.pem\"
 key_file = \"$PKI/client.key\"
 key_password = \"\${file:$PKI/key-password}\""
 S3_TLS_URL=https://127.0.0.1:$S3_TLS_PORT
-config s3-tls tls-s3-tls "$MTLS" "$S3_TLS_URL" "ca_file = \"$PKI/ca.pem\""
+config s3-tls "$MTLS" "$S3_TLS_URL" "ca_file = \"$PKI/ca.pem\""
 NO_COLOR=1 "$BIN" run --config "$TMP/s3-tls.toml" >"$TMP/s3-tls.log" 2>&1 &
 S3_TLS_PID=$!
 started "$S3_TLS_PID"
-deadline=$((SECONDS + 90))
-while n=$(records tls-s3-tls) && [ "$n" -lt "$EVENTS" ]; do
-  alive "$S3_TLS_PID" connector
-  [ "$SECONDS" -lt "$deadline" ] || fail "S3 over TLS: $n of $EVENTS records after 90 s"
-  sleep 1
-done
+wait_records "$S3_URL" tls-s3-tls "$EVENTS" "$S3_TLS_PID" "connector (S3 over TLS)"
 stopped "$S3_TLS_PID"
 s3_handshakes=$(grep -c "handshake ok" "$TMP/s3-tls-proxy.log" || true)
 [ "$s3_handshakes" -ge 1 ] || fail "no TLS connection reached the S3 proxy"
-log "S3 over TLS with ca_file: $n of $EVENTS records in S3 through $S3_TLS_URL ($s3_handshakes TLS connections)"
-config s3-untrusted tls-s3-untrusted "$MTLS" "$S3_TLS_URL"
-NO_COLOR=1 "$BIN" run --config "$TMP/s3-untrusted.toml" >"$TMP/s3-untrusted.log" 2>&1 &
-pid=$!
-started "$pid"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-stopped "$pid"
-n=$(records tls-s3-untrusted)
-[ "$n" -eq 0 ] || fail "S3 over TLS without ca_file: $n records reached S3"
-grep -Eiq "certificate|UnknownIssuer" "$TMP/s3-untrusted.log" ||
-  fail "S3 over TLS without ca_file: the log does not say why: $(tail -3 "$TMP/s3-untrusted.log")"
-log "S3 over TLS without ca_file: nothing in S3; the log says: $(grep -Eio "[^ ]*(UnknownIssuer|certificate)[^\"]{0,60}" "$TMP/s3-untrusted.log" | head -1)"
+log "S3 over TLS with ca_file: $RECORDS of $EVENTS records in S3 through $S3_TLS_URL ($s3_handshakes TLS connections)"
+config s3-untrusted "$MTLS" "$S3_TLS_URL"
+expect_refused "$TMP/s3-untrusted.toml" "$TMP/s3-untrusted.log" "$S3_URL" tls-s3-untrusted "UnknownIssuer|certificate"
+log "S3 over TLS without ca_file: $REFUSED"
 log "ok"

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Shared by tests/e2e/faults.sh, tests/e2e/observability.sh and bench/run.sh: the Python tools
-# they install, and the bookkeeping of the processes they start. The sourcing script defines
-# log() and fail() first, and keeps its own cleanup trap (what it removes, which logs it shows),
-# which calls stop_all. Every wait here has a deadline; every process is stopped by its PID.
+# Shared by the scripts of tests/e2e/ and bench/run.sh: the Python tools they install, the
+# bookkeeping of the processes they start, the servers, and the connector's config and runs. The
+# sourcing script defines log() and fail() first (and BIN, the connector binary, for the
+# connector helpers), and keeps its own cleanup trap (what it removes, which logs it shows),
+# which calls stop_all, or uses e2e_exit. Every wait here has a deadline; every process is stopped by its PID.
 # It lives in lib/ because scripts/e2e runs every tests/e2e/*.sh as a test.
 
 E2E_HELPERS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/e2e_helpers.py"
@@ -85,4 +86,92 @@ start_moto() {
 # wait_moto PORT: waits (30 s) until moto answers
 wait_moto() {
   python3 "$E2E_HELPERS" wait-http "http://127.0.0.1:$1/" 30 || { alive "$MOTO_PID" moto_server; fail "moto not ready"; }
+}
+
+# ------------------------------------------------------------------ the connector
+# e2e_exit TMP KEEP_DIR: the body of an EXIT trap: stops every process, shows the logs of a
+# failed run, copies TMP's logs and configs to KEEP_DIR (when set), removes TMP; keeps the status
+e2e_exit() {
+  local rc=$?
+  stop_all
+  [ "$rc" -eq 0 ] || show_logs "$1"
+  [ -z "$2" ] || { mkdir -p "$2" && cp "$1"/*.log "$1"/*.toml "$2"/ 2>/dev/null; } || true
+  rm -rf "$1"
+  exit "$rc"
+}
+# connector_config FILE BROKERS GROUP TOPIC S3_URL BUCKET [KAFKA_TABLES [DESTINATION_KEYS]]: a
+# connector config reading TOPIC into BUCKET on the S3 server S3_URL (dummy keys, path style,
+# files closed after 1 s idle), /metrics on a free loopback port; KAFKA_TABLES follow [kafka]
+# (e.g. a [kafka.security] table), DESTINATION_KEYS go into [[destinations]]
+connector_config() {
+  cat >"$1" <<EOC
+[kafka]
+brokers = "$2"
+group_id = "$3"
+topics = ["$4"]
+session_timeout_ms = 6000
+
+${7:-}
+
+[http]
+listen = "127.0.0.1:$(python3 "$E2E_HELPERS" port)"
+
+[pipeline]
+drain_deadline_secs = 5
+shutdown_deadline_secs = 20
+
+[[destinations]]
+name = "s3"
+bucket = "$6"
+region = "us-east-1"
+endpoint = "$5"
+force_path_style = true
+${8:-}
+
+[destinations.credentials]
+access_key_id = "testing"
+secret_access_key = "testing"
+
+[destinations.batch]
+idle_secs = 1
+EOC
+}
+# s3_records S3_URL BUCKET: records (lines) in every object of BUCKET
+s3_records() {
+  python3 "$E2E_HELPERS" s3-count "$1" "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])'
+}
+# wait_records S3_URL BUCKET N PID WHAT: waits (90 s) until BUCKET holds N records while PID
+# (WHAT) runs; sets RECORDS
+wait_records() {
+  local deadline=$((SECONDS + 90))
+  while RECORDS=$(s3_records "$1" "$2") && [ "$RECORDS" -lt "$3" ]; do
+    alive "$4" "$5"
+    [ "$SECONDS" -lt "$deadline" ] || fail "$5: $RECORDS of $3 records in S3 after 90 s"
+    sleep 1
+  done
+}
+# expect_refused CONFIG LOG S3_URL BUCKET PATTERN [VAR=VALUE...]: the connector with CONFIG (and
+# those variables) writes nothing to BUCKET in 10 s and logs PATTERN (extended regex, any case);
+# it either keeps retrying (then it is stopped) or exits non-zero. Sets REFUSED to what it did
+# and the first match of PATTERN.
+expect_refused() {
+  local config=$1 logf=$2 url=$3 bucket=$4 pattern=$5 pid rc how="kept retrying" n
+  shift 5
+  env "$@" NO_COLOR=1 "$BIN" run --config "$config" >"$logf" 2>&1 &
+  pid=$!
+  started "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    stopped "$pid"
+  else
+    rc=0
+    wait "$pid" || rc=$?
+    forget "$pid"
+    [ "$rc" -ne 0 ] || fail "$(basename "$config"): the connector exited 0"
+    how="exited $rc"
+  fi
+  n=$(s3_records "$url" "$bucket")
+  [ "$n" -eq 0 ] || fail "$(basename "$config"): $n records reached S3"
+  grep -Eiq "$pattern" "$logf" || fail "$(basename "$config"): the log does not say why: $(tail -3 "$logf")"
+  REFUSED="nothing in S3, $how; the log says: $(grep -Eio -m1 "$pattern[^\"]{0,60}" "$logf" | head -n1 || true)"
 }
