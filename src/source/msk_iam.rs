@@ -182,7 +182,8 @@ impl MskIamAuth {
                 expires_ms = expires_ms.min(d.as_millis() as i64);
             }
         }
-        tracing::debug!(region = %self.region, expires_ms, "MSK IAM token built");
+        // Once per token (every ~12 minutes), so refreshes show in the log.
+        tracing::info!(region = %self.region, expires_ms, "MSK IAM token built");
         Ok(OAuthToken {
             token,
             principal_name: String::new(),

@@ -11,6 +11,8 @@
 #      token): check-config warns about SASL without TLS (this test has no TLS) and prints no
 #      credential; the connector drains every produced record into S3 (moto) and exits 0 on
 #      SIGTERM; the front accepted its tokens; no credential in the debug log;
+#   1b. credentials from a credential_process that expire after 40 s: the token lives no longer
+#      than they do, and librdkafka asks for the next one before it expires;
 #   2. a wrong secret key: the front rejects the signature, the connector logs the broker's
 #      reason and writes nothing;
 #   3. no AWS credentials at all: the connector logs that the token has no credentials and
@@ -116,6 +118,39 @@ accepted=$(($(grep -c "accepted" "$TMP/front.log" || true) - accepted_before))
 rejected=$(grep -c "rejected" "$TMP/front.log" || true)
 [ "$rejected" -eq 0 ] || fail "the front rejected a token: $(grep rejected "$TMP/front.log" | head -3)"
 log "right credentials: $RECORDS of $EVENTS records in S3, $accepted connections authenticated with the connector's tokens, exit 0 on SIGTERM"
+
+# ------------------------------------------------------------------ 1b. refresh
+# Credentials from a profile's credential_process that expire 40 s after they are issued: each
+# token lives only as long as its credentials, so librdkafka asks for a new one at 80 % of that.
+printf '%s\n' "import datetime, json" \
+  "exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=40)" \
+  "print(json.dumps({'Version': 1, 'AccessKeyId': '$ACCESS_KEY', 'SecretAccessKey': '$SECRET_KEY'," \
+  "                  'SessionToken': '$SESSION_TOKEN', 'Expiration': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}))" \
+  >"$TMP/creds.py"
+printf '[default]\ncredential_process = python3 %s\n' "$TMP/creds.py" >"$TMP/aws-config"
+config refresh
+env AWS_CONFIG_FILE="$TMP/aws-config" NO_COLOR=1 "$BIN" run --config "$TMP/refresh.toml" >"$TMP/refresh.log" 2>&1 &
+REFRESH_PID=$!
+started "$REFRESH_PID"
+wait_records "$S3_URL" msk-refresh "$EVENTS" "$REFRESH_PID" "connector (refresh)"
+deadline=$((SECONDS + 60))
+while [ "$(grep -c "MSK IAM token built" "$TMP/refresh.log" || true)" -lt 2 ]; do
+  alive "$REFRESH_PID" "connector (refresh)"
+  [ "$SECONDS" -lt "$deadline" ] || fail "no second token within 60 s of credentials that expire after 40 s"
+  sleep 1
+done
+stopped "$REFRESH_PID"
+mapfile -t built < <(grep "MSK IAM token built" "$TMP/refresh.log" | head -n2)
+first_at=$(date -d "${built[0]:0:26}" +%s%3N)
+first_exp=$(grep -o "expires_ms=[0-9]*" <<<"${built[0]}" | cut -d= -f2)
+second_at=$(date -d "${built[1]:0:26}" +%s%3N)
+second_exp=$(grep -o "expires_ms=[0-9]*" <<<"${built[1]}" | cut -d= -f2)
+lifetime=$(((first_exp - first_at) / 1000))
+[ "$lifetime" -le 41 ] || fail "the first token lives ${lifetime} s, longer than its credentials (40 s)"
+[ "$second_at" -lt "$first_exp" ] || fail "the second token was asked for after the first expired"
+[ "$second_exp" -gt "$first_exp" ] || fail "the second token does not outlive the first"
+clean "$TMP/refresh.log" "the refresh run's log"
+log "refresh: credentials that expire after 40 s give a token of ${lifetime} s; the next one came $(((second_at - first_at) / 1000)) s later, before it expired"
 
 # ------------------------------------------------------------------ 2, 3. refused
 # (an authentication failure is fatal to the consumer: it exits 1, and the pod restarts, with
