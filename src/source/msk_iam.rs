@@ -12,6 +12,7 @@
 //! credential or token is ever logged.
 
 use std::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
@@ -24,7 +25,7 @@ use aws_sigv4::sign::v4;
 use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rdkafka::client::OAuthToken;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::ClientContext;
 
 use crate::config::MskIamConfig;
@@ -211,13 +212,46 @@ pub fn oauth_token(auth: Option<&MskIamAuth>) -> Result<OAuthToken, Box<dyn Erro
 }
 
 /// The context of a plain consumer (`verify`'s reader): OAUTHBEARER tokens and nothing else.
-pub struct AuthContext(pub Option<MskIamAuth>);
+pub struct AuthContext {
+    auth: Option<MskIamAuth>,
+    /// Token requests answered so far (built or failed).
+    requests: AtomicU64,
+}
+
+impl AuthContext {
+    /// A context answering token requests with `auth`.
+    pub fn new(auth: Option<MskIamAuth>) -> Self {
+        Self {
+            auth,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Serves `consumer`'s events until its first token request is answered (librdkafka asks
+    /// through the consumer's queue, which a metadata request alone does not serve, so a
+    /// client that has not polled yet would wait for its token until the request times out).
+    /// Returns at once without MSK IAM; waits at most `wait`.
+    pub fn first_token(consumer: &BaseConsumer<Self>, wait: Duration) {
+        if consumer.context().auth.is_none() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while consumer.context().requests.load(Ordering::Relaxed) == 0
+            && std::time::Instant::now() < deadline
+        {
+            // Nothing is assigned yet: no message can come; errors show in the request after.
+            let _ = consumer.poll(Duration::from_millis(50));
+        }
+    }
+}
 
 impl ClientContext for AuthContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
-        oauth_token(self.0.as_ref())
+        let token = oauth_token(self.auth.as_ref());
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        token
     }
 }
 

@@ -8,11 +8,11 @@
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-
-use super::msk_iam::{AuthContext, MskIamAuth};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+
+use super::msk_iam::{AuthContext, MskIamAuth};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,13 +110,15 @@ impl RangeReader {
             Some(m) => Some(MskIamAuth::new(m).map_err(|e| ReaderError::Config(e.to_string()))?),
             None => None,
         };
-        let consumer: BaseConsumer<AuthContext> =
-            cc.create_with_context(AuthContext(auth)).map_err(|e| {
+        let consumer: BaseConsumer<AuthContext> = cc
+            .create_with_context(AuthContext::new(auth))
+            .map_err(|e| {
                 ReaderError::Config(match super::kafka::property_error(&e) {
                     Some(p) => p.to_string(),
                     None => e.to_string(),
                 })
             })?;
+        AuthContext::first_token(&consumer, opts.timeout);
         Ok(Self {
             consumer,
             timeout: opts.timeout,

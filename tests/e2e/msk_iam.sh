@@ -10,7 +10,8 @@
 #   1. the right credentials (environment, as the AWS default chain reads them, with a session
 #      token): check-config warns about SASL without TLS (this test has no TLS) and prints no
 #      credential; the connector drains every produced record into S3 (moto) and exits 0 on
-#      SIGTERM; the front accepted its tokens; no credential in the debug log;
+#      SIGTERM; the front accepted its tokens; no credential in the debug log; `verify` reads
+#      Kafka through the front with tokens of its own and finds the bucket complete;
 #   1b. credentials from a credential_process that expire after 40 s: the token lives no longer
 #      than they do, and librdkafka asks for the next one before it expires;
 #   2. a wrong secret key: the front rejects the signature, the connector logs the broker's
@@ -117,7 +118,10 @@ accepted=$(($(grep -c "accepted" "$TMP/front.log" || true) - accepted_before))
 [ "$accepted" -ge 1 ] || fail "the front accepted no token from the connector"
 rejected=$(grep -c "rejected" "$TMP/front.log" || true)
 [ "$rejected" -eq 0 ] || fail "the front rejected a token: $(grep rejected "$TMP/front.log" | head -3)"
-log "right credentials: $RECORDS of $EVENTS records in S3, $accepted connections authenticated with the connector's tokens, exit 0 on SIGTERM"
+env "${GOOD_CREDS[@]}" NO_COLOR=1 "$BIN" verify --config "$TMP/good.toml" >"$TMP/verify.log" 2>&1 ||
+  fail "verify (reading Kafka with MSK IAM tokens) found the bucket incomplete or failed: $(tail -5 "$TMP/verify.log")"
+clean "$TMP/verify.log" "verify's output"
+log "right credentials: $RECORDS of $EVENTS records in S3, $accepted connections authenticated with the connector's tokens, exit 0 on SIGTERM; verify (its own consumer, its own tokens) finds the bucket complete"
 
 # ------------------------------------------------------------------ 1b. refresh
 # Credentials from a profile's credential_process that expire 40 s after they are issued: each
