@@ -62,7 +62,7 @@ for r in $(seq "$ROUNDS"); do
     start_s3s "$OUT/s3fs-$name" abtest
     drain_config "$OUT/$name.toml" "$TOPIC-$name" abtest
     log "round $r: ${BINS[$i]}"
-    h probe "http://127.0.0.1:$HTTP_PORT/healthz" "$OUT/$name.probe" "$PROBE_SECS" &
+    python3 "$H" probe "http://127.0.0.1:$HTTP_PORT/healthz" "$OUT/$name.probe" "$PROBE_SECS" &
     probe_pid=$!
     started "$probe_pid"
     h drain "${BINS[$i]}" "$OUT/$name.toml" "http://127.0.0.1:$HTTP_PORT/metrics" "$N" \

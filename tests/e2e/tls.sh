@@ -81,12 +81,12 @@ TLS_PORT=$(h port)
 S3_PORT=$(h port)
 S3_URL=http://127.0.0.1:$S3_PORT
 start_tansu "$KAFKA_PORT" "$TMP/tansu.log" "$TLS_PORT"
-h tls-proxy "$TLS_PORT" "$KAFKA_PORT" "$PKI/server.pem" "$PKI/server.key" "$PKI/ca.pem" 600 >"$TMP/tls-proxy.log" 2>&1 &
+python3 "$HELPERS" tls-proxy "$TLS_PORT" "$KAFKA_PORT" "$PKI/server.pem" "$PKI/server.key" "$PKI/ca.pem" 600 >"$TMP/tls-proxy.log" 2>&1 &
 PROXY_PID=$!
 started "$PROXY_PID"
 start_moto "$S3_PORT" "$TMP/moto.log"
 S3_TLS_PORT=$(h port)
-h tls-proxy "$S3_TLS_PORT" "$S3_PORT" "$PKI/server.pem" "$PKI/server.key" - 600 >"$TMP/s3-tls-proxy.log" 2>&1 &
+python3 "$HELPERS" tls-proxy "$S3_TLS_PORT" "$S3_PORT" "$PKI/server.pem" "$PKI/server.key" - 600 >"$TMP/s3-tls-proxy.log" 2>&1 &
 S3_PROXY_PID=$!
 started "$S3_PROXY_PID"
 tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
