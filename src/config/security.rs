@@ -148,20 +148,11 @@ pub(super) fn apply(
     if s.key_password.is_some() && s.key_file.is_none() {
         return Err(err("key_password", "is only used with key_file"));
     }
-    match (mechanism, sasl) {
-        (Some(_), false) => {
-            return Err(err(
-                "sasl_mechanism",
-                "needs protocol sasl_ssl (or sasl_plaintext)",
-            ))
-        }
-        (None, true) if s.username.is_some() || s.password.is_some() => {
-            return Err(err(
-                "sasl_mechanism",
-                "username and password need a mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-            ))
-        }
-        _ => {}
+    if mechanism.is_some() && !sasl {
+        return Err(err(
+            "sasl_mechanism",
+            "needs protocol sasl_ssl (or sasl_plaintext)",
+        ));
     }
     let msk_iam = msk_iam(s, mechanism)?;
     if mechanism == Some(MSK_IAM) {
