@@ -15,7 +15,9 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::config::{BatchConfig, Compression};
 use crate::model::TopicPartition;
 
+mod parquet;
 mod zstd;
+use self::parquet::ParquetFile;
 use self::zstd::{SharedZstd, ZstdFile};
 
 /// Fixed memory a gzip encoder holds (deflate window, hash chains, pending buffer), measured for
@@ -239,6 +241,8 @@ enum Encoder {
         /// Its compression state.
         file: ZstdFile,
     },
+    /// A Parquet file (boxed: its writer is large).
+    Parquet(Box<ParquetFile>),
 }
 
 impl Encoder {
@@ -246,13 +250,14 @@ impl Encoder {
     fn out(&self) -> &[u8] {
         match self {
             Encoder::Plain(v) | Encoder::Gzip { out: v, .. } | Encoder::Zstd { out: v, .. } => v,
+            Encoder::Parquet(p) => p.out(),
         }
     }
 
     /// The raw lines waiting for compression (none for plain files).
     fn staging(&mut self) -> Option<&mut Vec<u8>> {
         match self {
-            Encoder::Plain(_) => None,
+            Encoder::Plain(_) | Encoder::Parquet(_) => None,
             Encoder::Gzip { staging, .. } | Encoder::Zstd { staging, .. } => Some(staging),
         }
     }
@@ -380,10 +385,52 @@ impl Batch {
         }
     }
 
+    /// Opens a Parquet file of `cfg`'s schema with its first record's position.
+    pub fn new_parquet(
+        tp: TopicPartition,
+        first_offset: i64,
+        cfg: std::sync::Arc<crate::config::ParquetConfig>,
+        now: Instant,
+    ) -> Self {
+        let mut b = Self::new(tp, first_offset, Compression::None, now);
+        b.enc = Encoder::Parquet(Box::new(ParquetFile::new(cfg)));
+        b
+    }
+
+    /// Appends one record's row to a Parquet file: its declared cells, its line (the raw
+    /// column) and its Kafka metadata. (An NDJSON file takes the line, as [`Batch::append`].)
+    pub fn append_row(
+        &mut self,
+        rec: &crate::model::Record,
+        line: &[u8],
+        row: &[crate::router::Cell<'_>],
+        now: Instant,
+        pool: &mut EncoderPool,
+    ) {
+        match &mut self.enc {
+            Encoder::Parquet(p) => {
+                p.append(rec, line, row);
+                self.counted(rec.offset, line.len(), now);
+            }
+            _ => self.append(rec.offset, line, now, pool),
+        }
+    }
+
+    fn counted(&mut self, offset: i64, line_len: usize, now: Instant) {
+        self.last_offset = offset;
+        self.records += 1;
+        self.raw_bytes += line_len as u64 + 1;
+        self.last_write = now;
+    }
+
     /// Appends one line (a newline is added); a full staging block is compressed with an
     /// encoder from `pool`.
     pub fn append(&mut self, offset: i64, line: &[u8], now: Instant, pool: &mut EncoderPool) {
         match &mut self.enc {
+            Encoder::Parquet(_) => {
+                debug_assert!(false, "a Parquet file takes rows (append_row)");
+                return;
+            }
             Encoder::Plain(v) => {
                 v.extend_from_slice(line);
                 v.push(b'\n');
@@ -415,15 +462,16 @@ impl Batch {
                 }
             }
         }
-        self.last_offset = offset;
-        self.records += 1;
-        self.raw_bytes += line.len() as u64 + 1;
-        self.last_write = now;
+        self.counted(offset, line.len(), now);
     }
 
-    /// Compressed bytes produced so far (taken parts included; staged lines not yet).
+    /// Compressed bytes produced so far (taken parts included; staged lines not yet). For
+    /// Parquet, the estimated file size (with the open row group and buffered rows).
     pub fn compressed_bytes(&self) -> u64 {
-        self.taken_bytes + self.enc.out().len() as u64
+        match &self.enc {
+            Encoder::Parquet(p) => p.estimated_bytes(),
+            _ => self.taken_bytes + self.enc.out().len() as u64,
+        }
     }
 
     /// Compressed bytes currently held in memory, ready to be taken as a part.
@@ -441,6 +489,7 @@ impl Batch {
             Encoder::Zstd { staging, out, file } => {
                 staging.capacity() + out.capacity() + file.memory_bytes()
             }
+            Encoder::Parquet(p) => p.memory_bytes(),
         }
     }
 
@@ -452,6 +501,13 @@ impl Batch {
                 v
             }
             Encoder::Gzip { out, .. } | Encoder::Zstd { out, .. } => out,
+            Encoder::Parquet(p) => {
+                // The content hash of a Parquet file covers its bytes (see `finish`).
+                let taken = p.take();
+                self.hash.update(&taken);
+                self.taken_bytes += taken.len() as u64;
+                return Bytes::from(taken);
+            }
         };
         let cap = buf.capacity();
         let taken = std::mem::replace(buf, Vec::with_capacity(cap.min(1 << 20)));
@@ -460,8 +516,14 @@ impl Batch {
     }
 
     /// Closes the stream and returns the remaining bytes and the content hash (xxh3-128 of
-    /// every uncompressed byte of the file); the encoder goes back to `pool`.
+    /// every uncompressed byte of the file; of a Parquet file, of its bytes, which its rows
+    /// determine); the encoder goes back to `pool`.
     pub fn finish(mut self, pool: &mut EncoderPool) -> (Bytes, u128) {
+        if let Encoder::Parquet(p) = self.enc {
+            let rest = p.finish();
+            self.hash.update(&rest);
+            return (Bytes::from(rest), self.hash.digest128());
+        }
         self.enc.compress_staging(&mut self.hash, pool, true);
         if let Encoder::Plain(v) = &self.enc {
             self.hash.update(v);
@@ -473,6 +535,7 @@ impl Batch {
                 pool.give_back(staging);
                 out
             }
+            Encoder::Parquet(_) => Vec::new(), // finished above
         };
         // The body waits for upload counted by its length: give back what growth over-reserved.
         if v.capacity() - v.len() > v.len() / 8 {
@@ -506,6 +569,11 @@ impl Batch {
     /// When this batch will next expire (age or idle), for the pipeline's timer.
     pub fn next_deadline(&self, cfg: &BatchConfig) -> Instant {
         (self.created + cfg.max_age).min(self.last_write + cfg.idle)
+    }
+
+    /// Whether this is a Parquet file.
+    pub fn is_parquet(&self) -> bool {
+        matches!(self.enc, Encoder::Parquet(_))
     }
 
     /// When the batch was opened.

@@ -11,12 +11,16 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod destination;
+pub(crate) mod parquet;
 mod raw;
 mod security;
 mod typed;
 mod validate;
 
 pub use destination::read_ca_bundle;
+pub use parquet::{
+    Column, ColumnType, ParquetCodec, ParquetConfig, RawColumn, RawParquet, METADATA_COLUMNS,
+};
 pub use raw::*;
 pub use security::RawSecurity;
 pub use typed::*;

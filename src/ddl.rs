@@ -1,5 +1,6 @@
 //! `ddl`: the Athena `CREATE EXTERNAL TABLE` (Hive DDL, Trino engine) of a destination's NDJSON
-//! objects, with partition projection derived from its folder template, so a query reads only
+//! objects (JSON SerDe) or Parquet objects (`STORED AS PARQUET`, its declared columns), with
+//! partition projection derived from its folder template, so a query reads only
 //! the folders it names and never lists the bucket.
 //!
 //! Each `/`-separated segment of the folder template becomes part of the projection's
@@ -17,7 +18,7 @@
 use chrono::NaiveDate;
 use std::fmt::Write as _;
 
-use crate::config::{DestinationConfig, TimeSource};
+use crate::config::{DestinationConfig, ParquetConfig, TimeSource, METADATA_COLUMNS};
 
 /// Why no DDL could be made.
 #[derive(Debug, thiserror::Error)]
@@ -214,10 +215,22 @@ pub fn athena_ddl(d: &DestinationConfig, opts: &DdlOptions) -> Result<String, Dd
         let _ = write!(location, "{prefix}${{{column}}}/");
         partitions.push(partition);
     }
+    if let Some(p) = partitions.iter().find(|p| {
+        opts.columns
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(&p.name))
+    }) {
+        return Err(DdlError(format!(
+            "partition column `{}` is also a data column; rename the column or the folder segment (name=…)",
+            p.name
+        )));
+    }
+    let parquet = d.parquet.is_some();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "-- Athena table of the NDJSON objects of destination `{}` (kafka-s3-sink ddl).",
+        "-- Athena table of the {} objects of destination `{}` (kafka-s3-sink ddl).",
+        if parquet { "Parquet" } else { "NDJSON" },
         d.name
     );
     let _ = writeln!(
@@ -244,13 +257,16 @@ pub fn athena_ddl(d: &DestinationConfig, opts: &DdlOptions) -> Result<String, Dd
             .collect();
         let _ = write!(out, "\nPARTITIONED BY ({})", parts.join(", "));
     }
-    let _ = write!(
-        out,
-        "\nROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n\
-         WITH SERDEPROPERTIES ('ignore.malformed.json' = 'true')\n\
-         LOCATION 's3://{}/{}'",
-        d.bucket, d.prefix
-    );
+    if parquet {
+        let _ = write!(out, "\nSTORED AS PARQUET");
+    } else {
+        let _ = write!(
+            out,
+            "\nROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n\
+             WITH SERDEPROPERTIES ('ignore.malformed.json' = 'true')"
+        );
+    }
+    let _ = write!(out, "\nLOCATION 's3://{}/{}'", d.bucket, d.prefix);
     let mut props = vec![("projection.enabled".to_string(), "true".to_string())];
     for p in &partitions {
         props.extend(p.props.iter().cloned());
@@ -271,6 +287,9 @@ pub fn athena_ddl(d: &DestinationConfig, opts: &DdlOptions) -> Result<String, Dd
 /// The default data columns of a destination: the top-level field of its event time (when the
 /// time comes from the records) as a string, and its Kafka metadata member when it writes one.
 pub fn default_columns(d: &DestinationConfig) -> Vec<(String, String)> {
+    if let Some(p) = &d.parquet {
+        return parquet_columns(p);
+    }
     let mut out = Vec::new();
     if let TimeSource::EventTime { path, .. } | TimeSource::EventTimeOrUploadTime { path, .. } =
         &d.routing.time_source
@@ -288,6 +307,24 @@ pub fn default_columns(d: &DestinationConfig) -> Vec<(String, String)> {
     }
     if out.is_empty() {
         out.push(("type".into(), "string".into()));
+    }
+    out
+}
+
+/// The columns of a Parquet destination's files, in file order, with their Athena types.
+fn parquet_columns(p: &ParquetConfig) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = p
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.kind.athena().to_string()))
+        .collect();
+    if let Some(raw) = &p.raw_column {
+        out.push((raw.clone(), "string".into()));
+    }
+    if let Some(prefix) = &p.metadata_prefix {
+        for (suffix, kind) in METADATA_COLUMNS {
+            out.push((format!("{prefix}_{suffix}"), kind.to_string()));
+        }
     }
     out
 }
@@ -359,6 +396,53 @@ mod tests {
             s.contains("'storage.location.template' = 's3://b/logs/dt=${dt}/hr=${hr}/'"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn parquet_tables_are_stored_as_parquet_with_the_declared_columns() {
+        let d = crate::config::test_destination(
+            "prefix = \"pq\"\nkafka_metadata_field = \"_kafka\"\n\
+             [destinations.routing]\nfolder_template = \"dt=%Y-%m-%d/hr=%H/\"\n\
+             [destinations.batch]\nformat = \"parquet\"\n\
+             [destinations.parquet]\nraw_column = \"raw\"\ncolumns = [\n\
+             { name = \"event_type\", path = \"type\", type = \"string\" },\n\
+             { name = \"n\", type = \"int64\" },\n\
+             { name = \"ts\", path = \"timestamp\", type = \"timestamp\" },\n\
+             { name = \"props\", path = \"properties\", type = \"json\" }]\n",
+        );
+        let opts = DdlOptions {
+            columns: default_columns(&d),
+            ..opts()
+        };
+        let s = athena_ddl(&d, &opts).unwrap();
+        assert!(s.contains("STORED AS PARQUET"), "{s}");
+        assert!(!s.contains("JsonSerDe"), "{s}");
+        for col in [
+            "`event_type` string",
+            "`n` bigint",
+            "`ts` timestamp",
+            "`props` string",
+            "`raw` string",
+            "`_kafka_partition` int",
+            "`_kafka_offset` bigint",
+            "`_kafka_timestamp` timestamp",
+            "`_kafka_key` binary",
+        ] {
+            assert!(s.contains(col), "{col} in {s}");
+        }
+        assert!(
+            s.contains("PARTITIONED BY (`dt` string, `hr` string)"),
+            "{s}"
+        );
+        // A data column named like a partition column is refused.
+        let clash = DdlOptions {
+            columns: vec![("dt".into(), "string".into())],
+            ..opts
+        };
+        assert!(athena_ddl(&d, &clash)
+            .unwrap_err()
+            .to_string()
+            .contains("`dt`"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::envelope::{error_line, with_kafka_metadata};
 use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
 use crate::offsets::OffsetTracker;
-use crate::router::{FolderKey, QuarantineReason, Route, Router};
+use crate::router::{Cell, FolderKey, QuarantineReason, Route, Router};
 use crate::source::{Command, SourceIo};
 use crate::template::FileTemplate;
 use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
@@ -386,21 +386,26 @@ impl Pipeline {
                         tracing::debug!(tp = %rec.tp, offset = rec.offset, reason = reason.as_str(), "quarantined");
                         let line = error_line(&rec, reason);
                         let kind = FileKind::Error(reason);
-                        self.append(d, &rec, kind, &line, None, now, Vec::new());
+                        self.append(d, &rec, kind, (&line, &[]), None, now, Vec::new());
                     }
                     Route::Write {
                         folder,
                         time,
                         line,
                         values,
+                        row,
                     } => {
                         self.stats.records_written += 1;
-                        let line = match &self.dests[d].cfg.kafka_metadata_field {
-                            Some(field) => Cow::Owned(with_kafka_metadata(&line, &rec, field)),
-                            None => line,
+                        // Parquet files take the metadata as columns.
+                        let cfg = &self.dests[d].cfg;
+                        let line = match &cfg.kafka_metadata_field {
+                            Some(field) if cfg.parquet.is_none() => {
+                                Cow::Owned(with_kafka_metadata(&line, &rec, field))
+                            }
+                            _ => line,
                         };
                         let kind = FileKind::Data(folder);
-                        self.append(d, &rec, kind, &line, time, now, values);
+                        self.append(d, &rec, kind, (&line, &row), time, now, values);
                     }
                 }
             }
@@ -444,15 +449,15 @@ impl Pipeline {
         }
     }
 
-    /// Appends a record's line to its file, opening the file (with its first time and folder
-    /// values) if needed.
+    /// Appends a record's line (and, to a Parquet file, its row) to its file, opening the file
+    /// (with its first time and folder values) if needed.
     #[allow(clippy::too_many_arguments)]
     fn append(
         &mut self,
         dest: usize,
         rec: &Record,
         kind: FileKind,
-        line: &[u8],
+        (line, row): (&[u8], &[Cell<'_>]),
         time: Option<chrono::DateTime<Utc>>,
         now: Instant,
         values: Vec<String>,
@@ -480,7 +485,12 @@ impl Pipeline {
             RawEntryMut::Occupied(o) => o.into_mut(),
             RawEntryMut::Vacant(v) => {
                 self.next_id += 1;
-                let mut batch = Batch::new(rec.tp.clone(), rec.offset, compression, now);
+                let mut batch = match (&kind, &self.dests[dest].cfg.parquet) {
+                    (FileKind::Data(_), Some(p)) => {
+                        Batch::new_parquet(rec.tp.clone(), rec.offset, p.clone(), now)
+                    }
+                    _ => Batch::new(rec.tp.clone(), rec.offset, compression, now),
+                };
                 batch.first_time = time;
                 batch.folder_values = values;
                 if let Err(e) = self.offsets.hold(&rec.tp, rec.offset) {
@@ -503,7 +513,8 @@ impl Pipeline {
                 v.insert(key, file).1
             }
         };
-        file.batch.append(rec.offset, line, now, &mut self.encoders);
+        file.batch
+            .append_row(rec, line, row, now, &mut self.encoders);
         self.open.index.resized(file);
         let cfg = &self.dests[dest].cfg;
         if let Some(reason) = file.batch.full(&cfg.batch) {
@@ -526,6 +537,7 @@ impl Pipeline {
                     dest,
                     tp: rec.tp.clone(),
                     first_offset: file.batch.first_offset,
+                    parquet: file.batch.is_parquet(),
                 };
                 file.writer = Some(self.uploader.open(
                     info,

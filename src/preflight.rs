@@ -61,8 +61,9 @@ pub fn check_key_length(i: usize, d: &DestinationConfig) -> Result<(), ConfigErr
 pub fn longest_keys(d: &DestinationConfig) -> (usize, usize) {
     let shape = d.key_shape();
     let suffix = d.batch.compression.suffix();
-    let data =
-        d.prefix.len() + d.routing.folder.max_len(&shape) + d.routing.file.max_len(&shape, suffix);
+    let data = d.prefix.len()
+        + d.routing.folder.max_len(&shape)
+        + d.routing.file.max_len(&shape, d.data_suffix());
     let reason = QuarantineReason::ALL
         .iter()
         .map(|r| r.as_str().len())

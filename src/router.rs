@@ -7,9 +7,14 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use std::borrow::Cow;
 
-use crate::config::{DestinationConfig, FilterConfig, Granularity, TimeFormat, TimeSource};
+use std::ops::Range;
+
+use crate::config::{Column, DestinationConfig, FilterConfig, Granularity, TimeFormat, TimeSource};
 use crate::model::Record;
-use crate::scan::{scan_fields_into, Scalar, ScanError};
+use crate::scan::{scan_fields_with_spans, Scalar, ScanError};
+
+pub mod columns;
+pub use columns::Cell;
 
 /// Why a record was quarantined. A small fixed set: it is a metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,11 +41,13 @@ pub enum QuarantineReason {
     TimeOutOfRange,
     /// The value is larger than `max_record_bytes`.
     TooLarge,
+    /// A value does not fit its declared Parquet column's type (or a required one is missing).
+    SchemaMismatch,
 }
 
 impl QuarantineReason {
     /// Every reason (to initialise metric series at zero).
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Tombstone,
         Self::Empty,
         Self::InvalidUtf8,
@@ -52,6 +59,7 @@ impl QuarantineReason {
         Self::NoKafkaTimestamp,
         Self::TimeOutOfRange,
         Self::TooLarge,
+        Self::SchemaMismatch,
     ];
 
     /// Stable name used in error folders and metrics labels.
@@ -68,6 +76,7 @@ impl QuarantineReason {
             Self::NoKafkaTimestamp => "no_kafka_timestamp",
             Self::TimeOutOfRange => "time_out_of_range",
             Self::TooLarge => "too_large",
+            Self::SchemaMismatch => "schema_mismatch",
         }
     }
 }
@@ -97,6 +106,8 @@ pub enum Route<'a> {
         /// The sanitised values of the folder template's `{field:…}` placeholders (empty
         /// without them).
         values: Vec<String>,
+        /// Its declared Parquet columns' values (empty for NDJSON).
+        row: Vec<Cell<'a>>,
     },
     /// Excluded by the event-type filter.
     Filtered,
@@ -117,6 +128,8 @@ pub struct Router {
     kind_slot: Option<usize>,
     /// Indices in `paths` of the folder template's `{field:…}` placeholders.
     value_slots: Vec<usize>,
+    /// The declared Parquet columns and the index in `paths` of each one's value.
+    columns: Vec<(Column, usize)>,
     max_future: Option<chrono::Duration>,
     max_past: Option<chrono::Duration>,
     max_record_bytes: Option<u64>,
@@ -147,6 +160,23 @@ impl Router {
                 paths.len() - 1
             })
             .collect();
+        // A column reads the same slot as an earlier path of the same field (the scan fills
+        // only the first of equal paths).
+        let columns = d
+            .parquet
+            .iter()
+            .flat_map(|p| p.columns.iter())
+            .map(|c| {
+                let slot = match paths.iter().position(|p| *p == c.path) {
+                    Some(i) => i,
+                    None => {
+                        paths.push(c.path.clone());
+                        paths.len() - 1
+                    }
+                };
+                (c.clone(), slot)
+            })
+            .collect();
         Self {
             time_source: d.routing.time_source.clone(),
             granularity: d.routing.granularity,
@@ -157,6 +187,7 @@ impl Router {
             time_slot,
             kind_slot,
             value_slots,
+            columns,
             max_future: d
                 .routing
                 .max_future
@@ -186,10 +217,21 @@ impl Router {
         let Ok(text) = simdutf8::basic::from_utf8(value) else {
             return Route::Quarantine(QuarantineReason::InvalidUtf8);
         };
-        // At most four paths (time, event type, two folder fields): the values land on the stack.
+        // Without Parquet columns at most four paths (time, event type, two folder fields): the
+        // values land on the stack. Columns need more, and where each value lies.
         let mut slots: [Option<Scalar>; 4] = Default::default();
-        let fields = &mut slots[..self.paths.len().min(4)];
-        let shape = match scan_fields_into(text, &self.paths, fields) {
+        let mut many: Vec<Option<Scalar>>;
+        let mut spans: Vec<Option<Range<usize>>> = Vec::new();
+        let fields: &mut [Option<Scalar>] = if self.paths.len() <= slots.len() {
+            &mut slots[..self.paths.len()]
+        } else {
+            many = vec![None; self.paths.len()];
+            &mut many
+        };
+        if !self.columns.is_empty() {
+            spans = vec![None; self.paths.len()];
+        }
+        let shape = match scan_fields_with_spans(text, &self.paths, fields, &mut spans) {
             Ok(shape) => shape,
             Err(ScanError::NotObject) => return Route::Quarantine(QuarantineReason::NotObject),
             Err(ScanError::TooDeep) => return Route::Quarantine(QuarantineReason::TooDeep),
@@ -230,6 +272,16 @@ impl Router {
             .iter()
             .map(|&s| field_value(fields[s].as_ref()))
             .collect();
+        let mut row = Vec::with_capacity(self.columns.len());
+        for (column, slot) in &self.columns {
+            match columns::cell(column, text, fields[*slot].as_ref(), spans[*slot].as_ref()) {
+                Ok(c) => row.push(c),
+                Err(m) => {
+                    tracing::debug!(column = %m.column, found = m.found, "value does not fit its column");
+                    return Route::Quarantine(QuarantineReason::SchemaMismatch);
+                }
+            }
+        }
         let id = values_id(&values);
         let folder = match (&self.time_source, self.granularity) {
             (TimeSource::None, _) => FolderKey::Slot(None, id),
@@ -254,6 +306,7 @@ impl Router {
             time,
             line,
             values,
+            row,
         }
     }
 

@@ -72,6 +72,17 @@ pub fn scan_fields_into<'a>(
     paths: &[Vec<String>],
     out: &mut [Option<Scalar<'a>>],
 ) -> Result<Shape, ScanError> {
+    scan_fields_with_spans(text, paths, out, &mut [])
+}
+
+/// [`scan_fields_into`], also writing where each value found lies in `text` (its JSON text,
+/// e.g. `true` or a whole object) into `spans`, for as many paths as `spans` has slots.
+pub fn scan_fields_with_spans<'a>(
+    text: &'a str,
+    paths: &[Vec<String>],
+    out: &mut [Option<Scalar<'a>>],
+    spans: &mut [Option<std::ops::Range<usize>>],
+) -> Result<Shape, ScanError> {
     let all = if paths.len() >= 64 {
         u64::MAX
     } else {
@@ -84,6 +95,7 @@ pub fn scan_fields_into<'a>(
         line_breaks: false,
         paths,
         out,
+        spans,
         error: None,
     };
     let walked = s.walk_into(0, all).and_then(|()| {
@@ -123,6 +135,8 @@ struct Scanner<'a, 'p, 'o> {
     line_breaks: bool,
     paths: &'p [Vec<String>],
     out: &'o mut [Option<Scalar<'a>>],
+    /// Where each value found lies in `text` (as many slots as the caller asked for).
+    spans: &'o mut [Option<std::ops::Range<usize>>],
     /// Why the document was refused, once [`Bad`] has been returned.
     error: Option<ScanError>,
 }
@@ -260,6 +274,9 @@ impl<'a> Scanner<'a, '_, '_> {
                 self.value(depth, None)?;
                 let v = self.read_scalar(start)?;
                 self.out[slot] = Some(v);
+                if let Some(span) = self.spans.get_mut(slot) {
+                    *span = Some(start..self.i);
+                }
             } else {
                 self.walk_into(depth, mask)?;
             }

@@ -353,6 +353,9 @@ pub struct FileValues {
     pub upload_time: DateTime<Utc>,
 }
 
+/// The file-name template of a Parquet destination that does not set its own.
+pub const PARQUET_FILE_TEMPLATE: &str = "{topic}+{partition}+{start_offset}.parquet";
+
 /// File name of quarantined records' objects (under `<error_prefix><reason>/`).
 pub const ERROR_FILE_TEMPLATE: &str = "{topic}+{partition}+{start_offset}.ndjson";
 

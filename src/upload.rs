@@ -29,6 +29,9 @@ use crate::sink::{ObjectMeta, ObjectSink, SinkError};
 pub use conflict::aside_key;
 use task::ObjectTask;
 
+/// Content-Type of Parquet objects (quarantine files keep the destination's `content_type`).
+pub const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
+
 /// Identity of an object upload, echoed back in [`UploadDone`].
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
@@ -40,6 +43,8 @@ pub struct ObjectInfo {
     pub tp: TopicPartition,
     /// First offset in it.
     pub first_offset: i64,
+    /// A Parquet file (its own content type, compared byte for byte when its key is taken).
+    pub parquet: bool,
 }
 
 /// Totals of a finished file.
@@ -51,7 +56,8 @@ pub struct FileStats {
     pub raw_bytes: u64,
     /// Stored bytes.
     pub stored_bytes: u64,
-    /// xxh3-128 of the uncompressed content (see [`crate::batch::Batch::finish`]).
+    /// xxh3-128 of the uncompressed content, of the bytes for Parquet (see
+    /// [`crate::batch::Batch::finish`]).
     pub content_hash: u128,
 }
 

@@ -68,6 +68,7 @@ async fn write(
         dest: 0,
         tp,
         first_offset: first,
+        parquet: false,
     };
     let mut w = up.open(info, Some(KEY.into()), CancellationToken::new());
     let mut encoders = EncoderPool::default();

@@ -186,8 +186,32 @@ pub(super) fn validate_destination(
         external_id: c.external_id.clone(),
         role_session_name,
     };
-    let routing = validate_routing(at, &d.routing)?;
+    let mut routing = validate_routing(at, &d.routing)?;
     let batch = validate_batch(at, &d.batch)?;
+    let parquet = match (d.batch.format.as_str(), &d.parquet) {
+        ("ndjson", None) => None,
+        ("ndjson", Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{at}.parquet"),
+                "is only used with batch.format = \"parquet\"; set that or remove the table",
+            ))
+        }
+        ("parquet", p) => Some(std::sync::Arc::new(super::parquet::validate(
+            at,
+            &p.clone().unwrap_or_default(),
+            d.kafka_metadata_field.as_deref(),
+        )?)),
+        (other, _) => {
+            return Err(ConfigError::new(
+                format!("{at}.batch.format"),
+                format!("unknown value {other:?}; use ndjson or parquet"),
+            ))
+        }
+    };
+    if parquet.is_some() && d.routing.file_template == RawRouting::default().file_template {
+        routing.file = FileTemplate::parse(crate::template::PARQUET_FILE_TEMPLATE)
+            .map_err(|m| ConfigError::new(format!("{at}.routing.file_template"), m))?;
+    }
     if batch.deterministic {
         let why = match routing.time_source {
             TimeSource::UploadTime | TimeSource::EventTimeOrUploadTime { .. } => {
@@ -262,6 +286,7 @@ pub(super) fn validate_destination(
         routing,
         batch,
         filter,
+        parquet,
     })
 }
 

@@ -262,6 +262,9 @@ pub struct RawDestination {
     /// Event-type filters and dropped fields.
     #[serde(default)]
     pub filter: RawFilter,
+    /// Parquet columns (with `batch.format = "parquet"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<super::parquet::RawParquet>,
 }
 
 /// `[destinations.credentials]`.
@@ -353,7 +356,9 @@ impl Default for RawRouting {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBatch {
-    /// none | gzip | zstd.
+    /// ndjson | parquet: what data files hold (quarantine files are NDJSON either way).
+    pub format: String,
+    /// none | gzip | zstd (NDJSON files; with Parquet, the quarantine files).
     pub compression: String,
     /// gzip level 0–9 (default 6), zstd level 1–19 (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -376,6 +381,7 @@ pub struct RawBatch {
 impl Default for RawBatch {
     fn default() -> Self {
         Self {
+            format: "ndjson".into(),
             compression: "gzip".into(),
             compression_level: None,
             max_bytes: 128 * 1024 * 1024,

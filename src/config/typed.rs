@@ -169,6 +169,17 @@ impl DestinationConfig {
     }
 }
 
+impl DestinationConfig {
+    /// Suffix every data file name ends with: the compression's for NDJSON, none for Parquet
+    /// (its columns are compressed inside the file).
+    pub fn data_suffix(&self) -> &'static str {
+        match self.parquet {
+            Some(_) => "",
+            None => self.batch.compression.suffix(),
+        }
+    }
+}
+
 impl BatchConfig {
     /// Most uncompressed bytes an object of this destination can hold, with a wide margin:
     /// 64 × `max_bytes` (objects close at `max_bytes` compressed, and NDJSON rarely compresses
@@ -460,4 +471,6 @@ pub struct DestinationConfig {
     pub batch: BatchConfig,
     /// Filters.
     pub filter: FilterConfig,
+    /// Declared Parquet columns: set when data files are Parquet (`batch.format`).
+    pub parquet: Option<std::sync::Arc<super::ParquetConfig>>,
 }

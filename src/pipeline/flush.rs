@@ -31,6 +31,7 @@ impl Pipeline {
             dest: key.dest,
             tp: key.tp.clone(),
             first_offset: file.batch.first_offset,
+            parquet: file.batch.is_parquet(),
         };
         let records = file.batch.records;
         let raw_bytes = file.batch.raw_bytes;
@@ -179,7 +180,7 @@ pub(super) fn object_key(
                 FolderKey::AtSeal(_) => d.router.seal_slot(batch.first_time, upload_time),
             };
             let folder = cfg.routing.folder.render(slot, &ctx, &batch.folder_values);
-            let name = cfg.routing.file.render(&ctx, &values, suffix);
+            let name = cfg.routing.file.render(&ctx, &values, cfg.data_suffix());
             format!("{}{folder}{name}", cfg.prefix)
         }
         FileKind::Error(reason) => {

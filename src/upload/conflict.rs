@@ -40,8 +40,10 @@ pub(super) struct Ours<'a> {
     pub key: &'a str,
     pub writer: &'a str,
     pub content_hash: u128,
-    /// Uncompressed length.
+    /// Uncompressed length (stored length for Parquet).
     pub raw_len: u64,
+    /// A Parquet file: its content is its bytes as stored.
+    pub parquet: bool,
 }
 
 /// What an object holds, uncompressed.
@@ -72,7 +74,9 @@ pub fn aside_key(key: &str, tag: &str) -> String {
     let name_start = key.rfind('/').map_or(0, |i| i + 1);
     let name = &key[name_start..];
     let mut stem_len = name.len();
-    for ext in [".gz", ".zst", ".ndjson", ".jsonl", ".json", ".txt", ".log"] {
+    for ext in [
+        ".gz", ".zst", ".parquet", ".ndjson", ".jsonl", ".json", ".txt", ".log",
+    ] {
         if name[..stem_len].ends_with(ext) && stem_len > ext.len() {
             stem_len -= ext.len();
         }
@@ -265,6 +269,13 @@ impl ObjectTask {
         let t = &self.targets[info.dest];
         let sink = &*t.sink;
         let key = ours.key;
+        // Parquet bytes are compared as they are: the same rows make the same file. (A file
+        // with more rows does not start with ours, so cases 3 and 4 become case 5.)
+        let codec = if ours.parquet {
+            Compression::None
+        } else {
+            t.compression
+        };
         let cond = if t.conditional {
             WriteCondition::IfAbsent
         } else {
@@ -312,13 +323,7 @@ impl ObjectTask {
             }
             let stored = self
                 .attempt(info, || {
-                    stored_content(
-                        sink,
-                        key,
-                        t.compression,
-                        ours.raw_len,
-                        t.max_stored_raw_bytes,
-                    )
+                    stored_content(sink, key, codec, ours.raw_len, t.max_stored_raw_bytes)
                 })
                 .await?;
             let content = match stored {
@@ -333,8 +338,8 @@ impl ObjectTask {
                     return self.resolved(info, Resolution::Covered);
                 }
                 if let Body::Whole(bytes, meta) = &body {
-                    let starts_ours = c.len < ours.raw_len
-                        && prefix_hash_of(bytes, t.compression, c.len) == Some(c.hash);
+                    let starts_ours =
+                        c.len < ours.raw_len && prefix_hash_of(bytes, codec, c.len) == Some(c.hash);
                     if starts_ours && t.conditional {
                         let if_match = WriteCondition::IfMatch(head.etag.clone());
                         let r = self

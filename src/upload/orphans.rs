@@ -27,7 +27,7 @@ pub fn key_pattern(d: &DestinationConfig) -> Regex {
     let data = format!(
         "{}{}",
         d.routing.folder.regex(&shape),
-        d.routing.file.regex(&shape, suffix)
+        d.routing.file.regex(&shape, d.data_suffix())
     );
     let error_file = FileTemplate::parse(ERROR_FILE_TEMPLATE)
         .expect("invariant: the built-in error file template parses");

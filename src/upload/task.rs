@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::PARQUET_CONTENT_TYPE;
 use super::{conflict, Chunk, FileStats, Finish, ObjectInfo, Target, UploadDone, UploadError};
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
@@ -145,6 +146,10 @@ impl ObjectTask {
     /// task wrote it.
     fn object_meta(&self, info: &ObjectInfo, writer: &str) -> ObjectMeta {
         let mut meta = self.targets[info.dest].meta.clone();
+        if info.parquet {
+            meta.content_type = PARQUET_CONTENT_TYPE.to_string();
+            meta.content_encoding = None;
+        }
         meta.user
             .insert(meta_keys::WRITER.into(), writer.to_string());
         meta.user
@@ -222,7 +227,13 @@ impl ObjectTask {
             key: &key,
             writer,
             content_hash: stats.content_hash,
-            raw_len: stats.raw_bytes,
+            // A Parquet file's hash covers its stored bytes.
+            raw_len: if info.parquet {
+                stats.stored_bytes
+            } else {
+                stats.raw_bytes
+            },
+            parquet: info.parquet,
         };
         if mp.is_none() && last.len() <= self.part_size {
             let r = self

@@ -40,6 +40,7 @@ fn info(id: u64) -> ObjectInfo {
         dest: 0,
         tp: TopicPartition::new("t", 0),
         first_offset: 0,
+        parquet: false,
     }
 }
 

@@ -232,6 +232,15 @@ pub fn select<'c>(
         }
         opts.topics.clone()
     };
+    if d.parquet.is_some() {
+        return Err(VerifyError::usage(
+            "--destination",
+            format!(
+                "destination `{}` writes Parquet; verify reads NDJSON objects only. Count its rows with a query engine (e.g. DuckDB read_parquet, see docs/query.md)",
+                d.name
+            ),
+        ));
+    }
     if opts.max_memory_mb == 0 {
         return Err(VerifyError::usage("--max-memory-mb", "must be at least 1"));
     }

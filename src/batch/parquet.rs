@@ -1,0 +1,372 @@
+//! Parquet files: the declared columns of each record (typed by the router), its raw JSON if
+//! asked for, and its Kafka metadata, encoded with the `parquet` crate's Arrow writer.
+//!
+//! Rows are appended to Arrow builders, handed to the writer in chunks of [`CHUNK_ROWS`], and a
+//! row group is closed once its encoded size reaches `row_group_bytes`; the bytes of closed row
+//! groups can be taken as multipart parts while the file fills (the writer keeps counting
+//! offsets, so the footer stays right). The footer is written when the file is finished.
+//!
+//! Invariant: the bytes produced for a file, concatenated, are exactly one Parquet file of its
+//! rows in append order; [`ParquetFile::memory_bytes`] covers the builders, the open row group
+//! and the bytes not taken yet.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::config::{ParquetCodec, ParquetConfig};
+use crate::model::Record;
+use crate::router::Cell;
+
+/// Rows buffered in the builders before they go to the writer.
+pub const CHUNK_ROWS: usize = 4096;
+
+/// Builder bytes after which the rows go to the writer even before [`CHUNK_ROWS`].
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Fixed memory charged per open Parquet file besides what it measures (builders' and column
+/// writers' bookkeeping).
+const FILE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// One column's builder.
+enum Builder {
+    Str(StringBuilder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Micros(TimestampMicrosecondBuilder),
+    Millis(TimestampMillisecondBuilder),
+    I32(Int32Builder),
+    Bin(BinaryBuilder),
+}
+
+impl Builder {
+    fn new(t: &DataType) -> Self {
+        match t {
+            DataType::Int64 => Self::I64(Int64Builder::new()),
+            DataType::Float64 => Self::F64(Float64Builder::new()),
+            DataType::Boolean => Self::Bool(BooleanBuilder::new()),
+            DataType::Int32 => Self::I32(Int32Builder::new()),
+            DataType::Binary => Self::Bin(BinaryBuilder::new()),
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                Self::Micros(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
+            }
+            DataType::Timestamp(_, tz) => {
+                Self::Millis(TimestampMillisecondBuilder::new().with_timezone_opt(tz.clone()))
+            }
+            _ => Self::Str(StringBuilder::new()),
+        }
+    }
+
+    /// Appends a declared column's cell (the router made it fit the column's type).
+    fn cell(&mut self, c: &Cell<'_>) {
+        match (self, c) {
+            (Self::Str(b), Cell::Str(s)) => b.append_value(s),
+            (Self::I64(b), Cell::Int(i)) => b.append_value(*i),
+            (Self::F64(b), Cell::Float(f)) => b.append_value(*f),
+            (Self::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+            (Self::Micros(b), Cell::Micros(t)) => b.append_value(*t),
+            (b, _) => b.null(),
+        }
+    }
+
+    fn null(&mut self) {
+        match self {
+            Self::Str(b) => b.append_null(),
+            Self::I64(b) => b.append_null(),
+            Self::F64(b) => b.append_null(),
+            Self::Bool(b) => b.append_null(),
+            Self::Micros(b) => b.append_null(),
+            Self::Millis(b) => b.append_null(),
+            Self::I32(b) => b.append_null(),
+            Self::Bin(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Str(b) => Arc::new(b.finish()),
+            Self::I64(b) => Arc::new(b.finish()),
+            Self::F64(b) => Arc::new(b.finish()),
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Micros(b) => Arc::new(b.finish()),
+            Self::Millis(b) => Arc::new(b.finish()),
+            Self::I32(b) => Arc::new(b.finish()),
+            Self::Bin(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The writer settings of a destination's files.
+fn properties(cfg: &ParquetConfig) -> WriterProperties {
+    let compression = match cfg.codec {
+        ParquetCodec::None => Compression::UNCOMPRESSED,
+        ParquetCodec::Snappy => Compression::SNAPPY,
+        ParquetCodec::Zstd(level) => {
+            // Validated to 1–22 at start-up.
+            Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default())
+        }
+    };
+    WriterProperties::builder()
+        .set_compression(compression)
+        // Row groups close by size (`row_group_bytes`), not by a row count.
+        .set_max_row_group_size(usize::MAX)
+        .set_created_by(concat!("kafka-s3-sink ", env!("CARGO_PKG_VERSION")).to_string())
+        .build()
+}
+
+/// One Parquet file being filled.
+pub struct ParquetFile {
+    cfg: Arc<ParquetConfig>,
+    builders: Vec<Builder>,
+    /// Rows in the builders.
+    rows: usize,
+    /// Their approximate size.
+    row_bytes: usize,
+    writer: ArrowWriter<Vec<u8>>,
+}
+
+impl ParquetFile {
+    /// A file of `cfg`'s schema.
+    pub fn new(cfg: Arc<ParquetConfig>) -> Self {
+        let builders = cfg
+            .schema
+            .fields()
+            .iter()
+            .map(|f| Builder::new(f.data_type()))
+            .collect();
+        let writer = ArrowWriter::try_new(Vec::new(), cfg.schema.clone(), Some(properties(&cfg)))
+            .expect("invariant: the schema is built from supported types");
+        Self {
+            cfg,
+            builders,
+            rows: 0,
+            row_bytes: 0,
+            writer,
+        }
+    }
+
+    /// Appends one record's row: its declared cells, its line as the raw column, its Kafka
+    /// metadata.
+    pub fn append(&mut self, rec: &Record, line: &[u8], row: &[Cell<'_>]) {
+        let mut b = self.builders.iter_mut();
+        let mut bytes = 0;
+        for c in row {
+            if let Cell::Str(s) = c {
+                bytes += s.len();
+            }
+            if let Some(b) = b.next() {
+                b.cell(c);
+            }
+        }
+        if self.cfg.raw_column.is_some() {
+            if let Some(Builder::Str(s)) = b.next() {
+                // Lines are checked UTF-8 by the router.
+                s.append_value(String::from_utf8_lossy(line));
+                bytes += line.len();
+            }
+        }
+        if self.cfg.metadata_prefix.is_some() {
+            let mut cols: Vec<&mut Builder> = b.collect();
+            if let [Builder::Str(topic), Builder::I32(partition), Builder::I64(offset), Builder::Millis(ts), Builder::Bin(key), Builder::Str(headers)] =
+                &mut cols[..]
+            {
+                topic.append_value(&rec.tp.topic);
+                partition.append_value(rec.tp.partition);
+                offset.append_value(rec.offset);
+                ts.append_option(rec.timestamp_ms);
+                key.append_option(rec.key.as_deref());
+                match rec.headers.as_deref() {
+                    Some(h) => headers.append_value(String::from_utf8_lossy(h)),
+                    None => headers.append_null(),
+                }
+                bytes += rec.tp.topic.len()
+                    + rec.key.as_ref().map_or(0, |k| k.len())
+                    + rec.headers.as_ref().map_or(0, |h| h.len());
+            }
+        }
+        self.rows += 1;
+        self.row_bytes += bytes + 8 * self.builders.len();
+        if self.rows >= CHUNK_ROWS || self.row_bytes >= CHUNK_BYTES {
+            self.encode_rows();
+        }
+    }
+
+    /// Hands the buffered rows to the writer, closing the row group once it is large enough.
+    fn encode_rows(&mut self) {
+        if self.rows == 0 {
+            return;
+        }
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        let batch = RecordBatch::try_new(self.cfg.schema.clone(), columns)
+            .expect("invariant: one array per field, each of the field's type and length");
+        self.writer
+            .write(&batch)
+            .expect("invariant: the batch has the writer's schema; writing to a Vec cannot fail");
+        self.rows = 0;
+        self.row_bytes = 0;
+        if self.writer.in_progress_size() >= self.cfg.row_group_bytes {
+            self.writer
+                .flush()
+                .expect("invariant: writing to a Vec cannot fail");
+            self.writer
+                .sync()
+                .expect("invariant: writing to a Vec cannot fail");
+        }
+    }
+
+    /// Finished bytes not taken yet.
+    pub fn out(&self) -> &[u8] {
+        self.writer.inner()
+    }
+
+    /// Takes the finished bytes (closed row groups) for a multipart part.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(self.writer.inner_mut())
+    }
+
+    /// The file's size so far, estimated: bytes written plus the open row group's encoded
+    /// estimate plus the buffered rows.
+    pub fn estimated_bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size() + self.row_bytes) as u64
+    }
+
+    /// Memory held: builders, the open row group, bytes not taken yet.
+    pub fn memory_bytes(&self) -> usize {
+        FILE_OVERHEAD_BYTES
+            + self.row_bytes * 2
+            + self.writer.memory_size()
+            + self.writer.inner().capacity()
+    }
+
+    /// Writes the last rows and the footer; returns the bytes not taken yet.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.encode_rows();
+        self.writer
+            .finish()
+            .expect("invariant: writing to a Vec cannot fail");
+        std::mem::take(self.writer.inner_mut())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RawColumn, RawParquet};
+    use crate::model::TopicPartition;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn config(row_group_bytes: u64) -> Arc<ParquetConfig> {
+        let col = |name: &str, path: &str, kind: &str| RawColumn {
+            name: name.into(),
+            path: Some(path.into()),
+            kind: kind.into(),
+            required: false,
+        };
+        let raw = RawParquet {
+            row_group_bytes,
+            raw_column: Some("raw".into()),
+            columns: vec![
+                col("n", "n", "int64"),
+                col("name", "user.name", "string"),
+                col("ts", "ts", "timestamp"),
+            ],
+            ..RawParquet::default()
+        };
+        Arc::new(crate::config::parquet::validate("d", &raw, Some("_kafka")).unwrap())
+    }
+
+    fn record(offset: i64) -> Record {
+        Record {
+            tp: TopicPartition::new("events", 3),
+            offset,
+            timestamp_ms: Some(1_700_000_000_000 + offset),
+            key: (offset % 2 == 0).then(|| bytes::Bytes::from(format!("k{offset}"))),
+            value: None,
+            headers: None,
+        }
+    }
+
+    #[test]
+    fn parts_and_footer_form_one_file_of_every_row() {
+        let mut f = ParquetFile::new(config(64 * 1024));
+        let mut bytes = Vec::new();
+        let mut parts = 0;
+        const N: i64 = 30_000;
+        for i in 0..N {
+            let name = format!("user-{}-{}", i, "x".repeat((i % 50) as usize));
+            let line = format!(r#"{{"n":{i},"user":{{"name":"{name}"}}}}"#);
+            let row = [
+                Cell::Int(i),
+                Cell::Str(name.into()),
+                if i % 3 == 0 {
+                    Cell::Null
+                } else {
+                    Cell::Micros(i * 1000)
+                },
+            ];
+            f.append(&record(i), line.as_bytes(), &row);
+            if f.out().len() > 100_000 {
+                bytes.extend(f.take());
+                parts += 1;
+            }
+            assert!(f.memory_bytes() < 8 << 20, "{}", f.memory_bytes());
+        }
+        let estimate = f.estimated_bytes();
+        bytes.extend(f.finish());
+        assert!(
+            parts >= 2,
+            "row groups were taken as parts while the file filled"
+        );
+        assert!(
+            estimate as usize >= bytes.len() / 2,
+            "{estimate} vs {}",
+            bytes.len()
+        );
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        assert!(reader.metadata().num_row_groups() >= 2);
+        let mut rows = 0i64;
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let n = batch
+                .column_by_name("n")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            let ts = batch
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>();
+            let offset = batch
+                .column_by_name("_kafka_offset")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            let key = batch
+                .column_by_name("_kafka_key")
+                .unwrap()
+                .as_binary::<i32>();
+            let raw = batch.column_by_name("raw").unwrap().as_string::<i32>();
+            for r in 0..batch.num_rows() {
+                let i = rows;
+                assert_eq!(n.value(r), i);
+                assert_eq!(offset.value(r), i);
+                assert_eq!(ts.is_null(r), i % 3 == 0);
+                assert_eq!(key.is_null(r), i % 2 != 0);
+                assert!(raw.value(r).starts_with(&format!(r#"{{"n":{i},"#)));
+                rows += 1;
+            }
+        }
+        assert_eq!(rows, N);
+    }
+}

@@ -1,0 +1,438 @@
+//! `[destinations.parquet]`: the declared columns of a destination that writes Parquet
+//! (`batch.format = "parquet"`), their column compression and row-group size, validated into a
+//! [`ParquetConfig`] with its Arrow schema.
+//!
+//! Invariant: the schema's fields are, in order, the declared columns, the raw-JSON column (if
+//! any) and the Kafka metadata columns (if `kafka_metadata_field` is set); every name is unique
+//! and a plain identifier, so Athena, Trino, DuckDB and Spark take it unquoted.
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// `[destinations.parquet]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawParquet {
+    /// Column compression: zstd | snappy | none.
+    pub compression: String,
+    /// zstd level 1–22 (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i32>,
+    /// A row group is closed once its encoded size reaches this.
+    pub row_group_bytes: u64,
+    /// Name of a column holding each record's whole JSON text (none when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_column: Option<String>,
+    /// The declared columns, in file order.
+    pub columns: Vec<RawColumn>,
+}
+
+impl Default for RawParquet {
+    fn default() -> Self {
+        Self {
+            compression: "zstd".into(),
+            compression_level: None,
+            row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
+            raw_column: None,
+            columns: Vec::new(),
+        }
+    }
+}
+
+/// One `[[destinations.parquet.columns]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawColumn {
+    /// Column name.
+    pub name: String,
+    /// Dotted JSON path of its value (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// string | int64 | double | bool | timestamp | json.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A record without a value for it is quarantined (`schema_mismatch`) instead of getting a
+    /// null.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// Default `row_group_bytes`: 32 MiB encoded (Athena and Spark split files by row group; a
+/// group this size reads well and keeps an open file's memory bounded).
+pub const DEFAULT_ROW_GROUP_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Most declared columns (the router's scan finds at most 64 paths per record, a few of them
+/// for the time, event type and folder fields).
+pub const MAX_COLUMNS: usize = 48;
+
+/// A declared column's type, and what JSON it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// A JSON string; a number or boolean is taken as its JSON text.
+    String,
+    /// A JSON integer within 64 bits.
+    Int64,
+    /// Any JSON number.
+    Double,
+    /// `true` or `false`.
+    Bool,
+    /// An RFC 3339 string or epoch seconds / milliseconds (as `time_format = "auto"` reads
+    /// them), stored as microseconds since the epoch, UTC.
+    Timestamp,
+    /// Any JSON value, stored as its JSON text.
+    Json,
+}
+
+impl ColumnType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "string" => Self::String,
+            "int64" => Self::Int64,
+            "double" => Self::Double,
+            "bool" => Self::Bool,
+            "timestamp" => Self::Timestamp,
+            "json" => Self::Json,
+            _ => return None,
+        })
+    }
+
+    /// Its Arrow type.
+    pub fn arrow(self) -> DataType {
+        match self {
+            Self::String | Self::Json => DataType::Utf8,
+            Self::Int64 => DataType::Int64,
+            Self::Double => DataType::Float64,
+            Self::Bool => DataType::Boolean,
+            Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+
+    /// Its type in Athena / Hive DDL.
+    pub fn athena(self) -> &'static str {
+        match self {
+            Self::String | Self::Json => "string",
+            Self::Int64 => "bigint",
+            Self::Double => "double",
+            Self::Bool => "boolean",
+            Self::Timestamp => "timestamp",
+        }
+    }
+}
+
+/// A validated declared column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// JSON path, split at dots.
+    pub path: Vec<String>,
+    /// Type.
+    pub kind: ColumnType,
+    /// Missing or null values are a mismatch.
+    pub required: bool,
+}
+
+/// Parquet column compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParquetCodec {
+    /// Uncompressed pages.
+    None,
+    /// Snappy.
+    Snappy,
+    /// zstd at a level.
+    Zstd(i32),
+}
+
+/// The Kafka metadata columns (name suffixes after `<kafka_metadata_field>_`) and their Athena
+/// types, in file order.
+pub const METADATA_COLUMNS: [(&str, &str); 6] = [
+    ("topic", "string"),
+    ("partition", "int"),
+    ("offset", "bigint"),
+    ("timestamp", "timestamp"),
+    ("key", "binary"),
+    ("headers", "string"),
+];
+
+/// A validated `[destinations.parquet]`.
+#[derive(Debug, Clone)]
+pub struct ParquetConfig {
+    /// Declared columns.
+    pub columns: Vec<Column>,
+    /// Raw-JSON column name.
+    pub raw_column: Option<String>,
+    /// Prefix of the Kafka metadata columns (`<prefix>_topic`, …), if they are written.
+    pub metadata_prefix: Option<String>,
+    /// Column compression.
+    pub codec: ParquetCodec,
+    /// Encoded size at which a row group closes.
+    pub row_group_bytes: usize,
+    /// The file schema (see the module invariant).
+    pub schema: SchemaRef,
+}
+
+impl PartialEq for ParquetConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema == other.schema
+            && self.codec == other.codec
+            && self.row_group_bytes == other.row_group_bytes
+    }
+}
+
+/// Whether `name` is a plain identifier every engine takes unquoted.
+fn plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
+}
+
+/// Validates `[destinations.parquet]` of the destination at `at`. `metadata` is its
+/// `kafka_metadata_field` (the metadata columns' prefix).
+pub(crate) fn validate(
+    at: &str,
+    p: &RawParquet,
+    metadata: Option<&str>,
+) -> Result<ParquetConfig, ConfigError> {
+    let key = |k: &str| format!("{at}.parquet.{k}");
+    let codec = match (p.compression.as_str(), p.compression_level) {
+        ("zstd", level) => match level.unwrap_or(3) {
+            l @ 1..=22 => ParquetCodec::Zstd(l),
+            _ => {
+                return Err(ConfigError::new(
+                    key("compression_level"),
+                    "zstd level must be 1–22",
+                ))
+            }
+        },
+        ("snappy" | "none", Some(_)) => {
+            return Err(ConfigError::new(
+                key("compression_level"),
+                "is only used with compression = \"zstd\"; remove it",
+            ))
+        }
+        ("snappy", None) => ParquetCodec::Snappy,
+        ("none", None) => ParquetCodec::None,
+        (other, _) => {
+            return Err(ConfigError::new(
+                key("compression"),
+                format!("unknown value {other:?}; use zstd, snappy or none"),
+            ))
+        }
+    };
+    if p.row_group_bytes < 64 * 1024 {
+        return Err(ConfigError::new(
+            key("row_group_bytes"),
+            "must be at least 65536 (64 KiB)",
+        ));
+    }
+    if p.columns.len() > MAX_COLUMNS {
+        return Err(ConfigError::new(
+            key("columns"),
+            format!("at most {MAX_COLUMNS} declared columns; keep the rest in raw_column"),
+        ));
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut fields = Vec::new();
+    let mut add = |name: &str, k: String, field: Field| -> Result<(), ConfigError> {
+        if !plain_identifier(name) {
+            return Err(ConfigError::new(
+                k,
+                format!("{name:?} is not a column name: use letters, digits and _ (not first a digit), at most 128"),
+            ));
+        }
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return Err(ConfigError::new(
+                k,
+                format!("column {name:?} is declared twice (names are case-insensitive in Athena); rename one"),
+            ));
+        }
+        names.push(name.to_string());
+        fields.push(field);
+        Ok(())
+    };
+    let mut columns = Vec::new();
+    for (i, c) in p.columns.iter().enumerate() {
+        let ck = |k: &str| format!("{at}.parquet.columns[{i}].{k}");
+        let kind = ColumnType::parse(&c.kind).ok_or_else(|| {
+            ConfigError::new(
+                ck("type"),
+                format!(
+                    "unknown type {:?}; use string, int64, double, bool, timestamp or json",
+                    c.kind
+                ),
+            )
+        })?;
+        let path_text = c.path.as_deref().unwrap_or(&c.name);
+        let path: Vec<String> = path_text.split('.').map(str::to_string).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                ck("path"),
+                format!("{path_text:?} has an empty segment; write a dotted path such as \"context.ip\""),
+            ));
+        }
+        add(
+            &c.name,
+            ck("name"),
+            Field::new(&c.name, kind.arrow(), !c.required),
+        )?;
+        columns.push(Column {
+            name: c.name.clone(),
+            path,
+            kind,
+            required: c.required,
+        });
+    }
+    if let Some(raw) = &p.raw_column {
+        add(
+            raw,
+            key("raw_column"),
+            Field::new(raw, DataType::Utf8, false),
+        )?;
+    }
+    if let Some(prefix) = metadata {
+        for (suffix, _) in METADATA_COLUMNS {
+            let name = format!("{prefix}_{suffix}");
+            let (kind, nullable) = match suffix {
+                "topic" => (DataType::Utf8, false),
+                "partition" => (DataType::Int32, false),
+                "offset" => (DataType::Int64, false),
+                "timestamp" => (
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    true,
+                ),
+                "key" => (DataType::Binary, true),
+                _ => (DataType::Utf8, true),
+            };
+            add(
+                &name,
+                format!("{at}.kafka_metadata_field"),
+                Field::new(&name, kind, nullable),
+            )?;
+        }
+    }
+    if fields.is_empty() {
+        return Err(ConfigError::new(
+            key("columns"),
+            "format = \"parquet\" needs columns: add [[destinations.parquet.columns]] entries (name, path, type) or set raw_column",
+        ));
+    }
+    Ok(ParquetConfig {
+        columns,
+        raw_column: p.raw_column.clone(),
+        metadata_prefix: metadata.map(str::to_string),
+        codec,
+        row_group_bytes: usize::try_from(p.row_group_bytes).unwrap_or(usize::MAX),
+        schema: Arc::new(Schema::new(fields)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(columns: &[(&str, Option<&str>, &str)]) -> RawParquet {
+        RawParquet {
+            columns: columns
+                .iter()
+                .map(|(n, p, t)| RawColumn {
+                    name: n.to_string(),
+                    path: p.map(str::to_string),
+                    kind: t.to_string(),
+                    required: false,
+                })
+                .collect(),
+            ..RawParquet::default()
+        }
+    }
+
+    #[test]
+    fn builds_the_schema_in_file_order() {
+        let mut p = raw(&[
+            ("event", Some("type"), "string"),
+            ("ip", Some("context.ip"), "string"),
+            ("ts", Some("timestamp"), "timestamp"),
+        ]);
+        p.raw_column = Some("raw".into());
+        let c = validate("d", &p, Some("_kafka")).unwrap();
+        let names: Vec<&str> = c
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "event",
+                "ip",
+                "ts",
+                "raw",
+                "_kafka_topic",
+                "_kafka_partition",
+                "_kafka_offset",
+                "_kafka_timestamp",
+                "_kafka_key",
+                "_kafka_headers"
+            ]
+        );
+        assert_eq!(c.columns[1].path, ["context", "ip"]);
+        assert_eq!(c.codec, ParquetCodec::Zstd(3));
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let cases: Vec<(RawParquet, &str)> = vec![
+            (raw(&[]), "d.parquet.columns"),
+            (raw(&[("a", None, "text")]), "d.parquet.columns[0].type"),
+            (raw(&[("a-b", None, "string")]), "d.parquet.columns[0].name"),
+            (
+                raw(&[("a", None, "string"), ("A", None, "int64")]),
+                "d.parquet.columns[1].name",
+            ),
+            (
+                raw(&[("a", Some("x..y"), "string")]),
+                "d.parquet.columns[0].path",
+            ),
+            (
+                RawParquet {
+                    compression: "lz4".into(),
+                    ..raw(&[("a", None, "string")])
+                },
+                "d.parquet.compression",
+            ),
+            (
+                RawParquet {
+                    compression: "snappy".into(),
+                    compression_level: Some(3),
+                    ..raw(&[("a", None, "string")])
+                },
+                "d.parquet.compression_level",
+            ),
+            (
+                RawParquet {
+                    row_group_bytes: 10,
+                    ..raw(&[("a", None, "string")])
+                },
+                "d.parquet.row_group_bytes",
+            ),
+        ];
+        for (p, want) in cases {
+            let e = validate("d", &p, None).unwrap_err();
+            assert_eq!(e.key, want, "{e}");
+        }
+        let e = validate(
+            "d",
+            &raw(&[("_kafka_offset", None, "int64")]),
+            Some("_kafka"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "d.kafka_metadata_field");
+    }
+}

@@ -1,0 +1,187 @@
+//! A record's values for the declared Parquet columns: each value found by the router's scan
+//! is checked against its column's type, so a record that does not fit goes to quarantine
+//! (`schema_mismatch`) before it reaches a file.
+//!
+//! Invariant: a row has one [`Cell`] per declared column, in order, and each cell fits its
+//! column's Arrow type (so the file writer cannot fail on it).
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use crate::config::{Column, ColumnType, TimeFormat};
+use crate::scan::Scalar;
+
+/// One value of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// Missing, or JSON null.
+    Null,
+    /// For string and json columns.
+    Str(Cow<'a, str>),
+    /// For int64 columns.
+    Int(i64),
+    /// For double columns.
+    Float(f64),
+    /// For bool columns.
+    Bool(bool),
+    /// For timestamp columns: microseconds since the epoch, UTC.
+    Micros(i64),
+}
+
+/// Why a value does not fit its column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The column.
+    pub column: String,
+    /// What was found there.
+    pub found: &'static str,
+}
+
+/// What kind of JSON a value's text is (for mismatch messages and bool/null checks).
+fn kind_of(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'{') => "object",
+        Some(b'[') => "array",
+        Some(b'"') => "string",
+        Some(b't' | b'f') => "bool",
+        Some(b'n') => "null",
+        Some(_) => "number",
+        None => "nothing",
+    }
+}
+
+/// The cell of `column` for the value the scan found (`value`, and its JSON text at `span` of
+/// `text`), or why it does not fit.
+pub fn cell<'a>(
+    column: &Column,
+    text: &'a str,
+    value: Option<&Scalar<'a>>,
+    span: Option<&Range<usize>>,
+) -> Result<Cell<'a>, Mismatch> {
+    let raw = span.map_or("", |s| &text[s.clone()]);
+    let mismatch = |found| Mismatch {
+        column: column.name.clone(),
+        found,
+    };
+    let kind = kind_of(raw);
+    if value.is_none() || kind == "null" {
+        return if column.required {
+            Err(mismatch(if value.is_none() { "nothing" } else { "null" }))
+        } else {
+            Ok(Cell::Null)
+        };
+    }
+    let value = value.expect("invariant: checked above");
+    let cell = match (column.kind, value) {
+        (ColumnType::String, Scalar::Str(s)) => Cell::Str(s.clone()),
+        (ColumnType::String, Scalar::Int(_) | Scalar::Float(_)) => Cell::Str(Cow::Borrowed(raw)),
+        (ColumnType::String, Scalar::Other) if kind == "bool" => Cell::Str(Cow::Borrowed(raw)),
+        (ColumnType::Int64, Scalar::Int(i)) => Cell::Int(*i),
+        (ColumnType::Double, Scalar::Int(i)) => Cell::Float(*i as f64),
+        (ColumnType::Double, Scalar::Float(f)) => Cell::Float(*f),
+        (ColumnType::Bool, Scalar::Other) if kind == "bool" => Cell::Bool(raw == "true"),
+        (ColumnType::Timestamp, v @ (Scalar::Str(_) | Scalar::Int(_) | Scalar::Float(_))) => {
+            match crate::router::parse_time(v, TimeFormat::Auto) {
+                Some(t) => Cell::Micros(t.timestamp_micros()),
+                None => return Err(mismatch("a value that is not a time")),
+            }
+        }
+        (ColumnType::Json, _) => Cell::Str(Cow::Borrowed(raw)),
+        (ColumnType::Int64, Scalar::Float(_)) => return Err(mismatch("a non-integer number")),
+        _ => return Err(mismatch(kind)),
+    };
+    Ok(cell)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::scan_fields_with_spans;
+
+    fn column(kind: ColumnType, required: bool) -> Column {
+        Column {
+            name: "c".into(),
+            path: vec!["v".into()],
+            kind,
+            required,
+        }
+    }
+
+    /// The cell for `{"v": <json>}` (`None` json: no `v` at all).
+    fn of(kind: ColumnType, required: bool, json: Option<&str>) -> Result<Cell<'static>, String> {
+        let doc = match json {
+            Some(j) => format!("{{\"v\":{j}}}"),
+            None => "{}".to_string(),
+        };
+        let doc: &'static str = Box::leak(doc.into_boxed_str());
+        let paths = vec![vec!["v".to_string()]];
+        let mut out = [None];
+        let mut spans = [None];
+        scan_fields_with_spans(doc, &paths, &mut out, &mut spans).unwrap();
+        cell(
+            &column(kind, required),
+            doc,
+            out[0].as_ref(),
+            spans[0].as_ref(),
+        )
+        .map_err(|m| m.found.to_string())
+    }
+
+    #[test]
+    fn values_that_fit_become_cells() {
+        use ColumnType::*;
+        assert_eq!(
+            of(String, false, Some(r#""a\nb""#)),
+            Ok(Cell::Str("a\nb".into()))
+        );
+        assert_eq!(
+            of(String, false, Some("12.50")),
+            Ok(Cell::Str("12.50".into()))
+        );
+        assert_eq!(
+            of(String, false, Some("true")),
+            Ok(Cell::Str("true".into()))
+        );
+        assert_eq!(of(Int64, false, Some("-7")), Ok(Cell::Int(-7)));
+        assert_eq!(of(Double, false, Some("3")), Ok(Cell::Float(3.0)));
+        assert_eq!(of(Double, false, Some("2.5e3")), Ok(Cell::Float(2500.0)));
+        assert_eq!(of(Bool, false, Some("false")), Ok(Cell::Bool(false)));
+        assert_eq!(
+            of(Timestamp, false, Some(r#""2024-03-05T06:07:08.5Z""#)),
+            Ok(Cell::Micros(1_709_618_828_500_000))
+        );
+        assert_eq!(
+            of(Timestamp, false, Some("1709618828500")),
+            Ok(Cell::Micros(1_709_618_828_500_000))
+        );
+        assert_eq!(
+            of(Json, false, Some(r#"{"a": [1, 2]}"#)),
+            Ok(Cell::Str(r#"{"a": [1, 2]}"#.into()))
+        );
+        assert_eq!(of(Int64, false, None), Ok(Cell::Null));
+        assert_eq!(of(Bool, false, Some("null")), Ok(Cell::Null));
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_mismatches() {
+        use ColumnType::*;
+        assert_eq!(
+            of(Int64, false, Some("1.5")),
+            Err("a non-integer number".into())
+        );
+        assert_eq!(of(Int64, false, Some(r#""12""#)), Err("string".into()));
+        assert_eq!(
+            of(Int64, false, Some("18446744073709551615")),
+            Err("a non-integer number".into())
+        );
+        assert_eq!(of(Double, false, Some("[1]")), Err("array".into()));
+        assert_eq!(of(Bool, false, Some("1")), Err("number".into()));
+        assert_eq!(of(String, false, Some("{}")), Err("object".into()));
+        assert_eq!(
+            of(Timestamp, false, Some(r#""yesterday""#)),
+            Err("a value that is not a time".into())
+        );
+        assert_eq!(of(String, true, None), Err("nothing".into()));
+        assert_eq!(of(Json, true, Some("null")), Err("null".into()));
+    }
+}
