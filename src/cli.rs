@@ -93,9 +93,13 @@ pub enum Command {
         /// Folder template of the objects (e.g. `dt=%Y-%m-%d/hr=%H/` for Hive-style folders).
         #[arg(long, default_value = "%Y/%m/%d/%H/")]
         folder_template: String,
+        /// Data file format: ndjson, or parquet (with the columns and Kafka metadata of
+        /// `examples/parquet.toml`).
+        #[arg(long, default_value = "ndjson")]
+        format: String,
     },
-    /// Print the Athena `CREATE EXTERNAL TABLE` of a destination's NDJSON objects, with
-    /// partition projection from its folder template.
+    /// Print the Athena `CREATE EXTERNAL TABLE` of a destination's objects (NDJSON or
+    /// Parquet), with partition projection from its folder template.
     Ddl {
         /// Config file (TOML).
         #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
@@ -106,8 +110,9 @@ pub enum Command {
         /// Table name (default: the destination's name).
         #[arg(long)]
         table: Option<String>,
-        /// Data columns, `name type, name type` in Hive types (default: the event-time field as
-        /// a string, and the Kafka metadata member if the destination writes one).
+        /// Data columns, `name type, name type` in Hive types (default: for NDJSON the
+        /// event-time field as a string and the Kafka metadata member if the destination writes
+        /// one; for Parquet the files' columns).
         #[arg(long)]
         columns: Option<String>,
         /// First day of date projections.

@@ -235,7 +235,12 @@ pub fn athena_ddl(d: &DestinationConfig, opts: &DdlOptions) -> Result<String, Dd
     );
     let _ = writeln!(
         out,
-        "-- Add the event fields you query to the column list; the quarantine folder `{}` is not in it.",
+        "-- {}; the quarantine folder `{}` is not in it.",
+        if parquet {
+            "The columns are the destination's Parquet columns"
+        } else {
+            "Add the event fields you query to the column list"
+        },
         d.error_prefix.trim_end_matches('/')
     );
     let _ = writeln!(

@@ -36,6 +36,8 @@ pub struct DemoOptions {
     pub compression: String,
     /// `routing.folder_template` of the demo destination.
     pub folder_template: String,
+    /// `batch.format`: ndjson, or parquet with the columns of `examples/parquet.toml`.
+    pub format: String,
 }
 
 /// Why the demo failed.
@@ -100,7 +102,51 @@ fn set_field(value: &[u8], field: &str, to: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-fn demo_config(brokers: &str, endpoint: &str, compression: &str, folders: &str) -> String {
+/// The Parquet preset, whose columns and Kafka metadata the demo uses with `--format parquet`.
+const PARQUET_PRESET: &str = include_str!("../examples/parquet.toml");
+
+/// The demo's config; with `format = "parquet"` its destination takes the `[destinations.parquet]`
+/// table and `kafka_metadata_field` of the Parquet preset.
+fn demo_config(
+    brokers: &str,
+    endpoint: &str,
+    compression: &str,
+    folders: &str,
+    format: &str,
+) -> Result<String, config::ConfigError> {
+    let text = ndjson_demo_config(brokers, endpoint, compression, folders);
+    if format == "ndjson" {
+        return Ok(text);
+    }
+    let bad = |m: String| config::ConfigError::new("demo --format", m);
+    let mut t: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
+    let preset: toml::Table = PARQUET_PRESET.parse().map_err(|e| bad(format!("{e}")))?;
+    let first = |t: &toml::Table| {
+        t.get("destinations")
+            .and_then(|d| d.as_array())
+            .and_then(|a| a.first())
+            .and_then(|d| d.as_table())
+            .cloned()
+    };
+    let (Some(from), Some(mut to)) = (first(&preset), first(&t)) else {
+        return Err(bad("the demo and preset configs have a destination".into()));
+    };
+    for k in ["parquet", "kafka_metadata_field"] {
+        if let Some(v) = from.get(k) {
+            to.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(toml::Value::Table(b)) = to.get_mut("batch") {
+        b.insert("format".into(), format.into());
+    }
+    t.insert(
+        "destinations".into(),
+        toml::Value::Array(vec![toml::Value::Table(to)]),
+    );
+    toml::to_string(&t).map_err(|e| bad(format!("{e}")))
+}
+
+fn ndjson_demo_config(brokers: &str, endpoint: &str, compression: &str, folders: &str) -> String {
     format!(
         r#"
 [kafka]
@@ -198,7 +244,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             &s3.endpoint(),
             &opts.compression,
             &opts.folder_template,
-        ),
+            &opts.format,
+        )?,
         &|_| None,
     )?;
     let registry = prometheus::Registry::new();
@@ -285,7 +332,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         }
     }
     println!(
-        "\nbrowse the objects: find {} -type f | sort | head; zcat <file> | head -3 (zstdcat for .zst)",
+        "\nbrowse the objects: find {} -type f | sort | head; zcat <file> | head -3 (zstdcat for .zst; DuckDB's read_parquet for .parquet)",
         bucket_dir.display()
     );
     Ok(())

@@ -144,6 +144,7 @@ async fn async_main() -> anyhow::Result<()> {
             all_keys,
             compression,
             folder_template,
+            format,
         } => {
             init_logging(&cli, None);
             let shutdown = CancellationToken::new();
@@ -155,6 +156,7 @@ async fn async_main() -> anyhow::Result<()> {
                 all_keys: *all_keys,
                 compression: compression.clone(),
                 folder_template: folder_template.clone(),
+                format: format.clone(),
             };
             demo::run(opts, shutdown).await.context("demo failed")?;
             Ok(())

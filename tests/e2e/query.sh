@@ -8,12 +8,15 @@
 # events in Hive-style folders (`dt=%Y-%m-%d/hr=%H/`): DuckDB's `hive_partitioning` gives every
 # row partition columns equal to its own event time, and the connector's `ddl` prints an Athena
 # table that sqlglot parses (Athena dialect) and whose partition projection covers every folder
-# written.
+# written. Last Parquet (the columns of `examples/parquet.toml`, Hive-style folders): DuckDB's
+# `read_parquet` with `hive_partitioning` and pyarrow read every row; partition columns equal the
+# event times, the Kafka metadata columns equal each object's coordinates, the typed columns
+# equal the raw JSON; the Parquet DDL parses and declares exactly the files' columns.
 #
 #   bash tests/e2e/query.sh
 #
 # Env: KAFKA_S3_SINK_BIN (default target/debug/kafka-s3-sink, built if missing). Installs
-# duckdb and sqlglot with pip if missing. Only loopback; the demo stops its own servers.
+# duckdb, sqlglot and pyarrow with pip if missing. Only loopback; the demo stops its own servers.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,6 +33,10 @@ python3 -c "import duckdb, sys; sys.exit(duckdb.__version__ != '1.5.6')" 2>/dev/
 python3 -c "import sqlglot, sys; sys.exit(sqlglot.__version__ != '30.31.0')" 2>/dev/null || {
   log "installing sqlglot (pip)"
   python3 -m pip install -q "sqlglot==30.31.0"
+}
+python3 -c "import pyarrow, sys; sys.exit(pyarrow.__version__ != '26.0.1')" 2>/dev/null || {
+  log "installing pyarrow (pip)"
+  python3 -m pip install -q "pyarrow==26.0.1"
 }
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
@@ -143,5 +150,82 @@ for dt in os.listdir(root):
         folders += 1
 print(f"query: sqlglot {sqlglot.__version__} parsed the DDL (Athena); its projection ({start}..NOW, "
       f"hours {lo}-{hi}) covers all {folders} folders written", file=sys.stderr)
+EOF
+log "demo with Parquet (the columns of examples/parquet.toml) in Hive-style folders"
+"$BIN" demo --dir "$TMP/parquet" --format parquet --folder-template "dt=%Y-%m-%d/hr=%H/" \
+  >"$TMP/parquet.out" 2>"$TMP/parquet.log" || { tail -20 "$TMP/parquet.log" >&2; fail "demo failed"; }
+written=$(sed -n 's/^records written: *//p' "$TMP/parquet.out")
+KAFKA_BROKERS=127.0.0.1:9 "$BIN" ddl --config "$REPO/examples/parquet.toml" --table events \
+  >"$TMP/parquet.sql" || fail "ddl failed"
+python3 - "$TMP/parquet/demo-bucket" "$written" "$TMP/parquet.sql" <<'EOF'
+import glob, re, sys
+import duckdb, pyarrow, pyarrow.parquet as pq, sqlglot
+from sqlglot import exp
+
+root, written, ddl_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+files = f"{root}/dt=*/hr=*/*.parquet"
+con = duckdb.connect()
+rows, off, ids, topics, coords, misnamed = con.execute(
+    """
+    with t as (select * from read_parquet(?, hive_partitioning = true, filename = true))
+    select count(*),
+           count(*) filter (where strftime(event_time at time zone 'UTC', '%Y-%m-%d') <> dt
+                              or strftime(event_time at time zone 'UTC', '%H') <> hr),
+           count(distinct message_id),
+           count(*) filter (where _kafka_topic <> 'events'),
+           count(distinct (_kafka_partition, _kafka_offset)),
+           -- each object is named <topic>+<partition>+<first offset> of its own rows
+           (select count(*) from (
+              select filename, min(_kafka_offset) as first, min(_kafka_partition) as p,
+                     max(_kafka_partition) as q
+              from t group by filename)
+            where regexp_extract(filename, '\\+([0-9]+)\\+([0-9]{20})\\.parquet$', 1)::int <> p
+               or p <> q
+               or regexp_extract(filename, '\\+([0-9]+)\\+([0-9]{20})\\.parquet$', 2)::bigint <> first)
+    from t
+    """,
+    [files],
+).fetchone()
+# The raw column is the record as produced: the typed columns and the Kafka key (the demo keys
+# each record by its userId) agree with it.
+differ = con.execute(
+    """
+    select count(*) from read_parquet(?)
+    where json_extract_string(raw, '$.messageId') <> message_id
+       or cast(json_extract_string(raw, '$.timestamp') as timestamptz) <> event_time
+       or coalesce(json_extract_string(raw, '$.userId'), '') <> coalesce(user_id, '')
+       or _kafka_key::varchar <> coalesce(json_extract_string(raw, '$.userId'), _kafka_key::varchar)
+       or _kafka_timestamp is null
+    """,
+    [files],
+).fetchone()[0]
+paths = glob.glob(files)
+tables = [pq.read_table(p) for p in paths]
+arrow_rows = sum(t.num_rows for t in tables)
+print(f"query: duckdb read {rows} Parquet rows in {len(paths)} objects ({ids} distinct messageIds, "
+      f"{coords} distinct Kafka coordinates): {off} outside their dt/hr, {differ} whose columns "
+      f"differ from their raw JSON, {misnamed} objects not named by their rows' coordinates; "
+      f"pyarrow {pyarrow.__version__} read {arrow_rows} rows; the connector wrote {written}",
+      file=sys.stderr)
+assert rows == written == arrow_rows == ids == coords, (rows, written, arrow_rows, ids, coords)
+assert off == 0 and topics == 0 and differ == 0 and misnamed == 0
+
+# The DDL parses (Athena), is a Parquet table, and its columns are the files' columns.
+ddl = open(ddl_path).read()
+tree = sqlglot.parse_one(ddl, read="athena")
+assert isinstance(tree, exp.Create), type(tree)
+assert "STORED AS PARQUET" in ddl
+hive = {"string": "string", "bigint": "int64", "int": "int32", "double": "double",
+        "boolean": "bool", "binary": "binary", "timestamp": "timestamp"}
+declared = re.findall(r"^  `([a-z_]+)` ([a-z]+),?$", ddl.split("PARTITIONED BY")[0], re.M)
+schema = tables[0].schema
+assert [n for n, _ in declared] == schema.names, ([n for n, _ in declared], schema.names)
+for name, kind in declared:
+    arrow = str(schema.field(name).type)
+    assert arrow.startswith(hive[kind]), f"{name}: DDL {kind}, file {arrow}"
+props = dict(re.findall(r"'([a-z.]+)' = '([^']*)'", ddl.split("TBLPROPERTIES", 1)[1]))
+assert props["storage.location.template"] == "s3://my-bucket/events/dt=${dt}/hr=${hr}/"
+print(f"query: the Parquet DDL parses (sqlglot, Athena) and its {len(declared)} columns are the "
+      f"files' columns with matching types", file=sys.stderr)
 EOF
 log "ok"
