@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Compression codecs end to end (BENCHMARKS.md, "Codecs"): the same tansu topic drained by the
 # real binary into the crate's s3s-fs server with each codec in turns (gzip level 6, the
-# default, and zstd level 3), a fresh consumer group and server each time, and the references
+# default; zstd level 3; Parquet with the columns of examples/parquet.toml, zstd-3 columns, once
+# with its raw-JSON column and once without), a fresh consumer group and server each time, and
+# the references
 # `gzip -6` and `zstd -3` (the CLI tools, one core) on the same input file in the same run.
 # Prints, per codec: input MB per CPU-second of the connector (mean of the rounds), the ratio
 # to the gzip-6 drains, and the compression ratio of what reached S3 against `gzip -6`'s and
@@ -23,7 +25,7 @@ DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/codecs-$N"
 BIN="$REPO/target/release/kafka-s3-sink"
 PARTITIONS=8
-CODECS=("gzip:6" "zstd:3")
+CODECS=("gzip:6" "zstd:3" "parquet:raw" "parquet:columns")
 
 log() { printf 'codecs: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
@@ -68,11 +70,21 @@ e2e produce "127.0.0.1:$KAFKA_PORT" "$TOPIC" "$EVENTS" "$PARTITIONS" "$OUT/produ
 
 for r in $(seq "$ROUNDS"); do
   for codec in "${CODECS[@]}"; do
-    name="drain-r$r-${codec%%:*}"
+    name="drain-r$r-${codec/:/-}"
     start_s3s "$OUT/s3fs-$name" codecs
     drain_config "$OUT/$name.toml" "$TOPIC-$name" codecs
-    printf '\n[destinations.batch]\ncompression = "%s"\ncompression_level = %s\n' \
-      "${codec%%:*}" "${codec##*:}" >>"$OUT/$name.toml"
+    case "$codec" in
+      parquet:*)
+        # The preset's [destinations.parquet] table (to the end of the file), raw column or not.
+        printf '\n[destinations.batch]\nformat = "parquet"\n\n' >>"$OUT/$name.toml"
+        sed -n '/^\[destinations.parquet\]/,$p' "$REPO/examples/parquet.toml" |
+          if [ "$codec" = parquet:columns ]; then grep -v '^raw_column'; else cat; fi >>"$OUT/$name.toml"
+        ;;
+      *)
+        printf '\n[destinations.batch]\ncompression = "%s"\ncompression_level = %s\n' \
+          "${codec%%:*}" "${codec##*:}" >>"$OUT/$name.toml"
+        ;;
+    esac
     log "round $r: $codec"
     h drain "$BIN" "$OUT/$name.toml" "http://127.0.0.1:$HTTP_PORT/metrics" "$N" \
       "$OUT/$name.json" "$TANSU_PID" "$S3S_PID" >/dev/null
@@ -94,22 +106,25 @@ import glob, json, statistics, sys
 out, size, gz_bytes, zst_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 codecs = sys.argv[5:]
 ref = {k: json.load(open(f"{out}/ref-{k}.json")) for k in ("gzip", "zstd")}
-runs = {c: [json.load(open(f)) for f in sorted(glob.glob(f"{out}/drain-r*-{c.split(':')[0]}.json"))] for c in codecs}
+runs = {c: [json.load(open(f)) for f in sorted(glob.glob(f"{out}/drain-r*-{c.replace(':', '-')}.json"))] for c in codecs}
 rate = {c: statistics.mean(size / 1e6 / r["connector_cpu_secs"] for r in rs) for c, rs in runs.items()}
 base = rate[codecs[0]]
 print(f"Input {size / 1e6:,.1f} MB; references on the whole file, one core: `gzip -6` "
       f"{size / 1e6 / ref['gzip']['cpu_secs']:,.1f} MB per CPU-s, ratio {size / gz_bytes:.2f}; "
       f"`zstd -3` {size / 1e6 / ref['zstd']['cpu_secs']:,.1f} MB per CPU-s, ratio {size / zst_bytes:.2f}.")
 print()
-print("| codec | drains | MB per CPU-s (mean; each) | ÷ gzip-6 drains | compression ratio | ÷ `gzip -6`'s ratio |")
-print("| --- | ---: | --- | ---: | ---: | ---: |")
+print("| codec | drains | MB per CPU-s (mean; each) | ÷ gzip-6 drains | compression ratio | ÷ `gzip -6`'s ratio | stored ÷ gzip-6 drains' |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+stored_base = statistics.mean(r["stored_bytes"] for r in runs[codecs[0]])
 summary = {}
 for c, rs in runs.items():
     each = ", ".join(f"{size / 1e6 / r['connector_cpu_secs']:,.1f}" for r in rs)
     ratio = statistics.mean(size / r["stored_bytes"] for r in rs)
     summary[c] = {"mb_per_cpu_sec": rate[c], "vs_gzip6_drains": rate[c] / base,
                   "compression_ratio": ratio, "vs_gzip6_cli_ratio": ratio / (size / gz_bytes)}
+    stored = statistics.mean(r["stored_bytes"] for r in rs)
+    summary[c]["stored_vs_gzip6_drains"] = stored / stored_base
     print(f"| {c} | {len(rs)} | {rate[c]:,.1f} ({each}) | {rate[c] / base:.2f} | {ratio:.2f} | "
-          f"{ratio / (size / gz_bytes):.2f} |")
+          f"{ratio / (size / gz_bytes):.2f} | {stored / stored_base:.2f} |")
 json.dump(summary, open(f"{out}/summary.json", "w"))
 EOF
