@@ -264,18 +264,35 @@ impl<'a> Scanner<'a, '_, '_> {
                 return Err(self.err("expected ':'"));
             }
             self.i += 1;
+            // The paths that end at this member (several when equal paths were asked for).
+            let ending = if mask == 0 {
+                0
+            } else {
+                (0..self.paths.len().min(64))
+                    .filter(|&i| mask & (1 << i) != 0 && self.paths[i].len() == depth)
+                    .fold(0u64, |m, i| m | (1 << i))
+            };
             if mask == 0 {
                 self.value(depth, None)?;
-            } else if let Some(slot) = (0..self.paths.len().min(64))
-                .find(|&i| mask & (1 << i) != 0 && self.paths[i].len() == depth)
-            {
+            } else if ending != 0 {
                 self.ws();
                 let start = self.i;
-                self.value(depth, None)?;
+                // Longer paths through the same member (`a` and `a.b`) are still walked.
+                let deeper = mask & !ending;
+                if deeper != 0 {
+                    self.walk_into(depth, deeper)?;
+                } else {
+                    self.value(depth, None)?;
+                }
                 let v = self.read_scalar(start)?;
-                self.out[slot] = Some(v);
-                if let Some(span) = self.spans.get_mut(slot) {
-                    *span = Some(start..self.i);
+                let end = self.i;
+                for slot in (0..self.paths.len().min(64)).filter(|&i| ending & (1 << i) != 0) {
+                    if let Some(o) = self.out.get_mut(slot) {
+                        *o = Some(v.clone());
+                    }
+                    if let Some(span) = self.spans.get_mut(slot) {
+                        *span = Some(start..end);
+                    }
                 }
             } else {
                 self.walk_into(depth, mask)?;

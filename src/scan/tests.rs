@@ -26,6 +26,33 @@ fn finds_top_level_and_nested_fields() {
 }
 
 #[test]
+fn a_path_and_longer_paths_through_it_are_all_found() {
+    let doc = r#"{"properties":{"position":12,"sound":{"on":true}},"t":"x"}"#;
+    let paths = [
+        p("properties"),
+        p("properties.position"),
+        p("t"),
+        p("t"),
+        p("properties.sound"),
+    ];
+    let mut out = vec![None; paths.len()];
+    let mut spans = vec![None; paths.len()];
+    scan_fields_with_spans(doc, &paths, &mut out, &mut spans).unwrap();
+    assert_eq!(out[0], Some(Scalar::Other));
+    assert_eq!(out[1], Some(Scalar::Int(12)));
+    assert_eq!(out[2], Some(Scalar::Str("x".into())));
+    assert_eq!(out[3], out[2], "equal paths each get the value");
+    let text = |i: usize| &doc[spans[i].clone().unwrap()];
+    assert_eq!(
+        text(0),
+        r#"{"position":12,"sound":{"on":true}}"#,
+        "the whole object's text"
+    );
+    assert_eq!(text(1), "12");
+    assert_eq!(text(4), r#"{"on":true}"#);
+}
+
+#[test]
 fn escaped_keys_and_values_match() {
     let doc = r#"{"ty\u0070e":"a\"b","x":[1,{"y":2}]}"#;
     let got = scan(doc, &[p("type")]).unwrap();
