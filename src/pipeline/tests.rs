@@ -149,12 +149,11 @@ async fn quarantined_records_commit_like_any_other() {
     assert_eq!(h.p.stats.records_quarantined, 1);
 }
 
-#[tokio::test]
-async fn memory_budget_forces_early_flushes_and_stays_bounded() {
-    // 16 MiB budget: 200 hour folders of 100 KiB of raw lines each (20 MiB, below the
-    // 256 KiB compression block, so all of it stays staged) cannot all stay open.
-    let mut h = harness("");
-    let pad = "x".repeat(1000);
+/// Feeds 100 rounds of one record into each of 200 hour folders (`pad(offset)` in each
+/// record), enforcing the budget after each round (and letting uploads complete first when
+/// `drain`, as the worker takes no chunk while open files and queued uploads are at the
+/// budget); asserts the open files stay within the budget and returns their peak memory.
+async fn fill_hour_folders(h: &mut Harness, pad: impl Fn(i64) -> String, drain: bool) -> usize {
     let mut offset = 0;
     let mut peak = 0;
     for round in 0..100 {
@@ -164,8 +163,9 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
                 let mut r = rec(offset, &hour(folder));
                 r.value = Some(
                     format!(
-                        r#"{{"timestamp":"{}","pad":"{pad}","n":{round}}}"#,
-                        hour(folder)
+                        r#"{{"timestamp":"{}","pad":"{}","n":{round}}}"#,
+                        hour(folder),
+                        pad(offset)
                     )
                     .into_bytes()
                     .into(),
@@ -174,6 +174,9 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
             })
             .collect();
         h.p.ingest(recs).unwrap();
+        if drain {
+            settle(h).await;
+        }
         h.p.enforce_budget();
         peak = peak.max(h.p.open.memory());
         assert!(
@@ -186,7 +189,26 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
         peak > h.p.budget / 2,
         "the budget was actually used: {peak}"
     );
-    settle(&mut h).await;
+    settle(h).await;
+    peak
+}
+
+/// Records still in open files.
+fn open_records(h: &Harness) -> usize {
+    h.p.open
+        .map
+        .values()
+        .map(|f| f.batch.records as usize)
+        .sum()
+}
+
+#[tokio::test]
+async fn memory_budget_forces_early_flushes_and_stays_bounded() {
+    // 16 MiB budget: 200 hour folders of 100 KiB of raw lines each (20 MiB, below the
+    // 256 KiB compression block, so all of it stays staged) cannot all stay open.
+    let mut h = harness("");
+    let pad = "x".repeat(1000);
+    fill_hour_folders(&mut h, |_| pad.clone(), false).await;
     let objects = h.sink.objects().len();
     assert!(
         objects > 100,
@@ -205,14 +227,8 @@ async fn memory_budget_forces_early_flushes_and_stays_bounded() {
             .unwrap();
             s.lines().count()
         })
-        .sum::<usize>()
-        + h.p
-            .open
-            .map
-            .values()
-            .map(|f| f.batch.records as usize)
-            .sum::<usize>();
-    assert_eq!(lines, 200 * 100, "nothing lost");
+        .sum::<usize>();
+    assert_eq!(lines + open_records(&h), 200 * 100, "nothing lost");
 }
 
 /// Parquet files are charged their builders, open row group and untaken bytes: 200 hour
@@ -223,43 +239,14 @@ async fn parquet_files_are_charged_to_the_memory_budget() {
         "[destinations.batch]\nformat = \"parquet\"\n[destinations.parquet]\nraw_column = \"raw\"\n\
          columns = [{ name = \"n\", type = \"int64\" }, { name = \"pad\", type = \"string\" }]\n",
     );
-    let mut offset = 0;
-    let mut peak = 0;
-    for round in 0..100u32 {
-        let recs: Vec<Record> = (0..200u32)
-            .map(|folder| {
-                offset += 1;
-                let mut r = rec(offset, &hour(folder));
-                let mut rng =
-                    <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(offset as u64);
-                let pad: String = (0..500)
-                    .map(|_| char::from(b'a' + rand::Rng::random_range(&mut rng, 0..26u8)))
-                    .collect();
-                r.value = Some(
-                    format!(
-                        r#"{{"timestamp":"{}","pad":"{pad}","n":{round}}}"#,
-                        hour(folder)
-                    )
-                    .into_bytes()
-                    .into(),
-                );
-                r
-            })
-            .collect();
-        h.p.ingest(recs).unwrap();
-        // Uploads drain between chunks (the worker takes no chunk while open files and queued
-        // uploads are at the budget), then the open files are back within it.
-        settle(&mut h).await;
-        h.p.enforce_budget();
-        peak = peak.max(h.p.open.memory());
-        assert!(
-            h.p.open.memory() <= h.p.budget,
-            "open files within the budget: {}",
-            h.p.open.memory()
-        );
-    }
-    assert!(peak > h.p.budget / 2, "the budget was used: {peak}");
-    settle(&mut h).await;
+    // Random letters per record: the column neither compresses nor dictionary-encodes away.
+    let pad = |offset: i64| -> String {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(offset as u64);
+        (0..500)
+            .map(|_| char::from(b'a' + rand::Rng::random_range(&mut rng, 0..26u8)))
+            .collect()
+    };
+    fill_hour_folders(&mut h, pad, true).await;
     let objects = h.sink.objects();
     assert!(
         objects.len() > 200,
@@ -275,14 +262,8 @@ async fn parquet_files_are_charged_to_the_memory_budget() {
                 .file_metadata()
                 .num_rows()
         })
-        .sum::<i64>()
-        + h.p
-            .open
-            .map
-            .values()
-            .map(|f| f.batch.records as i64)
-            .sum::<i64>();
-    assert_eq!(rows, 200 * 100, "nothing lost");
+        .sum();
+    assert_eq!(rows as usize + open_records(&h), 200 * 100, "nothing lost");
 }
 
 #[tokio::test]
