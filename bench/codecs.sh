@@ -11,6 +11,7 @@
 #
 #   bash bench/codecs.sh                   # N=500000, 3 rounds
 #   N=200000 ROUNDS=2 bash bench/codecs.sh
+#   CODECS="gzip:6 parquet:raw" bash bench/codecs.sh   # some of them (the first is the base)
 #
 # Results go to $BENCH_DIR/codecs-$N/. Installs what is missing (tests/e2e/lib/common.sh, and
 # Debian's zstd for the reference); every process started is stopped by its PID.
@@ -25,7 +26,7 @@ DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/codecs-$N"
 BIN="$REPO/target/release/kafka-s3-sink"
 PARTITIONS=8
-CODECS=("gzip:6" "zstd:3" "parquet:raw" "parquet:columns")
+read -r -a CODECS <<<"${CODECS:-gzip:6 zstd:3 parquet:raw parquet:columns}"
 
 log() { printf 'codecs: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }

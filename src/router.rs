@@ -160,8 +160,7 @@ impl Router {
                 paths.len() - 1
             })
             .collect();
-        // A column reads the same slot as an earlier path of the same field (the scan fills
-        // only the first of equal paths).
+        // A column shares the slot of an equal earlier path (each path is looked for once).
         let columns = d
             .parquet
             .iter()

@@ -20,7 +20,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::config::{ParquetCodec, ParquetConfig};
 use crate::model::Record;
@@ -115,8 +116,16 @@ fn properties(cfg: &ParquetConfig) -> WriterProperties {
             Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default())
         }
     };
-    WriterProperties::builder()
-        .set_compression(compression)
+    let mut b = WriterProperties::builder();
+    if let Some(raw) = &cfg.raw_column {
+        // Every record's JSON is distinct: a dictionary would only be built to be dropped, and
+        // min/max statistics of whole documents help no query.
+        let path = ColumnPath::from(raw.as_str());
+        b = b
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    b.set_compression(compression)
         // Row groups close by size (`row_group_bytes`), not by a row count.
         .set_max_row_group_size(usize::MAX)
         .set_created_by(concat!("kafka-s3-sink ", env!("CARGO_PKG_VERSION")).to_string())

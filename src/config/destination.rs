@@ -245,6 +245,22 @@ pub(super) fn validate_destination(
             .map(|f| split_path(&key("filter.drop_fields"), f))
             .collect::<Result<_, _>>()?,
     };
+    // A dropped field must not come back as a column (drop_fields is how PII is kept out).
+    for (i, c) in parquet.iter().flat_map(|p| p.columns.iter()).enumerate() {
+        if let Some(dropped) = filter
+            .drop_fields
+            .iter()
+            .find(|f| c.path.starts_with(f.as_slice()))
+        {
+            return Err(ConfigError::new(
+                format!("{at}.parquet.columns[{i}].path"),
+                format!(
+                    "reads {:?}, which filter.drop_fields removes; drop the column or keep the field",
+                    dropped.join(".")
+                ),
+            ));
+        }
+    }
     if filter.field.is_none() && !(filter.include.is_empty() && filter.exclude.is_empty()) {
         return Err(ConfigError::new(
             key("filter.field"),

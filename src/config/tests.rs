@@ -273,3 +273,27 @@ fn debug_output_never_shows_secrets() {
     }
     assert!(!is_sensitive_property("fetch.min.bytes"));
 }
+
+#[test]
+fn parquet_format_rules() {
+    let pq = "\n[destinations.batch]\nformat = \"parquet\"\n[destinations.parquet]\ncolumns = [{ name = \"ip\", path = \"context.ip\", type = \"string\" }]\n";
+    let c = parse_ok(&format!("{MINIMAL}{pq}"));
+    let d = &c.destinations[0];
+    assert_eq!(d.data_suffix(), "");
+    assert_eq!(
+        d.routing.file,
+        crate::template::FileTemplate::parse(crate::template::PARQUET_FILE_TEMPLATE).unwrap()
+    );
+    let e = parse_err(&format!(
+        "{MINIMAL}{pq}[destinations.filter]\ndrop_fields = [\"context\"]\n"
+    ));
+    assert_eq!(e.key, "destinations[0].parquet.columns[0].path", "{e}");
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[destinations.parquet]\nraw_column = \"raw\"\n"
+    ));
+    assert_eq!(e.key, "destinations[0].parquet", "{e}");
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[destinations.batch]\nformat = \"csv\"\n"
+    ));
+    assert_eq!(e.key, "destinations[0].batch.format", "{e}");
+}
