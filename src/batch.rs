@@ -428,7 +428,12 @@ impl Batch {
     pub fn append(&mut self, offset: i64, line: &[u8], now: Instant, pool: &mut EncoderPool) {
         match &mut self.enc {
             Encoder::Parquet(_) => {
+                // The pipeline appends rows (`append_row`); a bare line has no cells.
                 debug_assert!(false, "a Parquet file takes rows (append_row)");
+                tracing::error!(
+                    offset,
+                    "a line without its row was appended to a Parquet file; not written"
+                );
                 return;
             }
             Encoder::Plain(v) => {

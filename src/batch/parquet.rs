@@ -276,7 +276,7 @@ mod tests {
     use arrow_array::Array;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    fn config(row_group_bytes: u64) -> Arc<ParquetConfig> {
+    fn config(row_group_bytes: u64, compression: &str) -> Arc<ParquetConfig> {
         let col = |name: &str, path: &str, kind: &str| RawColumn {
             name: name.into(),
             path: Some(path.into()),
@@ -285,6 +285,7 @@ mod tests {
         };
         let raw = RawParquet {
             row_group_bytes,
+            compression: compression.into(),
             raw_column: Some("raw".into()),
             columns: vec![
                 col("n", "n", "int64"),
@@ -309,7 +310,13 @@ mod tests {
 
     #[test]
     fn parts_and_footer_form_one_file_of_every_row() {
-        let mut f = ParquetFile::new(config(64 * 1024));
+        for codec in ["zstd", "snappy", "none"] {
+            one_file_of_every_row(codec);
+        }
+    }
+
+    fn one_file_of_every_row(codec: &str) {
+        let mut f = ParquetFile::new(config(64 * 1024, codec));
         let mut bytes = Vec::new();
         let mut parts = 0;
         const N: i64 = 30_000;
@@ -346,6 +353,12 @@ mod tests {
 
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
         assert!(reader.metadata().num_row_groups() >= 2);
+        let used = reader.metadata().row_group(0).column(0).compression();
+        let want = codec.replace("none", "uncompressed");
+        assert!(
+            format!("{used:?}").to_lowercase().starts_with(&want),
+            "{used:?}"
+        );
         let mut rows = 0i64;
         for batch in reader.build().unwrap() {
             let batch = batch.unwrap();
