@@ -236,7 +236,7 @@ pub fn select<'c>(
         return Err(VerifyError::usage(
             "--destination",
             format!(
-                "destination `{}` writes Parquet; verify reads NDJSON objects only. Count its rows with a query engine (e.g. DuckDB read_parquet, see docs/query.md)",
+                "destination `{}` writes Parquet; verify reads NDJSON objects only. Count its rows with a query engine (e.g. DuckDB's read_parquet; docs/configuration.md, section Parquet output)",
                 d.name
             ),
         ));
