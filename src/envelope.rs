@@ -81,12 +81,26 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 /// `partition`, `offset`, `timestamp_ms`, then `key` and `value` (or `key_base64` /
 /// `value_base64`). At most about 4/3 of the record's size plus a hundred bytes.
 pub fn error_line(rec: &Record, reason: QuarantineReason) -> Vec<u8> {
+    error_line_with_detail(rec, reason, None)
+}
+
+/// [`error_line`] with a `detail` member after the reason (e.g. which Parquet column a value
+/// did not fit).
+pub fn error_line_with_detail(
+    rec: &Record,
+    reason: QuarantineReason,
+    detail: Option<&str>,
+) -> Vec<u8> {
     let key = rec.key.as_deref();
     let value = rec.value.as_deref();
     let payload = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
     let mut out = Vec::with_capacity(payload.div_ceil(3) * 4 + rec.tp.topic.len() + 128);
     out.extend_from_slice(b"{\"reason\":");
     write_str(&mut out, reason.as_str());
+    if let Some(d) = detail {
+        out.extend_from_slice(b",\"detail\":");
+        write_str(&mut out, d);
+    }
     out.push(b',');
     write_coordinates(&mut out, rec, "timestamp_ms");
     put_bytes(&mut out, "key", key);

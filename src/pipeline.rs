@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, EncoderPool, FlushReason};
 use crate::config::{Config, DestinationConfig};
-use crate::envelope::{error_line, with_kafka_metadata};
+use crate::envelope::{error_line_with_detail, with_kafka_metadata};
 use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
 use crate::offsets::OffsetTracker;
@@ -380,13 +380,11 @@ impl Pipeline {
                         self.stats.records_filtered += 1;
                         self.metrics.filtered(&self.dests[d].cfg.name);
                     }
-                    Route::Quarantine(reason) => {
-                        self.stats.records_quarantined += 1;
-                        self.metrics.quarantined(&self.dests[d].cfg.name, reason);
-                        tracing::debug!(tp = %rec.tp, offset = rec.offset, reason = reason.as_str(), "quarantined");
-                        let line = error_line(&rec, reason);
-                        let kind = FileKind::Error(reason);
-                        self.append(d, &rec, kind, (&line, &[]), None, now, Vec::new());
+                    Route::Quarantine(reason) => self.quarantine(d, &rec, reason, None, now),
+                    Route::Mismatch(m) => {
+                        let detail = m.detail();
+                        let reason = QuarantineReason::SchemaMismatch;
+                        self.quarantine(d, &rec, reason, Some(&detail), now);
                     }
                     Route::Write {
                         folder,
@@ -421,6 +419,24 @@ impl Pipeline {
             self.metrics.consumed(&tp, n, b);
         }
         Ok(())
+    }
+
+    /// Writes a record to its destination's error folder for `reason` (the envelope carries
+    /// `detail` when given), counting it.
+    fn quarantine(
+        &mut self,
+        dest: usize,
+        rec: &Record,
+        reason: QuarantineReason,
+        detail: Option<&str>,
+        now: Instant,
+    ) {
+        self.stats.records_quarantined += 1;
+        self.metrics.quarantined(&self.dests[dest].cfg.name, reason);
+        tracing::debug!(tp = %rec.tp, offset = rec.offset, reason = reason.as_str(), detail, "quarantined");
+        let line = error_line_with_detail(rec, reason, detail);
+        let kind = FileKind::Error(reason);
+        self.append(dest, rec, kind, (&line, &[]), None, now, Vec::new());
     }
 
     /// Deterministic destinations: a record of a new offset window closes every file of the

@@ -113,6 +113,8 @@ pub enum Route<'a> {
     Filtered,
     /// Goes to the error folder.
     Quarantine(QuarantineReason),
+    /// Goes to the error folder as `schema_mismatch`: a value does not fit its Parquet column.
+    Mismatch(columns::Mismatch),
 }
 
 /// Routes records for one destination.
@@ -275,10 +277,7 @@ impl Router {
         for (column, slot) in &self.columns {
             match columns::cell(column, text, fields[*slot].as_ref(), spans[*slot].as_ref()) {
                 Ok(c) => row.push(c),
-                Err(m) => {
-                    tracing::debug!(column = %m.column, found = m.found, "value does not fit its column");
-                    return Route::Quarantine(QuarantineReason::SchemaMismatch);
-                }
+                Err(m) => return Route::Mismatch(m),
             }
         }
         let id = values_id(&values);

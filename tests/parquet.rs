@@ -2,7 +2,7 @@
 //! in-process S3 server: every record that fits the declared columns is one row, in a
 //! `dt=…/hr=…/` folder of its own event time, with its Kafka coordinates as columns and its
 //! JSON byte for byte in the raw column; records that do not fit go to
-//! `_errors/schema_mismatch/` as NDJSON, and `verify` refuses the destination with a clear
+//! `_errors/schema_mismatch/` as NDJSON envelopes naming the column, and `verify` refuses the destination with a clear
 //! reason.
 
 mod support;
@@ -99,6 +99,7 @@ async fn rows_carry_typed_columns_metadata_and_hive_folders() {
             .unwrap();
     let mut rows = 0;
     let mut mismatches = 0;
+    let mut details = Vec::new();
     for o in s3.objects(BUCKET) {
         if o.key.starts_with("_errors/") {
             assert!(
@@ -106,7 +107,12 @@ async fn rows_carry_typed_columns_metadata_and_hive_folders() {
                 "{}",
                 o.key
             );
-            mismatches += o.lines().len();
+            for line in o.lines() {
+                let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                assert_eq!(v["reason"], "schema_mismatch");
+                details.push(v["detail"].as_str().unwrap().to_string());
+                mismatches += 1;
+            }
             continue;
         }
         let caps = key_re
@@ -170,6 +176,14 @@ async fn rows_carry_typed_columns_metadata_and_hive_folders() {
     }
     assert_eq!(rows, fitting);
     assert_eq!(mismatches, values.len() - fitting);
+    // Each envelope says which column refused what.
+    for want in [
+        "column `position` (int64) does not take a string",
+        "column `position` (int64) does not take a non-integer number",
+        "column `message_id` is required and missing",
+    ] {
+        assert!(details.iter().any(|d| d == want), "{want} in {details:?}");
+    }
 
     let err = verify::run(&cfg.build(), &VerifyOptions::default())
         .await

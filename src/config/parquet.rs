@@ -100,6 +100,18 @@ impl ColumnType {
         })
     }
 
+    /// Its name in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Int64 => "int64",
+            Self::Double => "double",
+            Self::Bool => "bool",
+            Self::Timestamp => "timestamp",
+            Self::Json => "json",
+        }
+    }
+
     /// Its Arrow type.
     pub fn arrow(self) -> DataType {
         match self {

@@ -33,19 +33,37 @@ pub enum Cell<'a> {
 pub struct Mismatch {
     /// The column.
     pub column: String,
+    /// Its type.
+    pub kind: ColumnType,
     /// What was found there.
     pub found: &'static str,
+}
+
+impl Mismatch {
+    /// One line for the quarantine envelope's `detail`, e.g. ``column `n` (int64) does not
+    /// take a string``.
+    pub fn detail(&self) -> String {
+        match self.found {
+            "nothing" => format!("column `{}` is required and missing", self.column),
+            "null" => format!("column `{}` is required and null", self.column),
+            found => format!(
+                "column `{}` ({}) does not take {found}",
+                self.column,
+                self.kind.name()
+            ),
+        }
+    }
 }
 
 /// What kind of JSON a value's text is (for mismatch messages and bool/null checks).
 fn kind_of(text: &str) -> &'static str {
     match text.as_bytes().first() {
-        Some(b'{') => "object",
-        Some(b'[') => "array",
-        Some(b'"') => "string",
-        Some(b't' | b'f') => "bool",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a bool",
         Some(b'n') => "null",
-        Some(_) => "number",
+        Some(_) => "a number",
         None => "nothing",
     }
 }
@@ -61,6 +79,7 @@ pub fn cell<'a>(
     let raw = span.map_or("", |s| &text[s.clone()]);
     let mismatch = |found| Mismatch {
         column: column.name.clone(),
+        kind: column.kind,
         found,
     };
     let kind = kind_of(raw);
@@ -75,11 +94,11 @@ pub fn cell<'a>(
     let cell = match (column.kind, value) {
         (ColumnType::String, Scalar::Str(s)) => Cell::Str(s.clone()),
         (ColumnType::String, Scalar::Int(_) | Scalar::Float(_)) => Cell::Str(Cow::Borrowed(raw)),
-        (ColumnType::String, Scalar::Other) if kind == "bool" => Cell::Str(Cow::Borrowed(raw)),
+        (ColumnType::String, Scalar::Other) if kind == "a bool" => Cell::Str(Cow::Borrowed(raw)),
         (ColumnType::Int64, Scalar::Int(i)) => Cell::Int(*i),
         (ColumnType::Double, Scalar::Int(i)) => Cell::Float(*i as f64),
         (ColumnType::Double, Scalar::Float(f)) => Cell::Float(*f),
-        (ColumnType::Bool, Scalar::Other) if kind == "bool" => Cell::Bool(raw == "true"),
+        (ColumnType::Bool, Scalar::Other) if kind == "a bool" => Cell::Bool(raw == "true"),
         (ColumnType::Timestamp, v @ (Scalar::Str(_) | Scalar::Int(_) | Scalar::Float(_))) => {
             match crate::router::parse_time(v, TimeFormat::Auto) {
                 Some(t) => Cell::Micros(t.timestamp_micros()),
@@ -109,6 +128,14 @@ mod tests {
 
     /// The cell for `{"v": <json>}` (`None` json: no `v` at all).
     fn of(kind: ColumnType, required: bool, json: Option<&str>) -> Result<Cell<'static>, String> {
+        of_detail(kind, required, json).map_err(|m| m.found.to_string())
+    }
+
+    fn of_detail(
+        kind: ColumnType,
+        required: bool,
+        json: Option<&str>,
+    ) -> Result<Cell<'static>, Mismatch> {
         let doc = match json {
             Some(j) => format!("{{\"v\":{j}}}"),
             None => "{}".to_string(),
@@ -124,7 +151,6 @@ mod tests {
             out[0].as_ref(),
             spans[0].as_ref(),
         )
-        .map_err(|m| m.found.to_string())
     }
 
     #[test]
@@ -169,19 +195,26 @@ mod tests {
             of(Int64, false, Some("1.5")),
             Err("a non-integer number".into())
         );
-        assert_eq!(of(Int64, false, Some(r#""12""#)), Err("string".into()));
+        assert_eq!(of(Int64, false, Some(r#""12""#)), Err("a string".into()));
         assert_eq!(
             of(Int64, false, Some("18446744073709551615")),
             Err("a non-integer number".into())
         );
-        assert_eq!(of(Double, false, Some("[1]")), Err("array".into()));
-        assert_eq!(of(Bool, false, Some("1")), Err("number".into()));
-        assert_eq!(of(String, false, Some("{}")), Err("object".into()));
+        assert_eq!(of(Double, false, Some("[1]")), Err("an array".into()));
+        assert_eq!(of(Bool, false, Some("1")), Err("a number".into()));
+        assert_eq!(of(String, false, Some("{}")), Err("an object".into()));
         assert_eq!(
             of(Timestamp, false, Some(r#""yesterday""#)),
             Err("a value that is not a time".into())
         );
         assert_eq!(of(String, true, None), Err("nothing".into()));
         assert_eq!(of(Json, true, Some("null")), Err("null".into()));
+        let detail = |j| of_detail(Int64, true, j).unwrap_err().detail();
+        assert_eq!(
+            detail(Some("true")),
+            "column `c` (int64) does not take a bool"
+        );
+        assert_eq!(detail(None), "column `c` is required and missing");
+        assert_eq!(detail(Some("null")), "column `c` is required and null");
     }
 }

@@ -279,7 +279,7 @@ fn event_times_outside_the_window_are_quarantined() {
         match r.route(&rec(&format!(r#"{{"timestamp":"{ts}"}}"#)), now()) {
             Route::Write { .. } => None,
             Route::Quarantine(q) => Some(q),
-            Route::Filtered => panic!("filtered"),
+            Route::Filtered | Route::Mismatch(_) => panic!("filtered or mismatched"),
         }
     }
     let out = Some(QuarantineReason::TimeOutOfRange);

@@ -121,7 +121,7 @@ impl Identifier {
                 },
                 quarantined: false,
             },
-            Route::Quarantine(_) => Identity::Expected {
+            Route::Quarantine(_) | Route::Mismatch(_) => Identity::Expected {
                 hash: quarantine_hash(rec.value.as_deref()),
                 quarantined: true,
             },
