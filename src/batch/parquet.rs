@@ -163,47 +163,50 @@ impl ParquetFile {
         }
     }
 
-    /// Appends one record's row: its declared cells, its line as the raw column, its Kafka
-    /// metadata.
+    /// Appends one record's row: its declared cells (a missing one as null, so every column
+    /// keeps the row count), its line as the raw column, its Kafka metadata.
     pub fn append(&mut self, rec: &Record, line: &[u8], row: &[Cell<'_>]) {
-        let mut b = self.builders.iter_mut();
-        let mut bytes = 0;
-        for c in row {
-            if let Cell::Str(s) = c {
-                bytes += s.len();
-            }
-            if let Some(b) = b.next() {
-                b.cell(c);
-            }
-        }
-        if self.cfg.raw_column.is_some() {
-            if let Some(Builder::Str(s)) = b.next() {
-                // Lines are checked UTF-8 by the router.
-                s.append_value(String::from_utf8_lossy(line));
-                bytes += line.len();
-            }
-        }
-        if self.cfg.metadata_prefix.is_some() {
-            let mut cols: Vec<&mut Builder> = b.collect();
-            if let [Builder::Str(topic), Builder::I32(partition), Builder::I64(offset), Builder::Millis(ts), Builder::Bin(key), Builder::Str(headers)] =
-                &mut cols[..]
-            {
-                topic.append_value(&rec.tp.topic);
-                partition.append_value(rec.tp.partition);
-                offset.append_value(rec.offset);
-                ts.append_option(rec.timestamp_ms);
-                key.append_option(rec.key.as_deref());
-                match rec.headers.as_deref() {
-                    Some(h) => headers.append_value(String::from_utf8_lossy(h)),
-                    None => headers.append_null(),
+        let mut bytes = 8 * self.builders.len();
+        let declared = self.cfg.columns.len();
+        let (cells, rest) = self.builders.split_at_mut(declared);
+        for (i, b) in cells.iter_mut().enumerate() {
+            match row.get(i) {
+                Some(c) => {
+                    if let Cell::Str(s) = c {
+                        bytes += s.len();
+                    }
+                    b.cell(c);
                 }
-                bytes += rec.tp.topic.len()
-                    + rec.key.as_ref().map_or(0, |k| k.len())
-                    + rec.headers.as_ref().map_or(0, |h| h.len());
+                None => b.null(),
             }
+        }
+        let meta = match (&self.cfg.raw_column, rest) {
+            (Some(_), [Builder::Str(raw), meta @ ..]) => {
+                // Lines are checked UTF-8 by the router.
+                raw.append_value(String::from_utf8_lossy(line));
+                bytes += line.len();
+                meta
+            }
+            (_, meta) => meta,
+        };
+        if let [Builder::Str(topic), Builder::I32(partition), Builder::I64(offset), Builder::Millis(ts), Builder::Bin(key), Builder::Str(headers)] =
+            meta
+        {
+            topic.append_value(&rec.tp.topic);
+            partition.append_value(rec.tp.partition);
+            offset.append_value(rec.offset);
+            ts.append_option(rec.timestamp_ms);
+            key.append_option(rec.key.as_deref());
+            match rec.headers.as_deref() {
+                Some(h) => headers.append_value(String::from_utf8_lossy(h)),
+                None => headers.append_null(),
+            }
+            bytes += rec.tp.topic.len()
+                + rec.key.as_ref().map_or(0, |k| k.len())
+                + rec.headers.as_ref().map_or(0, |h| h.len());
         }
         self.rows += 1;
-        self.row_bytes += bytes + 8 * self.builders.len();
+        self.row_bytes += bytes;
         if self.rows >= CHUNK_ROWS || self.row_bytes >= CHUNK_BYTES {
             self.encode_rows();
         }
@@ -313,6 +316,28 @@ mod tests {
         for codec in ["zstd", "snappy", "none"] {
             one_file_of_every_row(codec);
         }
+    }
+
+    #[test]
+    fn a_short_row_gets_nulls_and_keeps_every_column_aligned() {
+        let mut f = ParquetFile::new(config(64 * 1024, "zstd"));
+        f.append(&record(7), br#"{"n":7}"#, &[Cell::Int(7)]);
+        f.append(&record(8), br#"{}"#, &[]);
+        let bytes = bytes::Bytes::from(f.finish());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        let batch = reader.build().unwrap().next().unwrap().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let n = batch
+            .column_by_name("n")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!((n.value(0), n.is_null(1)), (7, true));
+        assert!(batch.column_by_name("name").unwrap().is_null(1));
+        let offset = batch
+            .column_by_name("_kafka_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!((offset.value(0), offset.value(1)), (7, 8));
     }
 
     fn one_file_of_every_row(codec: &str) {

@@ -187,14 +187,6 @@ pub struct ParquetConfig {
     pub schema: SchemaRef,
 }
 
-impl PartialEq for ParquetConfig {
-    fn eq(&self, other: &Self) -> bool {
-        self.schema == other.schema
-            && self.codec == other.codec
-            && self.row_group_bytes == other.row_group_bytes
-    }
-}
-
 /// Whether `name` is a plain identifier every engine takes unquoted.
 fn plain_identifier(name: &str) -> bool {
     let mut chars = name.chars();
