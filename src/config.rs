@@ -18,9 +18,7 @@ mod typed;
 mod validate;
 
 pub use destination::read_ca_bundle;
-pub use parquet::{
-    Column, ColumnType, ParquetCodec, ParquetConfig, RawColumn, RawParquet, METADATA_COLUMNS,
-};
+pub use parquet::{Column, ColumnType, ParquetCodec, ParquetConfig, RawColumn, RawParquet};
 pub use raw::*;
 pub use security::RawSecurity;
 pub use typed::*;

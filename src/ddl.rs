@@ -18,7 +18,9 @@
 use chrono::NaiveDate;
 use std::fmt::Write as _;
 
-use crate::config::{DestinationConfig, ParquetConfig, TimeSource, METADATA_COLUMNS};
+use arrow_schema::DataType;
+
+use crate::config::{DestinationConfig, ParquetConfig, TimeSource};
 
 /// Why no DDL could be made.
 #[derive(Debug, thiserror::Error)]
@@ -316,22 +318,25 @@ pub fn default_columns(d: &DestinationConfig) -> Vec<(String, String)> {
     out
 }
 
-/// The columns of a Parquet destination's files, in file order, with their Athena types.
+/// The columns of a Parquet destination's files, in file order, with their Athena types (read
+/// off the file schema, so the table cannot drift from the files).
 fn parquet_columns(p: &ParquetConfig) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = p
-        .columns
+    p.schema
+        .fields()
         .iter()
-        .map(|c| (c.name.clone(), c.kind.athena().to_string()))
-        .collect();
-    if let Some(raw) = &p.raw_column {
-        out.push((raw.clone(), "string".into()));
-    }
-    if let Some(prefix) = &p.metadata_prefix {
-        for (suffix, kind) in METADATA_COLUMNS {
-            out.push((format!("{prefix}_{suffix}"), kind.to_string()));
-        }
-    }
-    out
+        .map(|f| {
+            let kind = match f.data_type() {
+                DataType::Int64 => "bigint",
+                DataType::Int32 => "int",
+                DataType::Float64 => "double",
+                DataType::Boolean => "boolean",
+                DataType::Timestamp(..) => "timestamp",
+                DataType::Binary => "binary",
+                _ => "string",
+            };
+            (f.name().clone(), kind.to_string())
+        })
+        .collect()
 }
 
 /// `name type, name type` → pairs.

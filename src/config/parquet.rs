@@ -88,16 +88,17 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    const ALL: [Self; 6] = [
+        Self::String,
+        Self::Int64,
+        Self::Double,
+        Self::Bool,
+        Self::Timestamp,
+        Self::Json,
+    ];
+
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "string" => Self::String,
-            "int64" => Self::Int64,
-            "double" => Self::Double,
-            "bool" => Self::Bool,
-            "timestamp" => Self::Timestamp,
-            "json" => Self::Json,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|t| t.name() == s)
     }
 
     /// Its name in config files.
@@ -120,17 +121,6 @@ impl ColumnType {
             Self::Double => DataType::Float64,
             Self::Bool => DataType::Boolean,
             Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        }
-    }
-
-    /// Its type in Athena / Hive DDL.
-    pub fn athena(self) -> &'static str {
-        match self {
-            Self::String | Self::Json => "string",
-            Self::Int64 => "bigint",
-            Self::Double => "double",
-            Self::Bool => "boolean",
-            Self::Timestamp => "timestamp",
         }
     }
 }
@@ -159,15 +149,14 @@ pub enum ParquetCodec {
     Zstd(i32),
 }
 
-/// The Kafka metadata columns (name suffixes after `<kafka_metadata_field>_`) and their Athena
-/// types, in file order.
-pub const METADATA_COLUMNS: [(&str, &str); 6] = [
-    ("topic", "string"),
-    ("partition", "int"),
-    ("offset", "bigint"),
-    ("timestamp", "timestamp"),
-    ("key", "binary"),
-    ("headers", "string"),
+/// The Kafka metadata columns: name suffixes after `<kafka_metadata_field>_`, in file order.
+const METADATA_COLUMNS: [&str; 6] = [
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "key",
+    "headers",
 ];
 
 /// A validated `[destinations.parquet]`.
@@ -301,7 +290,7 @@ pub(crate) fn validate(
         )?;
     }
     if let Some(prefix) = metadata {
-        for (suffix, _) in METADATA_COLUMNS {
+        for suffix in METADATA_COLUMNS {
             let name = format!("{prefix}_{suffix}");
             let (kind, nullable) = match suffix {
                 "topic" => (DataType::Utf8, false),
