@@ -2,8 +2,9 @@
 //! in-process S3 server: every record that fits the declared columns is one row, in a
 //! `dt=…/hr=…/` folder of its own event time, with its Kafka coordinates as columns and its
 //! JSON byte for byte in the raw column; records that do not fit go to
-//! `_errors/schema_mismatch/` as NDJSON envelopes naming the column, and `verify` refuses the destination with a clear
-//! reason.
+//! `_errors/schema_mismatch/` as NDJSON envelopes naming the column. `verify` audits the
+//! destination by the rows' Kafka metadata columns (a deleted file's rows are missing), and
+//! refuses, with the fix, a Parquet destination that writes no metadata columns.
 
 mod support;
 
@@ -185,10 +186,48 @@ async fn rows_carry_typed_columns_metadata_and_hive_folders() {
         assert!(details.iter().any(|d| d == want), "{want} in {details:?}");
     }
 
-    let err = verify::run(&cfg.build(), &VerifyOptions::default())
+    // verify matches every row by its _kafka_* columns (and raw text), every mismatch by its
+    // envelope.
+    let total = values.len() as u64;
+    let r = verify::run(&cfg.build(), &VerifyOptions::default())
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("writes Parquet"), "{err}");
+        .unwrap_or_else(|e| panic!("verify failed: {e}"));
+    eprintln!("{}", r.to_text());
+    assert_eq!((r.records, r.expected, r.found), (total, total, total));
+    assert_eq!((r.missing, r.duplicated, r.outside_range), (0, 0, 0));
+    assert_eq!(r.quarantined, mismatches as u64);
+    assert!(r.unreadable.is_empty() && r.unattributed == 0);
+    assert_eq!(r.exit_code(), 0);
+
+    // A deleted file: its rows are missing, by offset.
+    let victim = s3
+        .objects(BUCKET)
+        .into_iter()
+        .find(|o| o.key.ends_with(".parquet"))
+        .expect("a parquet file");
+    let victim_rows = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(victim.data))
+        .unwrap()
+        .metadata()
+        .file_metadata()
+        .num_rows() as u64;
+    assert!(victim_rows > 0);
+    std::fs::remove_file(s3.server.object_path(BUCKET, &victim.key)).unwrap();
+    let r = verify::run(&cfg.build(), &VerifyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((r.missing, r.found), (victim_rows, total - victim_rows));
+    assert_eq!(r.exit_code(), 1);
+
+    // Without the metadata columns the rows cannot be placed: refused, naming the fix.
+    let mut bare = cfg.clone();
+    bare.destination(0).remove("kafka_metadata_field");
+    let err = verify::run(&bare.build(), &VerifyOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().contains("set its kafka_metadata_field"),
+        "{err}"
+    );
     s3.stop().await;
 }

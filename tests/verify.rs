@@ -342,6 +342,83 @@ async fn records_past_to_are_outside_the_range() {
     w.s3.stop().await;
 }
 
+/// Commits `offset` for `group` on one partition, as a member of the group (the mock cluster
+/// refuses commits from outside it).
+async fn commit_offset(brokers: &str, group: &str, partition: i32, offset: i64) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let (brokers, group) = (brokers.to_string(), group.to_string());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        c.subscribe(&[TOPIC]).unwrap();
+        let deadline = Instant::now() + GROUP_DEADLINE;
+        while c.assignment().unwrap().count() == 0 {
+            assert!(Instant::now() < deadline, "never joined the group");
+            let _ = c.poll(Duration::from_millis(100));
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, partition, rdkafka::Offset::Offset(offset))
+            .unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// A group committed past a partition's high watermark (a truncated log, a broker that lost
+/// records): the records between the two cannot be read, so `verify` refuses to pass (exit 3,
+/// naming the partition) instead of checking up to the watermark and reporting missing=0;
+/// `--to latest` still audits what Kafka has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_past_the_high_watermark_cannot_pass() {
+    let w = written("verify-past-end").await;
+    let brokers = w._kafka.brokers();
+    let ends = w._kafka.end_offsets(TOPIC, PARTITIONS).await;
+    let group = w.config().kafka.group_id.clone();
+    commit_offset(&brokers, &group, 1, ends[&1] + 25).await;
+    let reader = OffsetReader::new(&brokers, &group, TOPIC, PARTITIONS);
+    let mut want = ends.clone();
+    want.insert(1, ends[&1] + 25);
+    reader.wait_committed(&want, GROUP_DEADLINE).await;
+    reader.close().await;
+
+    let e = verify::run(&w.config(), &opts()).await.unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "{TOPIC}[1] committed {} but its high watermark is {}",
+            ends[&1] + 25,
+            ends[&1]
+        )),
+        "{text}"
+    );
+
+    let (code, stdout, stderr, _) = verify_binary(&w.cfg.toml(), &[]).await;
+    assert_eq!(
+        code,
+        Some(3),
+        "{stdout}
+{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("high watermark"), "{stderr}");
+    let (code, stdout, stderr, _) = verify_binary(&w.cfg.toml(), &["--to", "latest"]).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "{stdout}
+{stderr}"
+    );
+    assert!(stdout.contains("missing=0 "), "{stdout}");
+    w.s3.stop().await;
+}
+
 fn unreachable_config(brokers: &str, endpoint: &str) -> String {
     TestConfig::new(brokers, "g", &[TOPIC], endpoint).toml()
 }

@@ -8,6 +8,11 @@
 //! event-time window (`max_future_secs` / `max_past_secs`) is left out: it moves with the
 //! clock, so a record written as a line yesterday may be out of range today; without it, a
 //! record has one identity whether it landed as a line or as a `time_out_of_range` envelope.
+//!
+//! A Parquet row is identified by its Kafka offset (the `<kafka_metadata_field>_offset`
+//! column; its topic and partition columns place it) and, when the destination writes a raw
+//! column, by that text too, which is the line the pipeline would have written: `P` + offset
+//! (+ raw line).
 
 use base64::Engine;
 use chrono::Utc;
@@ -21,6 +26,7 @@ use crate::router::{Route, Router};
 const SEED_LINE: u64 = u64::from_le_bytes(*b"L-line-1");
 const SEED_QUARANTINE: u64 = u64::from_le_bytes(*b"Q-value1");
 const SEED_TOMBSTONE: u64 = u64::from_le_bytes(*b"T-null-1");
+const SEED_ROW: u64 = u64::from_le_bytes(*b"P-row--1");
 
 /// Hash of a data line as written (without its newline).
 pub fn line_hash(line: &[u8]) -> u64 {
@@ -33,6 +39,17 @@ pub fn quarantine_hash(value: Option<&[u8]>) -> u64 {
         Some(v) => xxh3_64_with_seed(v, SEED_QUARANTINE),
         None => xxh3_64_with_seed(&[], SEED_TOMBSTONE),
     }
+}
+
+/// Hash of a Parquet row: its offset, and its raw column's text when the destination writes
+/// one (`None` otherwise).
+pub fn row_hash(offset: i64, raw: Option<&[u8]>) -> u64 {
+    let mut buf = Vec::with_capacity(8 + raw.map_or(0, <[u8]>::len));
+    buf.extend_from_slice(&offset.to_le_bytes());
+    if let Some(r) = raw {
+        buf.extend_from_slice(r);
+    }
+    xxh3_64_with_seed(&buf, SEED_ROW)
 }
 
 /// What the connector does with a record, as far as `verify` cares.
@@ -66,6 +83,8 @@ pub struct Identifier {
     router: Router,
     /// The destination's `kafka_metadata_field`: its lines carry the record's coordinates.
     metadata_field: Option<String>,
+    /// For a Parquet destination: whether its rows carry the line in a raw column.
+    parquet_raw: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +125,7 @@ impl Identifier {
         Self {
             router: Router::new(&d),
             metadata_field: d.kafka_metadata_field.clone(),
+            parquet_raw: d.parquet.as_ref().map(|p| p.raw_column.is_some()),
         }
     }
 
@@ -113,11 +133,12 @@ impl Identifier {
     pub fn of_record(&self, rec: &Record) -> Identity {
         match self.router.route(rec, Utc::now()) {
             Route::Write { line, .. } => Identity::Expected {
-                hash: match &self.metadata_field {
-                    Some(field) => {
+                hash: match (self.parquet_raw, &self.metadata_field) {
+                    (Some(raw), _) => row_hash(rec.offset, raw.then_some(&*line)),
+                    (None, Some(field)) => {
                         line_hash(&crate::envelope::with_kafka_metadata(&line, rec, field))
                     }
-                    None => line_hash(&line),
+                    (None, None) => line_hash(&line),
                 },
                 quarantined: false,
             },

@@ -3,7 +3,10 @@
 //! record the destination expects (filtered records are only counted).
 //!
 //! Invariant: a range never reaches below the log start or past the high watermark; partitions
-//! whose range had to be narrowed, or that have no committed offset, carry a note saying so.
+//! whose range had to be narrowed, or that have no committed offset, carry a note saying so. A
+//! committed offset past the high watermark is never narrowed: records the group committed
+//! cannot be read back, so the plan fails ([`VerifyError::PastEnd`], exit 3) rather than let
+//! the audit pass short.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +16,7 @@ use super::identity::{Identifier, Identity};
 use super::s3side::TopicIndex;
 use super::{FromOffset, ToOffset, VerifyError};
 use crate::model::TopicPartition;
-use crate::source::reader::{OffsetRange, RangeReader, ReaderError};
+use crate::source::reader::{OffsetRange, RangeReader};
 
 /// One partition's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +39,15 @@ pub struct PartitionPlan {
     pub note: Option<String>,
 }
 
-/// Resolves `from` / `to` against one partition's watermarks and commit.
+/// Resolves `from` / `to` against one partition's watermarks and commit. `Err` (the committed
+/// offset and the high watermark) when the group committed past the high watermark: the records
+/// between them cannot be read, so nothing can show they reached S3.
 pub fn resolve(
     from: FromOffset,
     to: ToOffset,
     (log_start, high): (i64, i64),
     committed: Option<i64>,
-) -> (i64, i64, Option<String>) {
+) -> Result<(i64, i64, Option<String>), (i64, i64)> {
     let mut notes = Vec::new();
     let start = match from {
         FromOffset::Earliest => log_start,
@@ -57,12 +62,7 @@ pub fn resolve(
     let end = match to {
         ToOffset::Latest => high,
         ToOffset::Committed => match committed {
-            Some(c) if c > high => {
-                notes.push(format!(
-                    "committed offset {c} is past the high watermark {high}"
-                ));
-                high
-            }
+            Some(c) if c > high => return Err((c, high)),
             Some(c) => c,
             None => {
                 notes.push("the group has no committed offset: nothing expected".into());
@@ -80,7 +80,7 @@ pub fn resolve(
         notes.push("the committed offset is below the log start: nothing left to check".into());
     }
     let note = (!notes.is_empty()).then(|| notes.join("; "));
-    (start, end, note)
+    Ok((start, end, note))
 }
 
 /// Plans every partition of the verified topics.
@@ -89,7 +89,7 @@ pub fn plan(
     topics: &TopicIndex,
     from: FromOffset,
     to: ToOffset,
-) -> Result<Vec<PartitionPlan>, ReaderError> {
+) -> Result<Vec<PartitionPlan>, VerifyError> {
     let mut tps = Vec::new();
     for (i, topic) in topics.names().iter().enumerate() {
         for p in reader.partitions(topic)? {
@@ -103,9 +103,20 @@ pub fn plan(
         vec![None; tps.len()]
     };
     let mut out = Vec::with_capacity(tps.len());
+    let mut past_end = Vec::new();
     for ((topic, tp), committed) in tps.into_iter().zip(committed) {
+        // Read after the commits: a commit made before it cannot exceed a healthy watermark.
         let marks = reader.watermarks(&tp)?;
-        let (from, to, note) = resolve(from, to, marks, committed);
+        let (from, to, note) = match resolve(from, to, marks, committed) {
+            Ok(r) => r,
+            Err((c, high)) => {
+                past_end.push(format!(
+                    "{tp} committed {c} but its high watermark is {high} ({} records)",
+                    c - high
+                ));
+                continue;
+            }
+        };
         out.push(PartitionPlan {
             topic,
             tp,
@@ -115,6 +126,11 @@ pub fn plan(
             from,
             to,
             note,
+        });
+    }
+    if !past_end.is_empty() {
+        return Err(VerifyError::PastEnd {
+            partitions: past_end.join(", "),
         });
     }
     Ok(out)
@@ -188,8 +204,9 @@ mod tests {
             (5, 100),
             Some(60),
         );
-        assert_eq!(r, (5, 60, None));
-        let (from, to, note) = resolve(FromOffset::Earliest, ToOffset::Committed, (5, 100), None);
+        assert_eq!(r, Ok((5, 60, None)));
+        let (from, to, note) =
+            resolve(FromOffset::Earliest, ToOffset::Committed, (5, 100), None).unwrap();
         assert_eq!((from, to), (5, 5));
         assert!(note.unwrap().contains("no committed offset"));
     }
@@ -197,16 +214,40 @@ mod tests {
     #[test]
     fn numeric_bounds_are_clamped_to_what_kafka_has() {
         let (from, to, note) =
-            resolve(FromOffset::Offset(0), ToOffset::Offset(500), (5, 100), None);
+            resolve(FromOffset::Offset(0), ToOffset::Offset(500), (5, 100), None).unwrap();
         assert_eq!((from, to), (5, 100));
         let note = note.unwrap();
         assert!(note.contains("deleted by retention") && note.contains("past the high"));
         assert_eq!(
             resolve(FromOffset::Offset(50), ToOffset::Latest, (0, 100), None),
-            (50, 100, None)
+            Ok((50, 100, None))
         );
         // An inverted range is empty, not negative.
-        let (from, to, _) = resolve(FromOffset::Offset(80), ToOffset::Offset(20), (0, 100), None);
+        let (from, to, _) =
+            resolve(FromOffset::Offset(80), ToOffset::Offset(20), (0, 100), None).unwrap();
         assert_eq!((from, to), (80, 80));
+    }
+
+    #[test]
+    fn a_commit_past_the_high_watermark_is_refused_not_narrowed() {
+        assert_eq!(
+            resolve(
+                FromOffset::Earliest,
+                ToOffset::Committed,
+                (0, 100),
+                Some(124)
+            ),
+            Err((124, 100))
+        );
+        // At the watermark is fine; an explicit --to past it is a cap, narrowed with a note.
+        assert_eq!(
+            resolve(
+                FromOffset::Earliest,
+                ToOffset::Committed,
+                (0, 100),
+                Some(100)
+            ),
+            Ok((0, 100, None))
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! `verify`: audits a destination against Kafka. Reads the records of an offset range (default:
 //! log start to the group's committed offsets) and every object under the destination's prefix
-//! (error folder included), and reports records missing from S3, records present more than once,
-//! and lines matching no record of the range.
+//! (error folder included; the rows of Parquet files are read by their Kafka metadata columns),
+//! and reports records missing from S3, records present more than once, and lines or rows
+//! matching no record of the range.
 //!
 //! How (bounded memory, any topic size): each side emits fixed-size entries (topic, partition,
 //! identity hash, offset or object index, see [`identity`]) into an external sort
@@ -161,6 +162,14 @@ pub enum VerifyError {
         /// Cause.
         message: String,
     },
+    /// The group committed past the high watermark of some partitions (a truncated log, or a
+    /// broker that lost records): those records cannot be read back, so the audit cannot
+    /// cover them (exit 3).
+    #[error("cannot verify up to the committed offsets: {partitions}; those records are no longer in Kafka (a truncated log or a broker that lost data), so nothing can show they reached S3. Check the brokers, or audit what Kafka still has with --to latest")]
+    PastEnd {
+        /// Each partition concerned, with its commit and high watermark.
+        partitions: String,
+    },
     /// The spill files could not be written or read (exit 3).
     #[error("sort spill files: {0}")]
     Spill(#[source] io::Error),
@@ -232,11 +241,14 @@ pub fn select<'c>(
         }
         opts.topics.clone()
     };
-    if d.parquet.is_some() {
+    if d.parquet
+        .as_ref()
+        .is_some_and(|p| p.metadata_prefix.is_none())
+    {
         return Err(VerifyError::usage(
             "--destination",
             format!(
-                "destination `{}` writes Parquet; verify reads NDJSON objects only. Count its rows with a query engine (e.g. DuckDB's read_parquet; docs/configuration.md, section Parquet output)",
+                "destination `{}` writes Parquet without Kafka metadata columns, so its rows cannot be matched to offsets; set its kafka_metadata_field (e.g. \"_kafka\") to write _kafka_topic, _kafka_partition and _kafka_offset, and verify the files written from then on (docs/configuration.md, section Parquet output)",
                 d.name
             ),
         ));
@@ -362,6 +374,12 @@ pub async fn run_with_sink(
             max_line: d.batch.max_line_bytes(),
             max_total: d.batch.max_object_raw_bytes(),
         },
+        parquet: d.parquet.as_ref().and_then(|p| {
+            Some(s3side::RowColumns::new(
+                p.metadata_prefix.as_deref()?,
+                p.raw_column.clone(),
+            ))
+        }),
     };
     let s3 = async {
         let started = std::time::Instant::now();

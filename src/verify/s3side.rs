@@ -1,7 +1,9 @@
 //! The S3 side of `verify`: lists every object under the destination's prefix (error folder
 //! included), streams each one (gunzipped by its `.gz` suffix or gzip magic), and emits one
 //! [`Entry`] per data line (topic/partition from the object's metadata, else from a default
-//! template key) and per error envelope (topic/partition from the envelope).
+//! template key), per error envelope (topic/partition from the envelope) and, for a Parquet
+//! destination, per row of its data files (topic/partition/offset from the row's Kafka metadata
+//! columns, see [`parquet`]).
 //!
 //! Invariants: only the [`ObjectSink`] trait is used (no SDK here); memory per object is a few
 //! 64 KiB buffers whatever its size (the body is pumped through a bounded channel into a
@@ -18,10 +20,13 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::extsort::Entry;
-use super::identity::{line_hash, parse_default_key, Identifier};
+use super::identity::{line_hash, parse_default_key, row_hash, Identifier};
 use super::join::s3_aux;
 use super::VerifyError;
 use crate::sink::{meta_keys, ObjectBody, ObjectSink, SinkError};
+
+mod parquet;
+pub use parquet::{read_rows, Row, RowColumns};
 
 /// Topics being verified, by index.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +79,8 @@ pub struct S3Options {
     pub attempts: u32,
     /// How much of one object is read at most.
     pub limits: ReadLimits,
+    /// For a Parquet destination: the columns that place its data files' rows.
+    pub parquet: Option<RowColumns>,
 }
 
 /// What the collector receives, in order.
@@ -249,6 +256,8 @@ enum Lines {
     Data(u32, i32),
     /// Error envelopes.
     Envelopes,
+    /// Rows of a Parquet file (each placed by its own columns).
+    Rows,
 }
 
 async fn read_object(
@@ -271,6 +280,8 @@ async fn read_object(
     };
     let lines = if key.starts_with(&opts.error_prefix) {
         Lines::Envelopes
+    } else if opts.parquet.is_some() {
+        Lines::Rows
     } else {
         let from_meta = match (
             head.user.get(meta_keys::TOPIC),
@@ -298,18 +309,18 @@ async fn read_object(
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let suffix = Suffix::of(&key);
     let limits = opts.limits;
+    let row_columns = opts.parquet.clone();
     let (ident, topics, out) = (ident.clone(), topics.clone(), out.clone());
     let reader = tokio::task::spawn_blocking(move || {
         let mut emit = Emitter::new(index, lines, &ident, &topics, &out);
-        let r = read_lines(
-            ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            },
-            suffix,
-            limits,
-            |l| emit.line(l),
-        );
+        let body = ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        };
+        let r = match (lines, &row_columns) {
+            (Lines::Rows, Some(cols)) => read_rows(body, limits.max_total, cols, |r| emit.row(r)),
+            _ => read_lines(body, suffix, limits, |l| emit.line(l)),
+        };
         let flushed = emit.flush();
         (r, flushed, emit.counts)
     });
@@ -526,6 +537,20 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    fn row(&mut self, row: Row<'_>) {
+        let Some(topic) = self.topics.get(row.topic) else {
+            self.counts.other_topic += 1;
+            return;
+        };
+        self.counts.data += 1;
+        self.push(Entry {
+            topic,
+            partition: row.partition,
+            hash: row_hash(row.offset, row.raw),
+            aux: s3_aux(self.index, false),
+        });
+    }
+
     fn line(&mut self, line: &[u8]) {
         let entry = match self.lines {
             Lines::Data(topic, partition) => {
@@ -554,7 +579,12 @@ impl<'a> Emitter<'a> {
                     aux: s3_aux(self.index, true),
                 }
             }
+            Lines::Rows => return,
         };
+        self.push(entry);
+    }
+
+    fn push(&mut self, entry: Entry) {
         self.chunk.push(entry);
         if self.chunk.len() >= CHUNK_ENTRIES {
             self.flush();

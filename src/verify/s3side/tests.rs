@@ -137,6 +137,7 @@ async fn objects_are_attributed_and_read() {
         request_timeout: Duration::from_secs(5),
         attempts: 3,
         limits: ReadLimits::NONE,
+        parquet: None,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let tally = scan(
