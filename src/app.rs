@@ -123,11 +123,13 @@ pub async fn s3_sinks(config: &Config) -> Vec<Arc<dyn ObjectSink>> {
 }
 
 /// Runs the connector against S3 (sinks built from the config), serving `/metrics`,
-/// `/healthz` and `/readyz` from `registry` on `http.listen` while it runs.
+/// `/healthz` and `/readyz` from `registry` on `http.listen` while it runs; `watch` sets its
+/// progress line and whether it stops once drained ([`crate::progress`]).
 pub async fn run(
     config: Config,
     registry: prometheus::Registry,
     shutdown: CancellationToken,
+    watch: crate::progress::RunWatch,
 ) -> Result<RunStats, RunError> {
     let metrics = Metrics::new(&registry)?;
     let http_stop = CancellationToken::new();
@@ -149,7 +151,12 @@ pub async fn run(
         ));
     }
     let sinks = s3_sinks(&config).await;
-    let result = run_with_sinks(config, sinks, metrics, shutdown, None).await;
+    let (stats_tx, stats_rx) = tokio::sync::watch::channel(RunStats::default());
+    let stop = shutdown.child_token();
+    let watcher = crate::progress::watch(watch, metrics.clone(), stats_rx, stop.clone());
+    let watcher = tokio::spawn(watcher);
+    let result = run_with_sinks(config, sinks, metrics, stop, Some(stats_tx)).await;
+    watcher.abort();
     http_stop.cancel();
     result
 }

@@ -37,6 +37,14 @@ pub enum Command {
         /// Config file (TOML).
         #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
         config: PathBuf,
+        /// For backfills: stop (drain, upload, commit, exit 0) once every partition this
+        /// process owns is committed to the high watermark librdkafka last reported for it.
+        #[arg(long)]
+        until_drained: bool,
+        /// Seconds between the INFO `progress` lines (records in, objects uploaded, committed
+        /// lag); 0 turns them off.
+        #[arg(long, env = "KAFKA_S3_SINK_PROGRESS_SECS", default_value_t = crate::progress::DEFAULT_PROGRESS_SECS)]
+        progress_secs: u64,
     },
     /// Validate a config file and print it resolved, with secrets redacted.
     CheckConfig {

@@ -88,8 +88,50 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &|name| std::env::var(name).ok())
 }
 
+/// Reads and validates a config file for a command that uses only its destinations (`ddl`):
+/// a `${…}` reference under `[kafka]` that cannot be resolved (a variable not set, a secret file
+/// not mounted here) becomes the placeholder [`UNRESOLVED`] instead of failing. Everything
+/// else is resolved and validated as by [`load`]; `check-config` and `run` use [`load`].
+pub fn load_destinations_only(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "--config",
+            format!(
+                "cannot read {}: {e}; pass an existing TOML file",
+                path.display()
+            ),
+        )
+    })?;
+    parse_with(&text, &|name| std::env::var(name).ok(), true)
+}
+
+/// What an unresolvable `[kafka]` reference becomes in [`load_destinations_only`].
+pub const UNRESOLVED: &str = "unresolved";
+
 /// Parses config text; `env` resolves `${VAR}` references (injected so tests stay pure).
 pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    parse_with(text, env, false)
+}
+
+/// Replaces every string of `v` whose `${…}` references cannot be resolved by [`UNRESOLVED`].
+fn blank_unresolved(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) {
+    match v {
+        toml::Value::String(s)
+            if s.contains('$') && crate::interpolate::interpolate_str(s, "", env).is_err() =>
+        {
+            *s = UNRESOLVED.into();
+        }
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| blank_unresolved(v, env)),
+        toml::Value::Array(a) => a.iter_mut().for_each(|v| blank_unresolved(v, env)),
+        _ => {}
+    }
+}
+
+fn parse_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    lenient_kafka: bool,
+) -> Result<Config, ConfigError> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let msg = e.message().replace('\n', " ");
         let line = e
@@ -101,6 +143,11 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             format!("invalid TOML: {msg}; fix the syntax"),
         )
     })?;
+    if lenient_kafka {
+        if let Some(kafka) = table.get_mut("kafka") {
+            blank_unresolved(kafka, env);
+        }
+    }
     crate::interpolate::interpolate_table(&mut table, "", env)?;
     let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
         |e: serde_path_to_error::Error<toml::de::Error>| {
@@ -186,6 +233,16 @@ impl<V: fmt::Debug> fmt::Debug for RedactedProperties<'_, V> {
 pub fn property_key(name: &str) -> String {
     validate::managed_property_key(name)
         .map_or_else(|| format!("kafka.properties.\"{name}\""), str::to_string)
+}
+
+/// What `check-config` prints: [`render_redacted`] with each destination's topics resolved
+/// (its own list, or every entry of `kafka.topics` when it names none).
+pub fn render_resolved(config: &Config) -> String {
+    let mut raw = config.raw.clone();
+    for (r, d) in raw.destinations.iter_mut().zip(&config.destinations) {
+        r.topics = d.topics.entries().to_vec();
+    }
+    render_redacted(&raw)
 }
 
 /// The resolved config as TOML with every secret redacted (for `check-config`).

@@ -18,6 +18,7 @@
 //! - [`pipeline`]: the worker loop; [`app`] assembles it from a config and runs each worker on a
 //!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
 //! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
+//! - [`progress`]: `run`'s progress line and its stop once drained (`--until-drained`).
 //! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
@@ -41,6 +42,7 @@ pub mod model;
 pub mod offsets;
 pub mod pipeline;
 pub mod preflight;
+pub mod progress;
 pub mod router;
 pub mod s3server;
 pub mod scan;

@@ -80,14 +80,18 @@ async fn async_main() -> anyhow::Result<()> {
     match &cli.command {
         Command::CheckConfig { config } => {
             let c = load_or_exit(config);
-            print!("{}", config::render_redacted(&c.raw));
+            print!("{}", config::render_resolved(&c));
             for w in &c.kafka.warnings {
                 eprintln!("warning: {w}");
             }
             eprintln!("config OK: {} destination(s)", c.destinations.len());
             Ok(())
         }
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            until_drained,
+            progress_secs,
+        } => {
             let cfg = load_or_exit(config);
             init_logging(&cli, Some(&cfg.log));
             for w in &cfg.kafka.warnings {
@@ -95,7 +99,12 @@ async fn async_main() -> anyhow::Result<()> {
             }
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
-            let stats = app::run(cfg, prometheus::Registry::new(), shutdown).await?;
+            let watch = kafka_s3_sink::progress::RunWatch {
+                progress_every: (*progress_secs > 0)
+                    .then(|| std::time::Duration::from_secs(*progress_secs)),
+                until_drained: *until_drained,
+            };
+            let stats = app::run(cfg, prometheus::Registry::new(), shutdown, watch).await?;
             tracing::info!(
                 records_in = stats.records_in,
                 objects = stats.objects,
@@ -168,7 +177,11 @@ async fn async_main() -> anyhow::Result<()> {
             columns,
             since,
         } => {
-            let cfg = load_or_exit(config);
+            // The destinations only: `[kafka]`'s variables need not be set.
+            let cfg = config::load_destinations_only(config).unwrap_or_else(|e| {
+                eprintln!("{e}");
+                std::process::exit(2)
+            });
             let d = match destination {
                 None => cfg.destinations.first(),
                 Some(n) => cfg.destinations.iter().find(|d| &d.name == n),

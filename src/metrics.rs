@@ -8,7 +8,7 @@
 use prometheus::{
     Gauge, GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::batch::FlushReason;
@@ -29,6 +29,29 @@ pub const GIT_SHA: &str = match option_env!("GIT_SHA") {
 struct LagState {
     high: HashMap<TopicPartition, i64>,
     committed: HashMap<TopicPartition, i64>,
+    /// Partitions assigned to this process.
+    assigned: HashSet<TopicPartition>,
+    /// Last committed lag of each partition (as the gauge shows it).
+    committed_lag: HashMap<TopicPartition, i64>,
+}
+
+/// The committed lag of the partitions this process owns (see [`Metrics::lag_summary`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagSummary {
+    /// Partitions assigned to this process.
+    pub partitions: usize,
+    /// Of those, the ones whose high watermark librdkafka has reported.
+    pub known: usize,
+    /// Sum over the known ones of high watermark − committed offset.
+    pub committed_lag: i64,
+}
+
+impl LagSummary {
+    /// At least one partition is owned, and every owned one is committed to the high watermark
+    /// librdkafka last reported for it.
+    pub fn drained(&self) -> bool {
+        self.partitions > 0 && self.known == self.partitions && self.committed_lag == 0
+    }
 }
 
 /// All metrics of one worker.
@@ -238,10 +261,10 @@ impl Metrics {
             self.committed_offset.with_label_values(&l).set(*off);
             self.last_commit.with_label_values(&l).set(now);
             lag.committed.insert(tp.clone(), *off);
-            if let Some(high) = lag.high.get(tp) {
-                self.lag_committed
-                    .with_label_values(&l)
-                    .set((high - off).max(0));
+            if let Some(&high) = lag.high.get(tp) {
+                let n = (high - off).max(0);
+                self.lag_committed.with_label_values(&l).set(n);
+                lag.committed_lag.insert(tp.clone(), n);
             }
         }
     }
@@ -277,9 +300,9 @@ impl Metrics {
             .or((kafka_committed >= 0).then_some(kafka_committed))
             .or(Some(log_start.max(0)));
         if let Some(c) = committed {
-            self.lag_committed
-                .with_label_values(&l)
-                .set((high - c).max(0));
+            let n = (high - c).max(0);
+            self.lag_committed.with_label_values(&l).set(n);
+            lag.committed_lag.insert(tp.clone(), n);
         }
         let pos = if position >= 0 {
             Some(position)
@@ -299,10 +322,11 @@ impl Metrics {
         self.rebalances
             .with_label_values(&[event])
             .inc_by(partitions.len() as u64);
+        let Ok(mut lag) = self.lag.lock() else { return };
         if assigned {
+            lag.assigned.extend(partitions.iter().cloned());
             return;
         }
-        let Ok(mut lag) = self.lag.lock() else { return };
         for tp in partitions {
             let l = Self::tp_labels(tp);
             let l = [l[0].as_str(), l[1].as_str()];
@@ -317,7 +341,28 @@ impl Metrics {
             let _ = self.last_commit.remove_label_values(&l);
             lag.high.remove(tp);
             lag.committed.remove(tp);
+            lag.assigned.remove(tp);
+            lag.committed_lag.remove(tp);
         }
+    }
+
+    /// The committed lag of the partitions assigned to this process, from the high watermarks
+    /// of librdkafka's statistics and the commits.
+    pub fn lag_summary(&self) -> LagSummary {
+        let Ok(lag) = self.lag.lock() else {
+            return LagSummary::default();
+        };
+        let mut out = LagSummary {
+            partitions: lag.assigned.len(),
+            ..LagSummary::default()
+        };
+        for tp in &lag.assigned {
+            if let Some(n) = lag.committed_lag.get(tp) {
+                out.known += 1;
+                out.committed_lag += n;
+            }
+        }
+        out
     }
 
     /// One worker's memory use, open files and age of its oldest open file; the gauges show

@@ -297,3 +297,22 @@ fn parquet_format_rules() {
     ));
     assert_eq!(e.key, "destinations[0].batch.format", "{e}");
 }
+
+#[test]
+fn destinations_only_parsing_tolerates_unresolved_kafka_references() {
+    let text = "[kafka]\nbrokers = \"${NOT_SET_BROKERS}\"\ngroup_id = \"g-${GROUP_SUFFIX}\"\ntopics = [\"t\"]\n\
+                [[destinations]]\nname = \"d\"\nbucket = \"${BUCKET}\"\n";
+    let env = |n: &str| match n {
+        "BUCKET" => Some("b".to_string()),
+        "GROUP_SUFFIX" => Some("x".to_string()),
+        _ => None,
+    };
+    assert_eq!(parse(text, &env).unwrap_err().key, "kafka.brokers");
+    let c = parse_with(text, &env, true).unwrap();
+    assert_eq!(c.destinations[0].bucket, "b");
+    assert_eq!(c.raw.kafka.brokers, UNRESOLVED);
+    assert_eq!(c.raw.kafka.group_id, "g-x", "what resolves is resolved");
+    // The destinations stay strict.
+    let e = parse_with(text, &|_| None, true).unwrap_err();
+    assert!(e.key.contains("bucket"), "{e}");
+}

@@ -27,3 +27,32 @@ fn lag_follows_watermark_and_commits_and_revokes_clear_it() {
         .sum::<usize>();
     assert_eq!(text, 0, "revoked partitions lose their series");
 }
+
+#[test]
+fn lag_summary_is_drained_only_when_every_owned_partition_is_committed_to_its_end() {
+    let m = Metrics::unregistered();
+    assert!(!m.lag_summary().drained(), "owning nothing is not drained");
+    let (a, b) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    m.rebalance(true, &[a.clone(), b.clone()]);
+    m.partition_stats(&a, 10, -1, -1001, 0);
+    let s = m.lag_summary();
+    assert_eq!((s.partitions, s.known, s.committed_lag), (2, 1, 10));
+    assert!(!s.drained(), "b's watermark is not reported yet");
+    // An empty partition is drained without a commit.
+    m.partition_stats(&b, 0, -1, -1001, 0);
+    assert_eq!(m.lag_summary().committed_lag, 10);
+    m.committed(&[(a.clone(), 10)]);
+    assert!(m.lag_summary().drained());
+    // New records: not drained any more.
+    m.partition_stats(&a, 12, 10, 10, 0);
+    assert_eq!(m.lag_summary().committed_lag, 2);
+    m.rebalance(false, &[a]);
+    assert_eq!(
+        m.lag_summary(),
+        LagSummary {
+            partitions: 1,
+            known: 1,
+            committed_lag: 0
+        }
+    );
+}
