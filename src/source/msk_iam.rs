@@ -253,6 +253,16 @@ impl ClientContext for AuthContext {
         self.requests.fetch_add(1, Ordering::Relaxed);
         token
     }
+
+    /// As librdkafka's default, except that reaching a partition's end is not an error for a
+    /// reader (it waits there for records up to its range's end, see `reader`).
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+        } else {
+            tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+        }
+    }
 }
 
 impl ConsumerContext for AuthContext {}

@@ -4,9 +4,9 @@
 //!
 //! Invariant: a range never reaches below the log start or past the high watermark; partitions
 //! whose range had to be narrowed, or that have no committed offset, carry a note saying so. A
-//! committed offset past the high watermark is never narrowed: records the group committed
-//! cannot be read back, so the plan fails ([`VerifyError::PastEnd`], exit 3) rather than let
-//! the audit pass short.
+//! committed offset past the high watermark is never narrowed: the range reaches the commit (a
+//! broker may report a watermark below records it still serves), and when those records do not
+//! come the read fails ([`VerifyError::PastEnd`], exit 3) rather than let the audit pass short.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use super::identity::{Identifier, Identity};
 use super::s3side::TopicIndex;
 use super::{FromOffset, ToOffset, VerifyError};
 use crate::model::TopicPartition;
-use crate::source::reader::{OffsetRange, RangeReader};
+use crate::source::reader::{OffsetRange, RangeReader, ReaderError};
 
 /// One partition's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,15 +39,14 @@ pub struct PartitionPlan {
     pub note: Option<String>,
 }
 
-/// Resolves `from` / `to` against one partition's watermarks and commit. `Err` (the committed
-/// offset and the high watermark) when the group committed past the high watermark: the records
-/// between them cannot be read, so nothing can show they reached S3.
+/// Resolves `from` / `to` against one partition's watermarks and commit. A commit past the high
+/// watermark stays the end, with a note: [`read`] fails if the records up to it do not come.
 pub fn resolve(
     from: FromOffset,
     to: ToOffset,
     (log_start, high): (i64, i64),
     committed: Option<i64>,
-) -> Result<(i64, i64, Option<String>), (i64, i64)> {
+) -> (i64, i64, Option<String>) {
     let mut notes = Vec::new();
     let start = match from {
         FromOffset::Earliest => log_start,
@@ -62,7 +61,12 @@ pub fn resolve(
     let end = match to {
         ToOffset::Latest => high,
         ToOffset::Committed => match committed {
-            Some(c) if c > high => return Err((c, high)),
+            Some(c) if c > high => {
+                notes.push(format!(
+                    "committed offset {c} is past the high watermark {high}: read up to the commit"
+                ));
+                c
+            }
             Some(c) => c,
             None => {
                 notes.push("the group has no committed offset: nothing expected".into());
@@ -80,7 +84,7 @@ pub fn resolve(
         notes.push("the committed offset is below the log start: nothing left to check".into());
     }
     let note = (!notes.is_empty()).then(|| notes.join("; "));
-    Ok((start, end, note))
+    (start, end, note)
 }
 
 /// Plans every partition of the verified topics.
@@ -103,20 +107,10 @@ pub fn plan(
         vec![None; tps.len()]
     };
     let mut out = Vec::with_capacity(tps.len());
-    let mut past_end = Vec::new();
     for ((topic, tp), committed) in tps.into_iter().zip(committed) {
         // Read after the commits: a commit made before it cannot exceed a healthy watermark.
         let marks = reader.watermarks(&tp)?;
-        let (from, to, note) = match resolve(from, to, marks, committed) {
-            Ok(r) => r,
-            Err((c, high)) => {
-                past_end.push(format!(
-                    "{tp} committed {c} but its high watermark is {high} ({} records)",
-                    c - high
-                ));
-                continue;
-            }
-        };
+        let (from, to, note) = resolve(from, to, marks, committed);
         out.push(PartitionPlan {
             topic,
             tp,
@@ -126,11 +120,6 @@ pub fn plan(
             from,
             to,
             note,
-        });
-    }
-    if !past_end.is_empty() {
-        return Err(VerifyError::PastEnd {
-            partitions: past_end.join(", "),
         });
     }
     Ok(out)
@@ -167,13 +156,16 @@ pub fn read(
         .iter()
         .map(|p| ((p.topic, p.tp.partition), KafkaCounts::default()))
         .collect();
-    reader.read(&ranges, |rec| {
+    // Last offset read per partition: tells a range past the watermark that came up short.
+    let mut last: BTreeMap<(u32, i32), i64> = BTreeMap::new();
+    let result = reader.read(&ranges, |rec| {
         if cancel.load(Ordering::Relaxed) {
             return Err(VerifyError::Task("cancelled: the S3 side failed".into()));
         }
         let Some(topic) = topics.get(&rec.tp.topic) else {
             return Ok::<(), VerifyError>(());
         };
+        last.insert((topic, rec.tp.partition), rec.offset);
         let c = counts.entry((topic, rec.tp.partition)).or_default();
         c.records += 1;
         match ident.of_record(rec) {
@@ -188,7 +180,29 @@ pub fn read(
                 .map_err(VerifyError::Spill)?,
         }
         Ok(())
-    })?;
+    });
+    if let Err(VerifyError::Kafka(ReaderError::Stalled { secs, .. })) = &result {
+        let short: Vec<String> = plans
+            .iter()
+            .filter(|p| p.to > p.high)
+            .filter(|p| {
+                last.get(&(p.topic, p.tp.partition))
+                    .is_none_or(|&o| o + 1 < p.to)
+            })
+            .map(|p| {
+                format!(
+                    "{} committed {} but its high watermark is {} and no record up to the commit came within {secs} s",
+                    p.tp, p.to, p.high
+                )
+            })
+            .collect();
+        if !short.is_empty() {
+            return Err(VerifyError::PastEnd {
+                partitions: short.join(", "),
+            });
+        }
+    }
+    result?;
     Ok(counts)
 }
 
@@ -204,9 +218,8 @@ mod tests {
             (5, 100),
             Some(60),
         );
-        assert_eq!(r, Ok((5, 60, None)));
-        let (from, to, note) =
-            resolve(FromOffset::Earliest, ToOffset::Committed, (5, 100), None).unwrap();
+        assert_eq!(r, (5, 60, None));
+        let (from, to, note) = resolve(FromOffset::Earliest, ToOffset::Committed, (5, 100), None);
         assert_eq!((from, to), (5, 5));
         assert!(note.unwrap().contains("no committed offset"));
     }
@@ -214,40 +227,33 @@ mod tests {
     #[test]
     fn numeric_bounds_are_clamped_to_what_kafka_has() {
         let (from, to, note) =
-            resolve(FromOffset::Offset(0), ToOffset::Offset(500), (5, 100), None).unwrap();
+            resolve(FromOffset::Offset(0), ToOffset::Offset(500), (5, 100), None);
         assert_eq!((from, to), (5, 100));
         let note = note.unwrap();
         assert!(note.contains("deleted by retention") && note.contains("past the high"));
         assert_eq!(
             resolve(FromOffset::Offset(50), ToOffset::Latest, (0, 100), None),
-            Ok((50, 100, None))
+            (50, 100, None)
         );
         // An inverted range is empty, not negative.
-        let (from, to, _) =
-            resolve(FromOffset::Offset(80), ToOffset::Offset(20), (0, 100), None).unwrap();
+        let (from, to, _) = resolve(FromOffset::Offset(80), ToOffset::Offset(20), (0, 100), None);
         assert_eq!((from, to), (80, 80));
     }
 
     #[test]
-    fn a_commit_past_the_high_watermark_is_refused_not_narrowed() {
-        assert_eq!(
-            resolve(
-                FromOffset::Earliest,
-                ToOffset::Committed,
-                (0, 100),
-                Some(124)
-            ),
-            Err((124, 100))
+    fn a_commit_past_the_high_watermark_is_kept_as_the_end() {
+        let (from, to, note) = resolve(
+            FromOffset::Earliest,
+            ToOffset::Committed,
+            (0, 100),
+            Some(124),
         );
-        // At the watermark is fine; an explicit --to past it is a cap, narrowed with a note.
+        assert_eq!((from, to), (0, 124));
+        assert!(note.unwrap().contains("past the high watermark 100"));
+        // An explicit --to past it is a cap, narrowed with a note.
         assert_eq!(
-            resolve(
-                FromOffset::Earliest,
-                ToOffset::Committed,
-                (0, 100),
-                Some(100)
-            ),
-            Ok((0, 100, None))
+            resolve(FromOffset::Earliest, ToOffset::Offset(124), (0, 100), None).1,
+            100
         );
     }
 }

@@ -162,9 +162,9 @@ pub enum VerifyError {
         /// Cause.
         message: String,
     },
-    /// The group committed past the high watermark of some partitions (a truncated log, or a
-    /// broker that lost records): those records cannot be read back, so the audit cannot
-    /// cover them (exit 3).
+    /// The group committed past the high watermark of some partitions and the records up to
+    /// the commit did not come (a truncated log, or a broker that lost records): the audit
+    /// cannot cover them (exit 3).
     #[error("cannot verify up to the committed offsets: {partitions}; those records are no longer in Kafka (a truncated log or a broker that lost data), so nothing can show they reached S3. Check the brokers, or audit what Kafka still has with --to latest")]
     PastEnd {
         /// Each partition concerned, with its commit and high watermark.
