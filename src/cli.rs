@@ -55,7 +55,8 @@ pub enum Command {
     /// Audit a destination: compare the records of an offset range in Kafka with the objects under
     /// the destination's prefix; report missing, duplicated and out-of-range records. Exit 0 when
     /// nothing is missing, 1 when records are missing, 2 on a config/usage error, 3 when Kafka or
-    /// S3 could not be read.
+    /// S3 could not be read (or records the group committed are not in Kafka). Parquet
+    /// destinations are audited by their Kafka metadata columns (`kafka_metadata_field`).
     Verify {
         /// Config file (TOML).
         #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]

@@ -104,6 +104,10 @@ async fn async_main() -> anyhow::Result<()> {
                     .then(|| std::time::Duration::from_secs(*progress_secs)),
                 until_drained: *until_drained,
             };
+            if let Err(e) = watch.check(&cfg) {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
             let stats = app::run(cfg, prometheus::Registry::new(), shutdown, watch).await?;
             tracing::info!(
                 records_in = stats.records_in,

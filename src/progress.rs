@@ -39,6 +39,26 @@ impl Default for RunWatch {
     }
 }
 
+impl RunWatch {
+    /// Refuses `until_drained` with librdkafka's statistics turned off
+    /// (`statistics.interval.ms = 0`): the high watermarks come from them, so the run would
+    /// never stop.
+    pub fn check(&self, config: &crate::config::Config) -> Result<(), crate::config::ConfigError> {
+        let off = config
+            .kafka
+            .properties
+            .get("statistics.interval.ms")
+            .is_some_and(|v| v.trim() == "0");
+        if self.until_drained && off {
+            return Err(crate::config::ConfigError::new(
+                "kafka.properties.\"statistics.interval.ms\"",
+                "0 turns off librdkafka's statistics, which --until-drained reads the high watermarks from; remove it or set it above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Logs the progress line every `opts.progress_every` and, with `opts.until_drained`, cancels
 /// `stop` once drained (the run then drains and exits as on SIGTERM). Returns when `stop` is
 /// cancelled.
@@ -93,6 +113,26 @@ pub async fn watch(
 mod tests {
     use super::*;
     use crate::model::TopicPartition;
+
+    #[test]
+    fn until_drained_needs_the_statistics() {
+        let config = |props: &str| {
+            crate::config::parse(
+                &format!("[kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[kafka.properties]\n{props}\n[[destinations]]\nname = \"d\"\nbucket = \"x\"\n"),
+                &|_| None,
+            )
+            .unwrap()
+        };
+        let drain = RunWatch {
+            until_drained: true,
+            ..RunWatch::default()
+        };
+        let off = config("\"statistics.interval.ms\" = \"0\"");
+        let e = drain.check(&off).unwrap_err();
+        assert!(e.key.contains("statistics.interval.ms"), "{e}");
+        assert!(RunWatch::default().check(&off).is_ok());
+        assert!(drain.check(&config("")).is_ok());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn until_drained_stops_the_run_once_every_partition_is_committed_to_its_end() {
