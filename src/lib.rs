@@ -18,6 +18,7 @@
 //! - [`pipeline`]: the worker loop; [`app`] assembles it from a config and runs each worker on a
 //!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
 //! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
+//! - [`redact`]: the config's secret values scrubbed from every log line and printed error.
 //! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
@@ -41,6 +42,7 @@ pub mod model;
 pub mod offsets;
 pub mod pipeline;
 pub mod preflight;
+pub mod redact;
 pub mod router;
 pub mod s3server;
 pub mod scan;
