@@ -164,11 +164,14 @@ fn several_destinations_and_unique_names() {
     let e = parse_err(&two);
     assert_eq!(e.key, "destinations[1].name");
     let ok = format!(
-        "{MINIMAL}\n[[destinations]]\nname = \"other\"\nbucket = \"c\"\nprefix = \"/x/y/\"\n"
+        "{MINIMAL}\n[[destinations]]\nname = \"other\"\nbucket = \"c\"\nprefix = \"x/y\"\n"
     );
     let c = parse_ok(&ok);
     assert_eq!(c.destinations.len(), 2);
     assert_eq!(c.destinations[1].prefix, "x/y/");
+    // A leading '/' would be an empty folder at the bucket root.
+    let e = parse_err(&ok.replace("\"x/y\"", "\"/x/y/\""));
+    assert_eq!(e.key, "destinations[1].prefix");
 }
 
 #[test]
