@@ -53,7 +53,12 @@ pub enum RunError {
 /// `verify` start from.
 pub fn load(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
     let config = crate::config::load(path)?;
-    crate::preflight::check(&config)?;
+    crate::preflight::check(&config).map_err(|e| {
+        crate::config::ConfigError::new(
+            config.secrets.scrub(&e.key),
+            config.secrets.scrub(&e.message),
+        )
+    })?;
     Ok(config)
 }
 

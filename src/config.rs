@@ -50,10 +50,53 @@ impl From<crate::interpolate::InterpolateError> for ConfigError {
     }
 }
 
-/// A secret string: deserializes normally, never shows its value in Debug, Display or Serialize.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// A secret string: never shows its value in Debug, Display or Serialize, nor in the error of a
+/// value of the wrong type (serde's own message quotes it).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("a boolean"),
+                    &self,
+                ))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("an integer"),
+                    &self,
+                ))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("an integer"),
+                    &self,
+                ))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("a float"),
+                    &self,
+                ))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
 
 impl Secret {
     /// The secret value, for the one place that needs it (the SDK credential provider).
@@ -88,6 +131,116 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &|name| std::env::var(name).ok())
 }
 
+/// Longest part of an unknown key a config error echoes, in characters.
+pub const MAX_ECHOED_KEY_CHARS: usize = 100;
+
+/// `s` cut to `max` characters, `…` marking a cut.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// serde's message about an unknown field, with the field's name cut to
+/// [`MAX_ECHOED_KEY_CHARS`] (a key is whatever the file holds, a megabyte of it included).
+fn clip_unknown_field(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg.to_string();
+    };
+    // The name ends at the last "`, expected" (the name itself may hold backticks).
+    let (name, tail) = match rest.rfind("`, expected") {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest.strip_suffix('`').unwrap_or(rest), "`"),
+    };
+    format!("unknown field `{}{tail}", clip(name, MAX_ECHOED_KEY_CHARS))
+}
+
+/// A serde path as a dotted key, each name cut to [`MAX_ECHOED_KEY_CHARS`].
+fn path_key(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&clip(key, MAX_ECHOED_KEY_CHARS));
+            }
+            Segment::Unknown => out.push_str(if out.is_empty() { "?" } else { ".?" }),
+        }
+    }
+    if out.is_empty() {
+        ".".into()
+    } else {
+        out
+    }
+}
+
+/// The values of the keys that hold secrets, as the interpolated file gives them:
+/// `kafka.security`'s `username`, `password` and `key_password`, each destination's
+/// `credentials.secret_access_key`, `session_token` and `external_id`, and every sensitive
+/// librdkafka property ([`is_sensitive_property`]).
+fn secret_key_values(table: &toml::Table) -> Vec<String> {
+    fn scalar(v: &toml::Value) -> Option<String> {
+        match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                Some(v.to_string())
+            }
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    let kafka = table.get("kafka").and_then(toml::Value::as_table);
+    if let Some(props) = kafka
+        .and_then(|k| k.get("properties"))
+        .and_then(toml::Value::as_table)
+    {
+        out.extend(
+            props
+                .iter()
+                .filter(|(k, _)| is_sensitive_property(k))
+                .filter_map(|(_, v)| scalar(v)),
+        );
+    }
+    let mut pick = |t: Option<&toml::Table>, keys: &[&str]| {
+        if let Some(t) = t {
+            out.extend(keys.iter().filter_map(|k| t.get(*k)).filter_map(scalar));
+        }
+    };
+    pick(
+        kafka
+            .and_then(|k| k.get("security"))
+            .and_then(toml::Value::as_table),
+        &["username", "password", "key_password"],
+    );
+    for d in table
+        .get("destinations")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        pick(
+            d.get("credentials").and_then(toml::Value::as_table),
+            &["secret_access_key", "session_token", "external_id"],
+        );
+    }
+    out
+}
+
+/// Parses config text; `env` resolves `${VAR}` references (injected so tests stay pure).
+///
+/// The config's [`Config::secrets`] are the values of the secret keys however they were
+/// written, every `${file:}`'s content, and every `${VAR}` whose name reads as a secret
+/// ([`is_sensitive_property`]: `PASSWORD`, `SECRET`, `TOKEN`, `KEY`…). An error is scrubbed of
+/// them before it is returned.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    parse_with(text, env, false)
+}
+
 /// Reads and validates a config file for a command that uses only its destinations (`ddl`):
 /// a `${…}` reference under `[kafka]` that cannot be resolved (a variable not set, a secret file
 /// not mounted here) becomes the placeholder [`UNRESOLVED`] instead of failing. Everything
@@ -108,16 +261,12 @@ pub fn load_destinations_only(path: &Path) -> Result<Config, ConfigError> {
 /// What an unresolvable `[kafka]` reference becomes in [`load_destinations_only`].
 pub const UNRESOLVED: &str = "unresolved";
 
-/// Parses config text; `env` resolves `${VAR}` references (injected so tests stay pure).
-pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    parse_with(text, env, false)
-}
-
 /// Replaces every string of `v` whose `${…}` references cannot be resolved by [`UNRESOLVED`].
 fn blank_unresolved(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) {
     match v {
         toml::Value::String(s)
-            if s.contains('$') && crate::interpolate::interpolate_str(s, "", env).is_err() =>
+            if s.contains('$')
+                && crate::interpolate::interpolate_str(s, "", env).is_err() =>
         {
             *s = UNRESOLVED.into();
         }
@@ -127,11 +276,54 @@ fn blank_unresolved(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) {
     }
 }
 
+/// [`parse`], with `[kafka]`'s unresolvable references blanked when `lenient_kafka`.
 fn parse_with(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     lenient_kafka: bool,
 ) -> Result<Config, ConfigError> {
+    let mut found = Vec::new();
+    let result = parse_into(text, env, &mut found, lenient_kafka);
+    let (secrets, result) = match result {
+        Ok((table, r)) => {
+            let mut values = secret_key_values(&table);
+            values.extend(secret_interpolations(found));
+            (crate::redact::Secrets::new(values), r)
+        }
+        Err(e) => (
+            crate::redact::Secrets::new(secret_interpolations(found)),
+            Err(e),
+        ),
+    };
+    match result {
+        Ok(mut c) => {
+            c.secrets = secrets;
+            Ok(c)
+        }
+        Err(e) => Err(ConfigError::new(
+            secrets.scrub(&e.key),
+            secrets.scrub(&e.message),
+        )),
+    }
+}
+
+/// The interpolated values that are secrets: every `${file:}`, and each `${VAR}` whose name
+/// reads as one.
+fn secret_interpolations(found: Vec<crate::interpolate::Interpolated>) -> Vec<String> {
+    found
+        .into_iter()
+        .filter(|i| i.variable.as_deref().is_none_or(is_sensitive_property))
+        .map(|i| i.value)
+        .collect()
+}
+
+/// Parses config text, reporting what `${…}` put in; the table is that after interpolation.
+fn parse_into(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    found: &mut Vec<crate::interpolate::Interpolated>,
+    lenient_kafka: bool,
+) -> Result<(toml::Table, Result<Config, ConfigError>), ConfigError> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let msg = e.message().replace('\n', " ");
         let line = e
@@ -148,29 +340,30 @@ fn parse_with(
             blank_unresolved(kafka, env);
         }
     }
-    crate::interpolate::interpolate_table(&mut table, "", env)?;
-    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
-        |e: serde_path_to_error::Error<toml::de::Error>| {
-            let key = e.path().to_string();
-            let msg = e.inner().message().replace('\n', " ");
-            let fix = if msg.starts_with("unknown field") {
-                "; remove it or fix its spelling (see docs/configuration.md)"
-            } else if msg.starts_with("missing field") {
-                "; add it (see docs/configuration.md)"
+    crate::interpolate::interpolate_table(&mut table, "", env, found)?;
+    let raw: Result<RawConfig, ConfigError> = serde_path_to_error::deserialize(toml::Value::Table(
+        table.clone(),
+    ))
+    .map_err(|e: serde_path_to_error::Error<toml::de::Error>| {
+        let key = path_key(e.path());
+        let msg = clip_unknown_field(&e.inner().message().replace('\n', " "));
+        let fix = if msg.starts_with("unknown field") {
+            "; remove it or fix its spelling (see docs/configuration.md)"
+        } else if msg.starts_with("missing field") {
+            "; add it (see docs/configuration.md)"
+        } else {
+            "; see docs/configuration.md"
+        };
+        ConfigError::new(
+            if key == "." {
+                "(top level)".into()
             } else {
-                "; see docs/configuration.md"
-            };
-            ConfigError::new(
-                if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                format!("{msg}{fix}"),
-            )
-        },
-    )?;
-    validate(raw)
+                key
+            },
+            format!("{msg}{fix}"),
+        )
+    });
+    Ok((table, raw.and_then(validate)))
 }
 
 /// The properties librdkafka itself marks sensitive (`_RK_SENSITIVE` in its `rdkafka_conf.c`,

@@ -185,8 +185,28 @@ idle_secs = 1
 
 /// Runs the demo.
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
+    // The options are checked before anything starts: a folder template that could leave the
+    // bucket's folder (`../../x/%Y/`) is refused like in any config.
+    config::parse(
+        &demo_config(
+            "127.0.0.1:9092",
+            "http://127.0.0.1:9",
+            &opts.compression,
+            &opts.folder_template,
+            &opts.format,
+        )?,
+        &|_| None,
+    )?;
     let dir = std::path::absolute(&opts.dir).unwrap_or(opts.dir.clone());
     let bucket_dir = dir.join(BUCKET);
+    if bucket_dir.is_symlink() {
+        return Err(DemoError::Io(
+            bucket_dir,
+            std::io::Error::other(
+                "is a symbolic link; the demo writes only inside --dir: remove the link or pick another --dir",
+            ),
+        ));
+    }
     if bucket_dir.exists() {
         std::fs::remove_dir_all(&bucket_dir).map_err(|e| DemoError::Io(bucket_dir.clone(), e))?;
     }

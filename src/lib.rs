@@ -19,6 +19,7 @@
 //!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
 //! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
 //! - [`progress`]: `run`'s progress line and its stop once drained (`--until-drained`).
+//! - [`redact`]: the config's secret values scrubbed from every log line and printed error.
 //! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
@@ -43,6 +44,7 @@ pub mod offsets;
 pub mod pipeline;
 pub mod preflight;
 pub mod progress;
+pub mod redact;
 pub mod router;
 pub mod s3server;
 pub mod scan;

@@ -3,11 +3,12 @@
 use anyhow::Context;
 use clap::Parser;
 use kafka_s3_sink::cli::{Cli, Command, LogFormat};
-use kafka_s3_sink::{app, config, ddl, demo, eventgen, verify};
+use kafka_s3_sink::{app, config, ddl, demo, eventgen, redact, verify};
 use tokio_util::sync::CancellationToken;
 
 /// Logging from the command line / environment, else the config file, else `info` plain.
-fn init_logging(cli: &Cli, log: Option<&config::LogConfig>) {
+/// Every line goes through `secrets` on its way out, whoever wrote it (librdkafka included).
+fn init_logging(cli: &Cli, log: Option<&config::LogConfig>, secrets: &redact::Secrets) {
     let level = cli
         .log
         .clone()
@@ -22,7 +23,7 @@ fn init_logging(cli: &Cli, log: Option<&config::LogConfig>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(secrets.writer(std::io::stderr));
     if json {
         builder.json().init();
     } else {
@@ -80,9 +81,9 @@ async fn async_main() -> anyhow::Result<()> {
     match &cli.command {
         Command::CheckConfig { config } => {
             let c = load_or_exit(config);
-            print!("{}", config::render_resolved(&c));
+            print!("{}", c.secrets.scrub(&config::render_resolved(&c)));
             for w in &c.kafka.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", c.secrets.scrub(w));
             }
             eprintln!("config OK: {} destination(s)", c.destinations.len());
             Ok(())
@@ -93,7 +94,8 @@ async fn async_main() -> anyhow::Result<()> {
             progress_secs,
         } => {
             let cfg = load_or_exit(config);
-            init_logging(&cli, Some(&cfg.log));
+            let secrets = cfg.secrets.clone();
+            init_logging(&cli, Some(&cfg.log), &secrets);
             for w in &cfg.kafka.warnings {
                 tracing::warn!("{w}");
             }
@@ -108,7 +110,14 @@ async fn async_main() -> anyhow::Result<()> {
                 eprintln!("{e}");
                 std::process::exit(2);
             }
-            let stats = app::run(cfg, prometheus::Registry::new(), shutdown, watch).await?;
+            let stats = match app::run(cfg, prometheus::Registry::new(), shutdown, watch).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let text = format!("{:#}", anyhow::Error::from(e));
+                    eprintln!("Error: {}", secrets.scrub(&text));
+                    std::process::exit(1);
+                }
+            };
             tracing::info!(
                 records_in = stats.records_in,
                 objects = stats.objects,
@@ -126,7 +135,7 @@ async fn async_main() -> anyhow::Result<()> {
             max_memory_mb,
         } => {
             let cfg = load_or_exit(config);
-            init_logging(&cli, Some(&cfg.log));
+            init_logging(&cli, Some(&cfg.log), &cfg.secrets);
             let opts = verify::VerifyOptions {
                 destination: destination.clone(),
                 topics: topics.clone(),
@@ -145,7 +154,7 @@ async fn async_main() -> anyhow::Result<()> {
                     std::process::exit(report.exit_code());
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{}", cfg.secrets.scrub(&e.to_string()));
                     std::process::exit(e.exit_code());
                 }
             }
@@ -159,7 +168,7 @@ async fn async_main() -> anyhow::Result<()> {
             folder_template,
             format,
         } => {
-            init_logging(&cli, None);
+            init_logging(&cli, None, &redact::Secrets::default());
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
             let opts = demo::DemoOptions {
@@ -209,7 +218,7 @@ async fn async_main() -> anyhow::Result<()> {
             match ddl::athena_ddl(d, &opts) {
                 Ok(s) => print!("{s}"),
                 Err(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{}", cfg.secrets.scrub(&e.to_string()));
                     std::process::exit(2);
                 }
             }

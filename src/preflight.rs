@@ -5,7 +5,9 @@
 //! Invariant: a config that passes cannot make librdkafka refuse a property or S3 refuse a key
 //! for its length; every failure is one [`ConfigError`] line naming the key, never a value.
 
-use crate::config::{property_key, Config, ConfigError, DestinationConfig};
+use crate::config::{
+    clip, property_key, Config, ConfigError, DestinationConfig, MAX_ECHOED_KEY_CHARS,
+};
 use crate::router::QuarantineReason;
 use crate::source::kafka;
 use crate::template::{FileTemplate, ERROR_FILE_TEMPLATE};
@@ -25,11 +27,76 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The librdkafka properties of `config`, checked by librdkafka; the error names the config
-/// key and librdkafka's reason, never the value.
+/// The librdkafka properties of `config`, checked by librdkafka: each property on its own,
+/// then the client `run` creates, created and dropped without connecting (SASL mechanism, TLS
+/// files and PEM data). The error names the config key and librdkafka's reason, never a
+/// secret value.
 pub fn check_kafka_properties(config: &Config) -> Result<(), ConfigError> {
-    kafka::check_properties(&config.kafka.properties)
-        .map_err(|e| ConfigError::new(property_key(&e.name), e.reason))
+    kafka::check_properties(&config.kafka.properties).map_err(|e| {
+        // A misspelt name is echoed at most MAX_ECHOED_KEY_CHARS long.
+        let short = clip(&e.name, MAX_ECHOED_KEY_CHARS);
+        ConfigError::new(
+            config_key(config, &short),
+            e.reason.replace(&e.name, &short),
+        )
+    })?;
+    kafka::check_client(&config.kafka.properties).map_err(|reason| {
+        let reason = config
+            .secrets
+            .scrub(&reason.replace('\n', " "))
+            .into_owned();
+        ConfigError::new(
+            client_error_key(config, &reason),
+            format!("librdkafka refuses the client: {reason}; fix this setting"),
+        )
+    })
+}
+
+/// The config key that set librdkafka property `name`: `[kafka.security]`'s key for the
+/// properties it maps (unless `[kafka.properties]` sets it), else [`property_key`].
+fn config_key(config: &Config, name: &str) -> String {
+    const SECURITY: &[(&str, &str)] = &[
+        ("security.protocol", "protocol"),
+        ("ssl.ca.location", "ca_file"),
+        ("ssl.certificate.location", "cert_file"),
+        ("ssl.key.location", "key_file"),
+        ("ssl.key.password", "key_password"),
+        ("sasl.mechanism", "sasl_mechanism"),
+        ("sasl.mechanisms", "sasl_mechanism"),
+        ("sasl.username", "username"),
+        ("sasl.password", "password"),
+    ];
+    if !config.raw.kafka.properties.contains_key(name) {
+        if let Some((_, k)) = SECURITY.iter().find(|(p, _)| *p == name) {
+            return format!("kafka.security.{k}");
+        }
+    }
+    property_key(name)
+}
+
+/// The key a client-creation error concerns: the longest property name it mentions
+/// (`sasl.mechanism` for "Unsupported SASL mechanism"), else the property whose value it
+/// quotes, else `kafka.properties`.
+fn client_error_key(config: &Config, reason: &str) -> String {
+    if reason.contains("SASL mechanism") {
+        return config_key(config, "sasl.mechanism");
+    }
+    let props = &config.kafka.properties;
+    props
+        .keys()
+        .filter(|name| reason.contains(name.as_str()))
+        .max_by_key(|name| name.len())
+        .or_else(|| {
+            props
+                .iter()
+                .filter(|(_, v)| v.len() >= 3 && reason.contains(v.as_str()))
+                .max_by_key(|(_, v)| v.len())
+                .map(|(k, _)| k)
+        })
+        .map_or_else(
+            || "kafka.properties".to_string(),
+            |name| config_key(config, name),
+        )
 }
 
 /// The longest data and error keys of destination `i` (an object moved aside included) fit in
@@ -82,6 +149,54 @@ mod tests {
 
     fn dest(extra: &str) -> DestinationConfig {
         crate::config::test_destination(extra)
+    }
+
+    fn kafka_config(extra: &str) -> Config {
+        let toml = format!("[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n{extra}\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n");
+        crate::config::parse(&toml, &|_| None).unwrap()
+    }
+
+    /// librdkafka's reason keeps its text: the value is cut where it stands as a word only
+    /// (`0` used to become `range 1..864<value><value>…`).
+    #[test]
+    fn a_refused_value_does_not_garble_the_reason() {
+        let e = check(&kafka_config("max_poll_interval_ms = 0")).unwrap_err();
+        assert_eq!(e.key, "kafka.max_poll_interval_ms");
+        assert!(e.message.contains("value <value> is outside"), "{e}");
+        assert!(e.message.contains("1..86400000"), "{e}");
+        assert!(!e.message.contains("<value><value>"), "{e}");
+    }
+
+    /// What librdkafka only refuses when it creates the client is refused by the check too
+    /// (it used to pass `check-config` and fail `run`): one line naming the key.
+    #[test]
+    fn the_client_is_created_at_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        for (extra, key, says) in [
+            (
+                "[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanism\" = \"FOO\"".to_string(),
+                "kafka.properties.\"sasl.mechanism\"",
+                "Unsupported SASL mechanism",
+            ),
+            (
+                "[kafka.properties]\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.pem\" = \"garbage-pem-9f1c\"".to_string(),
+                "kafka.properties.\"ssl.ca.pem\"",
+                "ssl.ca.pem",
+            ),
+            (
+                format!("[kafka.security]\nprotocol = \"ssl\"\nca_file = {:?}", garbage.display().to_string()),
+                "kafka.security.ca_file",
+                "ssl.ca.location",
+            ),
+        ] {
+            let e = check(&kafka_config(&extra)).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(says), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        assert!(check(&kafka_config("")).is_ok());
     }
 
     #[test]

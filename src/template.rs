@@ -10,7 +10,9 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Timelike, Utc};
 use std::fmt::Write as _;
 
+mod check;
 mod shape;
+pub use check::{check_path, check_strftime_items, FOLDER_FIELDS};
 pub use shape::{alternation, KeyShape, MAX_TOPIC_LEN, TOPIC_CLASS};
 
 /// Values a template may refer to, fixed per batch.
@@ -88,6 +90,7 @@ fn parse_pieces(s: &str, allowed: &[&str]) -> Result<Vec<Piece>, String> {
             ("upload_time", fmt) => {
                 let fmt = fmt.unwrap_or("%Y%m%d%H%M%S%6f").to_string();
                 check_strftime(&fmt)?;
+                check_strftime_items(&fmt, false)?;
                 Piece::UploadTime(fmt)
             }
             (_, Some(_)) => return Err(format!("placeholder {{{name}}} takes no :argument")),
@@ -203,11 +206,13 @@ pub fn sanitize_field_value(v: &str) -> String {
 impl FolderTemplate {
     /// Parses and checks a folder template.
     pub fn parse(s: &str) -> Result<Self, String> {
+        check_path("the template", s)?;
         let pieces = parse_pieces(s, &["topic", "partition", "source", "destination", "field"])?;
         let mut unit = TimeUnit::Never;
         for p in &pieces {
             if let Piece::Text(t) = p {
                 check_strftime(t)?;
+                check_strftime_items(t, true)?;
                 unit = unit.max(finest_unit(t));
             }
         }
@@ -386,6 +391,7 @@ impl FileTemplate {
         if s.trim().is_empty() {
             return Err("must not be empty".into());
         }
+        check_path("the file name", s)?;
         Ok(Self { pieces })
     }
 

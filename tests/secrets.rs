@@ -303,3 +303,146 @@ bucket = "{BUCKET}"
         assert_clean(&format!("check-config with {security}"), &text);
     }
 }
+
+/// Runs `binary` until it exits by itself (at most 60 s), its output to a file; returns the
+/// exit code and everything it printed.
+fn run_to_exit(mut cmd: Command, log_path: &std::path::Path) -> (Option<i32>, String) {
+    let log = std::fs::File::create(log_path).unwrap();
+    let mut child = cmd
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "did not exit:\n{}",
+                std::fs::read_to_string(log_path).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status.code(), std::fs::read_to_string(log_path).unwrap())
+}
+
+/// Whoever words the message, a secret does not leave the process: librdkafka's error callback
+/// quotes the `sasl.oauthbearer.config` it cannot parse ("beginning at: <the rest>") and the
+/// line is scrubbed on its way to the log; a secret of the wrong type is not quoted; a refused
+/// value does not garble librdkafka's reason; `${file:}` reads small regular files only; and
+/// what librdkafka refuses when it creates the client (`run` exited 1 after starting)
+/// `check-config` refuses in one line, exit 2, like `run`.
+#[test]
+fn whoever_words_the_message_no_secret_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, kafka: &str| {
+        let path = dir.path().join(name);
+        let text = format!(
+            r#"
+[kafka]
+brokers = "127.0.0.1:1"
+group_id = "secrets-words"
+topics = ["events"]
+{kafka}
+
+[http]
+enabled = false
+
+[[destinations]]
+name = "s3"
+bucket = "{BUCKET}"
+endpoint = "http://127.0.0.1:1"
+"#
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    // librdkafka's own words, through its error callback, at run time.
+    let tail = OAUTH_CONFIG.trim_start_matches("principal=");
+    let oauth = format!("principal=admin {tail}");
+    let path = write(
+        "oauth.toml",
+        &format!(
+            "[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanism\" = \"OAUTHBEARER\"\n\"enable.sasl.oauthbearer.unsecure.jwt\" = true\n\"sasl.oauthbearer.config\" = {oauth:?}"
+        ),
+    );
+    let (_, log) = run_to_exit(binary(&["run"], &path), &dir.path().join("oauth.log"));
+    assert!(
+        log.contains("Unrecognized sasl.oauthbearer.config beginning at: <redacted>"),
+        "librdkafka's message is logged, scrubbed:\n{log}"
+    );
+    assert_clean("run with an unparseable sasl.oauthbearer.config", &log);
+    assert!(!log.contains(tail), "{log}");
+
+    let one_line = |name: &str, kafka: &str, key: &str| -> String {
+        let path = write(name, kafka);
+        for cmd in ["check-config", "run"] {
+            let out = binary(&[cmd], &path).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).to_string();
+            assert_eq!(out.status.code(), Some(2), "{cmd} {kafka}: {text}");
+            assert_eq!(text.trim().lines().count(), 1, "{cmd}: one line: {text}");
+            assert!(text.contains(key), "{cmd} names {key}: {text}");
+            assert_clean(&format!("{cmd} with {kafka}"), &text);
+        }
+        let out = binary(&["check-config"], &path).output().unwrap();
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+
+    // serde's type error would quote the value.
+    let text = one_line(
+        "typed.toml",
+        "[kafka.security]\nsasl_mechanism = \"PLAIN\"\nusername = \"u\"\npassword = 123456789",
+        "kafka.security.password",
+    );
+    assert!(
+        !text.contains("123456789") && text.contains("an integer"),
+        "{text}"
+    );
+
+    // A value cut out of librdkafka's reason leaves the rest of it whole.
+    let text = one_line(
+        "poll.toml",
+        "max_poll_interval_ms = 0",
+        "kafka.max_poll_interval_ms",
+    );
+    assert!(text.contains("range 1..86400000"), "{text}");
+
+    // `${file:}` of a device or a directory: refused at once, naming key and path.
+    let text = one_line(
+        "zero.toml",
+        "[kafka.properties]\n\"sasl.password\" = \"${file:/dev/zero}\"",
+        "sasl.password",
+    );
+    assert!(
+        text.contains("/dev/zero") && text.contains("regular file"),
+        "{text}"
+    );
+
+    // What librdkafka refuses when it creates the client.
+    let pem = dir.path().join("garbage.pem");
+    std::fs::write(&pem, format!("{SASL_PASSWORD}\n")).unwrap();
+    for (i, (kafka, key)) in [
+        (
+            format!("[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanism\" = \"SCRAM-SHA-999\"\n\"sasl.username\" = \"${{TEST_SASL_USER}}\"\n\"sasl.password\" = \"{SASL_PASSWORD}\""),
+            "kafka.properties.\"sasl.mechanism\"",
+        ),
+        (
+            format!("[kafka.properties]\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.pem\" = \"{SASL_PASSWORD}\""),
+            "kafka.properties.\"ssl.ca.pem\"",
+        ),
+        (
+            format!("[kafka.security]\nprotocol = \"ssl\"\nca_file = {:?}", pem.display().to_string()),
+            "kafka.security.ca_file",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        one_line(&format!("client-{i}.toml"), kafka, key);
+    }
+}

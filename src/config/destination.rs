@@ -5,7 +5,7 @@
 
 use super::validate::{bounded_secs, positive_secs};
 use super::*;
-use crate::template::{FileTemplate, FolderTemplate};
+use crate::template::{check_path, FileTemplate, FileValues, FolderTemplate, KeyContext};
 
 const STORAGE_CLASSES: &[&str] = &[
     "STANDARD",
@@ -187,6 +187,7 @@ pub(super) fn validate_destination(
         role_session_name,
     };
     let mut routing = validate_routing(at, &d.routing)?;
+    check_key_parts(at, d, &routing)?;
     let batch = validate_batch(at, &d.batch)?;
     let parquet = match (d.batch.format.as_str(), &d.parquet) {
         ("ndjson", None) => None,
@@ -351,7 +352,57 @@ pub fn read_ca_bundle(path: &str) -> Result<Vec<u8>, String> {
     Ok(pem)
 }
 
-/// `a/b` → `a/b/`, `/x/` → `x/`, empty stays empty.
+/// Prefixes and templates can neither leave the destination's tree nor hide in it (see
+/// [`check_path`]): checked as written, then rendered with this destination's own
+/// `{destination}`, `{app}` and `{source}` values (a name of `..` would otherwise move data).
+fn check_key_parts(
+    at: &str,
+    d: &RawDestination,
+    routing: &RoutingConfig,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    check_path("the prefix", &d.prefix).map_err(|m| ConfigError::new(key("prefix"), m))?;
+    check_path("the error prefix", &d.error_prefix)
+        .map_err(|m| ConfigError::new(key("error_prefix"), m))?;
+    let ctx = KeyContext {
+        topic: "topic",
+        partition: 0,
+        source: d.source_id.as_deref().unwrap_or("topic"),
+        destination: &d.name,
+        app: &d.app_name,
+    };
+    let now = chrono::Utc::now();
+    let fields = vec!["field".to_string(); routing.folder.field_paths().len()];
+    let folder = routing
+        .folder
+        .render(routing.folder.slot(&now), &ctx, &fields);
+    check_path(
+        "the folder template, with this destination's name, app_name and source_id,",
+        &folder,
+    )
+    .map_err(|m| ConfigError::new(key("routing.folder_template"), m))?;
+    let values = FileValues {
+        start_offset: 0,
+        end_offset: 0,
+        record_count: 0,
+        upload_time: now,
+    };
+    let file = routing.file.render(&ctx, &values, "");
+    let file_key = || key("routing.file_template");
+    if file.contains('/') {
+        return Err(ConfigError::new(
+            file_key(),
+            "renders a '/' from the destination's name, app_name or source_id; remove the '/' there",
+        ));
+    }
+    check_path(
+        "the file name, with this destination's name, app_name and source_id,",
+        &file,
+    )
+    .map_err(|m| ConfigError::new(file_key(), m))
+}
+
+/// `a/b` → `a/b/`, `a/b/` stays, empty stays empty (a leading `/` is refused before).
 fn normalize_folder(p: &str) -> String {
     let t = p.trim_matches('/');
     if t.is_empty() {

@@ -164,11 +164,14 @@ fn several_destinations_and_unique_names() {
     let e = parse_err(&two);
     assert_eq!(e.key, "destinations[1].name");
     let ok = format!(
-        "{MINIMAL}\n[[destinations]]\nname = \"other\"\nbucket = \"c\"\nprefix = \"/x/y/\"\n"
+        "{MINIMAL}\n[[destinations]]\nname = \"other\"\nbucket = \"c\"\nprefix = \"x/y\"\n"
     );
     let c = parse_ok(&ok);
     assert_eq!(c.destinations.len(), 2);
     assert_eq!(c.destinations[1].prefix, "x/y/");
+    // A leading '/' would be an empty folder at the bucket root.
+    let e = parse_err(&ok.replace("\"x/y\"", "\"/x/y/\""));
+    assert_eq!(e.key, "destinations[1].prefix");
 }
 
 #[test]
@@ -315,4 +318,116 @@ fn destinations_only_parsing_tolerates_unresolved_kafka_references() {
     // The destinations stay strict.
     let e = parse_with(text, &|_| None, true).unwrap_err();
     assert!(e.key.contains("bucket"), "{e}");
+}
+
+/// A value of the wrong type at a secret key is refused without quoting it (serde's own message
+/// did: ``invalid type: integer `123456789` ``).
+#[test]
+fn a_secret_of_the_wrong_type_is_not_quoted() {
+    for (value, kind) in [
+        ("123456789", "an integer"),
+        ("12345.678", "a float"),
+        ("true", "a boolean"),
+    ] {
+        let text = MINIMAL.replace(
+            "topics = [\"events\"]",
+            &format!("topics = [\"events\"]\n[kafka.security]\nsasl_mechanism = \"PLAIN\"\nusername = \"u\"\npassword = {value}"),
+        );
+        let e = parse_err(&text);
+        assert_eq!(e.key, "kafka.security.password");
+        assert!(e.message.contains(kind), "{e}");
+        assert!(!e.to_string().contains(value), "{e}");
+    }
+}
+
+/// Every secret key's value (inline, `${VAR}` or `${file:}`), every `${file:}` and every
+/// `${VAR}` named like a secret is scrubbed; other values stay readable, and so does an error
+/// that would quote a secret.
+#[test]
+fn the_config_knows_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "file-secret-7f3a\n").unwrap();
+    let env = |name: &str| match name {
+        "S3_SECRET_KEY" => Some("env-secret-91bd".to_string()),
+        "BUCKET" => Some("plain-bucket".to_string()),
+        _ => None,
+    };
+    let text = format!(
+        r#"
+[kafka]
+brokers = "localhost:9092"
+group_id = "g"
+topics = ["events"]
+[kafka.properties]
+"sasl.jaas.config" = "inline-jaas-5c2e"
+"fetch.min.bytes" = 7
+[kafka.security]
+sasl_mechanism = "PLAIN"
+username = "inline-user-11aa"
+password = "${{file:{}}}"
+key_password = "inline-keypw-22bb"
+key_file = "{key}"
+cert_file = "{key}"
+[[destinations]]
+name = "s3"
+bucket = "${{BUCKET}}"
+[destinations.credentials]
+access_key_id = "AKIA"
+secret_access_key = "${{S3_SECRET_KEY}}"
+session_token = "inline-session-33cc"
+external_id = "inline-external-44dd"
+"#,
+        file.display(),
+        key = file.display()
+    );
+    let c = parse(&text, &env).unwrap_or_else(|e| panic!("{e}"));
+    let all = [
+        "inline-jaas-5c2e",
+        "inline-user-11aa",
+        "file-secret-7f3a",
+        "inline-keypw-22bb",
+        "env-secret-91bd",
+        "inline-session-33cc",
+        "inline-external-44dd",
+    ];
+    let line = format!("{} plain-bucket 7 AKIA", all.join(" "));
+    let expected = format!(
+        "{} plain-bucket 7 AKIA",
+        vec!["<redacted>"; all.len()].join(" ")
+    );
+    assert_eq!(c.secrets.scrub(&line), expected);
+    // Every `Secret` the config holds is among them: as many as `check-config` redacts.
+    let rendered = render_redacted(&c.raw);
+    assert_eq!(
+        rendered.matches("<redacted>").count(),
+        all.len(),
+        "{rendered}"
+    );
+    // An error that would quote a secret is scrubbed before it is returned.
+    let e2 = parse(
+        &text.replace(
+            "sasl_mechanism = \"PLAIN\"",
+            "sasl_mechanism = \"${S3_SECRET_KEY}\"",
+        ),
+        &env,
+    )
+    .unwrap_err();
+    assert!(!e2.to_string().contains("env-secret-91bd"), "{e2}");
+    assert!(e2.to_string().contains("<redacted>"), "{e2}");
+}
+
+/// An unknown key is echoed at most 100 characters, in the key and in the message.
+#[test]
+fn an_unknown_key_is_echoed_short() {
+    let long = "k".repeat(5000);
+    let e = parse_err(&MINIMAL.replace("group_id", &format!("{long} = 1\ngroup_id")));
+    assert!(e.to_string().len() < 700, "{e}");
+    assert!(
+        e.key.starts_with("kafka.kkk") && e.key.ends_with('…'),
+        "{}",
+        e.key
+    );
+    assert!(e.message.starts_with("unknown field `kkk"), "{e}");
+    assert!(!e.to_string().contains(&"k".repeat(101)), "{e}");
 }

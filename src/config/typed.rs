@@ -25,6 +25,9 @@ pub struct Config {
     pub log: LogConfig,
     /// The raw form (after interpolation, defaults filled), for `check-config`.
     pub raw: RawConfig,
+    /// The secret values the file holds or references, to scrub from every log line and error
+    /// (set by [`super::parse`]; empty from [`super::validate`] alone).
+    pub secrets: crate::redact::Secrets,
 }
 
 /// Validated `[http]`.

@@ -217,6 +217,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         http,
         log,
         raw,
+        secrets: crate::redact::Secrets::default(),
     })
 }
 

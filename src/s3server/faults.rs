@@ -356,11 +356,19 @@ impl hyper::service::Service<Request<Incoming>> for FaultInjectingService {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or_default().to_owned();
-        let fault = self.faults.take(&RequestTarget {
-            method: &method,
-            path: &path,
-            query: &query,
-        });
+        let fault = match escapes_root(&path) {
+            // A key that would resolve outside the bucket's folder never reaches the disk.
+            true => Some(Fault {
+                status: 400,
+                code: "InvalidArgument".to_owned(),
+                message: "the local S3 server refuses a key with a '.' or '..' segment".to_owned(),
+            }),
+            false => self.faults.take(&RequestTarget {
+                method: &method,
+                path: &path,
+                query: &query,
+            }),
+        };
         let headers = req
             .headers()
             .iter()
@@ -413,6 +421,14 @@ impl hyper::service::Service<Request<Incoming>> for FaultInjectingService {
             }
         }
     }
+}
+
+/// Whether a request path, percent-decoded, has a `.` or `..` segment (or a backslash, which
+/// some file systems take as a separator): s3s-fs would resolve it to a file outside the
+/// bucket's folder, or outside the server's root.
+pub(super) fn escapes_root(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    decoded.contains('\\') || decoded.split('/').any(|s| s == "." || s == "..")
 }
 
 /// The request with its body read to the end, for PUT and POST.

@@ -385,3 +385,28 @@ fn request_target_predicates() {
     assert!(!t("POST", "/b/k", "uploadIdx=1").has_query_param("uploadId"));
     assert_eq!(xml_escape("a<&>'\""), "a&lt;&amp;&gt;&apos;&quot;");
 }
+
+/// A key with a `..` segment would be a file outside the bucket's folder (s3s-fs joins it to
+/// the path as is): the server refuses it and writes nothing.
+#[tokio::test]
+async fn a_key_that_leaves_the_bucket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir).await;
+    let s3 = client(&server, RetryConfig::disabled());
+    s3.create_bucket().bucket("bkt").send().await.unwrap();
+    for key in ["../../escaped/x", "a/../../escaped/y", "./z"] {
+        let e = s3
+            .put_object()
+            .bucket("bkt")
+            .key(key)
+            .body(ByteStream::from_static(b"hello"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("InvalidArgument"), "{key}: {e:?}");
+    }
+    assert!(!dir.path().join("escaped").exists());
+    assert!(super::faults::escapes_root("/bkt/a/%2e%2E/b"));
+    assert!(!super::faults::escapes_root("/bkt/a/..b/c.d"));
+    server.shutdown().await;
+}

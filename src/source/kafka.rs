@@ -75,10 +75,7 @@ pub fn property_error(e: &rdkafka::error::KafkaError) -> Option<PropertyError> {
     let rdkafka::error::KafkaError::ClientConfig(code, desc, name, value) = e else {
         return None;
     };
-    let mut said = desc.replace('\n', " ");
-    if !value.is_empty() {
-        said = said.replace(value.as_str(), "<value>");
-    }
+    let said = cut_value(&desc.replace('\n', " "), value);
     let reason = match code {
         RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => {
             format!("no such property ({said}); check its spelling against librdkafka's CONFIGURATION.md")
@@ -90,6 +87,53 @@ pub fn property_error(e: &rdkafka::error::KafkaError) -> Option<PropertyError> {
         name: name.clone(),
         reason,
     })
+}
+
+/// `text` with each occurrence of `value` that stands as a word of its own (no letter or digit
+/// on either side) replaced by `<value>`: `0` is cut from "value 0 is outside" but not from
+/// "range 1..86400000".
+fn cut_value(text: &str, value: &str) -> String {
+    if value.is_empty() {
+        return text.to_string();
+    }
+    let word_char = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(value) {
+        let before = rest[..i].chars().next_back().or(out.chars().next_back());
+        let after = rest[i + value.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if word_char(before) || word_char(after) {
+            out.push_str(value);
+        } else {
+            out.push_str("<value>");
+        }
+        rest = &rest[i + value.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Creates the consumer `run` creates, with no broker to reach and no subscription, and drops
+/// it: librdkafka's checks at client creation run (SASL mechanism, TLS files and PEM data,
+/// properties that contradict each other) and nothing connects. `Err` holds librdkafka's
+/// reason, which the caller scrubs of secrets (it may quote a value).
+pub fn check_client(properties: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    let mut cc = ClientConfig::new();
+    for (k, v) in properties {
+        if k != "bootstrap.servers" && k != "metadata.broker.list" {
+            cc.set(k, v);
+        }
+    }
+    cc.set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg);
+    match cc.create::<BaseConsumer>() {
+        Ok(consumer) => {
+            drop(consumer);
+            Ok(())
+        }
+        Err(rdkafka::error::KafkaError::ClientCreation(reason)) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Checks every property as librdkafka will when the consumer starts: each is set on a native

@@ -214,7 +214,7 @@ mod tests {
         "%Y/%m/%d/%H/",
         "%Y-%m-%d",
         "segment-logs/{source}/%Y-%m-%d/",
-        "{topic}/%B/%A/%e/%p",
+        "{topic}/%B/%A/%-d/%p",
         "dt=%F/hr=%H",
         "",
         "raw/{topic}",
