@@ -31,6 +31,23 @@ fn init_logging(cli: &Cli, log: Option<&config::LogConfig>, secrets: &redact::Se
     }
 }
 
+/// A panic's message passes through `secrets` too: when it holds one, the scrubbed message is
+/// printed instead of the standard report.
+fn scrub_panics(secrets: &redact::Secrets) {
+    if secrets.is_empty() {
+        return;
+    }
+    let secrets = secrets.clone();
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info.to_string();
+        match secrets.scrub(&text) {
+            std::borrow::Cow::Borrowed(_) => standard(info),
+            std::borrow::Cow::Owned(clean) => eprintln!("{clean}"),
+        }
+    }));
+}
+
 /// Cancels `token` on the first SIGTERM/SIGINT; a second one exits at once.
 fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
@@ -96,6 +113,7 @@ async fn async_main() -> anyhow::Result<()> {
             let cfg = load_or_exit(config);
             let secrets = cfg.secrets.clone();
             init_logging(&cli, Some(&cfg.log), &secrets);
+            scrub_panics(&secrets);
             for w in &cfg.kafka.warnings {
                 tracing::warn!("{w}");
             }
@@ -136,6 +154,7 @@ async fn async_main() -> anyhow::Result<()> {
         } => {
             let cfg = load_or_exit(config);
             init_logging(&cli, Some(&cfg.log), &cfg.secrets);
+            scrub_panics(&cfg.secrets);
             let opts = verify::VerifyOptions {
                 destination: destination.clone(),
                 topics: topics.clone(),
