@@ -18,7 +18,8 @@
 //! - [`pipeline`]: the worker loop; [`app`] assembles it from a config and runs each worker on a
 //!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
 //! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
-//! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
+//! - [`metrics`]: Prometheus metrics; [`health`]: readiness; [`lograte`]: repeated log lines
+//!   rate-limited; [`connect`]: start-up checks that connect (credentials, buckets, topics); [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
 //! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
@@ -28,6 +29,7 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod ddl;
 pub mod demo;
 pub mod envelope;
@@ -35,6 +37,7 @@ pub mod eventgen;
 pub mod health;
 pub mod http;
 pub mod interpolate;
+pub mod lograte;
 pub mod malloc;
 pub mod metrics;
 pub mod model;

@@ -78,13 +78,28 @@ fn main() -> anyhow::Result<()> {
 async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, connect } => {
             let c = load_or_exit(config);
             print!("{}", config::render_redacted(&c.raw));
             for w in &c.kafka.warnings {
                 eprintln!("warning: {w}");
             }
             eprintln!("config OK: {} destination(s)", c.destinations.len());
+            if *connect {
+                let mut failed = false;
+                for (what, r) in kafka_s3_sink::connect::connect_checks(&c).await {
+                    match r {
+                        Ok(seen) => eprintln!("{what}: {seen}"),
+                        Err(fix) => {
+                            failed = true;
+                            eprintln!("{what}: FAILED: {fix}");
+                        }
+                    }
+                }
+                if failed {
+                    std::process::exit(2);
+                }
+            }
             Ok(())
         }
         Command::Run { config } => {
@@ -95,7 +110,23 @@ async fn async_main() -> anyhow::Result<()> {
             }
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
-            let stats = app::run(cfg, prometheus::Registry::new(), shutdown).await?;
+            let stats = match app::run(cfg, prometheus::Registry::new(), shutdown).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    std::process::exit(e.exit_code());
+                }
+            };
+            if stats.uncommitted > 0 {
+                tracing::error!(
+                    records_in = stats.records_in,
+                    objects = stats.objects,
+                    uncommitted = stats.uncommitted,
+                    "stopped with {} records uncommitted: the shutdown deadline (pipeline.shutdown_deadline_secs) cancelled uploads; the next owner reads them again",
+                    stats.uncommitted
+                );
+                std::process::exit(3);
+            }
             tracing::info!(
                 records_in = stats.records_in,
                 objects = stats.objects,
