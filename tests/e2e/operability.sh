@@ -128,7 +128,7 @@ log "a missing bucket: exit 2 in $n lines; check-config --connect agrees"
 
 # ------------------------------------------------------------------ 3. log volume while S3 answers 503
 "$BIN" gen-events --count 2000 --seed 7 --out "$TMP/events.ndjson"
-h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" 1 "$TMP/produced.json" 0 2000
+h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" 1 "$TMP/produced.json" 0 2000 >/dev/null
 connector_config "$TMP/c.toml" "$BROKER" "ops-c-$RUN_ID" "$TOPIC" "$PROXY_URL" "$BUCKET"
 sed -i 's/^shutdown_deadline_secs = .*/shutdown_deadline_secs = 3/; s/^drain_deadline_secs = .*/drain_deadline_secs = 2/' "$TMP/c.toml"
 h http POST "$CONTROL/rate?error=1" >/dev/null
