@@ -135,13 +135,15 @@ h http POST "$CONTROL/rate?error=1" >/dev/null
 NO_COLOR=1 "$BIN" run --config "$TMP/c.toml" >"$TMP/c.log" 2>&1 &
 C_PID=$!
 started "$C_PID"
+# flushed: records in the files replica C closed so far (one `flush` line each)
+flushed() { sed -n 's/.*flush destination.* records=\([0-9]*\) .*/\1/p' "$TMP/c.log" | awk '{s += $1} END {print s + 0}'; }
 deadline=$((SECONDS + 90))
-until grep -q "S3 request failed" "$TMP/c.log"; do
+until grep -q "S3 request failed" "$TMP/c.log" && [ "$(flushed)" -ge 2000 ]; do
   alive "$C_PID" "replica C"
-  [ "$SECONDS" -lt "$deadline" ] || fail "replica C logged no S3 failure in 90 s"
+  [ "$SECONDS" -lt "$deadline" ] || fail "replica C: no S3 failure, or not every record in a closed file, in 90 s"
   sleep 0.5
 done
-from=$(wc -l <"$TMP/c.log")
+from=$(wc -l <"$TMP/c.log")   # the window starts once every file is closed and failing
 sleep "$FAIL_SECS"   # the window measured: S3 keeps failing, the connector keeps retrying
 alive "$C_PID" "replica C"
 lines=$(($(wc -l <"$TMP/c.log") - from))
