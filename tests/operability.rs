@@ -320,3 +320,57 @@ async fn an_idle_replica_with_no_partitions_becomes_ready() {
         r.stop().await;
     }
 }
+
+/// `check-config --connect`: one line per check, ok or the fix, exit 2 when one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_says_ok_or_the_fix_per_check() {
+    let kafka = Kafka::start();
+    kafka.create_topic("ops-connect", 3);
+    let s3 = TestS3::start().await;
+    let run = |cfg: TestConfig| async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("sink.toml");
+        std::fs::write(&path, cfg.toml()).expect("config");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_kafka-s3-sink"))
+                .args(["check-config", "--connect", "--config"])
+                .arg(&path)
+                .output()
+                .expect("run check-config")
+        })
+        .await
+        .expect("joined");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = binary_config(&kafka, &s3, "ops-connect");
+    let (code, text) = run(good.clone()).await;
+    assert_eq!(code, 0, "{text}");
+    for line in [
+        "`test` credentials: ok",
+        "`test` bucket: ok",
+        "`test` write: ok (wrote `_kafka-s3-sink-probe`; If-None-Match honoured)",
+        "kafka brokers: ok",
+        "kafka topics: ok (`ops-connect` (3 partitions))",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
+    let mut bad = good;
+    bad.dest(0, "bucket", "no-such-bucket")
+        .set("kafka.topics", toml::Value::Array(vec!["ops-nope".into()]));
+    bad.dest(0, "topics", toml::Value::Array(vec!["ops-nope".into()]));
+    let (code, text) = run(bad).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(
+            "bucket: FAILED: destinations[0] (`test`): bucket `no-such-bucket` does not exist"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("kafka topics: FAILED: kafka.topics: topic `ops-nope` does not exist"),
+        "{text}"
+    );
+}
