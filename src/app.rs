@@ -46,6 +46,20 @@ pub enum RunError {
     /// A worker thread panicked or could not be started.
     #[error("worker thread: {0}")]
     Worker(String),
+    /// A setting the start-up checks refuse (no credentials, no such bucket, access denied,
+    /// an unknown topic): the one-line fix.
+    #[error("{0}")]
+    Settings(String),
+}
+
+impl RunError {
+    /// The process's exit code for this error: 2 for a setting to change, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Settings(_) | Self::Config(_) | Self::Listen { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Reads and validates a config file, with the start-up checks of [`crate::preflight`]
@@ -142,6 +156,7 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| RunError::Listen { addr, source })?;
+        let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
         let limits = crate::http::HttpLimits {
             max_connections: config.http.max_connections,
@@ -183,19 +198,25 @@ pub async fn run_with_sinks(
     for d in &config.destinations {
         metrics.init_destination(&d.name);
     }
-    for (d, sink) in config.destinations.iter().zip(&sinks) {
-        match tokio::time::timeout(Duration::from_secs(10), sink.check()).await {
-            Ok(Ok(())) => {
-                tracing::info!(destination = %d.name, bucket = %d.bucket, "bucket reachable")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(destination = %d.name, error = %e, "bucket check failed; uploads will retry")
-            }
-            Err(_) => {
-                tracing::warn!(destination = %d.name, "bucket check timed out; uploads will retry")
-            }
-        }
-    }
+    // Every request counted, in the metrics and in readiness.
+    let sinks: Vec<Arc<dyn ObjectSink>> = config
+        .destinations
+        .iter()
+        .zip(sinks)
+        .map(|(d, s)| {
+            Arc::new(crate::upload::counted::Counted::new(
+                s,
+                &d.name,
+                metrics.clone(),
+            )) as Arc<dyn ObjectSink>
+        })
+        .collect();
+    crate::connect::check_buckets(&config, &sinks)
+        .await
+        .map_err(RunError::Settings)?;
+    crate::connect::check_topics(&config.kafka)
+        .await
+        .map_err(RunError::Settings)?;
     if let Some(min_age) = config.upload.orphan_min_age {
         for (d, sink) in config.destinations.iter().zip(&sinks) {
             let cleanup = crate::upload::orphans::abort_orphans(d, &**sink, min_age, &metrics);
@@ -212,6 +233,9 @@ pub async fn run_with_sinks(
             }
         }
     }
+    let probes = CancellationToken::new();
+    let _stop_probes = probes.clone().drop_guard();
+    tokio::spawn(probe_while_idle(sinks.clone(), metrics.clone(), probes));
     let targets = targets(&config, sinks);
     let opts = SourceOptions {
         shards: config.pipeline.workers,
@@ -304,6 +328,36 @@ pub async fn run_workers(
     match first_error {
         Some(e) => Err(e),
         None => Ok(stats),
+    }
+}
+
+/// Checks every bucket whenever no S3 request succeeded for [`Health::probe_every`], so an
+/// idle worker stays ready while S3 answers, and turns unready when it stops answering.
+///
+/// [`Health::probe_every`]: crate::health::Health::probe_every
+async fn probe_while_idle(
+    sinks: Vec<Arc<dyn ObjectSink>>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let health = metrics.health();
+    loop {
+        let every = health.probe_every();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !health.s3_quiet_for(every) {
+            continue;
+        }
+        for sink in &sinks {
+            // Counted by the sink; failures are in readiness's reason, and logged (rate-limited).
+            if let Ok(Err(e)) = tokio::time::timeout(every, sink.check()).await {
+                if let Some(repeats) = metrics.s3_error_to_log(&e) {
+                    tracing::warn!(error = %e, repeats_not_shown = repeats, "idle bucket check failed");
+                }
+            }
+        }
     }
 }
 

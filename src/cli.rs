@@ -32,7 +32,9 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the connector until SIGTERM/SIGINT, then drain, upload, commit and exit 0.
+    /// Run the connector until SIGTERM/SIGINT, then drain, upload, commit and exit 0 (1 on a
+    /// fatal error, 2 on a setting to fix, 3 when the shutdown deadline left records
+    /// uncommitted).
     Run {
         /// Config file (TOML).
         #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
@@ -51,6 +53,11 @@ pub enum Command {
         /// Config file (TOML).
         #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
         config: PathBuf,
+        /// Also connect: resolve credentials, list and probe-write each bucket (one empty
+        /// object, `<prefix>_kafka-s3-sink-probe`), read the brokers' metadata of the topics;
+        /// one line per check, ok or the fix. Exit 2 if one fails.
+        #[arg(long)]
+        connect: bool,
     },
     /// Audit a destination: compare the records of an offset range in Kafka with the objects under
     /// the destination's prefix; report missing, duplicated and out-of-range records. Exit 0 when

@@ -20,7 +20,9 @@
 //! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
 //! - [`progress`]: `run`'s progress line and its stop once drained (`--until-drained`).
 //! - [`redact`]: the config's secret values scrubbed from every log line and printed error.
-//! - [`metrics`]: Prometheus metrics; [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
+//! - [`metrics`]: Prometheus metrics; [`health`]: readiness; [`lograte`]: repeated log lines
+//!   rate-limited; [`connect`]: start-up checks that connect (credentials, buckets, topics);
+//!   [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
 //! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
@@ -30,6 +32,7 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod ddl;
 pub mod demo;
 pub mod envelope;
@@ -37,6 +40,7 @@ pub mod eventgen;
 pub mod health;
 pub mod http;
 pub mod interpolate;
+pub mod lograte;
 pub mod malloc;
 pub mod metrics;
 pub mod model;

@@ -96,13 +96,28 @@ fn main() -> anyhow::Result<()> {
 async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, connect } => {
             let c = load_or_exit(config);
             print!("{}", c.secrets.scrub(&config::render_resolved(&c)));
             for w in &c.kafka.warnings {
                 eprintln!("warning: {}", c.secrets.scrub(w));
             }
             eprintln!("config OK: {} destination(s)", c.destinations.len());
+            if *connect {
+                let mut failed = false;
+                for (what, r) in kafka_s3_sink::connect::connect_checks(&c).await {
+                    match r {
+                        Ok(seen) => eprintln!("{what}: {seen}"),
+                        Err(fix) => {
+                            failed = true;
+                            eprintln!("{what}: FAILED: {fix}");
+                        }
+                    }
+                }
+                if failed {
+                    std::process::exit(2);
+                }
+            }
             Ok(())
         }
         Command::Run {
@@ -131,11 +146,22 @@ async fn async_main() -> anyhow::Result<()> {
             let stats = match app::run(cfg, prometheus::Registry::new(), shutdown, watch).await {
                 Ok(s) => s,
                 Err(e) => {
-                    let text = format!("{:#}", anyhow::Error::from(e));
-                    eprintln!("Error: {}", secrets.scrub(&text));
-                    std::process::exit(1);
+                    let code = e.exit_code();
+                    // The log writer scrubs the config's secrets from this line.
+                    tracing::error!("{:#}", anyhow::Error::from(e));
+                    std::process::exit(code);
                 }
             };
+            if stats.uncommitted > 0 {
+                tracing::error!(
+                    records_in = stats.records_in,
+                    objects = stats.objects,
+                    uncommitted = stats.uncommitted,
+                    "stopped with {} records uncommitted: the shutdown deadline (pipeline.shutdown_deadline_secs) cancelled uploads; the next owner reads them again",
+                    stats.uncommitted
+                );
+                std::process::exit(3);
+            }
             tracing::info!(
                 records_in = stats.records_in,
                 objects = stats.objects,

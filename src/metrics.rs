@@ -94,6 +94,8 @@ pub struct Metrics {
     /// Per worker: (buffered bytes, open files, oldest open file age).
     workers: Arc<Mutex<Vec<(usize, usize, f64)>>>,
     health: Arc<Health>,
+    /// S3 failures already logged (see [`Metrics::s3_error_to_log`]).
+    s3_errors: Arc<Mutex<crate::lograte::RepeatLog>>,
 }
 
 fn now_secs() -> f64 {
@@ -210,14 +212,23 @@ impl Metrics {
         self.multipart_parts.with_label_values(&[dest]).inc();
     }
 
-    /// An S3 request attempt finished (`ok` = it succeeded).
-    pub fn s3_request(&self, dest: &str, ok: bool) {
+    /// An S3 request attempt finished: `Ok` when the store answered as it should (a refused
+    /// conditional write included), else the failure, which readiness reports.
+    pub fn s3_request(&self, dest: &str, result: Result<(), &crate::sink::SinkError>) {
         self.s3_requests.with_label_values(&[dest]).inc();
-        if ok {
-            self.health.s3_succeeded();
-        } else {
-            self.health.s3_failed();
+        match result {
+            Ok(()) => self.health.s3_succeeded(),
+            Err(e) => self.health.s3_failed(&e.to_string()),
         }
+    }
+
+    /// Whether to log this S3 failure now: `Some(repeats not shown)` once per 10 s per cause
+    /// (operation, bucket, class, status, code), shared by every worker of the process.
+    pub fn s3_error_to_log(&self, e: &crate::sink::SinkError) -> Option<u64> {
+        self.s3_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&e.cause())
     }
 
     /// An S3 request failed and will be retried.

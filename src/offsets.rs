@@ -214,6 +214,19 @@ impl OffsetTracker {
         out
     }
 
+    /// Offsets taken in past the last commit, over every partition: the records a shutdown
+    /// leaves for the next owner to read again.
+    pub fn uncommitted(&self) -> u64 {
+        self.parts
+            .values()
+            .filter_map(|st| {
+                let next = st.next?;
+                let from = st.committed.or(st.first)?;
+                Some((next - from).max(0) as u64)
+            })
+            .sum()
+    }
+
     /// Offsets still held per partition (for diagnostics and metrics).
     pub fn held_files(&self, tp: &TopicPartition) -> usize {
         self.parts.get(tp).map_or(0, |s| s.held.values().sum())
@@ -223,6 +236,28 @@ impl OffsetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uncommitted_counts_offsets_past_the_last_commit() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        t.assign(tp(1));
+        assert_eq!(t.uncommitted(), 0);
+        for o in 10..20 {
+            t.hold(&tp(0), 10).ok();
+            t.consumed(&tp(0), o).unwrap();
+        }
+        t.hold(&tp(1), 0).unwrap();
+        for o in 0..5 {
+            t.consumed(&tp(1), o).unwrap();
+        }
+        // Nothing committed yet: everything taken in counts.
+        assert_eq!(t.uncommitted(), 15);
+        // Partition 1's file is in S3 and committed; partition 0's is not.
+        t.release(&tp(1), 0).unwrap();
+        t.take_commits(None);
+        assert_eq!(t.uncommitted(), 10);
+    }
 
     fn tp(p: i32) -> TopicPartition {
         TopicPartition::new("t", p)

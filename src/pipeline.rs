@@ -78,6 +78,9 @@ pub struct RunStats {
     pub stored_bytes: u64,
     /// Last committed offset per partition.
     pub committed: std::collections::BTreeMap<TopicPartition, i64>,
+    /// Records taken in but left uncommitted by the shutdown (its deadline cancelled their
+    /// uploads): the next owner reads them again. 0 after a full drain.
+    pub uncommitted: u64,
 }
 
 impl RunStats {
@@ -90,6 +93,7 @@ impl RunStats {
         self.objects += other.objects;
         self.raw_bytes += other.raw_bytes;
         self.stored_bytes += other.stored_bytes;
+        self.uncommitted += other.uncommitted;
         for (tp, off) in &other.committed {
             let e = self.committed.entry(tp.clone()).or_insert(*off);
             *e = (*e).max(*off);

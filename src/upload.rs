@@ -12,6 +12,7 @@
 //! [`Uploader::queued_bytes`] until their request succeeds, so the memory budget sees them.
 
 mod conflict;
+pub mod counted;
 pub mod orphans;
 mod task;
 

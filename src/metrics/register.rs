@@ -278,6 +278,7 @@ impl Metrics {
             lag: Arc::new(Mutex::new(LagState::default())),
             workers: Arc::new(Mutex::new(Vec::new())),
             health: Arc::new(Health::default()),
+            s3_errors: Arc::new(Mutex::new(crate::lograte::RepeatLog::default())),
         })
     }
 }

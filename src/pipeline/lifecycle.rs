@@ -123,23 +123,36 @@ impl Pipeline {
         );
         let keys: Vec<FileKey> = self.open.keys().cloned().collect();
         let deadline = Instant::now() + self.shutdown_deadline;
+        let mut drained = true;
         if let Err(e) = self
             .seal_within_budget(keys, FlushReason::Shutdown, deadline)
             .await
         {
+            drained = false;
             tracing::error!(error = %e, "upload failed during shutdown");
         }
         match self.wait_uploads(deadline, |_| true).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                pending = self.in_flight.len(),
-                "shutdown deadline passed; pending uploads cancelled, their records stay uncommitted"
-            ),
-            Err(e) => tracing::error!(error = %e, "upload failed during shutdown"),
+            Ok(false) => {
+                drained = false;
+                tracing::warn!(
+                    pending = self.in_flight.len(),
+                    "shutdown deadline passed; pending uploads cancelled, their records stay uncommitted"
+                )
+            }
+            Err(e) => {
+                drained = false;
+                tracing::error!(error = %e, "upload failed during shutdown")
+            }
         }
         self.uploads_cancel.cancel();
         let offsets = self.offsets.take_commits(None);
         self.record_commits(&offsets);
+        if !drained {
+            // Everything past the commit goes back to Kafka (a drained deterministic
+            // destination also stops at its window's start, by design: not counted).
+            self.stats.uncommitted = self.offsets.uncommitted().max(1);
+        }
         let (done, wait) = tokio::sync::oneshot::channel();
         let _ = self.io.commands.send(Command::Shutdown {
             shard: self.shard,

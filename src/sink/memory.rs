@@ -81,6 +81,7 @@ impl MemorySink {
                 key: key.into(),
                 kind: ErrorKind::Network,
                 message: "connection reset after the request was applied (injected)".into(),
+                answer: Default::default(),
             }),
             Err(_) => Ok(()),
         }
@@ -140,6 +141,7 @@ impl MemorySink {
                 key: key.into(),
                 kind: ErrorKind::Throttle,
                 message: "SlowDown (injected)".into(),
+                answer: Default::default(),
             });
         }
         Ok(())
@@ -166,6 +168,7 @@ impl MemorySink {
             key: key.into(),
             kind: ErrorKind::Conflict,
             message: "HTTP 412 PreconditionFailed".into(),
+            answer: Default::default(),
         })
     }
 
@@ -176,6 +179,7 @@ impl MemorySink {
             key: key.into(),
             kind: ErrorKind::Permanent,
             message: "NoSuchUpload".into(),
+            answer: Default::default(),
         }
     }
 }
@@ -322,6 +326,7 @@ impl ObjectSink for MemorySink {
             key: from.into(),
             kind: ErrorKind::Other,
             message: "NoSuchKey".into(),
+            answer: Default::default(),
         })?;
         o.meta.sse = meta.sse.clone();
         o.meta.kms_key_id = meta.kms_key_id.clone();

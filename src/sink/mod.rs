@@ -220,9 +220,23 @@ impl ErrorKind {
     }
 }
 
-/// A failed store request.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{op} s3://{bucket}/{key} failed ({}): {message}", kind.as_str())]
+/// What the store answered to a failed request, when it answered: the fields of the one-line
+/// description of an S3 error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Answer {
+    /// HTTP status.
+    pub status: Option<u16>,
+    /// AWS error code (`NoSuchBucket`, `AccessDenied`, `SlowDown`…).
+    pub code: Option<String>,
+    /// Request id (`x-amz-request-id`), for the store's support.
+    pub request_id: Option<String>,
+    /// The request was never sent: the credential chain found no credentials.
+    pub no_credentials: bool,
+}
+
+/// A failed store request. Displayed on one line: operation, bucket, key, HTTP status, AWS
+/// error code, request id, then the store's message.
+#[derive(Debug, Clone)]
 pub struct SinkError {
     /// Operation name, e.g. `PutObject`.
     pub op: &'static str,
@@ -234,6 +248,53 @@ pub struct SinkError {
     pub kind: ErrorKind,
     /// Store's message (never contains credentials).
     pub message: String,
+    /// Status, code and request id, when the store answered (boxed: an error is carried by
+    /// every waiting upload task, which must stay small).
+    pub answer: Box<S3Answer>,
+}
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} s3://{}/{} failed ({}",
+            self.op,
+            self.bucket,
+            self.key,
+            self.kind.as_str()
+        )?;
+        if let Some(s) = self.answer.status {
+            write!(f, ", HTTP {s}")?;
+        }
+        if let Some(c) = &self.answer.code {
+            write!(f, " {c}")?;
+        }
+        if let Some(r) = &self.answer.request_id {
+            write!(f, ", request id {r}")?;
+        }
+        write!(f, ")")?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+impl SinkError {
+    /// What makes this failure the same as another for rate-limited logging: operation,
+    /// bucket, class, status and code (not the key, which differs per object).
+    pub fn cause(&self) -> String {
+        format!(
+            "{} {} {} {:?} {:?}",
+            self.op,
+            self.bucket,
+            self.kind.as_str(),
+            self.answer.status,
+            self.answer.code
+        )
+    }
 }
 
 /// One uploaded part of a multipart upload.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::{
     CompletedPart, ErrorKind, ListedObject, ObjectBody, ObjectHead, ObjectMeta, ObjectPage,
-    ObjectSink, PendingUpload, SinkError, UploadPage, WriteCondition,
+    ObjectSink, PendingUpload, S3Answer, SinkError, UploadPage, WriteCondition,
 };
 use crate::config::DestinationConfig;
 
@@ -33,6 +33,8 @@ pub struct S3Sink {
     /// Whether signatures cover the body's SHA-256 (`payload_signing`, resolved against the
     /// endpoint the client uses; off over TLS by default).
     sign_payload: bool,
+    /// The credential provider the client signs with (`None`: the chain has none at all).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl S3Sink {
@@ -94,6 +96,7 @@ impl S3Sink {
             "S3 client configured"
         );
         Self {
+            credentials: sdk_config.credentials_provider(),
             client: Client::from_conf(s3.build()),
             bucket: d.bucket.clone(),
             prefix: d.prefix.clone(),
@@ -102,18 +105,68 @@ impl S3Sink {
         }
     }
 
+    /// Resolves the credentials the client signs with (the default chain or the configured
+    /// keys, and the role assumed on top); `Ok(true)` for temporary ones. Nothing is sent to S3.
+    pub async fn credentials(&self) -> Result<bool, SinkError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let fail = |(kind, message, answer): (ErrorKind, String, S3Answer)| SinkError {
+            op: "ResolveCredentials",
+            bucket: self.bucket.clone(),
+            key: String::new(),
+            kind,
+            message,
+            answer: Box::new(answer),
+        };
+        let Some(provider) = &self.credentials else {
+            return Err(fail((
+                ErrorKind::Other,
+                "no AWS credentials found".into(),
+                S3Answer {
+                    no_credentials: true,
+                    ..S3Answer::default()
+                },
+            )));
+        };
+        match provider.provide_credentials().await {
+            Ok(c) => Ok(c.session_token().is_some() || c.expiry().is_some()),
+            Err(e) => Err(fail(credentials_failure(&e))),
+        }
+    }
+
+    /// A conditional-write probe: writes an empty object at `key` with `If-None-Match: *`
+    /// twice. `Ok(true)` when the second write was refused (the store honours conditional
+    /// writes), `Ok(false)` when it was accepted (the store ignores the header).
+    pub async fn probe_conditional_write(&self, key: &str) -> Result<bool, SinkError> {
+        let meta = ObjectMeta {
+            content_type: "application/octet-stream".into(),
+            ..ObjectMeta::default()
+        };
+        for _ in 0..2 {
+            match self
+                .put(key, Bytes::new(), &meta, &WriteCondition::IfAbsent)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::Conflict => return Ok(true),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
     fn err<E, R>(&self, op: &'static str, key: &str, e: SdkError<E, R>) -> SinkError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + HttpStatus,
+        R: std::fmt::Debug + HttpStatus + 'static,
     {
-        let (kind, message) = classify(&e);
+        let (kind, message, answer) = classify(&e);
         SinkError {
             op,
             bucket: self.bucket.clone(),
             key: key.to_string(),
             kind,
             message,
+            answer: Box::new(answer),
         }
     }
 }
@@ -150,100 +203,6 @@ fn effective_endpoint(d: &DestinationConfig, sdk: &aws_config::SdkConfig) -> Opt
             .and_then(|c| c.load_config(key))
             .or_else(|| sdk.endpoint_url().map(str::to_string))
     })
-}
-
-/// Access to the HTTP status of an SDK raw response.
-pub trait HttpStatus {
-    /// Status code.
-    fn status_code(&self) -> u16;
-}
-
-impl HttpStatus for aws_smithy_runtime_api::client::orchestrator::HttpResponse {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
-    }
-}
-
-/// Classifies an SDK error: the one place that decides retryability of S3 failures.
-pub fn classify<E, R>(e: &SdkError<E, R>) -> (ErrorKind, String)
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HttpStatus,
-{
-    match e {
-        SdkError::TimeoutError(_) => (ErrorKind::Timeout, "request timed out".into()),
-        SdkError::DispatchFailure(d) => {
-            let kind = if d.is_timeout() {
-                ErrorKind::Timeout
-            } else if d.is_io() {
-                ErrorKind::Network
-            } else {
-                ErrorKind::Other
-            };
-            (
-                kind,
-                // With its causes: "io error" alone hides e.g. an untrusted certificate.
-                format!(
-                    "dispatch failure: {}",
-                    d.as_connector_error().map_or_else(
-                        || "no connector error".to_string(),
-                        |c| aws_smithy_types::error::display::DisplayErrorContext(c).to_string()
-                    )
-                ),
-            )
-        }
-        SdkError::ResponseError(r) => {
-            let status = r.raw().status_code();
-            (
-                status_kind(status, None),
-                format!("unparseable response (HTTP {status})"),
-            )
-        }
-        SdkError::ServiceError(s) => {
-            let status = s.raw().status_code();
-            let code = s.err().code();
-            let msg = format!(
-                "HTTP {status} {}: {}",
-                code.unwrap_or("-"),
-                s.err().message().unwrap_or("")
-            );
-            (status_kind(status, code), msg)
-        }
-        other => (ErrorKind::Other, other.to_string()),
-    }
-}
-
-fn status_kind(status: u16, code: Option<&str>) -> ErrorKind {
-    match (status, code) {
-        (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded")) => {
-            ErrorKind::Throttle
-        }
-        (429 | 503, _) => ErrorKind::Throttle,
-        (408, _) | (_, Some("RequestTimeout")) => ErrorKind::Timeout,
-        (500..=599, _) => ErrorKind::Server,
-        (_, Some("NoSuchUpload" | "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall")) => {
-            ErrorKind::Permanent
-        }
-        (412 | 409, _) | (_, Some("PreconditionFailed" | "ConditionalRequestConflict")) => {
-            ErrorKind::Conflict
-        }
-        (
-            _,
-            Some(
-                "KeyTooLongError"
-                | "KeyTooLong"
-                | "InvalidArgument"
-                | "InvalidRequest"
-                | "EntityTooLarge"
-                | "MetadataTooLarge"
-                | "InvalidStorageClass"
-                | "InvalidEncryptionAlgorithmError"
-                | "InvalidBucketName"
-                | "InvalidObjectName",
-            ),
-        ) => ErrorKind::Invalid,
-        _ => ErrorKind::Other,
-    }
 }
 
 macro_rules! with_meta {
@@ -372,6 +331,7 @@ impl ObjectSink for S3Sink {
                 key: key.into(),
                 kind: ErrorKind::Other,
                 message: "response has no UploadId".into(),
+                answer: Default::default(),
             })
     }
 
@@ -601,6 +561,12 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+mod errors;
+use errors::credentials_failure;
+#[cfg(test)]
+use errors::status_kind;
+pub use errors::{classify, HttpStatus};
 
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,10 @@ use crate::model::TopicPartition;
 use crate::source::ChunkBuilder;
 
 mod context;
-use context::{merge_offsets, to_tpl, to_tps, CommitState, Ctx, ErrorLog};
+mod probe;
+use crate::lograte::RepeatLog;
+use context::{merge_offsets, to_tpl, to_tps, CommitState, Ctx};
+pub use probe::{probe_topics, TopicsSeen, Unreachable};
 
 /// Why the consumer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +193,7 @@ pub fn start(
         revoke_wait: opts.revoke_wait,
         metrics,
         fetch: Mutex::new(None),
-        client_errors: Mutex::new(ErrorLog::default()),
+        client_errors: Mutex::new(RepeatLog::default()),
         msk_iam: cfg
             .msk_iam
             .as_ref()
@@ -238,7 +241,6 @@ fn poll_loop(
         }
     }
     let mut topics: Vec<Arc<str>> = Vec::new();
-    let mut errors = ErrorLog::default();
     let mut taken = Taken::default();
     let mut paused = false;
     let mut last_retry = Instant::now();
@@ -327,7 +329,7 @@ fn poll_loop(
                         headers.as_deref(),
                     );
                 }
-                Some(Err(e)) => consume_error(&consumer, &e, &mut errors),
+                Some(Err(e)) => consume_error(&consumer, &e),
             }
         }
         let have_queue = match consumer.context().fetch.lock() {
@@ -346,7 +348,7 @@ fn poll_loop(
         }
         for m in taken.iter() {
             if let Some(e) = m.error() {
-                consume_error(&consumer, &e, &mut errors);
+                consume_error(&consumer, &e);
                 continue;
             }
             let tp = topic_partition(&mut topics, m.topic(), m.partition());
@@ -411,13 +413,18 @@ fn topic_partition(topics: &mut Vec<Arc<str>>, topic: &[u8], partition: i32) -> 
     TopicPartition { topic, partition }
 }
 
-/// A consume error: logged (repeats rate-limited); a fatal one stops every worker.
-fn consume_error(
-    consumer: &BaseConsumer<Ctx>,
-    e: &rdkafka::error::KafkaError,
-    errors: &mut ErrorLog,
-) {
-    if let Some(repeats) = errors.admit(&e.to_string()) {
+/// A consume error: logged (repeats rate-limited, in the table of the client errors); a fatal
+/// one stops every worker. A broker that cannot be reached is reported by librdkafka's own
+/// line and the client error already: its consume errors go to debug.
+fn consume_error(consumer: &BaseConsumer<Ctx>, e: &rdkafka::error::KafkaError) {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let unreachable = matches!(
+        e.rdkafka_error_code(),
+        Some(C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve | C::BrokerNotAvailable)
+    );
+    if unreachable {
+        tracing::debug!(error = %e, "kafka consume error");
+    } else if let Some(repeats) = consumer.context().admit(&e.to_string()) {
         tracing::warn!(error = %e, repeats_not_shown = repeats, "kafka consume error");
     }
     if is_fatal(e) {

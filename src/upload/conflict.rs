@@ -110,6 +110,7 @@ async fn stored_content(
         key: key.to_string(),
         kind: ErrorKind::Network,
         message: e.to_string(),
+        answer: Default::default(),
     };
     let mut decode = Decode::new(codec, HashWriter::new(prefix_len).with_limit(max_raw));
     let mut chunk = Vec::with_capacity(DECODE_CHUNK);
@@ -408,6 +409,7 @@ impl ObjectTask {
             key: key.to_string(),
             kind: ErrorKind::Conflict,
             message: format!("key still contended after {MAX_ROUNDS} rounds"),
+            answer: Default::default(),
         })))
     }
 

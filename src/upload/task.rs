@@ -312,7 +312,9 @@ impl ObjectTask {
                 tracing::info!(destination = %t.name, key = %m.key, "aborted multipart upload")
             }
             Err(e) => {
-                tracing::warn!(destination = %t.name, error = %e, "could not abort multipart upload; S3 lifecycle rules or the next start-up clean it")
+                if let Some(repeats) = self.metrics.s3_error_to_log(&e) {
+                    tracing::warn!(destination = %t.name, error = %e, repeats_not_shown = repeats, "could not abort multipart upload; S3 lifecycle rules or the next start-up clean it")
+                }
             }
         }
     }
@@ -338,21 +340,20 @@ impl ObjectTask {
             None => backoff.without_max_times(),
         };
         let permits = &self.permits;
-        let metrics = &self.metrics;
         let run = (|| {
             let fut = op();
             async move {
                 let _permit = permits.acquire().await;
-                let r = fut.await;
-                metrics.s3_request(&t.name, r.is_ok());
-                r
+                fut.await
             }
         })
         .retry(backoff)
         .when(|e: &SinkError| e.kind.retryable())
         .notify(|e: &SinkError, wait| {
             self.metrics.upload_retry(&t.name, e.kind);
-            tracing::warn!(destination = %t.name, error = %e, retry_in_ms = wait.as_millis() as u64, "S3 request failed; retrying");
+            if let Some(repeats) = self.metrics.s3_error_to_log(e) {
+                tracing::warn!(destination = %t.name, error = %e, retry_in_ms = wait.as_millis() as u64, repeats_not_shown = repeats, "S3 request failed; retrying");
+            }
         });
         tokio::select! {
             biased;
@@ -361,7 +362,9 @@ impl ObjectTask {
                 // A taken key is not a failure: the caller resolves it.
                 if e.kind != ErrorKind::Conflict {
                     self.metrics.upload_failed(&t.name, e.kind);
-                    tracing::error!(destination = %t.name, error = %e, "S3 request failed for good");
+                    if let Some(repeats) = self.metrics.s3_error_to_log(&e) {
+                        tracing::error!(destination = %t.name, error = %e, repeats_not_shown = repeats, "S3 request failed for good");
+                    }
                 }
                 UploadError::Sink(e)
             }),

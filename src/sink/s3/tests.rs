@@ -262,3 +262,39 @@ async fn ca_file_is_checked_at_start_up() {
         assert_eq!(e.lines().count(), 1, "{e}");
     }
 }
+
+/// A request never sent because the credential chain found nothing is named as such, on one
+/// short line, without the chain's story or the SDK's debug dump.
+#[test]
+fn no_credentials_is_one_short_line() {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    let cause = CredentialsError::not_loaded(format!(
+        "failed to load IMDS session token: {}",
+        "IMDS is disabled ".repeat(100)
+    ));
+    let e: SdkError<ListObjectsV2Error, HttpResponse> =
+        SdkError::dispatch_failure(ConnectorError::other(Box::new(cause), None));
+    let (kind, message, answer) = classify(&e);
+    assert_eq!(kind, ErrorKind::Other);
+    assert!(answer.no_credentials);
+    assert_eq!(message, "no AWS credentials found");
+}
+
+/// A connection failure says its causes once each, without `ConnectorError { … }` dumps.
+#[test]
+fn a_dispatch_failure_has_no_debug_dump() {
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+    let e: SdkError<ListObjectsV2Error, HttpResponse> =
+        SdkError::dispatch_failure(ConnectorError::io(Box::new(io)));
+    let (kind, message, _) = classify(&e);
+    assert_eq!(kind, ErrorKind::Network);
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(!message.contains("ConnectorError {"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+}

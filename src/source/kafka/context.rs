@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::super::fetch_queue::FetchQueue;
 use super::super::msk_iam::MskIamAuth;
 use super::super::{by_shard, Control, Offsets, ShardSenders};
+use crate::lograte::{without_numbers, RepeatLog};
 use crate::metrics::Metrics;
 use crate::model::{Record, TopicPartition};
 
@@ -57,45 +58,37 @@ pub(super) struct Ctx {
     /// Where assigned partitions' messages go; set by the Kafka thread before its first poll,
     /// taken (and destroyed) before the consumer is dropped.
     pub(super) fetch: Mutex<Option<FetchQueue>>,
-    /// librdkafka's client errors already logged (see [`ErrorLog`]).
-    pub(super) client_errors: Mutex<ErrorLog>,
+    /// librdkafka's client errors and log lines already logged (see [`RepeatLog`]): one
+    /// table for both, so a failure librdkafka reports twice is logged once.
+    pub(super) client_errors: Mutex<RepeatLog>,
     /// Builds the OAUTHBEARER tokens of `AWS_MSK_IAM`.
     pub(super) msk_iam: Option<MskIamAuth>,
 }
 
-/// How often one repeated error is logged.
-const ERROR_REPEAT_EVERY: Duration = Duration::from_secs(10);
-
-/// Errors already logged: a broker that cannot be reached answers every poll with the same few
-/// errors (20 a second), so each distinct error text is logged at most once per
-/// [`ERROR_REPEAT_EVERY`], with the number of its repeats not shown.
-#[derive(Default)]
-pub(super) struct ErrorLog {
-    seen: HashMap<String, (Instant, u64)>,
-}
-
-impl ErrorLog {
-    /// `Some(repeats not shown since it was last logged)` when `text` is to be logged now.
-    pub(super) fn admit(&mut self, text: &str) -> Option<u64> {
-        let now = Instant::now();
-        if let Some((at, repeats)) = self.seen.get_mut(text) {
-            if now.duration_since(*at) < ERROR_REPEAT_EVERY {
-                *repeats += 1;
-                return None;
-            }
-            let shown = *repeats;
-            (*at, *repeats) = (now, 0);
-            return Some(shown);
-        }
-        if self.seen.len() >= 64 {
-            self.seen.clear();
-        }
-        self.seen.insert(text.to_string(), (now, 0));
-        Some(0)
+/// A librdkafka log line without its `[thrd:…]: ` prefix.
+fn strip_thread(message: &str) -> &str {
+    match message.strip_prefix("[thrd:") {
+        Some(rest) => rest.split_once("]: ").map_or(message, |(_, m)| m),
+        None => message,
     }
 }
 
+/// What makes two librdkafka reports the same failure: the text without numbers and without
+/// librdkafka's own "N identical error(s) suppressed".
+fn cause_of(text: &str) -> String {
+    without_numbers(text).replace(", # identical error(s) suppressed", "")
+}
+
 impl Ctx {
+    /// `Some(repeats not shown)` when a report of this failure is to be logged now.
+    pub(super) fn admit(&self, text: &str) -> Option<u64> {
+        let cause = cause_of(text);
+        self.client_errors
+            .lock()
+            .ok()
+            .and_then(|mut l| l.admit(&cause))
+    }
+
     pub(super) fn n(&self) -> usize {
         self.shards.data.len()
     }
@@ -139,13 +132,46 @@ impl ClientContext for Ctx {
         super::super::msk_iam::oauth_token(self.msk_iam.as_ref())
     }
 
-    /// librdkafka's global errors (e.g. every broker down, a TLS handshake refused), repeats
-    /// rate-limited; librdkafka retries by itself.
+    /// librdkafka's global errors (e.g. a broker refusing connections, a TLS handshake
+    /// refused), repeats rate-limited; librdkafka retries by itself. A failure librdkafka also
+    /// logged (its `FAIL` line) is not logged again, and "all brokers are down" only follows
+    /// each broker's own failure, so it is left to debug. Until the group is joined, the last
+    /// error is the reason `/readyz` gives.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let code = error.rdkafka_error_code();
+        if code != Some(C::AllBrokersDown) {
+            self.metrics.health().kafka_failed(reason);
+        }
+        if code == Some(C::AllBrokersDown) {
+            tracing::debug!(error = %error, reason, "kafka client error");
+            return;
+        }
         let text = format!("{error}: {reason}");
-        let admit = self.client_errors.lock().map(|mut l| l.admit(&text));
-        if let Ok(Some(repeats)) = admit {
+        if let Some(repeats) = self.admit(reason) {
             tracing::error!(error = %text, repeats_not_shown = repeats, "kafka client error");
+        }
+    }
+
+    /// librdkafka's own log lines: warnings and worse go through the same rate limit as the
+    /// client errors (a broker that is down logs `FAIL` on every reconnect).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let message = strip_thread(log_message);
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                if let Some(repeats) = self.admit(message) {
+                    if matches!(level, L::Warning) {
+                        tracing::warn!(target: "librdkafka", facility = fac, repeats_not_shown = repeats, "{message}");
+                    } else {
+                        tracing::error!(target: "librdkafka", facility = fac, repeats_not_shown = repeats, "{message}");
+                    }
+                }
+            }
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
         }
     }
 
@@ -309,21 +335,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn repeated_errors_are_counted_not_logged() {
-        let mut log = ErrorLog::default();
-        let (down, ssl) = ("AllBrokersDown", "SSL handshake failed");
-        assert_eq!(log.admit(down), Some(0));
-        assert_eq!(log.admit(ssl), Some(0));
-        for _ in 0..99 {
-            assert_eq!(log.admit(down), None);
-            assert_eq!(log.admit(ssl), None);
-        }
-        // Past the interval the error is logged again, with its count, which starts over.
-        log.seen
-            .values_mut()
-            .for_each(|(at, _)| *at -= ERROR_REPEAT_EVERY);
-        assert_eq!(log.admit(down), Some(99));
-        assert_eq!(log.admit(down), None);
-        assert_eq!(log.seen[down].1, 1);
+    fn a_reconnect_failure_is_one_cause_whatever_its_numbers() {
+        let log = "[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)";
+        let again = "[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 1ms in state CONNECT, 1 identical error(s) suppressed)";
+        let reason = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)";
+        assert_eq!(cause_of(strip_thread(log)), cause_of(reason));
+        assert_eq!(cause_of(strip_thread(again)), cause_of(reason));
     }
 }
