@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Compression codecs end to end (BENCHMARKS.md, "Codecs"): the same tansu topic drained by the
-# real binary into the crate's s3s-fs server with each codec in turns (gzip level 6, the
-# default; zstd level 3; Parquet with the columns of examples/parquet.toml, zstd-3 columns, once
-# with its raw-JSON column and once without), a fresh consumer group and server each time, and
-# the references
-# `gzip -6` and `zstd -3` (the CLI tools, one core) on the same input file in the same run.
-# Prints, per codec: input MB per CPU-second of the connector (mean of the rounds), the ratio
-# to the gzip-6 drains, and the compression ratio of what reached S3 against `gzip -6`'s and
-# `zstd -3`'s on the whole file. Not a test: no thresholds.
+# Compression codecs and levels end to end (BENCHMARKS.md, "Codecs"): the same tansu topic
+# drained by the real binary into the crate's s3s-fs server with each codec in turn, a fresh
+# consumer group and server each time, every codec once per round; and the references
+# `gzip -6`, `zstd -1` and `zstd -3` (the CLI tools, one core) on the same input file in the same
+# run. Prints, per codec: input MB per CPU-second of the connector (mean of the rounds, and each),
+# the ratio to the gzip-6 drains, the stored ratio (input bytes ÷ bytes that reached S3) and
+# that ratio against `gzip -6`'s on the whole file. Not a test: no thresholds.
 #
-#   bash bench/codecs.sh                   # N=500000, 3 rounds
+# Codecs (CODECS, space-separated; the gzip-6 drains are the base when listed, else the first):
+#   gzip:L              NDJSON, compression = "gzip", compression_level = L
+#   zstd:L              NDJSON, compression = "zstd", compression_level = L
+#   parquet:L           Parquet with examples/parquet.toml's [destinations.parquet] (12 columns
+#                       and the raw-JSON column), zstd level L columns
+#   parquet-columns:L   the same without the raw-JSON column
+# The default is every level a user is likely to pick:
+#   gzip:1 gzip:3 gzip:5 gzip:6 gzip:9 zstd:1 zstd:2 zstd:3 zstd:6 parquet:1 parquet:3
+#
+#   bash bench/codecs.sh                   # N=500000, 3 rounds, the default codecs
 #   N=200000 ROUNDS=2 bash bench/codecs.sh
-#   CODECS="gzip:6 parquet:raw" bash bench/codecs.sh   # some of them (the first is the base)
+#   CODECS="gzip:6 zstd:1 parquet-columns:1" bash bench/codecs.sh   # some of them
 #
-# Results go to $BENCH_DIR/codecs-$N/. Installs what is missing (tests/e2e/lib/common.sh, and
-# Debian's zstd for the reference); every process started is stopped by its PID.
+# Results go to $BENCH_DIR/codecs-$N/ (one JSON per drain, summary.json, table.md). Installs what
+# is missing (tests/e2e/lib/common.sh, and Debian's zstd for the reference); every process
+# started is stopped by its PID.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +34,15 @@ DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/codecs-$N"
 BIN="$REPO/target/release/kafka-s3-sink"
 PARTITIONS=8
-read -r -a CODECS <<<"${CODECS:-gzip:6 zstd:3 parquet:raw parquet:columns}"
+read -r -a CODECS <<<"${CODECS:-gzip:1 gzip:3 gzip:5 gzip:6 gzip:9 zstd:1 zstd:2 zstd:3 zstd:6 parquet:1 parquet:3}"
+for codec in "${CODECS[@]}"; do
+  case "$codec" in
+    gzip:[0-9] | zstd:[1-9] | zstd:1[0-9] | parquet:[1-9] | parquet:1[0-9] | parquet:2[0-2] | \
+      parquet-columns:[1-9] | parquet-columns:1[0-9] | parquet-columns:2[0-2]) ;;
+    *) printf 'codecs: unknown codec %q; use gzip:0-9, zstd:1-19, parquet:1-22 or parquet-columns:1-22\n' "$codec" >&2
+       exit 2 ;;
+  esac
+done
 
 log() { printf 'codecs: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
@@ -54,12 +70,12 @@ S3S_BIN="$OUT/s3-server-bin"
 EVENTS=$(bench_input "$N" "$DIR")
 SIZE=$(stat -c %s "$EVENTS")
 
-log "references: gzip -6 and zstd -3 on the whole file, one core"
-h timed "$OUT/ref-gzip.json" -- sh -c "gzip -6 -c '$EVENTS' > '$OUT/ref.gz'"
-h timed "$OUT/ref-zstd.json" -- sh -c "zstd -3 -q -c -T1 '$EVENTS' > '$OUT/ref.zst'"
-GZ_BYTES=$(stat -c %s "$OUT/ref.gz")
-ZST_BYTES=$(stat -c %s "$OUT/ref.zst")
-rm -f "$OUT/ref.gz" "$OUT/ref.zst"
+log "references: gzip -6, zstd -1 and zstd -3 on the whole file, one core"
+h timed "$OUT/ref-gzip6.json" -- sh -c "gzip -6 -c '$EVENTS' > '$OUT/ref.gz'"
+h timed "$OUT/ref-zstd1.json" -- sh -c "zstd -1 -q -c -T1 '$EVENTS' > '$OUT/ref1.zst'"
+h timed "$OUT/ref-zstd3.json" -- sh -c "zstd -3 -q -c -T1 '$EVENTS' > '$OUT/ref3.zst'"
+REF_BYTES="$(stat -c %s "$OUT/ref.gz") $(stat -c %s "$OUT/ref1.zst") $(stat -c %s "$OUT/ref3.zst")"
+rm -f "$OUT/ref.gz" "$OUT/ref1.zst" "$OUT/ref3.zst"
 
 KAFKA_PORT=$(e2e port)
 HTTP_PORT=$(e2e port)
@@ -75,11 +91,16 @@ for r in $(seq "$ROUNDS"); do
     start_s3s "$OUT/s3fs-$name" codecs
     drain_config "$OUT/$name.toml" "$TOPIC-$name" codecs
     case "$codec" in
-      parquet:*)
-        # The preset's [destinations.parquet] table (to the end of the file), raw column or not.
+      parquet*)
+        # The preset's [destinations.parquet] table (to the end of the file) at the codec's
+        # level, raw column or not.
         printf '\n[destinations.batch]\nformat = "parquet"\n\n' >>"$OUT/$name.toml"
         sed -n '/^\[destinations.parquet\]/,$p' "$REPO/examples/parquet.toml" |
-          if [ "$codec" = parquet:columns ]; then grep -v '^raw_column'; else cat; fi >>"$OUT/$name.toml"
+          sed "s/^compression_level = .*/compression_level = ${codec##*:}/" |
+          if [ "${codec%%:*}" = parquet-columns ]; then grep -v '^raw_column'; else cat; fi \
+            >>"$OUT/$name.toml"
+        grep -q "^compression_level = ${codec##*:}\$" "$OUT/$name.toml" ||
+          fail "examples/parquet.toml has no compression_level line to set"
         ;;
       *)
         printf '\n[destinations.batch]\ncompression = "%s"\ncompression_level = %s\n' \
@@ -102,30 +123,34 @@ EOF
 done
 stopped "$TANSU_PID"
 
-python3 - "$OUT" "$SIZE" "$GZ_BYTES" "$ZST_BYTES" "${CODECS[@]}" <<'EOF'
+python3 - "$OUT" "$SIZE" $REF_BYTES "${CODECS[@]}" <<'EOF' | tee "$OUT/table.md"
 import glob, json, statistics, sys
-out, size, gz_bytes, zst_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-codecs = sys.argv[5:]
-ref = {k: json.load(open(f"{out}/ref-{k}.json")) for k in ("gzip", "zstd")}
+out, size = sys.argv[1], int(sys.argv[2])
+ref_bytes = dict(zip(("gzip6", "zstd1", "zstd3"), map(int, sys.argv[3:6])))
+codecs = sys.argv[6:]
+ref = {k: json.load(open(f"{out}/ref-{k}.json")) for k in ref_bytes}
 runs = {c: [json.load(open(f)) for f in sorted(glob.glob(f"{out}/drain-r*-{c.replace(':', '-')}.json"))] for c in codecs}
 rate = {c: statistics.mean(size / 1e6 / r["connector_cpu_secs"] for r in rs) for c, rs in runs.items()}
-base = rate[codecs[0]]
-print(f"Input {size / 1e6:,.1f} MB; references on the whole file, one core: `gzip -6` "
-      f"{size / 1e6 / ref['gzip']['cpu_secs']:,.1f} MB per CPU-s, ratio {size / gz_bytes:.2f}; "
-      f"`zstd -3` {size / 1e6 / ref['zstd']['cpu_secs']:,.1f} MB per CPU-s, ratio {size / zst_bytes:.2f}.")
+base_codec = "gzip:6" if "gzip:6" in codecs else codecs[0]
+base = rate[base_codec]
+stored_base = statistics.mean(r["stored_bytes"] for r in runs[base_codec])
+gz6_ratio = size / ref_bytes["gzip6"]
+print(f"Input {size / 1e6:,.1f} MB. References on the whole file, one core: " + "; ".join(
+    f"`{cmd}` {size / 1e6 / ref[k]['cpu_secs']:,.1f} MB per CPU-s, ratio {size / ref_bytes[k]:.2f}"
+    for k, cmd in (("gzip6", "gzip -6"), ("zstd1", "zstd -1 -T1"), ("zstd3", "zstd -3 -T1"))) + ".")
 print()
-print("| codec | drains | MB per CPU-s (mean; each) | ÷ gzip-6 drains | compression ratio | ÷ `gzip -6`'s ratio | stored ÷ gzip-6 drains' |")
-print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
-stored_base = statistics.mean(r["stored_bytes"] for r in runs[codecs[0]])
-summary = {}
+print(f"| codec | drains | MB of input per CPU-s (mean; each) | CPU-s per GB | ÷ {base_codec} drains | stored ratio | ÷ `gzip -6`'s ratio | stored ÷ {base_codec} drains' |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+summary = {"input_bytes": size, "base": base_codec, "references": {
+    k: {"mb_per_cpu_sec": size / 1e6 / ref[k]["cpu_secs"], "ratio": size / ref_bytes[k]} for k in ref_bytes}, "codecs": {}}
 for c, rs in runs.items():
     each = ", ".join(f"{size / 1e6 / r['connector_cpu_secs']:,.1f}" for r in rs)
-    ratio = statistics.mean(size / r["stored_bytes"] for r in rs)
-    summary[c] = {"mb_per_cpu_sec": rate[c], "vs_gzip6_drains": rate[c] / base,
-                  "compression_ratio": ratio, "vs_gzip6_cli_ratio": ratio / (size / gz_bytes)}
     stored = statistics.mean(r["stored_bytes"] for r in rs)
-    summary[c]["stored_vs_gzip6_drains"] = stored / stored_base
-    print(f"| {c} | {len(rs)} | {rate[c]:,.1f} ({each}) | {rate[c] / base:.2f} | {ratio:.2f} | "
-          f"{ratio / (size / gz_bytes):.2f} | {stored / stored_base:.2f} |")
-json.dump(summary, open(f"{out}/summary.json", "w"))
+    ratio = size / stored
+    summary["codecs"][c] = {"mb_per_cpu_sec": rate[c], "each": [size / 1e6 / r["connector_cpu_secs"] for r in rs],
+                            "vs_base_drains": rate[c] / base, "stored_ratio": ratio,
+                            "vs_gzip6_cli_ratio": ratio / gz6_ratio, "stored_vs_base_drains": stored / stored_base}
+    print(f"| {c} | {len(rs)} | {rate[c]:,.1f} ({each}) | {1000 / rate[c]:.1f} | {rate[c] / base:.2f} | "
+          f"{ratio:.2f} | {ratio / gz6_ratio:.2f} | {stored / stored_base:.2f} |")
+json.dump(summary, open(f"{out}/summary.json", "w"), indent=1)
 EOF

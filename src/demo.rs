@@ -268,6 +268,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         )?,
         &|_| None,
     )?;
+    let codec = codec_used(&cfg);
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry)
         .map_err(|e| DemoError::Io(PathBuf::from("metrics"), std::io::Error::other(e)))?;
@@ -331,6 +332,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         files.len(),
         folders.len()
     );
+    println!("compression:         {codec}");
     println!("raw bytes:           {}", stats.raw_bytes);
     println!(
         "compressed bytes:    {} (ratio {:.1}x)",
@@ -356,6 +358,21 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         bucket_dir.display()
     );
     Ok(())
+}
+
+/// The demo destination's codec and level as the summary prints it: `zstd level 1`, or for
+/// Parquet `Parquet, zstd level 1 columns (quarantine files: gzip level 6)`.
+fn codec_used(cfg: &config::Config) -> String {
+    let Some(d) = cfg.destinations.first() else {
+        return "none".into();
+    };
+    match &d.parquet {
+        Some(p) => format!(
+            "Parquet, {} columns (quarantine files: {})",
+            p.codec, d.batch.compression
+        ),
+        None => d.batch.compression.to_string(),
+    }
 }
 
 /// Every file under `root`, as (key relative to root, size), sorted.

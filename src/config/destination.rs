@@ -502,7 +502,7 @@ fn validate_batch(at: &str, b: &RawBatch) -> Result<BatchConfig, ConfigError> {
                 "is only used with compression = \"gzip\" or \"zstd\"; remove it",
             ))
         }
-        ("gzip", level) => match level.unwrap_or(6) {
+        ("gzip", level) => match level.unwrap_or(DEFAULT_GZIP_LEVEL) {
             level @ 0..=9 => Compression::Gzip { level },
             _ => {
                 return Err(ConfigError::new(
@@ -511,7 +511,7 @@ fn validate_batch(at: &str, b: &RawBatch) -> Result<BatchConfig, ConfigError> {
                 ))
             }
         },
-        ("zstd", level) => match level.unwrap_or(3) {
+        ("zstd", level) => match level.unwrap_or(DEFAULT_ZSTD_LEVEL as u32) {
             level @ 1..=19 => Compression::Zstd {
                 level: level as i32,
             },

@@ -19,7 +19,7 @@ use super::ConfigError;
 pub struct RawParquet {
     /// Column compression: zstd | snappy | none.
     pub compression: String,
-    /// zstd level 1–22 (default 3).
+    /// zstd level 1–22 (default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression_level: Option<i32>,
     /// A row group is closed once its encoded size reaches this.
@@ -149,6 +149,17 @@ pub enum ParquetCodec {
     Zstd(i32),
 }
 
+impl std::fmt::Display for ParquetCodec {
+    /// `none`, `snappy`, `zstd level 1`: what a summary prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParquetCodec::None => f.write_str("none"),
+            ParquetCodec::Snappy => f.write_str("snappy"),
+            ParquetCodec::Zstd(level) => write!(f, "zstd level {level}"),
+        }
+    }
+}
+
 /// The Kafka metadata columns: name suffixes after `<kafka_metadata_field>_`, in file order.
 const METADATA_COLUMNS: [&str; 6] = [
     "topic",
@@ -195,7 +206,7 @@ pub(crate) fn validate(
 ) -> Result<ParquetConfig, ConfigError> {
     let key = |k: &str| format!("{at}.parquet.{k}");
     let codec = match (p.compression.as_str(), p.compression_level) {
-        ("zstd", level) => match level.unwrap_or(3) {
+        ("zstd", level) => match level.unwrap_or(super::DEFAULT_ZSTD_LEVEL) {
             l @ 1..=22 => ParquetCodec::Zstd(l),
             _ => {
                 return Err(ConfigError::new(
@@ -376,7 +387,7 @@ mod tests {
             ]
         );
         assert_eq!(c.columns[1].path, ["context", "ip"]);
-        assert_eq!(c.codec, ParquetCodec::Zstd(3));
+        assert_eq!(c.codec, ParquetCodec::Zstd(1), "zstd level 1 by default");
     }
 
     #[test]

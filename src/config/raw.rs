@@ -360,7 +360,7 @@ pub struct RawBatch {
     pub format: String,
     /// none | gzip | zstd (NDJSON files; with Parquet, the quarantine files).
     pub compression: String,
-    /// gzip level 0–9 (default 6), zstd level 1–19 (default 3).
+    /// gzip level 0–9 (default 6), zstd level 1–19 (default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression_level: Option<u32>,
     /// Rotate when the compressed file reaches this size.

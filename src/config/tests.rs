@@ -25,6 +25,19 @@ fn parse_err(text: &str) -> ConfigError {
 }
 
 #[test]
+fn zstd_defaults_to_level_1_and_prints_its_level() {
+    let c = parse_ok(&format!(
+        "{MINIMAL}\n[destinations.batch]\ncompression = \"zstd\"\n"
+    ));
+    let zstd = c.destinations[0].batch.compression;
+    assert_eq!(zstd, Compression::Zstd { level: 1 });
+    assert_eq!(zstd.to_string(), "zstd level 1");
+    assert_eq!(Compression::Gzip { level: 6 }.to_string(), "gzip level 6");
+    assert_eq!(Compression::None.to_string(), "none");
+    assert_eq!(ParquetCodec::Zstd(1).to_string(), "zstd level 1");
+}
+
+#[test]
 fn minimal_config_gets_documented_defaults() {
     let c = parse_ok(MINIMAL);
     let d = &c.destinations[0];

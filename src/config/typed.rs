@@ -338,6 +338,25 @@ pub enum Compression {
     },
 }
 
+/// gzip level when `compression_level` is not set: the usual `gzip` default.
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
+/// zstd level of NDJSON files and of Parquet columns when `compression_level` is not set.
+/// Level 1: end to end on event JSON it is the fastest zstd level and compresses better than
+/// levels 2 and 3 (BENCHMARKS.md, "Codecs").
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+impl std::fmt::Display for Compression {
+    /// `none`, `gzip level 6`, `zstd level 1`: what a summary prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Gzip { level } => write!(f, "gzip level {level}"),
+            Compression::Zstd { level } => write!(f, "zstd level {level}"),
+        }
+    }
+}
+
 impl Compression {
     /// File-name suffix every object of this compression ends with.
     pub fn suffix(self) -> &'static str {
