@@ -265,8 +265,7 @@ pub const UNRESOLVED: &str = "unresolved";
 fn blank_unresolved(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) {
     match v {
         toml::Value::String(s)
-            if s.contains('$')
-                && crate::interpolate::interpolate_str(s, "", env).is_err() =>
+            if s.contains('$') && crate::interpolate::interpolate_str(s, "", env).is_err() =>
         {
             *s = UNRESOLVED.into();
         }
