@@ -23,10 +23,12 @@ use super::extsort::Entry;
 use super::identity::{line_hash, parse_default_key, row_hash, Identifier};
 use super::join::s3_aux;
 use super::VerifyError;
-use crate::sink::{meta_keys, ObjectBody, ObjectSink, SinkError};
+use crate::sink::{meta_keys, ObjectBody, ObjectSink};
 
 mod parquet;
+mod retry;
 pub use parquet::{read_rows, Row, RowColumns};
+use retry::retry;
 
 /// Topics being verified, by index.
 #[derive(Debug, Clone, Default)]
@@ -122,39 +124,6 @@ pub struct S3Tally {
 const EXAMPLES: usize = 20;
 const CHUNK_ENTRIES: usize = 4096;
 const BODY_CHUNK: usize = 64 * 1024;
-
-async fn retry<T, F, Fut>(
-    opts: &S3Options,
-    op: &'static str,
-    key: &str,
-    f: F,
-) -> Result<T, VerifyError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, SinkError>>,
-{
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
-    loop {
-        let err = match tokio::time::timeout(opts.request_timeout, f()).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if !e.kind.retryable() => return Err(VerifyError::S3(e)),
-            Ok(Err(e)) => VerifyError::S3(e),
-            Err(_) => VerifyError::S3Timeout {
-                op,
-                key: key.to_string(),
-                secs: opts.request_timeout.as_secs(),
-            },
-        };
-        if attempt >= opts.attempts {
-            return Err(err);
-        }
-        tracing::debug!(error = %err, attempt, "S3 request failed; retrying");
-        tokio::time::sleep(delay).await;
-        delay *= 4;
-        attempt += 1;
-    }
-}
 
 /// Lists and reads every object under `opts.prefix`, sending keys and entries to `out`.
 pub async fn scan(
