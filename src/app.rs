@@ -203,8 +203,12 @@ pub async fn run_with_sinks(
     let targets = targets(&config, sinks);
     let opts = SourceOptions {
         shards: config.pipeline.workers,
-        channel_chunks: 8,
-        chunk_records: 2000,
+        channel_chunks: crate::budget::plan(
+            config.pipeline.memory_budget_bytes,
+            config.pipeline.workers,
+        )
+        .channel_chunks,
+        chunk_records: crate::budget::CHUNK_RECORDS,
         revoke_wait: config.pipeline.drain_deadline + Duration::from_secs(5),
         headers: config
             .destinations
@@ -235,7 +239,9 @@ pub async fn run_workers(
 ) -> Result<RunStats, RunError> {
     let workers = ios.len().max(1);
     let permits = Arc::new(Semaphore::new(config.upload.concurrency.get()));
-    let budget = config.pipeline.memory_budget_bytes / workers;
+    // The files' share of the budget (the Kafka fetch path has the rest: `budget.rs`).
+    let budget = crate::budget::plan(config.pipeline.memory_budget_bytes, config.pipeline.workers)
+        .per_worker_files(workers);
     // One token for all workers: a worker that fails cancels it, so the others drain.
     let stop_all = shutdown.child_token();
     // A JoinSet aborts the workers if this future is dropped (the caller's task aborted), so

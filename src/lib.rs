@@ -26,6 +26,7 @@
 
 pub mod app;
 pub mod batch;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod ddl;
