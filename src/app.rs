@@ -201,14 +201,11 @@ pub async fn run_with_sinks(
         }
     }
     let targets = targets(&config, sinks);
+    let plan = crate::budget::plan(config.pipeline.memory_budget_bytes, config.pipeline.workers);
     let opts = SourceOptions {
         shards: config.pipeline.workers,
-        channel_chunks: crate::budget::plan(
-            config.pipeline.memory_budget_bytes,
-            config.pipeline.workers,
-        )
-        .channel_chunks,
-        chunk_records: crate::budget::CHUNK_RECORDS,
+        channel_chunks: plan.channel_chunks,
+        chunk_records: plan.chunk_records,
         revoke_wait: config.pipeline.drain_deadline + Duration::from_secs(5),
         headers: config
             .destinations

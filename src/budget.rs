@@ -14,11 +14,19 @@ const FETCH_SHARE_MIN: usize = 4 << 20;
 const FETCH_SHARE_MAX: usize = 64 << 20;
 /// Smallest `fetch.max.bytes`: librdkafka wants at least `message.max.bytes` (1,000,000).
 const FETCH_MAX_BYTES_MIN: usize = 1 << 20;
-/// Records per chunk the Kafka thread hands a worker.
-pub const CHUNK_RECORDS: usize = 2000;
-/// Bytes a chunk of [`CHUNK_RECORDS`] ordinary records takes (about 600 bytes a record, with
-/// its bookkeeping): what the chunks queued per worker are sized by.
-const CHUNK_BYTES: usize = 1 << 20;
+/// Most records per chunk the Kafka thread hands a worker.
+const CHUNK_RECORDS_MAX: usize = 2000;
+/// Fewest records per chunk (smaller chunks cost the Kafka thread more sends).
+const CHUNK_RECORDS_MIN: usize = 200;
+/// Chunks each worker's data channel holds.
+const CHANNEL_CHUNKS: usize = 4;
+/// Chunk buffers a worker's share of the chunk path is divided by: those queued in its
+/// channel, the one it works on, the one being filled and the up to 4 spare buffers the Kafka
+/// thread keeps (`source::BufferPool`).
+const CHUNK_BUFFERS: usize = CHANNEL_CHUNKS + 2 + 4;
+/// Bytes a record takes in a chunk, with its bookkeeping (an ordinary `gen-events` record is
+/// about 570 bytes): what the chunk size is derived from.
+const RECORD_BYTES: usize = 640;
 
 /// The budget, shared out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,23 +41,30 @@ pub struct Plan {
     pub fetch_max_bytes: usize,
     /// Chunks each worker's data channel holds before the Kafka thread pauses its partitions.
     pub channel_chunks: usize,
+    /// Records per chunk the Kafka thread hands a worker.
+    pub chunk_records: usize,
 }
 
 /// Shares out `budget` over `workers` workers: a quarter for the fetch path (between 4 and
-/// 64 MiB), of which a quarter is librdkafka's prefetch queue, a quarter its fetch response and
-/// half the chunks queued for the workers; the rest for files.
+/// 64 MiB), the rest for files. Half the fetch path's share is librdkafka's: its prefetch queue
+/// and its fetch response get an eighth of the share each, because librdkafka holds about
+/// twice the payload it counts (a heap profile of the bench drain: 16.7 MiB held for 8 MiB
+/// set). The other half is the record chunks: each worker's part of it divided by the chunk
+/// buffers a worker can have (queued, in work, being filled, spare) sets the chunk size.
 pub fn plan(budget: usize, workers: usize) -> Plan {
     let workers = workers.max(1);
     let fetch_bytes = (budget / 4)
         .clamp(FETCH_SHARE_MIN, FETCH_SHARE_MAX)
         .min(budget / 2);
-    let quarter = fetch_bytes / 4;
+    let eighth = fetch_bytes / 8;
+    let per_chunk = fetch_bytes / 2 / workers / CHUNK_BUFFERS;
     Plan {
         fetch_bytes,
         files_bytes: budget - fetch_bytes,
-        queued_max_kbytes: (quarter / 1024).max(1024),
-        fetch_max_bytes: quarter.max(FETCH_MAX_BYTES_MIN),
-        channel_chunks: (fetch_bytes / 2 / workers / CHUNK_BYTES).clamp(1, 8),
+        queued_max_kbytes: (eighth / 1024).max(1024),
+        fetch_max_bytes: eighth.max(FETCH_MAX_BYTES_MIN),
+        channel_chunks: CHANNEL_CHUNKS,
+        chunk_records: (per_chunk / RECORD_BYTES).clamp(CHUNK_RECORDS_MIN, CHUNK_RECORDS_MAX),
     }
 }
 
@@ -84,15 +99,16 @@ mod tests {
                 assert_eq!(p.fetch_bytes + p.files_bytes, budget);
                 assert!(p.fetch_bytes >= 4 * MIB && p.fetch_bytes <= 64 * MIB);
                 assert!(p.fetch_max_bytes >= 1_000_000);
-                assert!((1..=8).contains(&p.channel_chunks));
+                assert!((200..=2000).contains(&p.chunk_records));
             }
         }
         let p = plan(32 * MIB, 2);
         assert_eq!((p.fetch_bytes, p.files_bytes), (8 * MIB, 24 * MIB));
-        assert_eq!((p.queued_max_kbytes, p.fetch_max_bytes), (2048, 2 * MIB));
-        assert_eq!(p.channel_chunks, 2);
+        assert_eq!((p.queued_max_kbytes, p.fetch_max_bytes), (1024, MIB));
+        assert_eq!(p.chunk_records, 327);
         let p = plan(256 * MIB, 2);
-        assert_eq!((p.fetch_bytes, p.channel_chunks), (64 * MIB, 8));
+        assert_eq!((p.fetch_bytes, p.chunk_records), (64 * MIB, 2000));
+        assert_eq!((p.queued_max_kbytes, p.fetch_max_bytes), (8192, 8 * MIB));
     }
 
     fn parse(extra: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
@@ -106,13 +122,13 @@ mod tests {
     #[test]
     fn the_fetch_properties_follow_the_budget_unless_set() {
         let c = parse("[pipeline]\nmemory_budget_bytes = 33554432\nworkers = 2").unwrap();
-        assert_eq!(c.kafka.properties["queued.max.messages.kbytes"], "2048");
-        assert_eq!(c.kafka.properties["fetch.max.bytes"], "2097152");
+        assert_eq!(c.kafka.properties["queued.max.messages.kbytes"], "1024");
+        assert_eq!(c.kafka.properties["fetch.max.bytes"], "1048576");
         let c =
             parse("[kafka.properties]\n\"fetch.max.bytes\" = 52428800\n[pipeline]\nworkers = 2")
                 .unwrap();
         assert_eq!(c.kafka.properties["fetch.max.bytes"], "52428800");
-        assert_eq!(c.kafka.properties["queued.max.messages.kbytes"], "16384");
+        assert_eq!(c.kafka.properties["queued.max.messages.kbytes"], "8192");
     }
 
     /// A budget that leaves a worker less than one upload part fails at start-up, in one line
