@@ -5,9 +5,9 @@
 //! path, so a stuck upload cannot make the process look dead. No client can exhaust the
 //! listener or grow the process's memory: HTTP/1.1 only (one request in flight per
 //! connection, request bytes read ahead capped), at most `max_connections` are served (a new
-//! one closes the oldest), headers must arrive within `header_read_timeout`, `/metrics` is
-//! rendered at most once per [`METRICS_MAX_AGE`] and its bytes shared by every scrape, and a
-//! failing `accept` backs off (see [`serve`]).
+//! one closes the oldest that started a request, else the oldest), headers must arrive within
+//! `header_read_timeout`, `/metrics` is rendered at most once per [`METRICS_MAX_AGE`] and its
+//! bytes shared by every scrape, and a failing `accept` backs off (see [`serve`]).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -120,7 +120,8 @@ pub fn handle(
 /// What the listener lets one client hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Connections served at once; a new connection beyond it closes the oldest one.
+    /// Connections served at once; a new connection beyond it closes the oldest that
+    /// started a request, else the oldest.
     pub max_connections: usize,
     /// Time a client has to send a request's headers; a connection that starts no request
     /// for this long (idle, or between keep-alive requests) is closed within twice this.
@@ -136,11 +137,29 @@ impl Default for HttpLimits {
     }
 }
 
-/// The live connections, oldest first; each can be closed through its token.
+/// The live connections, oldest first; each can be closed through its token, and counts the
+/// requests it started.
 #[derive(Default)]
 struct Connections {
     next_id: u64,
-    live: BTreeMap<u64, CancellationToken>,
+    live: BTreeMap<u64, (CancellationToken, Arc<AtomicU64>)>,
+}
+
+impl Connections {
+    /// Closes one connection to make room: the oldest that has started a request (a client
+    /// that was answered, or holds an answer unread), else the oldest. A connection just
+    /// accepted, such as a probe's, is so the last to go.
+    fn evict(&mut self) {
+        let id = self
+            .live
+            .iter()
+            .find(|(_, (_, n))| n.load(Ordering::Relaxed) > 0)
+            .or_else(|| self.live.iter().next())
+            .map(|(id, _)| *id);
+        if let Some((token, _)) = id.and_then(|id| self.live.remove(&id)) {
+            token.cancel();
+        }
+    }
 }
 
 /// First wait after a failed `accept` (EMFILE, ENFILE, ENOBUFS…); doubles per failure in a row.
@@ -201,23 +220,20 @@ pub async fn serve(
         };
         backoff = ACCEPT_BACKOFF_FIRST;
         failures = 0;
+        let requests = Arc::new(AtomicU64::new(0));
         let (id, token) = {
             let mut c = connections.lock().unwrap_or_else(|p| p.into_inner());
             while c.live.len() >= limits.max_connections.max(1) {
-                match c.live.pop_first() {
-                    Some((_, oldest)) => oldest.cancel(),
-                    None => break,
-                }
+                c.evict();
             }
             c.next_id += 1;
             let id = c.next_id;
             let token = shutdown.child_token();
-            c.live.insert(id, token.clone());
+            c.live.insert(id, (token.clone(), requests.clone()));
             (id, token)
         };
         let page = page.clone();
         let health = health.clone();
-        let requests = Arc::new(AtomicU64::new(0));
         let counted = requests.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             counted.fetch_add(1, Ordering::Relaxed);
@@ -252,7 +268,7 @@ pub async fn serve(
     }
     // Close every connection still open.
     let c = connections.lock().unwrap_or_else(|p| p.into_inner());
-    for token in c.live.values() {
+    for (token, _) in c.live.values() {
         token.cancel();
     }
 }
@@ -350,5 +366,25 @@ mod tests {
         );
         stop.cancel();
         server.await.unwrap();
+    }
+
+    /// Room is made by closing the oldest connection that started a request; a connection
+    /// that has not (just accepted) goes only when no other is left.
+    #[test]
+    fn eviction_spares_connections_that_started_no_request() {
+        let mut c = Connections::default();
+        let conns: Vec<(CancellationToken, Arc<AtomicU64>)> = (0..3)
+            .map(|_| (CancellationToken::new(), Arc::new(AtomicU64::new(0))))
+            .collect();
+        for (id, conn) in conns.iter().enumerate() {
+            c.live.insert(id as u64, conn.clone());
+        }
+        conns[1].1.store(1, Ordering::Relaxed);
+        c.evict();
+        assert!(conns[1].0.is_cancelled() && !conns[0].0.is_cancelled());
+        c.evict();
+        assert!(conns[0].0.is_cancelled() && !conns[2].0.is_cancelled());
+        c.evict();
+        assert!(conns[2].0.is_cancelled() && c.live.is_empty());
     }
 }
