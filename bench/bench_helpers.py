@@ -327,7 +327,7 @@ def table(d):
     lat = [x for x in (load(d, "latency-age5-idle5"), load(d, "latency-age5-idle60")) if x]
     p("**Memory (backlog of partitions × 24 open hour-folders, null sink):**")
     p("")
-    p("| run | records | MB/s | peak RSS MiB | budget + 64 MiB | within | memory flushes | "
+    p("| run | records | MB/s | peak RSS MiB | budget + 48 MiB | within | memory flushes | "
       "max open files | max accounted MiB | objects (min / p50 / p90 / max) |")
     p("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     for key, r in (("chunks of 2000 records (as the Kafka source)", mem),
@@ -406,7 +406,7 @@ def table(d):
         p(f"| (same, 1 worker unpinned) | {w2['mb_per_sec']:.1f} ÷ {w1['mb_per_sec']:.1f} = "
           f"{v:.2f} | {yes(v >= 1.8)} |")
     if mem:
-        p(f"| peak RSS ≤ budget + 64 MiB, 1,000 partitions × 24 hour-folders | "
+        p(f"| peak RSS ≤ budget + 48 MiB, 1,000 partitions × 24 hour-folders | "
           f"{mem['peak_rss_mib']:.0f} MiB vs {mem['limit_mib']:.0f} MiB; "
           f"{int(mem['memory_flushes']):,} memory flushes | {yes(mem['peak_within_limit'])} |")
     for r in lat:

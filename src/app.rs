@@ -237,10 +237,11 @@ pub async fn run_with_sinks(
     let _stop_probes = probes.clone().drop_guard();
     tokio::spawn(probe_while_idle(sinks.clone(), metrics.clone(), probes));
     let targets = targets(&config, sinks);
+    let plan = crate::budget::plan(config.pipeline.memory_budget_bytes, config.pipeline.workers);
     let opts = SourceOptions {
         shards: config.pipeline.workers,
-        channel_chunks: 8,
-        chunk_records: 2000,
+        channel_chunks: plan.channel_chunks,
+        chunk_records: plan.chunk_records,
         revoke_wait: config.pipeline.drain_deadline + Duration::from_secs(5),
         headers: config
             .destinations
@@ -271,7 +272,9 @@ pub async fn run_workers(
 ) -> Result<RunStats, RunError> {
     let workers = ios.len().max(1);
     let permits = Arc::new(Semaphore::new(config.upload.concurrency.get()));
-    let budget = config.pipeline.memory_budget_bytes / workers;
+    // The files' share of the budget (the Kafka fetch path has the rest: `budget.rs`).
+    let budget = crate::budget::plan(config.pipeline.memory_budget_bytes, config.pipeline.workers)
+        .per_worker_files(workers);
     // One token for all workers: a worker that fails cancels it, so the others drain.
     let stop_all = shutdown.child_token();
     // A JoinSet aborts the workers if this future is dropped (the caller's task aborted), so

@@ -3,21 +3,24 @@
 //!
 //! Invariants: handlers only read atomics and encode the registry; they never wait on the data
 //! path, so a stuck upload cannot make the process look dead. No client can exhaust the
-//! listener: at most `max_connections` are served (a new one closes the oldest), headers must
-//! arrive within `header_read_timeout`, and a failing `accept` backs off (see [`serve`]).
+//! listener or grow the process's memory: HTTP/1.1 only (one request in flight per
+//! connection, request bytes read ahead capped), at most `max_connections` are served (a new
+//! one closes the oldest that started a request, else the oldest), headers must arrive within
+//! `header_read_timeout`, `/metrics` is rendered at most once per [`METRICS_MAX_AGE`] and its
+//! bytes shared by every scrape, and a failing `accept` backs off (see [`serve`]).
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::server::conn::http1::Builder as ConnBuilder;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -37,29 +40,66 @@ fn response(
     r
 }
 
+/// How long a rendered `/metrics` page is served before the registry is encoded again.
+pub const METRICS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The `/metrics` page, rendered at most once per [`METRICS_MAX_AGE`] and shared: every scrape
+/// within that time gets the same [`Bytes`] (one allocation, however many clients read it),
+/// and concurrent scrapes of a stale page wait for one render instead of encoding each.
+pub struct MetricsPage {
+    registry: Registry,
+    metrics: Metrics,
+    max_age: Duration,
+    rendered: Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl MetricsPage {
+    /// A page over `registry`; `metrics`' readiness gauge is refreshed before each render.
+    pub fn new(registry: Registry, metrics: Metrics, max_age: Duration) -> Self {
+        Self {
+            registry,
+            metrics,
+            max_age,
+            rendered: Mutex::new(None),
+        }
+    }
+
+    /// The page: the shared rendering if it is younger than the maximum age, else a new one.
+    pub fn get(&self) -> Result<Bytes, prometheus::Error> {
+        let mut slot = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, page)) = &*slot {
+            if at.elapsed() < self.max_age {
+                return Ok(page.clone());
+            }
+        }
+        self.metrics.refresh_ready();
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        let page = Bytes::from(buf);
+        *slot = Some((Instant::now(), page.clone()));
+        Ok(page)
+    }
+}
+
 /// Answers one request.
 pub fn handle(
     path: &str,
     method: &Method,
-    registry: &Registry,
+    page: &MetricsPage,
     health: &Health,
 ) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
     match path {
-        "/metrics" => {
-            let encoder = TextEncoder::new();
-            let mut buf = Vec::new();
-            match encoder.encode(&registry.gather(), &mut buf) {
-                Ok(()) => response(StatusCode::OK, encoder.format_type(), buf),
-                Err(e) => response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    format!("{e}\n"),
-                ),
-            }
-        }
+        "/metrics" => match page.get() {
+            Ok(body) => response(StatusCode::OK, TextEncoder::new().format_type(), body),
+            Err(e) => response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            ),
+        },
         "/healthz" => response(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => match health.not_ready_reason() {
             None => response(StatusCode::OK, "text/plain", "ready\n"),
@@ -80,7 +120,8 @@ pub fn handle(
 /// What the listener lets one client hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Connections served at once; a new connection beyond it closes the oldest one.
+    /// Connections served at once; a new connection beyond it closes the oldest that
+    /// started a request, else the oldest.
     pub max_connections: usize,
     /// Time a client has to send a request's headers; a connection that starts no request
     /// for this long (idle, or between keep-alive requests) is closed within twice this.
@@ -96,17 +137,37 @@ impl Default for HttpLimits {
     }
 }
 
-/// The live connections, oldest first; each can be closed through its token.
+/// The live connections, oldest first; each can be closed through its token, and counts the
+/// requests it started.
 #[derive(Default)]
 struct Connections {
     next_id: u64,
-    live: BTreeMap<u64, CancellationToken>,
+    live: BTreeMap<u64, (CancellationToken, Arc<AtomicU64>)>,
+}
+
+impl Connections {
+    /// Closes one connection to make room: the oldest that has started a request (a client
+    /// that was answered, or holds an answer unread), else the oldest. A connection just
+    /// accepted, such as a probe's, is so the last to go.
+    fn evict(&mut self) {
+        let id = self
+            .live
+            .iter()
+            .find(|(_, (_, n))| n.load(Ordering::Relaxed) > 0)
+            .or_else(|| self.live.iter().next())
+            .map(|(id, _)| *id);
+        if let Some((token, _)) = id.and_then(|id| self.live.remove(&id)) {
+            token.cancel();
+        }
+    }
 }
 
 /// First wait after a failed `accept` (EMFILE, ENFILE, ENOBUFS…); doubles per failure in a row.
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(5);
 /// Longest wait between two `accept` attempts after failures.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Most bytes of requests read ahead on one connection (hyper's minimum is 8 KiB).
+const READ_BUFFER_MAX: usize = 16 * 1024;
 
 /// Serves until `shutdown` is cancelled.
 ///
@@ -124,18 +185,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let health = metrics.health();
-    let registry = Arc::new(registry);
+    let page = Arc::new(MetricsPage::new(registry, metrics, METRICS_MAX_AGE));
     let connections = Arc::new(Mutex::new(Connections::default()));
-    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    // HTTP/1.1 only: one request at a time per connection, its response written before the
+    // next request is read, and reads buffered up to READ_BUFFER_MAX. (An HTTP/2 client could
+    // open hundreds of streams per connection and hold every response unread.)
+    let mut builder = ConnBuilder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(READ_BUFFER_MAX);
     let builder = Arc::new(builder);
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     let mut failures: u64 = 0;
@@ -161,31 +220,24 @@ pub async fn serve(
         };
         backoff = ACCEPT_BACKOFF_FIRST;
         failures = 0;
+        let requests = Arc::new(AtomicU64::new(0));
         let (id, token) = {
             let mut c = connections.lock().unwrap_or_else(|p| p.into_inner());
             while c.live.len() >= limits.max_connections.max(1) {
-                match c.live.pop_first() {
-                    Some((_, oldest)) => oldest.cancel(),
-                    None => break,
-                }
+                c.evict();
             }
             c.next_id += 1;
             let id = c.next_id;
             let token = shutdown.child_token();
-            c.live.insert(id, token.clone());
+            c.live.insert(id, (token.clone(), requests.clone()));
             (id, token)
         };
-        let registry = registry.clone();
+        let page = page.clone();
         let health = health.clone();
-        let metrics = metrics.clone();
-        let requests = Arc::new(AtomicU64::new(0));
         let counted = requests.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             counted.fetch_add(1, Ordering::Relaxed);
-            if req.uri().path() == "/metrics" {
-                metrics.refresh_ready();
-            }
-            let r = handle(req.uri().path(), req.method(), &registry, &health);
+            let r = handle(req.uri().path(), req.method(), &page, &health);
             async move { Ok::<_, Infallible>(r) }
         });
         let builder = builder.clone();
@@ -216,7 +268,7 @@ pub async fn serve(
     }
     // Close every connection still open.
     let c = connections.lock().unwrap_or_else(|p| p.into_inner());
-    for token in c.live.values() {
+    for (token, _) in c.live.values() {
         token.cancel();
     }
 }
@@ -230,34 +282,109 @@ mod tests {
         let registry = Registry::new();
         let metrics = crate::metrics::Metrics::new(&registry).unwrap();
         let health = metrics.health();
+        let page = MetricsPage::new(registry, metrics, METRICS_MAX_AGE);
         assert_eq!(
-            handle("/healthz", &Method::GET, &registry, &health).status(),
+            handle("/healthz", &Method::GET, &page, &health).status(),
             StatusCode::OK
         );
         assert_eq!(
-            handle("/nope", &Method::GET, &registry, &health).status(),
+            handle("/nope", &Method::GET, &page, &health).status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            handle("/metrics", &Method::POST, &registry, &health).status(),
+            handle("/metrics", &Method::POST, &page, &health).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
-        let m = handle("/metrics", &Method::GET, &registry, &health);
+        let m = handle("/metrics", &Method::GET, &page, &health);
         assert_eq!(m.status(), StatusCode::OK);
         assert!(m.headers()[hyper::header::CONTENT_TYPE]
             .to_str()
             .unwrap()
             .starts_with("text/plain"));
         assert_eq!(
-            handle("/readyz", &Method::GET, &registry, &health).status(),
+            handle("/readyz", &Method::GET, &page, &health).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         health.set_unready_after(Duration::from_secs(60));
         health.group_joined();
         health.s3_succeeded();
         assert_eq!(
-            handle("/readyz", &Method::GET, &registry, &health).status(),
+            handle("/readyz", &Method::GET, &page, &health).status(),
             StatusCode::OK
         );
+    }
+
+    /// Scrapes within the maximum age share one rendering (the same bytes, not a copy); an
+    /// older page is rendered again and shows the registry's new values.
+    #[test]
+    fn the_metrics_page_is_rendered_once_per_interval_and_shared() {
+        let registry = Registry::new();
+        let metrics = crate::metrics::Metrics::new(&registry).unwrap();
+        let counter = prometheus::IntCounter::new("probe_total", "probe").unwrap();
+        registry.register(Box::new(counter.clone())).unwrap();
+        let page = MetricsPage::new(registry.clone(), metrics.clone(), Duration::from_secs(3600));
+        let first = page.get().unwrap();
+        counter.inc();
+        let second = page.get().unwrap();
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one shared rendering");
+        assert!(String::from_utf8_lossy(&second).contains("probe_total 0"));
+
+        let fresh = MetricsPage::new(registry, metrics, Duration::ZERO);
+        assert!(String::from_utf8_lossy(&fresh.get().unwrap()).contains("probe_total 1"));
+        counter.inc();
+        assert!(String::from_utf8_lossy(&fresh.get().unwrap()).contains("probe_total 2"));
+    }
+
+    /// A client speaking HTTP/2 with prior knowledge gets no HTTP/2 connection (no SETTINGS
+    /// frame, so no streams): the listener answers HTTP/1.1's error, or nothing, and closes.
+    #[tokio::test]
+    async fn http2_prior_knowledge_is_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let registry = Registry::new();
+        let metrics = crate::metrics::Metrics::new(&registry).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            registry,
+            metrics,
+            HttpLimits::default(),
+            stop.clone(),
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer));
+        assert!(read.await.is_ok(), "the connection is closed");
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+            "not an HTTP/1.1 answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    /// Room is made by closing the oldest connection that started a request; a connection
+    /// that has not (just accepted) goes only when no other is left.
+    #[test]
+    fn eviction_spares_connections_that_started_no_request() {
+        let mut c = Connections::default();
+        let conns: Vec<(CancellationToken, Arc<AtomicU64>)> = (0..3)
+            .map(|_| (CancellationToken::new(), Arc::new(AtomicU64::new(0))))
+            .collect();
+        for (id, conn) in conns.iter().enumerate() {
+            c.live.insert(id as u64, conn.clone());
+        }
+        conns[1].1.store(1, Ordering::Relaxed);
+        c.evict();
+        assert!(conns[1].0.is_cancelled() && !conns[0].0.is_cancelled());
+        c.evict();
+        assert!(conns[0].0.is_cancelled() && !conns[2].0.is_cancelled());
+        c.evict();
+        assert!(conns[2].0.is_cancelled() && c.live.is_empty());
     }
 }

@@ -30,6 +30,7 @@
 
 pub mod app;
 pub mod batch;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod connect;

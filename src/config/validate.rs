@@ -58,7 +58,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         })?,
         drain_deadline: positive_secs("pipeline.drain_deadline_secs", p.drain_deadline_secs)?,
         workers: match p.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            // One per core, as many as the budget gives an upload part of files each.
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                let budget = usize::try_from(p.memory_budget_bytes).unwrap_or(usize::MAX);
+                let part = usize::try_from(raw.upload.part_size_bytes).unwrap_or(usize::MAX);
+                let fit = crate::budget::plan(budget, 1).files_bytes / part.max(1);
+                cores.min(fit).max(1)
+            }
             n => n,
         },
         shutdown_deadline: positive_secs(
@@ -91,6 +98,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let upload = validate_upload(&raw.upload)?;
+    let plan = crate::budget::plan(pipeline.memory_budget_bytes, pipeline.workers);
+    let mut kafka = kafka;
+    for (name, value) in plan.kafka_defaults() {
+        kafka.properties.entry(name.to_string()).or_insert(value);
+    }
+    if plan.per_worker_files(pipeline.workers) < upload.part_size_bytes {
+        return Err(ConfigError::new(
+            "pipeline.memory_budget_bytes",
+            format!(
+                "{} leaves each of {} workers {} MiB for files after the Kafka fetch share ({} MiB), less than one upload part (upload.part_size_bytes = {} MiB); raise the budget, or lower pipeline.workers or upload.part_size_bytes",
+                pipeline.memory_budget_bytes,
+                pipeline.workers,
+                plan.per_worker_files(pipeline.workers) >> 20,
+                plan.fetch_bytes >> 20,
+                upload.part_size_bytes >> 20
+            ),
+        ));
+    }
     let http = HttpConfig {
         listen: if raw.http.enabled {
             Some(raw.http.listen.parse().map_err(|_| {
@@ -289,9 +314,9 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
         "cooperative-sticky".into(),
     );
     props.insert("enable.partition.eof".into(), "false".into());
-    // Statistics feed the lag metrics; a smaller prefetch keeps memory near the budget.
+    // Statistics feed the lag metrics. The prefetch (`queued.max.messages.kbytes`,
+    // `fetch.max.bytes`) follows the memory budget (`budget.rs`, set in `validate`).
     props.insert("statistics.interval.ms".into(), "5000".into());
-    props.insert("queued.max.messages.kbytes".into(), "16384".into());
     // librdkafka waits 1 s before fetching again once that prefetch queue was full; with a
     // consumer that is slower than the broker that idled the worker 80 % of the time
     // (BENCHMARKS.md, with the channel wait: 13.4 MB/s before, 125 MB/s after).

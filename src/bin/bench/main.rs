@@ -355,7 +355,7 @@ async fn memory(
         report.committed
     );
     let mut v = engine::report("memory", &args, &out, report.bytes, total as u64, &sink);
-    let limit = args.budget + 64 * 1024 * 1024;
+    let limit = args.budget + 48 * 1024 * 1024;
     v["partitions"] = partitions.into();
     v["hours"] = hours.into();
     v["folders"] = (partitions * hours).into();
