@@ -388,7 +388,7 @@ bucket = "${{BUCKET}}"
 [destinations.credentials]
 access_key_id = "AKIA"
 secret_access_key = "${{S3_SECRET_KEY}}"
-session_token = "inline-session-33cc"
+session_token = "inline-sts-token-33cc"
 external_id = "inline-external-44dd"
 "#,
         file.display(),
@@ -401,7 +401,7 @@ external_id = "inline-external-44dd"
         "file-secret-7f3a",
         "inline-keypw-22bb",
         "env-secret-91bd",
-        "inline-session-33cc",
+        "inline-sts-token-33cc",
         "inline-external-44dd",
     ];
     let line = format!("{} plain-bucket 7 AKIA", all.join(" "));
