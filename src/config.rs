@@ -119,7 +119,12 @@ impl Serialize for Secret {
 
 /// Reads, interpolates and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse(&read_text(path)?, &|name| std::env::var(name).ok())
+}
+
+/// The config file's text, or the one-line error naming `--config`.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(
             "--config",
             format!(
@@ -127,8 +132,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 path.display()
             ),
         )
-    })?;
-    parse(&text, &|name| std::env::var(name).ok())
+    })
 }
 
 /// Longest part of an unknown key a config error echoes, in characters.
@@ -246,16 +250,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 /// not mounted here) becomes the placeholder [`UNRESOLVED`] instead of failing. Everything
 /// else is resolved and validated as by [`load`]; `check-config` and `run` use [`load`].
 pub fn load_destinations_only(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(
-            "--config",
-            format!(
-                "cannot read {}: {e}; pass an existing TOML file",
-                path.display()
-            ),
-        )
-    })?;
-    parse_with(&text, &|name| std::env::var(name).ok(), true)
+    parse_with(&read_text(path)?, &|name| std::env::var(name).ok(), true)
 }
 
 /// What an unresolvable `[kafka]` reference becomes in [`load_destinations_only`].
