@@ -12,7 +12,12 @@
 # and CPU per record, its peak RSS, an independent count of every record in S3 (every object
 # read, each input event's messageId found once) and verify's verdict (up to
 # VERIFY_MAX_OBJECTS objects, default 50,000: beyond it the s3s-fs test server's listing takes
-# hours); then the ratio of CPU per record, spread over ordinary. Results go to $BENCH_DIR/cardinality-$N/.
+# hours); then the same objects, read back from the server's folder, sent again to the same
+# server under baseline/ with a bare aws-sdk-s3 PutObject each (`kafka-s3-sink-bench
+# put-baseline`, as many in flight as the connector's [upload] concurrency) and that process's
+# CPU per object. Last: the ratio of CPU per record, spread over ordinary, and for each input
+# peak RSS against budget + 48 MiB and connector CPU per object against the baseline's
+# (target <= 2x). Results go to $BENCH_DIR/cardinality-$N/.
 # Installs what is missing (tests/e2e/lib/common.sh); every process started is stopped by its
 # PID; every wait has a deadline.
 set -euo pipefail
@@ -23,6 +28,8 @@ H="$REPO/bench/bench_helpers.py"
 N=${N:-200000}
 BUDGET=${BUDGET:-67108864}
 VERIFY_MAX_OBJECTS=${VERIFY_MAX_OBJECTS:-50000}
+# The connector's [upload] concurrency (its default; drain_config leaves it unset).
+CONCURRENCY=8
 DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/cardinality-$N"
 BIN="$REPO/target/release/kafka-s3-sink"
@@ -109,6 +116,11 @@ res = {"events": sum(want.values()), "in_s3": sum(got.values()),
 json.dump(res, open(out, "w"))
 print("cardinality: independent count:", json.dumps(res), file=sys.stderr)
 EOF2
+  # After the count, so it does not see the copies.
+  log "$input: bare PutObject baseline ($objects objects, $CONCURRENCY in flight)"
+  "$S3S_BIN" put-baseline --dir "$OUT/s3fs-$input/card" --endpoint "$S3S_URL" --bucket card \
+    --prefix baseline/ --concurrency "$CONCURRENCY" >"$OUT/baseline-$input.json" 2>"$OUT/baseline-$input.log" ||
+    fail "put-baseline failed (see $OUT/baseline-$input.log)"
   python3 - "$OUT" "$input" "$N" "$objects" "$vrc" <<'EOF'
 import json, re, sys
 out, name, n, objects, vrc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -120,7 +132,9 @@ for line in open(f"{out}/drain-{name}.json.log", errors="replace"):
         flushes[m.group(1)] = flushes.get(m.group(1), 0) + 1
 v = json.load(open(f"{out}/verify-{name}.json"))
 c = json.load(open(f"{out}/count-{name}.json"))
-d.update({"input": name, "records": n, "objects": objects, "flushes": flushes,
+b = json.load(open(f"{out}/baseline-{name}.json"))
+d.update({"input": name, "records": n, "objects": objects, "flushes": flushes, "baseline": b,
+          "cpu_us_per_object": round(d["connector_cpu_secs"] / objects * 1e6, 1),
           "cpu_us_per_record": round(d["connector_cpu_secs"] / n * 1e6, 2),
           "count": c, "verify_exit": vrc, "verify": {k: v.get(k) for k in ("records", "expected", "found", "missing", "duplicated", "objects")} if v else None})
 json.dump(d, open(f"{out}/result-{name}.json", "w"))
@@ -131,9 +145,9 @@ EOF
 done
 stopped "$TANSU_PID"
 
-python3 - "$OUT" <<'EOF'
+python3 - "$OUT" "$BUDGET" <<'EOF'
 import json, sys
-out = sys.argv[1]
+out, budget = sys.argv[1], int(sys.argv[2])
 r = {n: json.load(open(f"{out}/result-{n}.json")) for n in ("ordinary", "spread")}
 print("| input | records | objects | flushes by reason | CPU s | CPU µs / record | peak RSS MiB | in S3 (independent count) | verify |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -147,4 +161,14 @@ for n, d in r.items():
           f"{d['count']['in_s3']} lines, missing {d['count']['missing']}, duplicated {d['count']['duplicated']} | {vtext} |")
 ratio = r["spread"]["cpu_us_per_record"] / r["ordinary"]["cpu_us_per_record"]
 print(f"\nCPU per record, spread ÷ ordinary: {ratio:.2f}")
+print("\n| input | objects | peak RSS MiB | bound (budget + 48) MiB | within | connector CPU µs / object | bare PutObject CPU µs / object | ratio | within 2x |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for n, d in r.items():
+    bound = budget / 2**20 + 48
+    rss = d["connector_peak_rss_mib"]
+    base = d["baseline"]["cpu_us_per_object"]
+    x = d["cpu_us_per_object"] / base if base else float("inf")
+    print(f"| {n} | {d['objects']} | {rss} | {bound:g} | {'yes' if rss <= bound else 'no'} | "
+          f"{d['cpu_us_per_object']} | {base} ({d['baseline']['cpu_secs']} s) | {x:.2f} | "
+          f"{'yes' if x <= 2 else 'no'} |")
 EOF

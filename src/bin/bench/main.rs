@@ -11,9 +11,12 @@
 //!   partition), fed lazily; peak RSS against the memory budget, memory-pressure flushes.
 //! - `latency`: one record, then silence; time until its object is complete in the sink.
 //! - `s3-server`: the crate's in-process S3 server (s3s-fs) as a separate process on loopback.
+//! - `put-baseline`: the files of a folder sent with a bare aws-sdk-s3 `PutObject` each; CPU
+//!   per object (what an object costs without the connector).
 //!
 //! Timings never go into tests: this binary is run by hand or by `bench/run.sh` only.
 
+mod baseline;
 mod engine;
 mod feed;
 mod measure;
@@ -133,6 +136,11 @@ enum Mode {
         #[arg(long, default_value = "bench")]
         bucket: String,
     },
+    /// Send every file of a folder with a bare aws-sdk-s3 PutObject; CPU per object.
+    PutBaseline {
+        #[command(flatten)]
+        args: baseline::BaselineArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -191,6 +199,7 @@ async fn run(mode: Mode) -> anyhow::Result<serde_json::Value> {
             tokio::task::spawn_blocking(move || scan::run(&input, runs)).await?
         }
         Mode::S3Server { root, bucket } => s3_server(root, bucket).await,
+        Mode::PutBaseline { args } => baseline::run(args).await,
     }
 }
 
