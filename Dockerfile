@@ -4,6 +4,10 @@
 #   docker build --build-arg GIT_SHA="$(git rev-parse --short HEAD)" -t kafka-s3-sink .
 #   docker run --rm -v "$PWD/sink.toml:/etc/kafka-s3-sink/config.toml:ro" -p 9464:9464 kafka-s3-sink
 #
+# The production build: `--no-default-features` leaves out the test kit (the in-process S3 server
+# of `demo` and the tests, with s3s and s3s-fs), and the release profile strips the debug info
+# (Cargo.toml; `--profile profiling` keeps line tables for perf).
+#
 # Builder: the crate needs no cmake: librdkafka is built by rdkafka-sys's configure/make, zstd
 # from source, TLS against the system OpenSSL (libssl-dev). Cache mounts keep the cargo registry
 # and target/ between builds (BuildKit).
@@ -29,13 +33,13 @@ ARG GIT_SHA=unknown
 ENV GIT_SHA=${GIT_SHA}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin kafka-s3-sink \
+    cargo build --release --locked --no-default-features --bin kafka-s3-sink \
  && install -D -m 0755 target/release/kafka-s3-sink /out/kafka-s3-sink
 
 FROM ${RUNTIME_IMAGE}
 ARG GIT_SHA=unknown
 LABEL org.opencontainers.image.title="kafka-s3-sink" \
-      org.opencontainers.image.description="Kafka consumer-group connector writing NDJSON batches to S3 (at-least-once)" \
+      org.opencontainers.image.description="Kafka consumer-group connector writing NDJSON or Parquet batches to S3 (at-least-once)" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.revision="${GIT_SHA}"
 # Runtime libraries of the binary: OpenSSL 3 (librdkafka TLS), CA roots (S3 and Kafka TLS).

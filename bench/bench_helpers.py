@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Helpers for bench/run.sh (stdlib, plus boto3 and confluent-kafka where noted).
 
-Process starting, ports, readiness waits, bucket creation and producing into tansu are
-tests/e2e/e2e_helpers.py's; this file only adds what the benchmark measures.
+tests/e2e/e2e_helpers.py is the one helper module of the benchmarks and the end-to-end scripts:
+process starting, ports, readiness waits, bucket creation, producing into tansu, reading a
+connector's /metrics and a group's committed offsets are its (imported from it here); this file
+only adds what the benchmark measures.
 
 Subcommands (every wait is bounded):
   timed OUT -- CMD...                run CMD, write JSON {wall_secs, cpu_secs, user_secs,
@@ -14,7 +16,8 @@ Subcommands (every wait is bounded):
                                      commit) and wait for its exit; write JSON timings, its
                                      CPU and peak RSS (wait4), and the CPU of WATCH_PIDs
                                      (broker, S3 server) over the same time
-  committed BROKER GROUP TOPIC PARTS print JSON {partition: committed offset} (confluent-kafka)
+  committed BROKER GROUP TOPIC PARTS print JSON {partition: committed offset, -1 when none}
+                                     (e2e_helpers.committed, confluent-kafka)
   s3-sizes ENDPOINT BUCKET AK SK     print JSON list of object sizes (boto3)
   table DIR                          render DIR/*.json as the Markdown table of BENCHMARKS.md
   perf-summary REPORT_TXT            group `perf report --no-children --sort symbol` lines into
@@ -28,6 +31,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+from e2e_helpers import committed, metric  # noqa: E402  (the shared helpers)
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
@@ -61,23 +68,6 @@ def timed(out, cmd):
         sys.exit(f"timed: {cmd[0]} exited {rc}")
 
 
-def metric_sum(text, name):
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
-            total += float(line.rsplit(" ", 1)[1])
-            found = True
-    return total if found else None
-
-
-def scrape(url):
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.read().decode()
-    except OSError:
-        return None
-
-
 def drain(binary, config, metrics_url, expect, out, watch):
     expect = int(expect)
     watch = [int(p) for p in watch]
@@ -95,8 +85,7 @@ def drain(binary, config, metrics_url, expect, out, watch):
                 sys.exit(f"drain: connector exited {p.returncode} early (see {out}.log)")
             if time.monotonic() > deadline:
                 sys.exit("drain: records not all consumed within 1800 s")
-            text = scrape(metrics_url)
-            consumed = metric_sum(text, "kafka_s3_sink_records_consumed_total") if text else None
+            consumed = metric(metrics_url, "kafka_s3_sink_records_consumed_total")
             now = time.monotonic()
             if consumed and t_first is None:
                 t_first = now
@@ -142,18 +131,6 @@ def drain(binary, config, metrics_url, expect, out, watch):
     with open(out, "w") as f:
         json.dump(res, f)
     print(json.dumps(res))
-
-
-def committed(broker, group, topic, parts):
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": broker, "group.id": group,
-                  "enable.auto.commit": False})
-    try:
-        got = c.committed([TopicPartition(topic, p) for p in range(int(parts))], timeout=10)
-        print(json.dumps({str(tp.partition): tp.offset for tp in got}))
-    finally:
-        c.close()
 
 
 def s3_sizes(endpoint, bucket, ak, sk):
@@ -595,7 +572,7 @@ def main(argv):
     elif cmd == "drain":
         drain(args[0], args[1], args[2], args[3], args[4], args[5:])
     elif cmd == "committed":
-        committed(*args)
+        print(json.dumps(committed(*args)))
     elif cmd == "s3-sizes":
         s3_sizes(*args)
     elif cmd == "table":

@@ -74,11 +74,12 @@ NO_COLOR=1 "$BIN" run --config "$OUT/sink.toml" >"$OUT/connector.log" 2>&1 &
 SINK_PID=$!
 started "$SINK_PID"
 log "connector $SINK_PID draining $TOPIC ($PARTITIONS partitions, budget $BUDGET bytes); waiting for records"
-consumed() { python3 -c 'import sys
-sys.path.insert(0, sys.argv[1])
-import bench_helpers as b
-t = b.scrape(sys.argv[2])
-print(int(b.metric_sum(t, "kafka_s3_sink_records_consumed_total") or 0) if t else 0)' "$REPO/bench" "http://127.0.0.1:$HTTP_PORT/metrics"; }
+consumed() {
+  local v
+  v=$(python3 "$E2E" metric "http://127.0.0.1:$HTTP_PORT/metrics" kafka_s3_sink_records_consumed_total)
+  [ "$v" = none ] && v=0
+  echo "$v"
+}
 for _ in $(seq 600); do
   alive "$SINK_PID" connector
   [ "$(consumed)" -gt 0 ] && break

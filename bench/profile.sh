@@ -18,7 +18,9 @@ H="$REPO/bench/bench_helpers.py"
 DIR=${BENCH_DIR:-$REPO/target/bench}
 EVENTS_N=${PROFILE_EVENTS:-300000}
 OUT="$DIR/profile"
-BENCH="$REPO/target/release/kafka-s3-sink-bench"
+# The `profiling` profile: release code with line tables (Cargo.toml); release binaries ship
+# without debug info.
+BENCH="$REPO/target/profiling/kafka-s3-sink-bench"
 
 log() { printf 'profile: %s\n' "$*" >&2; }
 if ! command -v perf >/dev/null; then
@@ -26,10 +28,10 @@ if ! command -v perf >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
 fi
 mkdir -p "$OUT"
-(cd "$REPO" && cargo build --release --quiet)
+(cd "$REPO" && cargo build --profile profiling --quiet)
 EVENTS="$DIR/gen-events-$EVENTS_N.ndjson"
 if [ ! -s "$EVENTS" ]; then
-  "$REPO/target/release/kafka-s3-sink" gen-events --count "$EVENTS_N" --seed 42 --out "$EVENTS.tmp"
+  "$REPO/target/profiling/kafka-s3-sink" gen-events --count "$EVENTS_N" --seed 42 --out "$EVENTS.tmp"
   mv "$EVENTS.tmp" "$EVENTS"
 fi
 

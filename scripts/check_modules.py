@@ -3,7 +3,7 @@
 
 Each top-level module of src/ (a file `src/x.rs` with its folder `src/x/`) is a node; a use of
 `crate::y` outside comments and test code in any of its files is an edge x -> y. The data path
-reads left to right (STYLE.md), so a cycle means two modules each need the other: the shared type
+reads left to right (src/lib.rs), so a cycle means two modules each need the other: the shared type
 belongs in the lower one. Prints every cycle found; exits 1 if there is one.
 """
 import collections

@@ -2,8 +2,11 @@
 """Offline checks of the deployment files, called by scripts/validate-deploy (one subcommand per
 check; each prints its findings and exits non-zero on failure). Run from the repository root.
 
-The metric catalogue (names, types, labels) is parsed from src/metrics/register.rs, so the dashboard,
-the alert rules, their tests and docs/operations.md are checked against what the code exports.
+The connector's catalogue (`kafka-s3-sink catalogue --json`: every metric's name, type and labels,
+and every S3 call with its IAM actions) is what the dashboard, the alert rules, their tests,
+docs/operations.md and the IAM policies are checked against: the JSON file named by
+$KAFKA_S3_SINK_CATALOGUE (scripts/validate-deploy writes it), else the output of
+$KAFKA_S3_SINK_BIN or `cargo run -q --`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import fnmatch
 import json
 import os
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -19,7 +23,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path.cwd()
-METRICS_RS = ROOT / "src/metrics/register.rs"
 DASHBOARD = ROOT / "dashboards/kafka-s3-sink.json"
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 ALERTS_TEST = ROOT / "deploy/prometheus/alerts_test.yml"
@@ -53,37 +56,33 @@ def fail_if(problems: list[str], ok_msg: str) -> None:
 # ------------------------------------------------------------------------------- metric catalogue
 
 
+_CATALOGUE: dict | None = None
+
+
+def connector_catalogue() -> dict:
+    """`kafka-s3-sink catalogue --json`: {"metrics": [{name, type, labels, help}],
+    "s3_calls": [{call, iam_actions}]}."""
+    global _CATALOGUE
+    if _CATALOGUE is None:
+        path = os.environ.get("KAFKA_S3_SINK_CATALOGUE")
+        if path:
+            text = Path(path).read_text()
+        else:
+            binary = os.environ.get("KAFKA_S3_SINK_BIN")
+            cmd = [binary] if binary else ["cargo", "run", "-q", "--"]
+            text = subprocess.run(cmd + ["catalogue", "--json"], check=True, capture_output=True,
+                                  text=True).stdout
+        _CATALOGUE = json.loads(text)
+    return _CATALOGUE
+
+
 def catalogue() -> dict[str, dict]:
-    """{name: {"type": counter|gauge|histogram, "labels": set}} from src/metrics/register.rs."""
-    src = METRICS_RS.read_text()
-    src = src.split("#[cfg(test)]", 1)[0]
-    aliases = {m.group(1): re.findall(r'"([a-z_]+)"', m.group(2))
-               for m in re.finditer(r"let (\w+) = &\[([^\]]*)\];", src)}
-    lits = list(re.finditer(r'"(kafka_s3_sink_[a-z0-9_]+)"', src))
-    out: dict[str, dict] = {}
-    for i, m in enumerate(lits):
-        name = m.group(1)
-        before = src[max(0, m.start() - 160):m.start()]
-        ctor = re.findall(r"(counters|int_gauges|histograms|IntCounter::new|IntGauge::new|Gauge::new|"
-                          r"GaugeVec::new|IntCounterVec::new|IntGaugeVec::new|HistogramVec::new)\s*\(", before)
-        if not ctor:
-            raise SystemExit(f"cannot tell the type of {name} in src/metrics/register.rs")
-        ctor = ctor[-1]
-        end = lits[i + 1].start() if i + 1 < len(lits) else len(src)
-        rest = src[m.end():end]
-        labels: list[str] = []
-        lm = re.match(r'\s*,\s*"(?:[^"\\]|\\.)*"\s*,?\s*\)?\s*,?\s*\)?\s*\??\s*,?\s*(&\[[^\]]*\]|\w+)', rest)
-        if ctor in ("counters", "int_gauges", "histograms", "GaugeVec::new", "IntCounterVec::new",
-                    "IntGaugeVec::new", "HistogramVec::new") and lm:
-            arg = lm.group(1)
-            labels = re.findall(r'"([a-z_]+)"', arg) if arg.startswith("&[") else aliases.get(arg, [])
-            if not labels:
-                raise SystemExit(f"cannot read the labels of {name} in src/metrics/register.rs")
-        kind = ("histogram" if "istogram" in ctor else
-                "counter" if ctor in ("counters", "IntCounter::new", "IntCounterVec::new") else "gauge")
-        out[name] = {"type": kind, "labels": set(labels)}
+    """{name: {"type": counter|gauge|histogram, "labels": set}} of every metric the connector
+    exports."""
+    out = {m["name"]: {"type": m["type"], "labels": set(m["labels"])}
+           for m in connector_catalogue()["metrics"]}
     if len(out) < 10:
-        raise SystemExit(f"only {len(out)} metrics parsed from src/metrics/register.rs; the parser needs updating")
+        raise SystemExit(f"only {len(out)} metrics in the connector's catalogue")
     return out
 
 
@@ -295,7 +294,7 @@ def cmd_metric_names() -> None:
         for s in t.get("input_series", []):
             problems += check_expr(s["series"], "alerts_test.yml input series", cat, series)
     unused = sorted(set(cat) - used)
-    fail_if(problems, f"{len(cat)} metrics in src/metrics/register.rs; dashboard and {n_rules} rules use only those "
+    fail_if(problems, f"{len(cat)} metrics in the connector's catalogue; dashboard and {n_rules} rules use only those "
                       f"(names, labels, counter/histogram functions)")
     if unused:
         print(f"  note: not on the dashboard: {', '.join(unused)}")
@@ -818,7 +817,6 @@ def env_refs_in_toml_text(text: str) -> set[str]:
 
 # ------------------------------------------------------------------------------------------ iam
 
-S3_RS = ROOT / "src/sink/s3.rs"
 IAM_POLICY = ROOT / "deploy/iam-policy.json"
 IAM_KMS = ROOT / "deploy/iam-policy-kms.json"
 IAM_TRUST = ROOT / "deploy/iam-trust-policy-irsa.json"
@@ -830,21 +828,6 @@ MSK_STATEMENTS = {
     "MskConsumerGroup": ({"kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"}, "group"),
 }
 MSK_ARN_RE = re.compile(r"arn:aws[a-z-]*:kafka:([a-z0-9-]+):(\d{12}):(cluster|topic|group)/([\w-]+)/([0-9a-f-]+)(?:/(.+))?")
-# The IAM actions each aws-sdk-s3 call of src/sink/s3.rs is authorised by. A call missing here
-# fails the check, so a new S3 call cannot ship without its permission.
-S3_CALL_ACTIONS = {
-    "head_bucket": {"s3:ListBucket"},
-    "put_object": {"s3:PutObject"},
-    "create_multipart_upload": {"s3:PutObject"},
-    "upload_part": {"s3:PutObject"},
-    "complete_multipart_upload": {"s3:PutObject"},
-    "abort_multipart_upload": {"s3:AbortMultipartUpload"},
-    "head_object": {"s3:GetObject"},
-    "get_object": {"s3:GetObject"},
-    "copy_object": {"s3:GetObject", "s3:PutObject"},
-    "list_objects_v2": {"s3:ListBucket"},
-    "list_multipart_uploads": {"s3:ListBucketMultipartUploads"},
-}
 S3_BUCKET_ACTIONS = {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
 KMS_ACTIONS = {"kms:GenerateDataKey", "kms:Decrypt"}
 KMS_SID = "KmsOnlyWithSseKms"
@@ -894,23 +877,22 @@ def policy_statements(path: Path, problems: list[str], trust: bool = False) -> l
 
 def cmd_iam() -> None:
     """deploy/iam-policy.json (S3), deploy/iam-policy-kms.json (SSE-KMS only) and
-    deploy/iam-trust-policy-irsa.json: least privilege, matching the S3 calls of src/sink/s3.rs and
+    deploy/iam-trust-policy-irsa.json: least privilege, matching the S3 calls of the connector's
+    catalogue (each with the IAM actions the code lists, src/sink/s3.rs `S3_CALLS`) and
     the bucket, prefix, region and ServiceAccount of deploy/k8s."""
     problems: list[str] = []
     extra = sorted(p.name for p in (ROOT / "deploy").glob("iam*.json")
                    if p not in (IAM_POLICY, IAM_KMS, IAM_TRUST, IAM_MSK))
     if extra:
         problems.append(f"unknown IAM files {extra}: add them to the `iam` check")
-    src = S3_RS.read_text().split("#[cfg(test)]", 1)[0]
-    calls = set(re.findall(r"\.client\s*\.\s*([a-z0-9_]+)\s*\(\s*\)", src))
+    calls = {c["call"]: set(c["iam_actions"]) for c in connector_catalogue()["s3_calls"]}
     if len(calls) < 5:
-        problems.append(f"only {len(calls)} S3 calls found in {S3_RS.relative_to(ROOT)}; the parser needs updating")
+        problems.append(f"only {len(calls)} S3 calls in the connector's catalogue")
     needed: set[str] = set()
-    for call in sorted(calls):
-        if call not in S3_CALL_ACTIONS:
-            problems.append(f"{S3_RS.relative_to(ROOT)} calls {call}(): add its IAM action to S3_CALL_ACTIONS "
-                            "and to deploy/iam-policy.json")
-        needed |= S3_CALL_ACTIONS.get(call, set())
+    for call, actions in sorted(calls.items()):
+        if not actions:
+            problems.append(f"S3 call {call}() has no IAM action in the catalogue (src/sink/s3.rs S3_CALLS)")
+        needed |= actions
 
     cfg, env, _, sa = k8s_connector_context()
     dest = cfg["destinations"][0]
@@ -993,7 +975,7 @@ def cmd_iam() -> None:
                             f"(system:serviceaccount:<namespace>:{sa_name}), not {sub!r}")
         if eq.get(f"{issuer}:aud") != "sts.amazonaws.com":
             problems.append(f"iam-trust-policy-irsa.json: {issuer}:aud must be sts.amazonaws.com")
-    fail_if(problems, f"{len(calls)} S3 calls in src/sink/s3.rs need exactly {sorted(needed)}, on {bucket_arn} and "
+    fail_if(problems, f"{len(calls)} S3 calls of the connector need exactly {sorted(needed)}, on {bucket_arn} and "
                       f"{object_arn}, ListBucket only under {prefix!r}; KMS ({', '.join(sorted(KMS_ACTIONS))}) only "
                       f"in iam-policy-kms.json, through S3 in {region}; {msk_checked}; "
                       f"IRSA trust: ServiceAccount {sa_name} only")
@@ -1069,6 +1051,8 @@ def cmd_dockerfile() -> None:
                           if k == "RUN" and "cargo build --release --locked" in v), None)
         if build_idx is None:
             problems.append("builder does not run `cargo build --release --locked`")
+        elif "--no-default-features" not in b["instr"][build_idx][1]:
+            problems.append("builder must build with --no-default-features (the image ships no test kit)")
         else:
             before = b["instr"][:build_idx]
             if not any(k == "ARG" and v.startswith("GIT_SHA") for k, v in before) or \
@@ -1102,7 +1086,7 @@ def cmd_dockerfile() -> None:
             problems.append("HEALTHCHECK is not wanted (Kubernetes probes do it)")
     # .dockerignore must keep what the build copies.
     pats = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
-    for needed in ("Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs", "src/metrics/register.rs"):
+    for needed in ("Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs"):
         excluded = False
         for p in pats:
             neg = p.startswith("!")
@@ -1115,7 +1099,7 @@ def cmd_dockerfile() -> None:
     for heavy in ("target", ".git"):
         if not any(p.rstrip("/") in (heavy, "/" + heavy) for p in pats):
             problems.append(f".dockerignore should exclude {heavy}/")
-    fail_if(problems, "multi-stage rust:1.95-bookworm → debian:bookworm-slim, --locked, GIT_SHA, non-root, "
+    fail_if(problems, "multi-stage rust:1.95-bookworm → debian:bookworm-slim, --locked, no test kit, GIT_SHA, non-root, "
                       "EXPOSE 9464, ENTRYPOINT/CMD, .dockerignore keeps Cargo.* and src/")
 
 
@@ -1149,7 +1133,7 @@ def cmd_operating() -> None:
             problems.append(f"alerts.yml links {f}, which does not exist")
         elif a not in anchors(target.read_text()):
             problems.append(f"alerts.yml links {f}#{a}, which has no such heading")
-    fail_if(problems, f"{doc.relative_to(ROOT)}: metrics table covers src/metrics/register.rs, every alert explained, "
+    fail_if(problems, f"{doc.relative_to(ROOT)}: metrics table covers the connector's catalogue, every alert explained, "
                       f"{len(links)} runbook links resolve")
 
 

@@ -400,12 +400,11 @@ impl Drop for KillOnDrop {
 
 /// Runs one worker on a thread of its own and gives its result back here.
 ///
-/// A worker scans and compresses inline (a 256 KiB block takes a few milliseconds) and, under
-/// load, runs through chunk after chunk before it yields. On the shared runtime it held one of
-/// the threads that serve uploads, `/metrics`, the health probes and the signal handler: during
-/// a full-speed drain `/healthz` took up to 300–724 ms, against 4–13 ms with a thread per
-/// worker (BENCHMARKS.md; STYLE item 13). On its own thread a worker only competes for a core,
-/// which the OS shares out. The thread runs a current-thread runtime for the
+/// A worker scans and compresses inline and, under load, runs through chunk after chunk before
+/// it yields. On the shared runtime it would hold one of the threads that serve uploads,
+/// `/metrics`, the health probes and the signal handler, and `/healthz` would answer late during
+/// a full-speed drain (BENCHMARKS.md, "Measured and kept"). On its own thread a worker only
+/// competes for a core, which the OS shares out. The thread runs a current-thread runtime for the
 /// worker's timers; its uploads are spawned on the shared runtime ([`Uploader::on_runtime`]).
 ///
 /// `kill` drops the worker's future at its next await, as aborting a task does: that is how a

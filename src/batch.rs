@@ -98,12 +98,10 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// When the encoder's last block was the same file's (a Kafka fetch hands over long runs of one
 /// partition; with live traffic most of them go into its current folder), the stream simply
 /// goes on: no reset, no preset dictionary, the block compressed exactly as in one continuous
-/// stream. With hundreds of files filling at once (the benchmark's backlog: about 670 open files
-/// for 8 partitions) nearly every block pays the reset and the 32 KiB dictionary: about 3 % of
-/// the instructions, but nothing measurable in time (256 KiB blocks of the benchmark input, one
-/// core: 86–103 MB/s with reset and dictionary against 86–92 MB/s going on, 0.01 % smaller).
-/// Eight encoders per level instead of one let 7 of 623 blocks go on (−0.13 % instructions), so
-/// the pool keeps one.
+/// stream. With hundreds of files filling at once nearly every block pays the reset and the
+/// 32 KiB dictionary, which costs instructions but no measurable time; several encoders per
+/// level would let too few blocks go on to pay for themselves, so the pool keeps one
+/// (BENCHMARKS.md, "Measured and kept" and "Measured and not kept").
 ///
 /// The pool also keeps a few spare staging blocks of finished files: a growing file's buffer
 /// doubles up to half a block, then it takes a whole block, whose pages are already mapped if it

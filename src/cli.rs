@@ -1,5 +1,6 @@
-//! Command line: `run`, `check-config`, `verify`, `ddl`, `demo` and `gen-events`. Environment enters only through clap's
-//! `env =` attributes here and `${VAR}` in the config file.
+//! Command line: `run`, `check-config`, `verify`, `ddl`, `demo`, `gen-events` and the hidden
+//! `catalogue`. Environment enters only through clap's `env =` attributes here and `${VAR}` in the
+//! config file.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -113,6 +114,10 @@ pub enum Command {
         /// `examples/parquet.toml`).
         #[arg(long, default_value = "ndjson")]
         format: String,
+        /// Also log the pipeline at INFO (every file flushed and uploaded, every commit); by
+        /// default only warnings, the progress line and the summary (`--log` overrides both).
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Print the Athena `CREATE EXTERNAL TABLE` of a destination's objects (NDJSON or
     /// Parquet), with partition projection from its folder template.
@@ -159,5 +164,13 @@ pub enum Command {
         /// Output file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Print the metrics the connector exports (name, type, labels, help) and the S3 calls it
+    /// makes (with their IAM actions), for the deployment checks.
+    #[command(hide = true)]
+    Catalogue {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -288,14 +288,26 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     let total = opts.records as i64;
     let mut timed_out = false;
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    // One progress line: rewritten in place on a terminal, else printed when it changes.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut shown = String::new();
     loop {
         every.tick().await;
         let committed: i64 = rx.borrow().committed.values().sum();
         let s = rx.borrow().clone();
-        println!(
+        let line = format!(
             "progress: {} consumed, {} objects uploaded, {committed}/{total} offsets committed",
             s.records_in, s.objects
         );
+        if line != shown {
+            if tty {
+                print!("\r{line}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            } else {
+                println!("{line}");
+            }
+            shown = line;
+        }
         if committed >= total || shutdown.is_cancelled() {
             break;
         }
@@ -303,6 +315,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             timed_out = true;
             break;
         }
+    }
+    if tty {
+        println!();
     }
     stop.cancel();
     let stats = match runner.await {

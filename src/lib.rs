@@ -1,40 +1,58 @@
-//! kafka-s3-sink: a Kafka consumer-group connector that writes date-foldered NDJSON files
-//! (optionally gzip) to S3, committing offsets only once records are in S3 (at-least-once).
+//! kafka-s3-sink: a Kafka consumer-group connector that writes date-foldered objects to S3
+//! (NDJSON, uncompressed or gzip or zstd, or Parquet) and commits offsets only once their records
+//! are in S3 (at-least-once).
 //!
-//! The data path reads left to right, one module per stage:
+//! # Module map
+//!
+//! The data path reads left to right, one module per stage; the pipeline drives it, and
+//! observability and the tools sit beside it:
 //!
 //! ```text
-//! source::kafka → router (+ scan) → batch → upload (→ sink::s3) → offsets → commit (source)
-//!                       pipeline drives it; metrics observe every stage
+//! source → router → batch → upload → offsets → commit
+//!              pipeline (one worker per shard), assembled by app
 //! ```
 //!
-//! - [`config`]: TOML → validated typed config (with [`interpolate`] for `${VAR}`).
-//! - [`model`]: topic-partitions and records.
-//! - [`source`]: the Kafka thread (rdkafka) and the channels it shares with the pipeline.
-//! - [`router`], [`scan`], [`template`], [`envelope`]: where a record goes and how it is named.
-//! - [`batch`]: open files, compression and rotation.
-//! - [`upload`], [`sink`]: S3 requests with retry, multipart, abort.
-//! - [`offsets`]: the contiguous commit watermark.
-//! - [`pipeline`]: the worker loop; [`app`] assembles it from a config and runs each worker on a
-//!   thread of its own; [`malloc`] caps glibc's arenas at start-up.
-//! - [`preflight`]: start-up checks beyond the config (librdkafka properties, key lengths).
-//! - [`progress`]: `run`'s progress line and its stop once drained (`--until-drained`).
-//! - [`redact`]: the config's secret values scrubbed from every log line and printed error.
-//! - [`metrics`]: Prometheus metrics; [`health`]: readiness; [`lograte`]: repeated log lines
-//!   rate-limited; [`connect`]: start-up checks that connect (credentials, buckets, topics);
-//!   [`demo`] and [`s3server`]: the embedded demo; [`eventgen`]:
-//!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
-//! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
-//! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
+//! 1. **Source**: [`source`] (the Kafka thread on rdkafka and the channels it shares with the
+//!    workers; MSK IAM signing; the file replay of the benchmarks); [`model`]: the
+//!    topic-partitions and records every stage shares.
+//! 2. **Router**: [`router`] decides per record and destination: written (to which folder),
+//!    filtered out or quarantined; [`scan`] reads the routed fields in one JSON pass;
+//!    [`template`] parses and renders the folder and file-name templates; [`envelope`] writes a
+//!    quarantined record's line and the Kafka metadata member.
+//! 3. **Batch**: [`batch`]: the open files (NDJSON or Parquet), their compression and rotation;
+//!    [`budget`] shares the memory budget out between the Kafka fetch path and the files.
+//! 4. **Upload**: [`upload`] puts each closed file in S3 (multipart while it fills, retries,
+//!    conflicts, orphaned uploads) through [`sink`], the object-store seam (aws-sdk-s3).
+//! 5. **Offsets**: [`offsets`] keeps each partition's contiguous watermark of records in S3.
+//! 6. **Commit**: the watermark goes back to Kafka through [`source`].
+//!
+//! Driving the stages: [`pipeline`] is the worker loop; [`app`] assembles it from a config and
+//! runs each worker on a thread of its own. Start-up: [`config`] (TOML → validated typed config,
+//! with [`interpolate`] for `${VAR}`), [`preflight`] (checks beyond the config), [`connect`]
+//! (checks that connect: credentials, buckets, topics), [`malloc`] (glibc's arenas capped),
+//! [`redact`] (the config's secrets scrubbed from every log line and printed error).
+//!
+//! Observability: [`metrics`] (Prometheus), [`health`] (readiness), [`http`] (the `/metrics`,
+//! `/healthz` and `/readyz` listener), [`progress`] (`run`'s progress line and its stop once
+//! drained), [`lograte`] (repeated log lines rate-limited).
+//!
+//! Tools: [`cli`] (the command line), [`verify`] (the audit: a Kafka range against the objects
+//! in S3), [`ddl`] (a destination's Athena table), [`eventgen`] (the deterministic events of
+//! `gen-events`, `demo`, the tests and the benchmarks), [`catalogue`] (the metrics and S3 calls,
+//! as JSON for the deployment checks). With the `test-kit` feature (on by default; the
+//! production build leaves it out): `s3server` (the in-process S3 server with fault
+//! injection) and `demo`, which runs the pipeline on it and librdkafka's mock cluster.
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod batch;
 pub mod budget;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod ddl;
+#[cfg(feature = "test-kit")]
 pub mod demo;
 pub mod envelope;
 pub mod eventgen;
@@ -51,6 +69,7 @@ pub mod preflight;
 pub mod progress;
 pub mod redact;
 pub mod router;
+#[cfg(any(test, feature = "test-kit"))]
 pub mod s3server;
 pub mod scan;
 pub mod sink;

@@ -3,17 +3,29 @@
 use anyhow::Context;
 use clap::Parser;
 use kafka_s3_sink::cli::{Cli, Command, LogFormat};
-use kafka_s3_sink::{app, config, ddl, demo, eventgen, redact, verify};
+#[cfg(feature = "test-kit")]
+use kafka_s3_sink::demo;
+use kafka_s3_sink::{app, config, ddl, eventgen, redact, verify};
 use tokio_util::sync::CancellationToken;
 
 /// Logging from the command line / environment, else the config file, else `info` plain.
 /// Every line goes through `secrets` on its way out, whoever wrote it (librdkafka included).
 fn init_logging(cli: &Cli, log: Option<&config::LogConfig>, secrets: &redact::Secrets) {
+    init_logging_at(cli, log, secrets, "info");
+}
+
+/// [`init_logging`] with `default_level` when neither the command line nor a config sets one.
+fn init_logging_at(
+    cli: &Cli,
+    log: Option<&config::LogConfig>,
+    secrets: &redact::Secrets,
+    default_level: &str,
+) {
     let level = cli
         .log
         .clone()
         .or_else(|| log.map(|l| l.level.clone()))
-        .unwrap_or_else(|| "info".into());
+        .unwrap_or_else(|| default_level.into());
     let json = match cli.log_format {
         Some(f) => f == LogFormat::Json,
         None => log.is_some_and(|l| l.json),
@@ -204,6 +216,7 @@ async fn async_main() -> anyhow::Result<()> {
                 }
             }
         }
+        #[cfg(feature = "test-kit")]
         Command::Demo {
             dir,
             records,
@@ -212,8 +225,12 @@ async fn async_main() -> anyhow::Result<()> {
             compression,
             folder_template,
             format,
+            verbose,
         } => {
-            init_logging(&cli, None, &redact::Secrets::default());
+            // The progress line and the summary are printed; the pipeline's INFO lines (a flush
+            // per file) only with --verbose.
+            let level = if *verbose { "info" } else { "warn" };
+            init_logging_at(&cli, None, &redact::Secrets::default(), level);
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
             let opts = demo::DemoOptions {
@@ -226,6 +243,22 @@ async fn async_main() -> anyhow::Result<()> {
                 format: format.clone(),
             };
             demo::run(opts, shutdown).await.context("demo failed")?;
+            Ok(())
+        }
+        #[cfg(not(feature = "test-kit"))]
+        Command::Demo { .. } => {
+            eprintln!(
+                "demo: this build has no in-process S3 server; build with the `test-kit` feature (on by default: `cargo run -- demo`)"
+            );
+            std::process::exit(2);
+        }
+        Command::Catalogue { json } => {
+            let c = kafka_s3_sink::catalogue::catalogue().context("metric catalogue")?;
+            if *json {
+                println!("{}", c.to_json());
+            } else {
+                print!("{}", c.to_text());
+            }
             Ok(())
         }
         Command::Ddl {

@@ -2,10 +2,9 @@
 //!
 //! glibc's malloc gives threads arenas of their own (up to 8 per core), and an arena keeps the
 //! memory freed into it for its own later use. With a thread per worker (`app.rs`) besides the
-//! runtime's, the memory benchmark's backlog (1,000 partitions × 24 hour-folders, a 256 MiB
-//! budget, 2 workers) peaked at 376–403 MiB of RSS in 4 of 5 runs instead of 306–315 MiB,
-//! although the memory the connector accounts for was the same. Capped at 2 arenas it peaked at 306–315 MiB again,
-//! and a tansu drain's CPU did not change (BENCHMARKS.md).
+//! runtime's, the memory benchmark's backlog peaked well above its usual RSS in most runs,
+//! although the memory the connector accounts for was the same; capped at 2 arenas it peaked as
+//! before, and a tansu drain's CPU did not change (BENCHMARKS.md, "Measured and kept").
 //!
 //! Invariant: a `MALLOC_ARENA_MAX` set in the environment wins; other platforms and allocators
 //! are left alone.

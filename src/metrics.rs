@@ -414,5 +414,6 @@ impl Metrics {
 }
 
 mod register;
+pub use register::{catalogue, MetricInfo};
 #[cfg(test)]
 mod tests;

@@ -3,9 +3,9 @@
 //!
 //! The walk is our own because the same pass also tracks the nesting depth and the line breaks,
 //! which took two more byte passes over every record next to serde_json's validating walk (the
-//! fastest of serde_json, simd-json, sonic-rs and jiter on these records, BENCHMARKS.md). The
-//! three together ran at 794 MB/s per core, this walk at 1,059 (`kafka-s3-sink-bench scan`,
-//! 500,000 events). serde_json still reads the values that are asked for, a scalar found where a
+//! fastest of serde_json, simd-json, sonic-rs and jiter on these records); the one walk is faster
+//! than the three passes (`kafka-s3-sink-bench scan`; BENCHMARKS.md, "Measured and kept").
+//! serde_json still reads the values that are asked for, a scalar found where a
 //! path expected an object, and the escaped keys of the objects on the way to the paths, so those
 //! mean exactly what serde_json says they mean.
 //!

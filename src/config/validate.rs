@@ -318,8 +318,8 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
     // `fetch.max.bytes`) follows the memory budget (`budget.rs`, set in `validate`).
     props.insert("statistics.interval.ms".into(), "5000".into());
     // librdkafka waits 1 s before fetching again once that prefetch queue was full; with a
-    // consumer that is slower than the broker that idled the worker 80 % of the time
-    // (BENCHMARKS.md, with the channel wait: 13.4 MB/s before, 125 MB/s after).
+    // consumer that is slower than the broker that idled the worker most of the time
+    // (BENCHMARKS.md, "Measured and kept").
     props.insert("fetch.queue.backoff.ms".into(), "10".into());
     for (name, value) in &k.properties {
         let key = format!("kafka.properties.\"{name}\"");

@@ -1,28 +1,101 @@
 //! Registration of every metric of [`Metrics`] in the registry passed in: names, help texts,
-//! label sets and histogram buckets in one place.
+//! label sets and histogram buckets in one place; and the same list as data ([`catalogue`]).
 //!
 //! Invariant: every name is registered once; `Metrics::new` fails only on a duplicate name in the
-//! registry it is given.
+//! registry it is given. [`catalogue`] lists exactly what `Metrics::new` registers, because it
+//! records the same registrations.
 
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{LagState, Metrics, GIT_SHA, VERSION};
 use crate::health::Health;
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(
-    r: &Registry,
-    c: T,
-) -> prometheus::Result<T> {
-    r.register(Box::new(c.clone()))?;
+/// One exported metric, as registered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MetricInfo {
+    /// Full name (`kafka_s3_sink_...`; a histogram's series add `_bucket`, `_sum`, `_count`).
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Label names, in registration order.
+    pub labels: Vec<String>,
+    /// Help text.
+    pub help: String,
+}
+
+/// Every metric `Metrics::new` registers, in registration order.
+pub fn catalogue() -> prometheus::Result<Vec<MetricInfo>> {
+    let rec = Recorder::default();
+    Metrics::register_in(&rec)?;
+    Ok(rec
+        .seen
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner))
+}
+
+/// Where the metrics are registered: a [`Registry`], or the [`Recorder`] of [`catalogue`].
+trait Registrar {
+    fn add(&self, c: Box<dyn Collector>) -> prometheus::Result<()>;
+}
+
+impl Registrar for Registry {
+    fn add(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.register(c)
+    }
+}
+
+/// A registry that also notes what is registered in it.
+#[derive(Default)]
+struct Recorder {
+    registry: Registry,
+    seen: Mutex<Vec<MetricInfo>>,
+}
+
+impl Registrar for Recorder {
+    fn add(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
+        let kinds: Vec<&'static str> = c
+            .collect()
+            .iter()
+            .map(|f| match f.get_field_type() {
+                MetricType::COUNTER => "counter",
+                MetricType::HISTOGRAM => "histogram",
+                _ => "gauge",
+            })
+            .collect();
+        let infos: Vec<MetricInfo> = c
+            .desc()
+            .iter()
+            .zip(kinds)
+            .map(|(d, kind)| MetricInfo {
+                name: d.fq_name.clone(),
+                kind,
+                labels: d.variable_labels.clone(),
+                help: d.help.clone(),
+            })
+            .collect();
+        self.registry.register(c)?;
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(infos);
+        Ok(())
+    }
+}
+
+fn reg<T: Collector + Clone + 'static>(r: &impl Registrar, c: T) -> prometheus::Result<T> {
+    r.add(Box::new(c.clone()))?;
     Ok(c)
 }
 
 fn counters(
-    r: &Registry,
+    r: &impl Registrar,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -31,7 +104,7 @@ fn counters(
 }
 
 fn int_gauges(
-    r: &Registry,
+    r: &impl Registrar,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -40,7 +113,7 @@ fn int_gauges(
 }
 
 fn histograms(
-    r: &Registry,
+    r: &impl Registrar,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -55,6 +128,10 @@ fn histograms(
 impl Metrics {
     /// Registers every metric in `r`.
     pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        Self::register_in(r)
+    }
+
+    fn register_in(r: &impl Registrar) -> prometheus::Result<Self> {
         let tp = &["topic", "partition"];
         let dest = &["destination"];
         let build = int_gauges(

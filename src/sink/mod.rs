@@ -1,9 +1,11 @@
 //! The object-store seam: what the uploader needs from S3, as a trait with an S3 implementation
-//! ([`s3::S3Sink`]) and an in-memory one ([`memory::MemorySink`]) for unit tests.
+//! ([`s3::S3Sink`]), an in-memory one (`memory::MemorySink`, for unit tests; with the `test-kit`
+//! feature) and one that discards everything ([`null::NullSink`], for the benchmarks).
 //!
 //! Invariant: implementations do one attempt per call; retry and backoff live in
 //! [`crate::upload`], classification in [`SinkError::kind`].
 
+#[cfg(any(test, feature = "test-kit"))]
 pub mod memory;
 pub mod null;
 pub mod s3;

@@ -21,6 +21,23 @@ use super::{
 };
 use crate::config::DestinationConfig;
 
+/// Every aws-sdk-s3 call of this file (the SDK's operation name) with the IAM actions that
+/// authorise it, for the deployment checks (`kafka-s3-sink catalogue`; scripts/validate_deploy.py
+/// holds deploy/iam-policy.json to exactly these actions). A test keeps the list equal to the
+/// calls the file makes, so a new call cannot ship without its permission.
+pub const S3_CALLS: &[(&str, &[&str])] = &[
+    ("list_objects_v2", &["s3:ListBucket"]),
+    ("put_object", &["s3:PutObject"]),
+    ("create_multipart_upload", &["s3:PutObject"]),
+    ("upload_part", &["s3:PutObject"]),
+    ("complete_multipart_upload", &["s3:PutObject"]),
+    ("abort_multipart_upload", &["s3:AbortMultipartUpload"]),
+    ("head_object", &["s3:GetObject"]),
+    ("get_object", &["s3:GetObject"]),
+    ("copy_object", &["s3:GetObject", "s3:PutObject"]),
+    ("list_multipart_uploads", &["s3:ListBucketMultipartUploads"]),
+];
+
 /// A bucket reached through aws-sdk-s3.
 pub struct S3Sink {
     client: Client,

@@ -5,7 +5,7 @@
 //!
 //! Why: `BaseConsumer::poll` returns one message per call, each a queue pop with its own poll
 //! bookkeeping and clock reads, an event object and an `Arc` around it. A batch read takes up to a
-//! chunk of messages per call; the Kafka thread's CPU per record fell by about a third
+//! chunk of messages per call, and the Kafka thread spends far less CPU per record
 //! (BENCHMARKS.md). rust-rdkafka has no batch read, so this is the one file besides the
 //! consumer's that speaks librdkafka's C API directly.
 //!

@@ -341,8 +341,8 @@ fn consume_error(consumer: &BaseConsumer<Ctx>, e: &rdkafka::error::KafkaError) {
 
 /// How long the thread waits for room in a full worker channel before pausing its partitions.
 /// A worker that is only slower than Kafka frees room within milliseconds, and pausing would
-/// throw away librdkafka's prefetched messages and cost a fetch round trip (measured: the binary
-/// idled 80 % of the time when it paused at once). Pausing is kept for real stalls: S3 down or
+/// throw away librdkafka's prefetched messages and cost a fetch round trip (pausing at once left
+/// the binary idle most of the time: BENCHMARKS.md, "Measured and kept"). Pausing is kept for real stalls: S3 down or
 /// the memory budget spent, when the thread must keep polling to serve rebalances.
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
 

@@ -150,7 +150,7 @@ impl ExternalSorter {
     }
 
     fn write_run(&mut self, entries: impl Iterator<Item = io::Result<Entry>>) -> io::Result<Run> {
-        let file = tempfile::tempfile_in(&self.dir)?;
+        let file = super::spill::anonymous_file(&self.dir)?;
         let mut w = BufWriter::with_capacity(self.opts.buffer_bytes, file);
         let mut len = 0u64;
         let mut b = [0u8; Entry::SIZE];

@@ -19,6 +19,7 @@ pub mod join;
 pub mod kafkaside;
 pub mod report;
 pub mod s3side;
+pub mod spill;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -317,7 +318,7 @@ pub async fn run_with_sink(
     let budget = usize::try_from(opts.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     // Two sorts run at once, each in 2/5 of the budget; librdkafka's queue gets 1/10.
     let sort_opts = SortOptions::for_memory(budget / 5 * 2);
-    let spill = tempfile::tempdir().map_err(VerifyError::Spill)?;
+    let spill = spill::SpillDir::new().map_err(VerifyError::Spill)?;
     let dir: PathBuf = spill.path().to_path_buf();
     let ident = Arc::new(Identifier::new(d));
     let index = Arc::new(TopicIndex::new(&topics));
@@ -452,7 +453,7 @@ fn collect(
     opts: SortOptions,
 ) -> io::Result<(ExternalSorter, File)> {
     let mut sorter = ExternalSorter::new(dir, opts);
-    let mut keys = BufWriter::new(tempfile::tempfile_in(dir)?);
+    let mut keys = BufWriter::new(spill::anonymous_file(dir)?);
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Collected::Key(k) => {

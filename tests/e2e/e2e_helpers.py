@@ -26,7 +26,9 @@ Subcommands (every wait is bounded by a deadline in seconds):
   range PROM EXPR SECS                   range query over the last SECS at 1 s step; prints
                                          the JSON values of the (single) series
   s3-count ENDPOINT BUCKET               prints JSON {"objects", "records"}; records = lines of
-                                         every object, gunzipped when it ends with .gz
+                                         every object, gunzipped when it ends with .gz (a count
+                                         to wait on, or to see that nothing was written; which
+                                         records are in S3 is `verify`'s, or `compare`'s)
   status PROM PRODUCED_JSON              one line "LAG CONSUMED COMMITTED_OK COMMITTED_TOTAL"
                                          (LAG is "none" while the series is absent); COMMITTED_OK
                                          is 1 when every partition's committed offset equals the

@@ -191,7 +191,7 @@ log "phase 2 drained; per partition: producer next offset $(produced next_offset
   "committed $(h partitions "$PROM_URL" kafka_s3_sink_committed_offset)," \
   "high watermark $(h partitions "$PROM_URL" kafka_s3_sink_high_watermark)"
 
-# Informational: INFRA.md says tansu's ListOffsets high watermark is wrong; the connector's lag
+# Informational: tansu's ListOffsets answer is not a reliable high watermark; the connector's lag
 # uses librdkafka statistics (the Fetch responses' high watermark) instead.
 log "broker ListOffsets high watermarks (informational): $(h list-offsets "127.0.0.1:$KAFKA_PORT" "$TOPIC" "$PARTITIONS" 2>/dev/null || echo unavailable)"
 
@@ -223,10 +223,16 @@ log "records_written_total=$WRITTEN records_quarantined_total=$QUARANTINED"
 [ "$WRITTEN" = "$PRODUCED" ] || fail "records_written_total $WRITTEN != produced $PRODUCED"
 
 # ------------------------------------------------------------------ 5. S3 contents, then SIGTERM
-read -r OBJECTS IN_S3 < <(h s3-count "$S3_URL" "$BUCKET" |
-  python3 -c 'import json,sys;d=json.load(sys.stdin);print(d["objects"],d["records"])')
-log "s3://$BUCKET: $OBJECTS objects, $IN_S3 records"
-[ "$IN_S3" -eq "$PRODUCED" ] || fail "records in S3 $IN_S3 != produced $PRODUCED"
+# Every record in S3, once: the connector's own audit (`verify`, the one check of the tests and
+# the scripts that is not an independent client's).
+"$BIN" verify --config "$TMP/sink.toml" --to latest --json >"$TMP/verify.json" 2>"$TMP/verify.log" ||
+  fail "verify exited $? ($(tail -c 600 "$TMP/verify.json" "$TMP/verify.log"))"
+read -r OBJECTS IN_S3 MISSING DUPLICATED < <(python3 -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+print(d["objects"], d["found"], d["missing"], d["duplicated"])' "$TMP/verify.json")
+log "s3://$BUCKET (verify): $OBJECTS objects, $IN_S3 records found, $MISSING missing, $DUPLICATED duplicated"
+[ "$IN_S3" -eq "$PRODUCED" ] && [ "$MISSING" -eq 0 ] && [ "$DUPLICATED" -eq 0 ] ||
+  fail "verify: found $IN_S3 of $PRODUCED records, $MISSING missing, $DUPLICATED duplicated"
 
 kill -TERM "$CONNECTOR_PID"
 deadline=$((SECONDS + STOP_SECS))

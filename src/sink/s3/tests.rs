@@ -298,3 +298,20 @@ fn a_dispatch_failure_has_no_debug_dump() {
     assert!(!message.contains("ConnectorError {"), "{message}");
     assert!(!message.contains('\n'), "{message}");
 }
+
+/// [`S3_CALLS`] names exactly the SDK calls this sink's code makes (each `.client` followed by
+/// `.<operation>()`), so the deployment checks see every call the connector can make.
+#[test]
+fn the_call_list_is_the_calls_made() {
+    let src = include_str!("../s3.rs");
+    let code = src.split("#[cfg(test)]").next().unwrap_or(src);
+    let call = regex::Regex::new(r"\.client\s*\.\s*([a-z0-9_]+)\s*\(\s*\)").unwrap();
+    let made: std::collections::BTreeSet<&str> = call
+        .captures_iter(code)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    let listed: std::collections::BTreeSet<&str> = S3_CALLS.iter().map(|(c, _)| *c).collect();
+    assert_eq!(made, listed);
+    assert_eq!(listed.len(), S3_CALLS.len(), "each call listed once");
+    assert!(S3_CALLS.iter().all(|(_, actions)| !actions.is_empty()));
+}
