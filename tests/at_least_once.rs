@@ -4,6 +4,9 @@
 //! commit never passes a record that is not in S3, objects land in the right folders with the
 //! right headers, and large files go by multipart upload without leftovers.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,9 @@
 //! the in-process S3 server: with no signal, the run stops by itself once every partition is
 //! committed to its end, exits 0 with every record in S3, and logs its periodic `progress` line.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! a zombie worker's late upload can never remove the new owner's records, a lost answer is
 //! recognised as our own write, and abandoned multipart uploads are aborted at start-up.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -3,6 +3,9 @@
 //! record lands in the folder of its own sanitised value, and hostile values (`/`, `..`, a
 //! newline, 2,000 characters, an empty string, none at all) each produce a safe key.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::BTreeMap;

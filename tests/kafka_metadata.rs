@@ -3,6 +3,9 @@
 //! timestamp, key and headers in one added member, the rest of the line byte for byte as
 //! produced, and `verify` recognises the lines as the records they hold.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::HashMap;

@@ -3,6 +3,9 @@
 //! answer, every metric the dashboard and the alert rules use is in the scrape, and no crowd
 //! of idle or slow clients can lock a scrape out of the listener.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,6 +3,9 @@
 //! and S3 failures logged once per cause rather than once per retry. The binary runs against
 //! librdkafka's mock cluster and the in-process S3 server of this process.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::io::BufRead;

@@ -6,6 +6,9 @@
 //! destination by the rows' Kafka metadata columns (a deleted file's rows are missing), and
 //! refuses, with the fix, a Parquet destination that writes no metadata columns.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::HashMap;

@@ -14,6 +14,9 @@
 //! Every test also checks that each produced record is in exactly one object, byte for byte,
 //! and that the group's committed offsets (read back from Kafka) are the end offsets.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -8,6 +8,9 @@
 //! assigned/revoked), the group's offsets through a consumer that never subscribes, and S3
 //! through the in-process server's folder.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,6 +3,9 @@
 //! bucket ends with every record exactly once (0 duplicates), even though some of the replayed
 //! files were already in S3.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::BTreeMap;

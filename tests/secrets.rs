@@ -4,6 +4,9 @@
 //! `/metrics`, and the one-line errors of a misspelt property and of an unreachable broker
 //! (`run` and `verify`). None may contain a secret.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::io::Read;

@@ -3,6 +3,9 @@
 //! one line naming the key (`check-config` and `run` alike), and `demo` cannot write outside
 //! its folder.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 use std::process::Command;
 
 fn binary() -> Command {

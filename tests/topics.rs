@@ -2,6 +2,9 @@
 //! server: `kafka.topics = ["^ev-.*"]` subscribes to every matching topic, each record lands in
 //! S3 under its own topic, and a topic the pattern does not match is never read.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::collections::BTreeMap;

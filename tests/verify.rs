@@ -5,6 +5,9 @@
 //! records past `--to` (outside the range). The binary's exit codes are checked for usage
 //! errors and unreachable services.
 
+// The in-process S3 server (tests/support) and `demo` are the test kit (Cargo.toml).
+#![cfg(feature = "test-kit")]
+
 mod support;
 
 use std::time::{Duration, Instant};
