@@ -26,6 +26,7 @@
 //!   the deterministic event generator of `demo`, `gen-events`, the tests and the benchmarks.
 //! - [`ddl`]: the Athena table of a destination (partition projection from its folder template).
 //! - [`verify`]: the `verify` audit (Kafka range vs. the objects in S3, external sort).
+//! - [`table`]: Apache Iceberg tables (schema, data files, the exactly-once commit protocol).
 #![warn(missing_docs)]
 
 pub mod app;
@@ -55,6 +56,7 @@ pub mod s3server;
 pub mod scan;
 pub mod sink;
 pub mod source;
+pub mod table;
 pub mod template;
 pub mod upload;
 pub mod verify;

@@ -1,0 +1,553 @@
+//! The commit protocol against a real catalog: iceberg-catalog-sql on sqlite in a temp dir, the
+//! warehouse on the local file system (the crate's `LocalFsStorageFactory`), data files written
+//! by the connector's own Parquet writer and read back with the iceberg crate's scan.
+//!
+//! Each test is one crash window or race of docs/iceberg.md; every one ends by checking that
+//! each offset is in the table exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::RecordBatch;
+use futures::TryStreamExt;
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::spec::{Literal, Struct};
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, Result, TableCommit, TableIdent};
+use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
+use parquet::file::metadata::ParquetMetaDataReader;
+
+use super::commit::{commit, ensure_table, CommitOutcome, CommitRequest};
+use super::config::{CatalogConfig, IcebergConfig, TimeTransform};
+use super::datafile::{data_file, data_file_name, time_partition, PartitionValue, WrittenFile};
+use super::guard::{delegate_catalog, PartitionRange};
+use super::offsets::{committed_offsets, expiry_horizon};
+use super::schema::{partition_sources, partition_spec, table_schema, writer_schema};
+use crate::batch::parquet::ParquetFile;
+use crate::config::{ParquetConfig, RawColumn, RawParquet};
+use crate::model::{Record, TopicPartition};
+use crate::router::Cell;
+
+const GROUP: &str = "sink";
+const TOPIC: &str = "events";
+/// 2024-03-05T07:00:00Z in microseconds.
+const T0: i64 = 1_709_622_000_000_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    uri: String,
+    warehouse: String,
+    ident: TableIdent,
+    /// The destination's Parquet config with the table's writer schema.
+    parquet: Arc<ParquetConfig>,
+}
+
+async fn catalog(uri: &str, warehouse: &str) -> SqlCatalog {
+    SqlCatalogBuilder::default()
+        .with_storage_factory(Arc::new(LocalFsStorageFactory))
+        .load(
+            "test",
+            HashMap::from([
+                ("uri".to_string(), uri.to_string()),
+                ("warehouse".to_string(), warehouse.to_string()),
+            ]),
+        )
+        .await
+        .unwrap()
+}
+
+fn destination_parquet() -> ParquetConfig {
+    let col = |name: &str, path: &str, kind: &str, required: bool| RawColumn {
+        name: name.into(),
+        path: Some(path.into()),
+        kind: kind.into(),
+        required,
+    };
+    let raw = RawParquet {
+        columns: vec![
+            col("event", "type", "string", true),
+            col("ts", "timestamp", "timestamp", true),
+            col("n", "n", "int64", false),
+            col("ratio", "ratio", "double", false),
+        ],
+        ..RawParquet::default()
+    };
+    crate::config::parquet::validate("d", &raw, Some("_kafka")).unwrap()
+}
+
+impl Fixture {
+    /// A table partitioned by `hour(ts)` and `identity(event)`.
+    async fn new() -> (Self, SqlCatalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
+        let warehouse = format!("{}/warehouse", dir.path().display());
+        std::fs::create_dir_all(&warehouse).unwrap();
+        let cat = catalog(&uri, &warehouse).await;
+        let ident = TableIdent::from_strs(["analytics", "events"]).unwrap();
+        let p = destination_parquet();
+        let cfg = IcebergConfig {
+            catalog: CatalogConfig::Sql {
+                uri: serde_json::from_str(&format!("{uri:?}")).unwrap(),
+                warehouse: warehouse.clone(),
+            },
+            namespace: vec!["analytics".into()],
+            table: "events".into(),
+            create_if_missing: true,
+            commit_interval: std::time::Duration::from_secs(60),
+            partition_time: Some(TimeTransform::Hour),
+            partition_fields: vec![vec!["type".into()]],
+        };
+        let schema = table_schema(&p).unwrap();
+        let sources = partition_sources("d", &cfg, &p, Some("ts")).unwrap();
+        let spec = partition_spec(&schema, &sources).unwrap();
+        let table = ensure_table(&cat, &ident, schema, spec, true)
+            .await
+            .unwrap();
+        let ws = writer_schema(&p, table.metadata().current_schema()).unwrap();
+        let parquet = Arc::new(ParquetConfig { schema: ws, ..p });
+        let f = Self {
+            _dir: dir,
+            uri,
+            warehouse,
+            ident,
+            parquet,
+        };
+        (f, cat)
+    }
+
+    async fn second_catalog(&self) -> SqlCatalog {
+        catalog(&self.uri, &self.warehouse).await
+    }
+
+    /// Writes records `offsets` of partition `p` (event `kind`, all in hour 0 after [`T0`])
+    /// as one data file of writer `writer`, with the connector's Parquet writer.
+    fn write(
+        &self,
+        table: &Table,
+        p: i32,
+        offsets: std::ops::Range<i64>,
+        writer: &str,
+    ) -> WrittenFile {
+        let kind = if p % 2 == 0 { "click" } else { "view" };
+        let mut f = ParquetFile::new(self.parquet.clone());
+        for o in offsets.clone() {
+            let rec = Record {
+                tp: TopicPartition::new(TOPIC, p),
+                offset: o,
+                timestamp_ms: Some(T0 / 1000 + o),
+                key: None,
+                value: None,
+                headers: None,
+            };
+            let line = format!(r#"{{"type":"{kind}","n":{o}}}"#);
+            let row = [
+                Cell::Str(kind.into()),
+                Cell::Micros(T0 + o * 1000),
+                Cell::Int(o),
+                Cell::Null,
+            ];
+            f.append(&rec, line.as_bytes(), &row);
+        }
+        let bytes = bytes::Bytes::from(f.finish());
+        let name = data_file_name(TOPIC, p, offsets.start, writer);
+        let location = format!("{}/data/{name}", table.metadata().location());
+        std::fs::create_dir_all(format!("{}/data", table.metadata().location())).unwrap();
+        std::fs::write(&location, &bytes).unwrap();
+        let footer = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        WrittenFile {
+            location,
+            size_bytes: bytes.len() as u64,
+            footer: Arc::new(footer),
+            partition: vec![
+                PartitionValue::Time(time_partition(TimeTransform::Hour, T0)),
+                PartitionValue::Str(kind.into()),
+            ],
+        }
+    }
+
+    fn request(&self, files: Vec<WrittenFile>, ranges: &[(i32, i64, i64)]) -> CommitRequest {
+        CommitRequest {
+            group: GROUP.into(),
+            commit_id: uuid::Uuid::new_v4().to_string(),
+            ranges: ranges
+                .iter()
+                .map(|&(p, start, next)| PartitionRange {
+                    tp: TopicPartition::new(TOPIC, p),
+                    start,
+                    next,
+                })
+                .collect(),
+            files,
+        }
+    }
+
+    /// Uploads and commits records `start..next` of partition `p` as writer `writer`.
+    async fn commit_range(
+        &self,
+        cat: &dyn Catalog,
+        p: i32,
+        start: i64,
+        next: i64,
+        writer: &str,
+    ) -> CommitOutcome {
+        let table = cat.load_table(&self.ident).await.unwrap();
+        let file = self.write(&table, p, start..next, writer);
+        commit(
+            cat,
+            &self.ident,
+            &self.request(vec![file], &[(p, start, next)]),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// (partition, offset) → times present, read through the table's current snapshot.
+    async fn scan(&self, cat: &dyn Catalog) -> BTreeMap<(i32, i64), usize> {
+        let table = cat.load_table(&self.ident).await.unwrap();
+        let batches: Vec<RecordBatch> = table
+            .scan()
+            .select_all()
+            .build()
+            .unwrap()
+            .to_arrow()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let mut seen = BTreeMap::new();
+        for b in batches {
+            let part = b
+                .column_by_name("_kafka_partition")
+                .unwrap()
+                .as_primitive::<Int32Type>();
+            let off = b
+                .column_by_name("_kafka_offset")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            let n = b.column_by_name("n").unwrap().as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                assert_eq!(n.value(r), off.value(r), "columns map by field id");
+                *seen.entry((part.value(r), off.value(r))).or_default() += 1;
+            }
+        }
+        seen
+    }
+
+    async fn offsets(&self, cat: &dyn Catalog, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        let table = cat.load_table(&self.ident).await.unwrap();
+        let tps: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|&p| TopicPartition::new(TOPIC, p))
+            .collect();
+        committed_offsets(table.metadata(), GROUP, &tps)
+            .into_iter()
+            .map(|(tp, c)| (tp.partition, c.next))
+            .collect()
+    }
+}
+
+/// Every offset of `want` (partition → next) present exactly once, and nothing else.
+fn assert_exactly_once(seen: &BTreeMap<(i32, i64), usize>, want: &[(i32, i64)]) {
+    let expected: BTreeMap<(i32, i64), usize> = want
+        .iter()
+        .flat_map(|&(p, next)| (0..next).map(move |o| ((p, o), 1)))
+        .collect();
+    let dups: Vec<_> = seen.iter().filter(|(_, &c)| c > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicated: {dups:?}");
+    assert_eq!(seen.len(), expected.len(), "missing or extra rows");
+    assert_eq!(seen, &expected);
+}
+
+fn committed(o: &CommitOutcome) -> bool {
+    matches!(o, CommitOutcome::Committed { .. })
+}
+
+#[tokio::test]
+async fn a_commit_is_read_back_with_its_offsets_and_statistics() {
+    let (f, cat) = Fixture::new().await;
+    assert!(committed(&f.commit_range(&cat, 0, 0, 100, "w1").await));
+    assert!(committed(&f.commit_range(&cat, 1, 0, 50, "w1").await));
+    assert!(committed(&f.commit_range(&cat, 0, 100, 250, "w1").await));
+    assert_exactly_once(&f.scan(&cat).await, &[(0, 250), (1, 50)]);
+    assert_eq!(
+        f.offsets(&cat, &[0, 1, 2]).await,
+        BTreeMap::from([(0, 250), (1, 50)])
+    );
+
+    // Each snapshot carries only its own partitions; the history holds the rest.
+    let table = cat.load_table(&f.ident).await.unwrap();
+    let current = table.metadata().current_snapshot().unwrap();
+    let props = &current.summary().additional_properties;
+    assert_eq!(props["kafka-s3-sink.offset.sink.events.0"], "250");
+    assert!(!props.contains_key("kafka-s3-sink.offset.sink.events.1"));
+    // Expiry must keep the snapshot of partition 1's offset (the second one) and newer.
+    let second = table
+        .metadata()
+        .snapshot_by_id(current.parent_snapshot_id().unwrap())
+        .unwrap();
+    assert_eq!(
+        expiry_horizon(table.metadata(), GROUP).map(|h| h.0),
+        Some(second.snapshot_id())
+    );
+    assert_eq!(expiry_horizon(table.metadata(), "other"), None);
+}
+
+#[tokio::test]
+async fn a_data_file_carries_partition_values_and_footer_statistics() {
+    let (f, cat) = Fixture::new().await;
+    let table = cat.load_table(&f.ident).await.unwrap();
+    let written = f.write(&table, 2, 10..20, "w1");
+    let schema = table.metadata().current_schema();
+    let df = data_file(
+        schema,
+        table.metadata().default_partition_spec_id(),
+        &written,
+    )
+    .unwrap();
+    assert_eq!(df.record_count(), 10);
+    assert_eq!(df.file_size_in_bytes(), written.size_bytes);
+    let id = |name: &str| schema.field_by_name(name).unwrap().id;
+    let offset = id("_kafka_offset");
+    assert_eq!(df.lower_bounds()[&offset], iceberg::spec::Datum::long(10));
+    assert_eq!(df.upper_bounds()[&offset], iceberg::spec::Datum::long(19));
+    assert_eq!(
+        df.lower_bounds()[&id("ts")],
+        iceberg::spec::Datum::timestamptz_micros(T0 + 10_000)
+    );
+    assert_eq!(
+        df.lower_bounds()[&id("event")],
+        iceberg::spec::Datum::string("click")
+    );
+    assert_eq!(df.null_value_counts()[&id("ratio")], 10);
+    assert!(
+        !df.lower_bounds().contains_key(&id("ratio")),
+        "no bound of an all-null column"
+    );
+    assert_eq!(df.value_counts()[&offset], 10);
+    let want: Struct = [
+        Some(Literal::int(time_partition(TimeTransform::Hour, T0))),
+        Some(Literal::string("click")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(df.partition(), &want);
+}
+
+/// Crash after the upload, before the table commit: the files are orphans, the table and Kafka
+/// still say 100, the replay (a new writer id, so new names) commits them once.
+#[tokio::test]
+async fn a_crash_between_upload_and_table_commit_loses_and_duplicates_nothing() {
+    let (f, cat) = Fixture::new().await;
+    assert!(committed(&f.commit_range(&cat, 0, 0, 100, "w1").await));
+    let table = cat.load_table(&f.ident).await.unwrap();
+    let orphan = f.write(&table, 0, 100..180, "w1");
+    // ...crash. The restarted worker starts from the table's offset.
+    assert_eq!(f.offsets(&cat, &[0]).await[&0], 100);
+    assert!(committed(&f.commit_range(&cat, 0, 100, 180, "w2").await));
+    assert_exactly_once(&f.scan(&cat).await, &[(0, 180)]);
+    assert!(
+        std::path::Path::new(&orphan.location).exists(),
+        "left for the orphan sweep"
+    );
+}
+
+/// Crash after the table commit, before the Kafka commit: the table's offset (ahead of Kafka's)
+/// is where the worker resumes; a retry of the same commit is recognised, not re-added.
+#[tokio::test]
+async fn a_crash_between_table_commit_and_kafka_commit_loses_and_duplicates_nothing() {
+    let (f, cat) = Fixture::new().await;
+    let table = cat.load_table(&f.ident).await.unwrap();
+    let req = f.request(vec![f.write(&table, 0, 0..100, "w1")], &[(0, 0, 100)]);
+    let first = commit(&cat, &f.ident, &req).await.unwrap();
+    let CommitOutcome::Committed { snapshot_id, .. } = first else {
+        panic!("{first:?}");
+    };
+    // The same commit again (its answer was lost, or the worker retried): not re-added.
+    let again = commit(&cat, &f.ident, &req).await.unwrap();
+    assert_eq!(again, CommitOutcome::AlreadyCommitted { snapshot_id });
+    // Kafka still says 0; the restarted worker takes the larger of Kafka's and the table's.
+    let kafka = 0;
+    let resume = f.offsets(&cat, &[0]).await[&0].max(kafka);
+    assert_eq!(resume, 100);
+    assert!(committed(&f.commit_range(&cat, 0, resume, 150, "w2").await));
+    assert_exactly_once(&f.scan(&cat).await, &[(0, 150)]);
+}
+
+/// Two workers (two catalog clients, as two processes) commit their own partitions at the same
+/// time; conflicts are retried on the refreshed table and every commit lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_of_two_workers_all_land_once() {
+    let (f, cat) = Fixture::new().await;
+    let f = Arc::new(f);
+    let cat2 = f.second_catalog().await;
+    const COMMITS: i64 = 8;
+    let worker = |cat: SqlCatalog, p: i32| {
+        let f = f.clone();
+        tokio::spawn(async move {
+            let mut attempts = 0;
+            for i in 0..COMMITS {
+                match f
+                    .commit_range(&cat, p, i * 10, i * 10 + 10, &format!("w{p}"))
+                    .await
+                {
+                    CommitOutcome::Committed { attempts: a, .. } => attempts += a,
+                    other => panic!("{other:?}"),
+                }
+            }
+            attempts
+        })
+    };
+    let a = worker(cat, 0);
+    let b = worker(cat2, 1);
+    let attempts = a.await.unwrap() + b.await.unwrap();
+    assert!(attempts >= 2 * COMMITS as u32);
+    let cat = f.second_catalog().await;
+    assert_exactly_once(&f.scan(&cat).await, &[(0, COMMITS * 10), (1, COMMITS * 10)]);
+    assert_eq!(
+        f.offsets(&cat, &[0, 1]).await,
+        BTreeMap::from([(0, COMMITS * 10), (1, COMMITS * 10)])
+    );
+}
+
+type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A catalog that runs `hook` (another worker's commit) inside the first `update_table`, after
+/// the guard's check and before the catalog's compare-and-swap: the worst interleaving.
+struct Interleave {
+    inner: Arc<SqlCatalog>,
+    hook: tokio::sync::Mutex<Option<Hook>>,
+}
+
+impl std::fmt::Debug for Interleave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interleave")
+    }
+}
+
+delegate_catalog! {
+impl Catalog for Interleave {
+    async fn update_table(&self, commit: TableCommit) -> Result<Table> {
+        let hook = self.hook.lock().await.take();
+        if let Some(h) = hook {
+            h.await;
+        }
+        self.inner.update_table(commit).await
+    }
+}
+}
+
+/// Sets up: the table at `p0 = 100` (worker A), a commit by worker B landing between A's check
+/// and A's swap, then A's commit. Returns A's outcome and the fixture.
+async fn interleaved(
+    b_partition: i32,
+    b_range: (i64, i64),
+) -> (CommitOutcome, Arc<Fixture>, Arc<SqlCatalog>) {
+    let (f, cat) = Fixture::new().await;
+    assert!(committed(&f.commit_range(&cat, 0, 0, 100, "a").await));
+    let cat = Arc::new(cat);
+    let f = Arc::new(f);
+    // B's upload happens first; its commit runs inside A's update_table.
+    let table = cat.load_table(&f.ident).await.unwrap();
+    let b_req = f.request(
+        vec![f.write(&table, b_partition, b_range.0..b_range.1, "b")],
+        &[(b_partition, b_range.0, b_range.1)],
+    );
+    let hook: Hook = {
+        let (cat, f) = (cat.clone(), f.clone());
+        Box::pin(async move {
+            let o = commit(&*cat, &f.ident, &b_req).await.unwrap();
+            assert!(committed(&o), "{o:?}");
+        })
+    };
+    let a_req = f.request(vec![f.write(&table, 0, 100..150, "a")], &[(0, 100, 150)]);
+    let racing = Interleave {
+        inner: cat.clone(),
+        hook: tokio::sync::Mutex::new(Some(hook)),
+    };
+    let outcome = commit(&racing, &f.ident, &a_req).await.unwrap();
+    (outcome, f, cat)
+}
+
+/// A concurrent commit of another partition lands between A's check and A's swap: A's commit
+/// fails its snapshot requirement, is retried on the refreshed table, and lands.
+#[tokio::test]
+async fn a_commit_racing_another_partition_is_retried_and_lands() {
+    let (outcome, f, cat) = interleaved(1, (0, 40)).await;
+    match outcome {
+        CommitOutcome::Committed { attempts, .. } => {
+            assert_eq!(attempts, 2, "one conflict retried")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_exactly_once(&f.scan(&*cat).await, &[(0, 150), (1, 40)]);
+}
+
+/// The zombie: partition 0 moved to B, which committed 100..130 between A's check and A's
+/// swap. A's commit fails its snapshot requirement; on the retry the guard sees the table past
+/// A's first offset and refuses. Nothing of A's is in the table.
+#[tokio::test]
+async fn a_zombie_commit_is_refused_even_when_it_races_the_new_owner() {
+    let (outcome, f, cat) = interleaved(0, (100, 130)).await;
+    match outcome {
+        CommitOutcome::Refused(r) => {
+            assert_eq!((r.start, r.table_next), (100, 130));
+            assert_eq!(r.tp, TopicPartition::new(TOPIC, 0));
+            assert!(r.to_string().contains("moved to another worker"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_exactly_once(&f.scan(&*cat).await, &[(0, 130)]);
+    assert_eq!(f.offsets(&*cat, &[0]).await[&0], 130);
+}
+
+/// The plain zombie: it commits after the new owner already did; refused before it writes any
+/// manifest.
+#[tokio::test]
+async fn a_zombie_commit_after_the_new_owner_is_refused() {
+    let (f, cat) = Fixture::new().await;
+    assert!(committed(&f.commit_range(&cat, 0, 0, 100, "a").await));
+    assert!(committed(&f.commit_range(&cat, 0, 100, 200, "b").await));
+    let o = f.commit_range(&cat, 0, 100, 150, "a").await;
+    assert!(
+        matches!(o, CommitOutcome::Refused(ref r) if r.table_next == 200),
+        "{o:?}"
+    );
+    assert_exactly_once(&f.scan(&cat).await, &[(0, 200)]);
+}
+
+#[tokio::test]
+async fn a_missing_table_is_created_once_or_refused() {
+    let (f, cat) = Fixture::new().await;
+    let schema = table_schema(&destination_parquet()).unwrap();
+    let spec = iceberg::spec::UnboundPartitionSpec::builder().build();
+    let other = TableIdent::from_strs(["analytics", "other"]).unwrap();
+    let e = ensure_table(&cat, &other, schema.clone(), spec.clone(), false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("create_if_missing"), "{e}");
+    let t1 = ensure_table(&cat, &other, schema.clone(), spec.clone(), true)
+        .await
+        .unwrap();
+    let t2 = ensure_table(&cat, &other, schema, spec, true)
+        .await
+        .unwrap();
+    assert_eq!(t1.metadata().uuid(), t2.metadata().uuid());
+    // The table's field ids are the derived ones, so written files carry the table's ids.
+    let table = cat.load_table(&f.ident).await.unwrap();
+    let ids: Vec<i32> = table
+        .metadata()
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>());
+}
