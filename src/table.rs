@@ -11,6 +11,8 @@
 //!   snapshot history, and the snapshot-expiry horizon.
 //! - [`guard`]: the `Catalog` decorator that refuses a zombie's commit atomically with the
 //!   commit's own snapshot requirement.
+//! - [`storage`]: the table's files through the connector's S3 seam (`iceberg`'s `Storage` over
+//!   an [`crate::sink::ObjectSink`]).
 //! - [`commit`]: one fast-append snapshot of a worker's files and offsets, retried on
 //!   concurrent commits.
 //!
@@ -23,6 +25,7 @@ pub mod datafile;
 pub mod guard;
 pub mod offsets;
 pub mod schema;
+pub mod storage;
 
 /// A failure talking to the catalog or describing a data file.
 #[derive(Debug, thiserror::Error)]

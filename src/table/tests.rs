@@ -1,6 +1,8 @@
 //! The commit protocol against a real catalog: iceberg-catalog-sql on sqlite in a temp dir, the
-//! warehouse on the local file system (the crate's `LocalFsStorageFactory`), data files written
-//! by the connector's own Parquet writer and read back with the iceberg crate's scan.
+//! warehouse either on the local file system (the crate's `LocalFsStorageFactory`) or in a
+//! bucket of the in-process S3 server reached through the connector's own S3 sink
+//! ([`super::storage::SinkStorage`]); data files written by the connector's own Parquet writer
+//! and read back with the iceberg crate's scan.
 //!
 //! Each test is one crash window or race of docs/iceberg.md; every one ends by checking that
 //! each offset is in the table exactly once.
@@ -14,7 +16,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
-use iceberg::io::LocalFsStorageFactory;
+use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::spec::{Literal, Struct};
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, Result, TableCommit, TableIdent};
@@ -31,6 +33,11 @@ use crate::batch::parquet::ParquetFile;
 use crate::config::{ParquetConfig, RawColumn, RawParquet};
 use crate::model::{Record, TopicPartition};
 use crate::router::Cell;
+use crate::s3server::{LocalS3, LocalS3Options};
+use crate::sink::s3::S3Sink;
+use crate::sink::{ObjectMeta, ObjectSink, WriteCondition};
+
+use super::storage::{SinkStorage, SinkStorageFactory};
 
 const GROUP: &str = "sink";
 const TOPIC: &str = "events";
@@ -38,17 +45,24 @@ const TOPIC: &str = "events";
 const T0: i64 = 1_709_622_000_000_000;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
     uri: String,
     warehouse: String,
     ident: TableIdent,
     /// The destination's Parquet config with the table's writer schema.
     parquet: Arc<ParquetConfig>,
+    /// The table's storage.
+    factory: Arc<dyn StorageFactory>,
+    /// The bucket's sink, when the warehouse is in S3 (data files are uploaded through it).
+    sink: Option<Arc<dyn ObjectSink>>,
+    _server: Option<LocalS3>,
+    _dir: tempfile::TempDir,
 }
 
-async fn catalog(uri: &str, warehouse: &str) -> SqlCatalog {
+const BUCKET: &str = "bkt";
+
+async fn catalog(uri: &str, warehouse: &str, factory: Arc<dyn StorageFactory>) -> SqlCatalog {
     SqlCatalogBuilder::default()
-        .with_storage_factory(Arc::new(LocalFsStorageFactory))
+        .with_storage_factory(factory)
         .load(
             "test",
             HashMap::from([
@@ -79,14 +93,56 @@ fn destination_parquet() -> ParquetConfig {
     crate::config::parquet::validate("d", &raw, Some("_kafka")).unwrap()
 }
 
+/// The sink of [`BUCKET`] on `server`, as the uploader builds it from a destination.
+async fn s3_sink(server: &LocalS3) -> Arc<dyn ObjectSink> {
+    let toml = format!(
+        "[kafka]\nbrokers = \"x:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\n\
+         [[destinations]]\nname = \"d\"\nbucket = \"{BUCKET}\"\nendpoint = \"{}\"\n\
+         force_path_style = true\n\
+         [destinations.credentials]\naccess_key_id = \"local-access-key\"\n\
+         secret_access_key = \"local-secret-key\"\n",
+        server.endpoint(),
+    );
+    let d = crate::config::parse(&toml, &|_| None)
+        .expect("valid test config")
+        .destinations
+        .remove(0);
+    Arc::new(S3Sink::connect(&d, std::time::Duration::from_secs(30)).await)
+}
+
 impl Fixture {
-    /// A table partitioned by `hour(ts)` and `identity(event)`.
+    /// A table partitioned by `hour(ts)` and `identity(event)`, its warehouse on the local file
+    /// system.
     async fn new() -> (Self, SqlCatalog) {
         let dir = tempfile::tempdir().unwrap();
-        let uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
         let warehouse = format!("{}/warehouse", dir.path().display());
         std::fs::create_dir_all(&warehouse).unwrap();
-        let cat = catalog(&uri, &warehouse).await;
+        Self::with_storage(dir, warehouse, Arc::new(LocalFsStorageFactory), None, None).await
+    }
+
+    /// The same table with its warehouse in a bucket of the in-process S3 server.
+    async fn on_s3() -> (Self, SqlCatalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = LocalS3::start(LocalS3Options::new(dir.path().join("s3")))
+            .await
+            .unwrap();
+        server.create_bucket_dir(BUCKET).unwrap();
+        let sink = s3_sink(&server).await;
+        let storage = SinkStorage::new(sink.clone(), ObjectMeta::default());
+        let factory = Arc::new(SinkStorageFactory::new(storage));
+        let warehouse = format!("s3://{BUCKET}/warehouse");
+        Self::with_storage(dir, warehouse, factory, Some(sink), Some(server)).await
+    }
+
+    async fn with_storage(
+        dir: tempfile::TempDir,
+        warehouse: String,
+        factory: Arc<dyn StorageFactory>,
+        sink: Option<Arc<dyn ObjectSink>>,
+        server: Option<LocalS3>,
+    ) -> (Self, SqlCatalog) {
+        let uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
+        let cat = catalog(&uri, &warehouse, factory.clone()).await;
         let ident = TableIdent::from_strs(["analytics", "events"]).unwrap();
         let p = destination_parquet();
         let cfg = IcebergConfig {
@@ -110,22 +166,25 @@ impl Fixture {
         let ws = writer_schema(&p, table.metadata().current_schema()).unwrap();
         let parquet = Arc::new(ParquetConfig { schema: ws, ..p });
         let f = Self {
-            _dir: dir,
             uri,
             warehouse,
             ident,
             parquet,
+            factory,
+            sink,
+            _server: server,
+            _dir: dir,
         };
         (f, cat)
     }
 
     async fn second_catalog(&self) -> SqlCatalog {
-        catalog(&self.uri, &self.warehouse).await
+        catalog(&self.uri, &self.warehouse, self.factory.clone()).await
     }
 
     /// Writes records `offsets` of partition `p` (event `kind`, all in hour 0 after [`T0`])
     /// as one data file of writer `writer`, with the connector's Parquet writer.
-    fn write(
+    async fn write(
         &self,
         table: &Table,
         p: i32,
@@ -155,8 +214,23 @@ impl Fixture {
         let bytes = bytes::Bytes::from(f.finish());
         let name = data_file_name(TOPIC, p, offsets.start, writer);
         let location = format!("{}/data/{name}", table.metadata().location());
-        std::fs::create_dir_all(format!("{}/data", table.metadata().location())).unwrap();
-        std::fs::write(&location, &bytes).unwrap();
+        match &self.sink {
+            Some(sink) => {
+                let key = location.strip_prefix(&format!("s3://{BUCKET}/")).unwrap();
+                sink.put(
+                    key,
+                    bytes.clone(),
+                    &ObjectMeta::default(),
+                    &WriteCondition::IfAbsent,
+                )
+                .await
+                .unwrap();
+            }
+            None => {
+                std::fs::create_dir_all(format!("{}/data", table.metadata().location())).unwrap();
+                std::fs::write(&location, &bytes).unwrap();
+            }
+        }
         let footer = ParquetMetaDataReader::new()
             .parse_and_finish(&bytes)
             .unwrap();
@@ -197,7 +271,7 @@ impl Fixture {
         writer: &str,
     ) -> CommitOutcome {
         let table = cat.load_table(&self.ident).await.unwrap();
-        let file = self.write(&table, p, start..next, writer);
+        let file = self.write(&table, p, start..next, writer).await;
         commit(
             cat,
             &self.ident,
@@ -272,6 +346,26 @@ fn committed(o: &CommitOutcome) -> bool {
 #[tokio::test]
 async fn a_commit_is_read_back_with_its_offsets_and_statistics() {
     let (f, cat) = Fixture::new().await;
+    read_back(f, cat).await;
+}
+
+/// The same through S3: metadata, manifests and data files in a bucket of the in-process S3
+/// server, through the connector's S3 sink.
+#[tokio::test]
+async fn a_commit_in_s3_is_read_back_with_its_offsets_and_statistics() {
+    let (f, cat) = Fixture::on_s3().await;
+    let location = cat
+        .load_table(&f.ident)
+        .await
+        .unwrap()
+        .metadata()
+        .location()
+        .to_string();
+    assert!(location.starts_with("s3://bkt/warehouse/"), "{location}");
+    read_back(f, cat).await;
+}
+
+async fn read_back(f: Fixture, cat: SqlCatalog) {
     assert!(committed(&f.commit_range(&cat, 0, 0, 100, "w1").await));
     assert!(committed(&f.commit_range(&cat, 1, 0, 50, "w1").await));
     assert!(committed(&f.commit_range(&cat, 0, 100, 250, "w1").await));
@@ -303,7 +397,7 @@ async fn a_commit_is_read_back_with_its_offsets_and_statistics() {
 async fn a_data_file_carries_partition_values_and_footer_statistics() {
     let (f, cat) = Fixture::new().await;
     let table = cat.load_table(&f.ident).await.unwrap();
-    let written = f.write(&table, 2, 10..20, "w1");
+    let written = f.write(&table, 2, 10..20, "w1").await;
     let schema = table.metadata().current_schema();
     let df = data_file(
         schema,
@@ -347,7 +441,7 @@ async fn a_crash_between_upload_and_table_commit_loses_and_duplicates_nothing() 
     let (f, cat) = Fixture::new().await;
     assert!(committed(&f.commit_range(&cat, 0, 0, 100, "w1").await));
     let table = cat.load_table(&f.ident).await.unwrap();
-    let orphan = f.write(&table, 0, 100..180, "w1");
+    let orphan = f.write(&table, 0, 100..180, "w1").await;
     // ...crash. The restarted worker starts from the table's offset.
     assert_eq!(f.offsets(&cat, &[0]).await[&0], 100);
     assert!(committed(&f.commit_range(&cat, 0, 100, 180, "w2").await));
@@ -364,7 +458,7 @@ async fn a_crash_between_upload_and_table_commit_loses_and_duplicates_nothing() 
 async fn a_crash_between_table_commit_and_kafka_commit_loses_and_duplicates_nothing() {
     let (f, cat) = Fixture::new().await;
     let table = cat.load_table(&f.ident).await.unwrap();
-    let req = f.request(vec![f.write(&table, 0, 0..100, "w1")], &[(0, 0, 100)]);
+    let req = f.request(vec![f.write(&table, 0, 0..100, "w1").await], &[(0, 0, 100)]);
     let first = commit(&cat, &f.ident, &req).await.unwrap();
     let CommitOutcome::Committed { snapshot_id, .. } = first else {
         panic!("{first:?}");
@@ -385,6 +479,16 @@ async fn a_crash_between_table_commit_and_kafka_commit_loses_and_duplicates_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_of_two_workers_all_land_once() {
     let (f, cat) = Fixture::new().await;
+    concurrent(f, cat).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_of_two_workers_in_s3_all_land_once() {
+    let (f, cat) = Fixture::on_s3().await;
+    concurrent(f, cat).await;
+}
+
+async fn concurrent(f: Fixture, cat: SqlCatalog) {
     let f = Arc::new(f);
     let cat2 = f.second_catalog().await;
     const COMMITS: i64 = 8;
@@ -448,15 +552,23 @@ impl Catalog for Interleave {
 async fn interleaved(
     b_partition: i32,
     b_range: (i64, i64),
+    s3: bool,
 ) -> (CommitOutcome, Arc<Fixture>, Arc<SqlCatalog>) {
-    let (f, cat) = Fixture::new().await;
+    let (f, cat) = if s3 {
+        Fixture::on_s3().await
+    } else {
+        Fixture::new().await
+    };
     assert!(committed(&f.commit_range(&cat, 0, 0, 100, "a").await));
     let cat = Arc::new(cat);
     let f = Arc::new(f);
     // B's upload happens first; its commit runs inside A's update_table.
     let table = cat.load_table(&f.ident).await.unwrap();
     let b_req = f.request(
-        vec![f.write(&table, b_partition, b_range.0..b_range.1, "b")],
+        vec![
+            f.write(&table, b_partition, b_range.0..b_range.1, "b")
+                .await,
+        ],
         &[(b_partition, b_range.0, b_range.1)],
     );
     let hook: Hook = {
@@ -466,7 +578,10 @@ async fn interleaved(
             assert!(committed(&o), "{o:?}");
         })
     };
-    let a_req = f.request(vec![f.write(&table, 0, 100..150, "a")], &[(0, 100, 150)]);
+    let a_req = f.request(
+        vec![f.write(&table, 0, 100..150, "a").await],
+        &[(0, 100, 150)],
+    );
     let racing = Interleave {
         inner: cat.clone(),
         hook: tokio::sync::Mutex::new(Some(hook)),
@@ -479,7 +594,7 @@ async fn interleaved(
 /// fails its snapshot requirement, is retried on the refreshed table, and lands.
 #[tokio::test]
 async fn a_commit_racing_another_partition_is_retried_and_lands() {
-    let (outcome, f, cat) = interleaved(1, (0, 40)).await;
+    let (outcome, f, cat) = interleaved(1, (0, 40), false).await;
     match outcome {
         CommitOutcome::Committed { attempts, .. } => {
             assert_eq!(attempts, 2, "one conflict retried")
@@ -494,7 +609,16 @@ async fn a_commit_racing_another_partition_is_retried_and_lands() {
 /// A's first offset and refuses. Nothing of A's is in the table.
 #[tokio::test]
 async fn a_zombie_commit_is_refused_even_when_it_races_the_new_owner() {
-    let (outcome, f, cat) = interleaved(0, (100, 130)).await;
+    zombie_race(false).await;
+}
+
+#[tokio::test]
+async fn a_zombie_commit_in_s3_is_refused_even_when_it_races_the_new_owner() {
+    zombie_race(true).await;
+}
+
+async fn zombie_race(s3: bool) {
+    let (outcome, f, cat) = interleaved(0, (100, 130), s3).await;
     match outcome {
         CommitOutcome::Refused(r) => {
             assert_eq!((r.start, r.table_next), (100, 130));
