@@ -8,8 +8,6 @@
 //! each offset is in the table exactly once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -19,14 +17,14 @@ use futures::TryStreamExt;
 use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::spec::{Literal, Struct};
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, Result, TableCommit, TableIdent};
+use iceberg::{Catalog, CatalogBuilder, TableIdent};
 use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
 use parquet::file::metadata::ParquetMetaDataReader;
 
 use super::commit::{commit, ensure_table, CommitOutcome, CommitRequest};
 use super::config::{CatalogConfig, IcebergConfig, TimeTransform};
 use super::datafile::{data_file, data_file_name, time_partition, PartitionValue, WrittenFile};
-use super::guard::{delegate_catalog, PartitionRange};
+use super::guard::PartitionRange;
 use super::offsets::{committed_offsets, expiry_horizon};
 use super::schema::{partition_sources, partition_spec, table_schema, writer_schema};
 use crate::batch::parquet::ParquetFile;
@@ -39,15 +37,15 @@ use crate::sink::{ObjectMeta, ObjectSink, WriteCondition};
 
 use super::storage::{SinkStorage, SinkStorageFactory};
 
-const GROUP: &str = "sink";
-const TOPIC: &str = "events";
+pub(super) const GROUP: &str = "sink";
+pub(super) const TOPIC: &str = "events";
 /// 2024-03-05T07:00:00Z in microseconds.
-const T0: i64 = 1_709_622_000_000_000;
+pub(super) const T0: i64 = 1_709_622_000_000_000;
 
-struct Fixture {
+pub(super) struct Fixture {
     uri: String,
     warehouse: String,
-    ident: TableIdent,
+    pub(super) ident: TableIdent,
     /// The destination's Parquet config with the table's writer schema.
     parquet: Arc<ParquetConfig>,
     /// The table's storage.
@@ -58,9 +56,13 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-const BUCKET: &str = "bkt";
+pub(super) const BUCKET: &str = "bkt";
 
-async fn catalog(uri: &str, warehouse: &str, factory: Arc<dyn StorageFactory>) -> SqlCatalog {
+pub(super) async fn catalog(
+    uri: &str,
+    warehouse: &str,
+    factory: Arc<dyn StorageFactory>,
+) -> SqlCatalog {
     SqlCatalogBuilder::default()
         .with_storage_factory(factory)
         .load(
@@ -74,7 +76,7 @@ async fn catalog(uri: &str, warehouse: &str, factory: Arc<dyn StorageFactory>) -
         .unwrap()
 }
 
-fn destination_parquet() -> ParquetConfig {
+pub(super) fn destination_parquet() -> ParquetConfig {
     let col = |name: &str, path: &str, kind: &str, required: bool| RawColumn {
         name: name.into(),
         path: Some(path.into()),
@@ -113,7 +115,7 @@ async fn s3_sink(server: &LocalS3) -> Arc<dyn ObjectSink> {
 impl Fixture {
     /// A table partitioned by `hour(ts)` and `identity(event)`, its warehouse on the local file
     /// system.
-    async fn new() -> (Self, SqlCatalog) {
+    pub(super) async fn new() -> (Self, SqlCatalog) {
         let dir = tempfile::tempdir().unwrap();
         let warehouse = format!("{}/warehouse", dir.path().display());
         std::fs::create_dir_all(&warehouse).unwrap();
@@ -121,7 +123,7 @@ impl Fixture {
     }
 
     /// The same table with its warehouse in a bucket of the in-process S3 server.
-    async fn on_s3() -> (Self, SqlCatalog) {
+    pub(super) async fn on_s3() -> (Self, SqlCatalog) {
         let dir = tempfile::tempdir().unwrap();
         let server = LocalS3::start(LocalS3Options::new(dir.path().join("s3")))
             .await
@@ -178,13 +180,13 @@ impl Fixture {
         (f, cat)
     }
 
-    async fn second_catalog(&self) -> SqlCatalog {
+    pub(super) async fn second_catalog(&self) -> SqlCatalog {
         catalog(&self.uri, &self.warehouse, self.factory.clone()).await
     }
 
     /// Writes records `offsets` of partition `p` (event `kind`, all in hour 0 after [`T0`])
     /// as one data file of writer `writer`, with the connector's Parquet writer.
-    async fn write(
+    pub(super) async fn write(
         &self,
         table: &Table,
         p: i32,
@@ -245,7 +247,11 @@ impl Fixture {
         }
     }
 
-    fn request(&self, files: Vec<WrittenFile>, ranges: &[(i32, i64, i64)]) -> CommitRequest {
+    pub(super) fn request(
+        &self,
+        files: Vec<WrittenFile>,
+        ranges: &[(i32, i64, i64)],
+    ) -> CommitRequest {
         CommitRequest {
             group: GROUP.into(),
             commit_id: uuid::Uuid::new_v4().to_string(),
@@ -262,7 +268,7 @@ impl Fixture {
     }
 
     /// Uploads and commits records `start..next` of partition `p` as writer `writer`.
-    async fn commit_range(
+    pub(super) async fn commit_range(
         &self,
         cat: &dyn Catalog,
         p: i32,
@@ -282,7 +288,7 @@ impl Fixture {
     }
 
     /// (partition, offset) → times present, read through the table's current snapshot.
-    async fn scan(&self, cat: &dyn Catalog) -> BTreeMap<(i32, i64), usize> {
+    pub(super) async fn scan(&self, cat: &dyn Catalog) -> BTreeMap<(i32, i64), usize> {
         let table = cat.load_table(&self.ident).await.unwrap();
         let batches: Vec<RecordBatch> = table
             .scan()
@@ -314,7 +320,11 @@ impl Fixture {
         seen
     }
 
-    async fn offsets(&self, cat: &dyn Catalog, partitions: &[i32]) -> BTreeMap<i32, i64> {
+    pub(super) async fn offsets(
+        &self,
+        cat: &dyn Catalog,
+        partitions: &[i32],
+    ) -> BTreeMap<i32, i64> {
         let table = cat.load_table(&self.ident).await.unwrap();
         let tps: Vec<TopicPartition> = partitions
             .iter()
@@ -328,7 +338,7 @@ impl Fixture {
 }
 
 /// Every offset of `want` (partition → next) present exactly once, and nothing else.
-fn assert_exactly_once(seen: &BTreeMap<(i32, i64), usize>, want: &[(i32, i64)]) {
+pub(super) fn assert_exactly_once(seen: &BTreeMap<(i32, i64), usize>, want: &[(i32, i64)]) {
     let expected: BTreeMap<(i32, i64), usize> = want
         .iter()
         .flat_map(|&(p, next)| (0..next).map(move |o| ((p, o), 1)))
@@ -339,7 +349,7 @@ fn assert_exactly_once(seen: &BTreeMap<(i32, i64), usize>, want: &[(i32, i64)]) 
     assert_eq!(seen, &expected);
 }
 
-fn committed(o: &CommitOutcome) -> bool {
+pub(super) fn committed(o: &CommitOutcome) -> bool {
     matches!(o, CommitOutcome::Committed { .. })
 }
 
@@ -472,178 +482,6 @@ async fn a_crash_between_table_commit_and_kafka_commit_loses_and_duplicates_noth
     assert_eq!(resume, 100);
     assert!(committed(&f.commit_range(&cat, 0, resume, 150, "w2").await));
     assert_exactly_once(&f.scan(&cat).await, &[(0, 150)]);
-}
-
-/// Two workers (two catalog clients, as two processes) commit their own partitions at the same
-/// time; conflicts are retried on the refreshed table and every commit lands.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commits_of_two_workers_all_land_once() {
-    let (f, cat) = Fixture::new().await;
-    concurrent(f, cat).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commits_of_two_workers_in_s3_all_land_once() {
-    let (f, cat) = Fixture::on_s3().await;
-    concurrent(f, cat).await;
-}
-
-async fn concurrent(f: Fixture, cat: SqlCatalog) {
-    let f = Arc::new(f);
-    let cat2 = f.second_catalog().await;
-    const COMMITS: i64 = 8;
-    let worker = |cat: SqlCatalog, p: i32| {
-        let f = f.clone();
-        tokio::spawn(async move {
-            let mut attempts = 0;
-            for i in 0..COMMITS {
-                match f
-                    .commit_range(&cat, p, i * 10, i * 10 + 10, &format!("w{p}"))
-                    .await
-                {
-                    CommitOutcome::Committed { attempts: a, .. } => attempts += a,
-                    other => panic!("{other:?}"),
-                }
-            }
-            attempts
-        })
-    };
-    let a = worker(cat, 0);
-    let b = worker(cat2, 1);
-    let attempts = a.await.unwrap() + b.await.unwrap();
-    assert!(attempts >= 2 * COMMITS as u32);
-    let cat = f.second_catalog().await;
-    assert_exactly_once(&f.scan(&cat).await, &[(0, COMMITS * 10), (1, COMMITS * 10)]);
-    assert_eq!(
-        f.offsets(&cat, &[0, 1]).await,
-        BTreeMap::from([(0, COMMITS * 10), (1, COMMITS * 10)])
-    );
-}
-
-type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A catalog that runs `hook` (another worker's commit) inside the first `update_table`, after
-/// the guard's check and before the catalog's compare-and-swap: the worst interleaving.
-struct Interleave {
-    inner: Arc<SqlCatalog>,
-    hook: tokio::sync::Mutex<Option<Hook>>,
-}
-
-impl std::fmt::Debug for Interleave {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Interleave")
-    }
-}
-
-delegate_catalog! {
-impl Catalog for Interleave {
-    async fn update_table(&self, commit: TableCommit) -> Result<Table> {
-        let hook = self.hook.lock().await.take();
-        if let Some(h) = hook {
-            h.await;
-        }
-        self.inner.update_table(commit).await
-    }
-}
-}
-
-/// Sets up: the table at `p0 = 100` (worker A), a commit by worker B landing between A's check
-/// and A's swap, then A's commit. Returns A's outcome and the fixture.
-async fn interleaved(
-    b_partition: i32,
-    b_range: (i64, i64),
-    s3: bool,
-) -> (CommitOutcome, Arc<Fixture>, Arc<SqlCatalog>) {
-    let (f, cat) = if s3 {
-        Fixture::on_s3().await
-    } else {
-        Fixture::new().await
-    };
-    assert!(committed(&f.commit_range(&cat, 0, 0, 100, "a").await));
-    let cat = Arc::new(cat);
-    let f = Arc::new(f);
-    // B's upload happens first; its commit runs inside A's update_table.
-    let table = cat.load_table(&f.ident).await.unwrap();
-    let b_req = f.request(
-        vec![
-            f.write(&table, b_partition, b_range.0..b_range.1, "b")
-                .await,
-        ],
-        &[(b_partition, b_range.0, b_range.1)],
-    );
-    let hook: Hook = {
-        let (cat, f) = (cat.clone(), f.clone());
-        Box::pin(async move {
-            let o = commit(&*cat, &f.ident, &b_req).await.unwrap();
-            assert!(committed(&o), "{o:?}");
-        })
-    };
-    let a_req = f.request(
-        vec![f.write(&table, 0, 100..150, "a").await],
-        &[(0, 100, 150)],
-    );
-    let racing = Interleave {
-        inner: cat.clone(),
-        hook: tokio::sync::Mutex::new(Some(hook)),
-    };
-    let outcome = commit(&racing, &f.ident, &a_req).await.unwrap();
-    (outcome, f, cat)
-}
-
-/// A concurrent commit of another partition lands between A's check and A's swap: A's commit
-/// fails its snapshot requirement, is retried on the refreshed table, and lands.
-#[tokio::test]
-async fn a_commit_racing_another_partition_is_retried_and_lands() {
-    let (outcome, f, cat) = interleaved(1, (0, 40), false).await;
-    match outcome {
-        CommitOutcome::Committed { attempts, .. } => {
-            assert_eq!(attempts, 2, "one conflict retried")
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_exactly_once(&f.scan(&*cat).await, &[(0, 150), (1, 40)]);
-}
-
-/// The zombie: partition 0 moved to B, which committed 100..130 between A's check and A's
-/// swap. A's commit fails its snapshot requirement; on the retry the guard sees the table past
-/// A's first offset and refuses. Nothing of A's is in the table.
-#[tokio::test]
-async fn a_zombie_commit_is_refused_even_when_it_races_the_new_owner() {
-    zombie_race(false).await;
-}
-
-#[tokio::test]
-async fn a_zombie_commit_in_s3_is_refused_even_when_it_races_the_new_owner() {
-    zombie_race(true).await;
-}
-
-async fn zombie_race(s3: bool) {
-    let (outcome, f, cat) = interleaved(0, (100, 130), s3).await;
-    match outcome {
-        CommitOutcome::Refused(r) => {
-            assert_eq!((r.start, r.table_next), (100, 130));
-            assert_eq!(r.tp, TopicPartition::new(TOPIC, 0));
-            assert!(r.to_string().contains("moved to another worker"));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_exactly_once(&f.scan(&*cat).await, &[(0, 130)]);
-    assert_eq!(f.offsets(&*cat, &[0]).await[&0], 130);
-}
-
-/// The plain zombie: it commits after the new owner already did; refused before it writes any
-/// manifest.
-#[tokio::test]
-async fn a_zombie_commit_after_the_new_owner_is_refused() {
-    let (f, cat) = Fixture::new().await;
-    assert!(committed(&f.commit_range(&cat, 0, 0, 100, "a").await));
-    assert!(committed(&f.commit_range(&cat, 0, 100, 200, "b").await));
-    let o = f.commit_range(&cat, 0, 100, 150, "a").await;
-    assert!(
-        matches!(o, CommitOutcome::Refused(ref r) if r.table_next == 200),
-        "{o:?}"
-    );
-    assert_exactly_once(&f.scan(&cat).await, &[(0, 200)]);
 }
 
 #[tokio::test]
