@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::config::{BatchConfig, Compression};
 use crate::model::TopicPartition;
 
-mod parquet;
+pub(crate) mod parquet;
 mod zstd;
 use self::parquet::ParquetFile;
 use self::zstd::{SharedZstd, ZstdFile};

@@ -22,7 +22,9 @@
 //! 3. **Batch**: [`batch`]: the open files (NDJSON or Parquet), their compression and rotation;
 //!    [`budget`] shares the memory budget out between the Kafka fetch path and the files.
 //! 4. **Upload**: [`upload`] puts each closed file in S3 (multipart while it fills, retries,
-//!    conflicts, orphaned uploads) through [`sink`], the object-store seam (aws-sdk-s3).
+//!    conflicts, orphaned uploads) through [`sink`], the object-store seam (aws-sdk-s3);
+//!    [`table`]: Apache Iceberg tables (schema, data files, the exactly-once commit protocol
+//!    with the Kafka offsets in the snapshot), not yet a destination kind of the pipeline.
 //! 5. **Offsets**: [`offsets`] keeps each partition's contiguous watermark of records in S3.
 //! 6. **Commit**: the watermark goes back to Kafka through [`source`].
 //!
@@ -74,6 +76,7 @@ pub mod s3server;
 pub mod scan;
 pub mod sink;
 pub mod source;
+pub mod table;
 pub mod template;
 pub mod upload;
 pub mod verify;

@@ -127,7 +127,7 @@ fn properties(cfg: &ParquetConfig) -> WriterProperties {
     }
     b.set_compression(compression)
         // Row groups close by size (`row_group_bytes`), not by a row count.
-        .set_max_row_group_size(usize::MAX)
+        .set_max_row_group_row_count(None)
         .set_created_by(concat!("kafka-s3-sink ", env!("CARGO_PKG_VERSION")).to_string())
         .build()
 }
@@ -189,13 +189,21 @@ impl ParquetFile {
             }
             (_, meta) => meta,
         };
-        if let [Builder::Str(topic), Builder::I32(partition), Builder::I64(offset), Builder::Millis(ts), Builder::Bin(key), Builder::Str(headers)] =
+        if let [Builder::Str(topic), Builder::I32(partition), Builder::I64(offset), ts, Builder::Bin(key), Builder::Str(headers)] =
             meta
         {
             topic.append_value(&rec.tp.topic);
             partition.append_value(rec.tp.partition);
             offset.append_value(rec.offset);
-            ts.append_option(rec.timestamp_ms);
+            match ts {
+                Builder::Millis(b) => b.append_option(rec.timestamp_ms),
+                // An Iceberg table's writer schema (microseconds: Iceberg has no millisecond
+                // timestamp).
+                Builder::Micros(b) => {
+                    b.append_option(rec.timestamp_ms.map(|ms| ms.saturating_mul(1000)))
+                }
+                other => other.null(),
+            }
             key.append_option(rec.key.as_deref());
             match rec.headers.as_deref() {
                 Some(h) => headers.append_value(String::from_utf8_lossy(h)),

@@ -1,0 +1,69 @@
+//! Apache Iceberg tables: the destination kind that appends the Parquet data files this
+//! connector writes to an Iceberg table, committing each partition's Kafka offsets in the same
+//! snapshot (exactly once; docs/iceberg.md).
+//!
+//! - [`config`]: `[destinations.iceberg]` (catalog, namespace, table, partitioning, interval);
+//!   [`applies`]: the destination settings a table refuses (object layout, file dating).
+//! - [`catalog`]: the catalog of each kind (sql, rest, glue, s3tables) over the table's storage.
+//! - [`schema`]: the table schema and partition spec derived from the Parquet columns, and the
+//!   writer schema carrying field ids.
+//! - [`datafile`]: an uploaded Parquet file described as an Iceberg data file (partition values,
+//!   column statistics from its footer), and data-file names.
+//! - [`offsets`]: the snapshot-summary keys holding Kafka offsets, read back through the
+//!   snapshot history, and the snapshot-expiry horizon.
+//! - [`guard`]: the `Catalog` decorator that refuses a zombie's commit atomically with the
+//!   commit's own snapshot requirement.
+//! - [`storage`]: the table's files through the connector's S3 seam (`iceberg`'s `Storage` over
+//!   an [`crate::sink::ObjectSink`]).
+//! - [`commit`]: one fast-append snapshot of a worker's files and offsets, retried on
+//!   concurrent commits.
+//!
+//! Invariant: the `iceberg` crate's types stay inside this module; the rest of the connector
+//! sees [`commit::CommitOutcome`], [`TableError`] and plain offsets.
+
+pub mod applies;
+pub mod catalog;
+pub mod commit;
+pub mod config;
+pub mod datafile;
+pub mod guard;
+pub mod offsets;
+pub mod schema;
+pub mod storage;
+
+/// A failure talking to the catalog or describing a data file.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The catalog or the table's files answered an error.
+    #[error("iceberg table {table}: {source}")]
+    Iceberg {
+        /// `namespace.table`.
+        table: String,
+        /// The crate's error (boxed: it is large).
+        #[source]
+        source: Box<iceberg::Error>,
+    },
+    /// A data file cannot be registered as it is.
+    #[error("data file {path}: {message}")]
+    DataFile {
+        /// Its location.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl TableError {
+    /// Whether a later attempt may succeed (a concurrent commit, a passing catalog fault).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Iceberg { source, .. } => source.retryable(),
+            Self::DataFile { .. } => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod race_tests;
+#[cfg(test)]
+mod tests;
