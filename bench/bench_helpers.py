@@ -74,8 +74,12 @@ def drain(binary, config, metrics_url, expect, out, watch):
     log = open(out + ".log", "w")
     watch0 = {p: proc_cpu_or_none(p) for p in watch}
     t0 = time.monotonic()
-    p = subprocess.Popen([binary, "run", "--config", config], stdout=log, stderr=log,
-                         env={**os.environ, "NO_COLOR": "1"})
+    env = {**os.environ, "NO_COLOR": "1"}
+    # A heap profiler for the connector alone (e.g. heaptrack's preload library with
+    # DUMP_HEAPTRACK_OUTPUT set), not for the Python helpers or the servers.
+    if os.environ.get("CONNECTOR_LD_PRELOAD"):
+        env["LD_PRELOAD"] = os.environ["CONNECTOR_LD_PRELOAD"]
+    p = subprocess.Popen([binary, "run", "--config", config], stdout=log, stderr=log, env=env)
     t_first = t_consumed = None
     peak_kib = 0
     deadline = t0 + 1800

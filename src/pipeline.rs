@@ -530,7 +530,7 @@ impl Pipeline {
                     },
                 };
                 self.open.index.insert(&key, &mut file, deadline);
-                v.insert(key, file).1
+                v.insert(key, Box::new(file)).1
             }
         };
         file.batch

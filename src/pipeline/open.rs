@@ -18,14 +18,24 @@ use tokio::time::Instant;
 
 use super::{FileKey, OpenFile};
 
-/// What an open file costs besides its buffers, charged to the memory budget: its entry in the
-/// open-file map (key, file state with the streaming hash, hashbrown's control byte at its
-/// highest load), its entries in the four indexes and the id map (B-tree nodes at half fill
-/// at worst), and the offset it holds in the offset tracker.
-pub(super) const FILE_FIXED_BYTES: usize = (size_of::<FileKey>() + size_of::<OpenFile>() + 1) * 8
-    / 7
-    + size_of::<u64>()
-    + size_of::<FileKey>()
+/// Share of a hash table's memory one entry of `entry` bytes can hold: hashbrown keeps at most
+/// 7/8 of its buckets full, doubles them when it gets there and holds both tables while it moves
+/// the entries, so at a resize each entry has up to 8/7 + 16/7 = 24/7 buckets (and their control
+/// bytes) to itself.
+const fn table_share(entry: usize) -> usize {
+    (entry + 1) * 24 / 7
+}
+
+/// What an open file costs besides its buffers, charged to the memory budget: the file's state
+/// (boxed, so the open-file map's buckets stay small however large `OpenFile` is), its entry in
+/// the open-file map and in the id map at a resize's worst, its entries in the four indexes
+/// (B-tree nodes at half fill at worst), and the offset it holds in the offset tracker. A heap
+/// profile of 16,384 one-record files open at once found the map's buckets holding the file
+/// state inline at twice what was charged for them, and a resize briefly holding both tables.
+pub(super) const FILE_FIXED_BYTES: usize = size_of::<OpenFile>()
+    + 16
+    + table_share(size_of::<FileKey>() + size_of::<Box<OpenFile>>())
+    + table_share(size_of::<u64>() + size_of::<FileKey>())
     + 4 * 2 * size_of::<(usize, Reverse<Instant>, u64)>()
     + 64;
 
@@ -108,7 +118,7 @@ impl FileIndex {
 #[derive(Default)]
 pub(super) struct OpenFiles {
     /// The files by key (looked up for every record).
-    pub map: hashbrown::HashMap<FileKey, OpenFile>,
+    pub map: hashbrown::HashMap<FileKey, Box<OpenFile>>,
     /// Their indexes.
     pub index: FileIndex,
 }
@@ -135,7 +145,7 @@ impl OpenFiles {
     }
 
     /// Removes a file and its index entries.
-    pub fn remove(&mut self, key: &FileKey) -> Option<OpenFile> {
+    pub fn remove(&mut self, key: &FileKey) -> Option<Box<OpenFile>> {
         let f = self.map.remove(key)?;
         self.index.remove(&f);
         Some(f)
