@@ -9,7 +9,8 @@
 # Cases (each a `kafka-s3-sink-bench replay`, 8 partitions, 2 workers, time flushes disabled so
 # files close only on size, record count, open-file bound and the final drain):
 #   gzip      NDJSON, gzip (the default destination), files closed at 1 MB
-#   zstd-det  NDJSON, zstd, deterministic offset windows of 3000 records
+#   zstd-det  NDJSON, zstd, deterministic offset windows of 1000 records (N must be a multiple of
+#             8 × 1000 so every window closes and commits)
 #   parquet   Parquet (columns of examples/parquet.toml), files closed at 2 MB
 # REV's bench binary must know `--extra-toml` (added with this script); the check fails early
 # otherwise. Env: N (events, default 40000), IDENT_DIR (work folder, default target/identical).
@@ -45,12 +46,17 @@ build() {
   cp "$REPO/target/debug/kafka-s3-sink" "$REPO/target/debug/kafka-s3-sink-bench" "$2/"
 }
 
-rm -rf "$DIR/base-src"
-mkdir -p "$DIR/base-src"
-git -C "$REPO" archive "$SHA" | tar -x -C "$DIR/base-src"
-build "$DIR/base-src" "$DIR/bin-base"
+# The revision's binaries are built once per commit and kept.
+BASE="$DIR/bin-$SHA"
+if [ ! -x "$BASE/kafka-s3-sink-bench" ]; then
+  rm -rf "$DIR/base-src"
+  mkdir -p "$DIR/base-src"
+  git -C "$REPO" archive "$SHA" | tar -x -C "$DIR/base-src"
+  build "$DIR/base-src" "$BASE.tmp"
+  mv "$BASE.tmp" "$BASE"
+fi
 build "$REPO" "$DIR/bin-tree"
-"$DIR/bin-base/kafka-s3-sink-bench" replay --help | grep -q -- --extra-toml ||
+"$BASE/kafka-s3-sink-bench" replay --help | grep -q -- --extra-toml ||
   fail "$REV's bench has no --extra-toml; compare against a revision that has this script"
 
 EVENTS="$DIR/events-$N.ndjson"
@@ -63,7 +69,7 @@ printf '' >"$DIR/case-gzip.toml"
 cat >"$DIR/case-zstd-det.toml" <<'EOF'
 compression = "zstd"
 deterministic = true
-max_records = 3000
+max_records = 1000
 EOF
 {
   printf 'format = "parquet"\nmax_bytes = 2000000\n'
@@ -73,7 +79,7 @@ printf 'max_bytes = 1000000\n' >>"$DIR/case-gzip.toml"
 
 # replay BIN CASE OUT: runs one case with BIN's binaries; writes "sha256  key" lines to OUT
 replay() {
-  local bin=$1 case=$2 out=$3 root="$DIR/s3-$2-$(basename "$1")" pid url i
+  local bin=$1 case=$2 out=$3 root="$DIR/s3-$2-$(basename "$1" | cut -c1-12)" pid url i
   rm -rf "$root" "$root.hello"
   "$bin/kafka-s3-sink-bench" s3-server --root "$root" --bucket bench >"$root.hello" 2>"$root.log" &
   pid=$!
@@ -82,7 +88,7 @@ replay() {
   [ -s "$root.hello" ] || fail "s3-server did not start (see $root.log)"
   url=$(head -1 "$root.hello" | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoint"])')
   "$bin/kafka-s3-sink-bench" replay --input "$EVENTS" --partitions 8 --run-length 50 \
-    --workers 2 --budget 4000000000 --max-age 100000 --idle 100000 --sink s3 \
+    --workers 2 --budget 4000000000 --max-age 3000 --idle 3000 --sink s3 \
     --endpoint "$url" --bucket bench --extra-toml "$DIR/case-$case.toml" \
     >"$root.json" 2>"$root.replay.log" || fail "replay $case with $bin failed (see $root.replay.log)"
   kill "$pid"
@@ -94,7 +100,7 @@ replay() {
 
 status=0
 for case in gzip zstd-det parquet; do
-  replay "$DIR/bin-base" "$case" "$DIR/$case.base.sha256"
+  replay "$BASE" "$case" "$DIR/$case.base.sha256"
   replay "$DIR/bin-tree" "$case" "$DIR/$case.tree.sha256"
   n=$(wc -l <"$DIR/$case.base.sha256")
   if cmp -s "$DIR/$case.base.sha256" "$DIR/$case.tree.sha256"; then

@@ -18,14 +18,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, EncoderPool, FlushReason};
+use crate::batch::{Batch, EncoderPool};
 use crate::config::{Config, DestinationConfig};
 use crate::envelope::{error_line_with_detail, with_kafka_metadata};
 use crate::metrics::Metrics;
-use crate::model::{Record, TopicPartition};
+use crate::model::{Cell, Clock, FlushReason, FolderKey, QuarantineReason, Record, TopicPartition};
 use crate::offsets::OffsetTracker;
-use crate::router::{Cell, FolderKey, QuarantineReason, Route, Router};
-use crate::source::{Command, SourceIo};
+use crate::router::{Route, Router};
+use crate::source::{Command, ConsumerError, SourceIo};
 use crate::template::FileTemplate;
 use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
 use std::borrow::Cow;
@@ -45,7 +45,7 @@ pub enum PipelineError {
     Upload(UploadError),
     /// The Kafka consumer failed for good.
     #[error("kafka consumer failed: {0}")]
-    Source(String),
+    Source(#[from] ConsumerError),
     /// A record's topic feeds no destination (start-up validation prevents it; this guards the
     /// invariant that no record is committed unwritten). Nothing from it on was committed.
     #[error("topic `{topic}` (partition {partition}, offset {offset}) feeds no destination; stopping without committing it")]
@@ -183,6 +183,8 @@ pub struct Pipeline {
     oldest_age_secs: f64,
     /// This worker's index among the workers sharing the Kafka consumer.
     shard: usize,
+    /// The wall clock (routing, object keys).
+    clock: Clock,
 }
 
 impl Pipeline {
@@ -230,6 +232,7 @@ impl Pipeline {
             progress: None,
             oldest_age_secs: 0.0,
             shard: 0,
+            clock: crate::model::system_clock(),
         }
     }
 
@@ -237,6 +240,12 @@ impl Pipeline {
     pub fn with_shard(mut self, shard: usize, budget_bytes: usize) -> Self {
         self.shard = shard;
         self.budget = budget_bytes;
+        self
+    }
+
+    /// Reads wall-clock time from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -289,7 +298,7 @@ impl Pipeline {
                         }
                         self.enforce_budget();
                     }
-                    None => break Err(PipelineError::Source("the kafka thread stopped".into())),
+                    None => break Err(ConsumerError::Stopped.into()),
                 },
                 _ = tick.tick() => self.expire(),
             }
@@ -347,7 +356,7 @@ impl Pipeline {
 
     fn ingest(&mut self, records: Vec<Record>) -> Result<(), PipelineError> {
         let now = Instant::now();
-        let now_utc = Utc::now();
+        let now_utc = (self.clock)();
         // Consumed-records metrics once per partition per chunk, not per record (a chunk holds
         // few partitions, so a linear search beats hashing).
         let mut consumed: Vec<(TopicPartition, u64, u64)> = Vec::new();
@@ -551,7 +560,7 @@ impl Pipeline {
             self.open.index.resized(file);
             if file.writer.is_none() {
                 let object_key =
-                    object_key(&self.dests[dest], &file_key(), &file.batch, Utc::now());
+                    object_key(&self.dests[dest], &file_key(), &file.batch, (self.clock)());
                 let info = ObjectInfo {
                     id: file.id,
                     dest,

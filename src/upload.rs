@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
-use crate::sink::Resolution;
 use crate::sink::{ObjectMeta, ObjectSink, SinkError};
 pub use conflict::aside_key;
 use task::ObjectTask;
@@ -165,6 +164,12 @@ impl Uploader {
         part_size: usize,
         metrics: Metrics,
     ) -> (Self, mpsc::UnboundedReceiver<UploadDone>) {
+        // Unbounded, yet it cannot grow past the uploads in flight: every object task sends
+        // exactly one `UploadDone`, and every task is charged `OBJECT_TASK_BYTES` to `queued`
+        // from its start, so the tasks alive, and their completions waiting here, are bounded by
+        // the memory budget (the worker takes no records while it is spent, and reads
+        // completions first). A bounded channel would add a way for a finished upload to wait
+        // on the worker, which itself waits on completions during a drain.
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         // Nothing is in flight yet: every request permit is available.
         let admission = Arc::new(Semaphore::new(
@@ -225,6 +230,10 @@ impl Uploader {
         key: Option<String>,
         cancel: CancellationToken,
     ) -> ObjectWriter {
+        // Unbounded, yet bounded by the memory budget: every part's bytes are added to `queued`
+        // before they are sent here (see `part`) and leave it only once uploaded, and the worker
+        // stops taking records while the budget is spent, so no part is made that the budget
+        // does not cover. The worker never waits on an upload task to accept a part.
         let (tx, rx) = mpsc::unbounded_channel();
         let charge = Charge::new(self.queued.clone(), OBJECT_TASK_BYTES);
         let task = self.task(cancel.clone()).run(info, key, rx, charge);
@@ -307,6 +316,44 @@ impl Drop for Charge {
     fn drop(&mut self) {
         self.queued.fetch_sub(self.bytes, Ordering::Relaxed);
     }
+}
+
+/// How an object's records got into S3 (the uploader's answer; its label is a metrics label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Written at its key.
+    Written,
+    /// The key held this upload's own earlier attempt (its answer was lost).
+    OwnEarlierAttempt,
+    /// The key held the same content, written by another writer (a replay): nothing written.
+    Identical,
+    /// The key held more records, starting with all of this object's: nothing written.
+    Covered,
+    /// The key held fewer records, all of them the start of this object: replaced.
+    Superseded,
+    /// The key held other records; this object went to the given key beside it.
+    WrittenAside(String),
+    /// The key held other records; they were copied to the given key, then this object
+    /// replaced them at the key.
+    MovedAside(String),
+}
+
+impl Resolution {
+    /// Metrics label (`None` for a plain write).
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Self::Written => None,
+            Self::OwnEarlierAttempt => Some("own_attempt"),
+            Self::Identical => Some("identical"),
+            Self::Covered => Some("covered"),
+            Self::Superseded => Some("superseded"),
+            Self::WrittenAside(_) => Some("written_aside"),
+            Self::MovedAside(_) => Some("moved_aside"),
+        }
+    }
+
+    /// Every label (to initialise metric series at zero).
+    pub const LABELS: [&'static str; 6] = crate::model::KEY_CONFLICT_LABELS;
 }
 
 #[cfg(test)]

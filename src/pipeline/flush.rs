@@ -9,8 +9,8 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use super::{Destination, FileKey, FileKind, InFlight, Pipeline, PipelineError};
-use crate::batch::{Batch, FlushReason};
-use crate::router::FolderKey;
+use crate::batch::Batch;
+use crate::model::{FlushReason, FolderKey};
 use crate::source::{Command, Offsets};
 use crate::template::{FileValues, KeyContext};
 use crate::upload::{FileStats, ObjectInfo, UploadDone, UploadError};
@@ -21,7 +21,7 @@ impl Pipeline {
             return;
         };
         let dest = &self.dests[key.dest];
-        let now_utc = Utc::now();
+        let now_utc = (self.clock)();
         let object_key = match &file.key {
             Some(k) => k.clone(),
             None => object_key(dest, key, &file.batch, now_utc),

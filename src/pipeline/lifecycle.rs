@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 
 use super::{FileKey, InFlight, Pipeline, PipelineError};
-use crate::batch::FlushReason;
+use crate::model::FlushReason;
 use crate::source::{Command, Control, Offsets};
 
 impl Pipeline {
@@ -23,7 +23,7 @@ impl Pipeline {
                 }
                 Ok(())
             }
-            Control::Fatal(msg) => Err(PipelineError::Source(msg)),
+            Control::Fatal(e) => Err(e.into()),
             Control::Revoke { partitions, reply } => {
                 // Everything the Kafka thread handed over before the revoke comes first.
                 while let Ok(chunk) = self.io.data.try_recv() {
