@@ -36,6 +36,7 @@ pub mod config;
 pub mod connect;
 pub mod ddl;
 pub mod demo;
+pub mod destination;
 pub mod envelope;
 pub mod eventgen;
 pub mod health;

@@ -20,20 +20,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, EncoderPool};
 use crate::config::{Config, DestinationConfig};
+use crate::destination::{DestinationError, DestinationKind, FileKind};
 use crate::envelope::{error_line_with_detail, with_kafka_metadata};
 use crate::metrics::Metrics;
-use crate::model::{Cell, Clock, FlushReason, FolderKey, QuarantineReason, Record, TopicPartition};
+use crate::model::{Cell, Clock, FlushReason, QuarantineReason, Record, TopicPartition};
 use crate::offsets::OffsetTracker;
 use crate::router::{Route, Router};
 use crate::source::{Command, ConsumerError, SourceIo};
-use crate::template::FileTemplate;
 use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
 use std::borrow::Cow;
 
 mod flush;
 mod lifecycle;
 mod open;
-use flush::object_key;
 use open::OpenFiles;
 
 /// Why the worker stopped with an error.
@@ -46,6 +45,10 @@ pub enum PipelineError {
     /// The Kafka consumer failed for good.
     #[error("kafka consumer failed: {0}")]
     Source(#[from] ConsumerError),
+    /// A destination could not make its uploaded files durable (a table's catalog commit).
+    /// Nothing past them was committed.
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
     /// A record's topic feeds no destination (start-up validation prevents it; this guards the
     /// invariant that no record is committed unwritten). Nothing from it on was committed.
     #[error("topic `{topic}` (partition {partition}, offset {offset}) feeds no destination; stopping without committing it")]
@@ -101,12 +104,6 @@ impl RunStats {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum FileKind {
-    Data(FolderKey),
-    Error(QuarantineReason),
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FileKey {
     dest: usize,
@@ -139,15 +136,19 @@ struct OpenFile {
 }
 
 struct InFlight {
+    dest: usize,
     tp: TopicPartition,
+    kind: FileKind,
     first_offset: i64,
+    last_offset: i64,
     cancel: CancellationToken,
 }
 
 struct Destination {
     cfg: DestinationConfig,
     router: Router,
-    error_file: FileTemplate,
+    /// What the destination does with closed files (see `destination.rs`).
+    kind: Box<dyn DestinationKind>,
     /// Offset-window size of a deterministic destination.
     window: Option<i64>,
 }
@@ -202,8 +203,7 @@ impl Pipeline {
             .map(|d| Destination {
                 cfg: d.clone(),
                 router: Router::new(d),
-                error_file: FileTemplate::parse(crate::template::ERROR_FILE_TEMPLATE)
-                    .expect("invariant: the built-in error file template parses"),
+                kind: crate::destination::for_config(d),
                 window: d
                     .batch
                     .deterministic
@@ -300,7 +300,12 @@ impl Pipeline {
                     }
                     None => break Err(ConsumerError::Stopped.into()),
                 },
-                _ = tick.tick() => self.expire(),
+                _ = tick.tick() => {
+                    self.expire();
+                    if let Err(e) = self.settle(false).await {
+                        break Err(e);
+                    }
+                }
             }
             self.metrics.buffer_state(
                 self.shard,
@@ -551,16 +556,14 @@ impl Pipeline {
             return;
         }
         let part_size = self.uploader.part_size();
-        let streamable = matches!(
-            kind,
-            FileKind::Error(_) | FileKind::Data(FolderKey::Slot(..))
-        ) && !cfg.routing.file.needs_end();
-        if streamable && file.batch.buffered_bytes() >= part_size {
+        let d = &self.dests[dest];
+        if file.batch.buffered_bytes() >= part_size && d.kind.streams(&kind) {
             let part = file.batch.take_part();
             self.open.index.resized(file);
             if file.writer.is_none() {
-                let object_key =
-                    object_key(&self.dests[dest], &file_key(), &file.batch, (self.clock)());
+                let object_key = d
+                    .kind
+                    .object_key(&rec.tp, &kind, &file.batch, (self.clock)());
                 let info = ObjectInfo {
                     id: file.id,
                     dest,

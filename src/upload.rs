@@ -48,7 +48,7 @@ pub struct ObjectInfo {
 }
 
 /// Totals of a finished file.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileStats {
     /// Records.
     pub records: u64,

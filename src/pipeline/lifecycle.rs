@@ -41,6 +41,7 @@ impl Pipeline {
                 let finished = self
                     .wait_uploads(deadline, |f| partitions.contains(&f.tp))
                     .await?;
+                self.settle(true).await?;
                 if !finished {
                     tracing::warn!(
                         ?partitions,
@@ -132,7 +133,12 @@ impl Pipeline {
             tracing::error!(error = %e, "upload failed during shutdown");
         }
         match self.wait_uploads(deadline, |_| true).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Err(e) = self.settle(true).await {
+                    drained = false;
+                    tracing::error!(error = %e, "destination commit failed during shutdown");
+                }
+            }
             Ok(false) => {
                 drained = false;
                 tracing::warn!(
