@@ -17,7 +17,7 @@ use crate::upload::{FileStats, ObjectInfo, UploadDone, UploadError};
 
 impl Pipeline {
     pub(super) fn seal(&mut self, key: &FileKey, reason: FlushReason) {
-        let Some(file) = self.open.remove(key) else {
+        let Some(file) = self.files.remove(key) else {
             return;
         };
         let dest = &self.dests[key.dest];
@@ -39,7 +39,7 @@ impl Pipeline {
         let raw_bytes = file.batch.raw_bytes;
         let (first, last_offset) = (file.batch.first_offset, file.batch.last_offset);
         let taken = file.batch.taken_bytes;
-        let (body, content_hash) = file.batch.finish(&mut self.encoders);
+        let (body, content_hash) = self.files.finish(file.batch);
         let stored = taken + body.len() as u64;
         let cancel = self.uploads_cancel.child_token();
         let writer = match file.writer {
@@ -157,18 +157,17 @@ impl Pipeline {
         let now = Instant::now();
         let dests = &self.dests;
         let due = self
-            .open
+            .files
             .due(now, |k, f| f.batch.next_deadline(&dests[k.dest].cfg.batch));
         for k in due {
             let reason = self
-                .open
-                .map
+                .files
                 .get(&k)
                 .and_then(|f| f.batch.expired(&self.dests[k.dest].cfg.batch, now))
                 .unwrap_or(FlushReason::Age);
             self.seal(&k, reason);
         }
-        let oldest = self.open.oldest_created();
+        let oldest = self.files.oldest_created();
         self.oldest_age_secs = oldest.map_or(0.0, |c| now.duration_since(c).as_secs_f64());
     }
 
@@ -176,13 +175,7 @@ impl Pipeline {
     /// already queued for upload, closing more files would not free any: intake stops instead
     /// (see `run`) until uploads drain.
     pub(super) fn enforce_budget(&mut self) {
-        while self.memory_used() > self.budget
-            && !self.open.is_empty()
-            && self.uploader.queued_bytes() <= self.budget / 2
-        {
-            let Some(largest) = self.open.largest() else {
-                break;
-            };
+        while let Some(largest) = self.files.to_free(self.uploader.queued_bytes()) {
             self.seal(&largest, FlushReason::Memory);
         }
     }

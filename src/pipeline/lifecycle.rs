@@ -17,10 +17,7 @@ impl Pipeline {
     pub(super) async fn on_control(&mut self, ctrl: Control) -> Result<(), PipelineError> {
         match ctrl {
             Control::Assigned(parts) => {
-                for tp in parts {
-                    self.resolve_topic(&tp.topic);
-                    self.offsets.assign(tp);
-                }
+                self.assign(parts);
                 Ok(())
             }
             Control::Fatal(e) => Err(e.into()),
@@ -30,7 +27,7 @@ impl Pipeline {
                     self.ingest(chunk)?;
                 }
                 let keys: Vec<FileKey> = self
-                    .open
+                    .files
                     .keys()
                     .filter(|k| partitions.contains(&k.tp))
                     .cloned()
@@ -67,10 +64,17 @@ impl Pipeline {
                 let _ = reply.send(offsets);
                 for tp in &partitions {
                     self.offsets.forget(tp);
-                    self.windows.remove(tp);
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Takes newly assigned partitions: their records follow on the data channel.
+    pub(super) fn assign(&mut self, parts: Vec<crate::model::TopicPartition>) {
+        for tp in parts {
+            self.resolve_topic(&tp.topic);
+            self.offsets.assign(tp);
         }
     }
 
@@ -87,7 +91,7 @@ impl Pipeline {
         let mut waiting = true;
         for k in keys {
             while waiting
-                && self.uploader.queued_bytes() > self.budget / 2
+                && !self.files.queue_has_room(self.uploader.queued_bytes())
                 && !self.in_flight.is_empty()
             {
                 match timeout_at(deadline, self.done.recv()).await {
@@ -119,10 +123,10 @@ impl Pipeline {
     pub(super) async fn shutdown(&mut self) {
         tracing::info!(
             worker = self.shard,
-            open_files = self.open.len(),
+            open_files = self.files.len(),
             "shutting down: flushing open files"
         );
-        let keys: Vec<FileKey> = self.open.keys().cloned().collect();
+        let keys: Vec<FileKey> = self.files.keys().cloned().collect();
         let deadline = Instant::now() + self.shutdown_deadline;
         let mut drained = true;
         if let Err(e) = self

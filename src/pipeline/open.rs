@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::mem::size_of;
 use tokio::time::Instant;
 
-use super::{FileKey, OpenFile};
+use super::files::{FileKey, OpenFile};
 
 /// What an open file costs besides its buffers, charged to the memory budget: its entry in the
 /// open-file map (key, file state with the streaming hash, hashbrown's control byte at its
