@@ -15,7 +15,9 @@
 //! S3, nothing waits). A table kind (Iceberg) writes its data files through the same batches
 //! and uploader, answers `landed` with nothing, and in `settle` commits every landed data file to
 //! the catalog in one snapshot carrying the Kafka offsets, then returns them: only then are the
-//! offsets committed to Kafka. [`for_config`] is the one place a kind is chosen.
+//! offsets committed to Kafka. A kind other than `Objects` lives in a module of its own that
+//! implements this trait (it may import this module, never the reverse); `pipeline::kind_for` is
+//! the one place a destination's kind is chosen.
 //!
 //! Invariants (every kind): a file returned by `landed` or `settle` is durable in the
 //! destination and is returned exactly once; a file is never returned before its object is in
@@ -104,11 +106,6 @@ pub trait DestinationKind: Send {
         let _ = all;
         Ok(Vec::new())
     }
-}
-
-/// The kind of a configured destination.
-pub fn for_config(cfg: &DestinationConfig) -> Box<dyn DestinationKind> {
-    Box::new(Objects::new(cfg))
 }
 
 /// Objects under a prefix: date-foldered data files and error files, each durable as soon as its
@@ -226,7 +223,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let mut kind = for_config(&cfg.destinations[0]);
+        let mut kind: Box<dyn DestinationKind> = Box::new(Objects::new(&cfg.destinations[0]));
         assert_eq!(kind.name(), "objects");
         assert_eq!(kind.landed(landed(0)), vec![landed(0)]);
         assert!(!kind.unsettled());

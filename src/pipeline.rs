@@ -179,7 +179,7 @@ impl Pipeline {
             .map(|d| Destination {
                 cfg: d.clone(),
                 router: Router::new(d),
-                kind: crate::destination::for_config(d),
+                kind: kind_for(d),
                 window: d
                     .batch
                     .deterministic
@@ -554,6 +554,11 @@ impl Pipeline {
             w.part(part);
         }
     }
+}
+
+/// The kind of a configured destination: the one place it is chosen (see `destination.rs`).
+fn kind_for(cfg: &DestinationConfig) -> Box<dyn DestinationKind> {
+    Box::new(crate::destination::Objects::new(cfg))
 }
 
 /// The file of a record in a destination.
