@@ -9,12 +9,12 @@
 //! to taking more (biased: shutdown, upload completions, assignment changes, then data, then the
 //! timer), and takes no data while the memory budget is spent. This file holds the loop and the
 //! intake (route, append); `files.rs` the open files, their bound and the memory budget (with
-//! `open.rs`, their indexes); `lifecycle.rs` the partition lifecycle (assignment, revoke drain,
+//! `open.rs`, their indexes); `uploads.rs` the uploader, its completions and the files in
+//! flight; `lifecycle.rs` the partition lifecycle (assignment, revoke drain,
 //! shutdown); `flush.rs` the way out (seal, upload completions, expiry, the budget's flushes).
 //! Deterministic offset windows are the offset tracker's (`offsets.rs`).
 
 use chrono::Utc;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -36,7 +36,9 @@ mod files;
 mod flush;
 mod lifecycle;
 mod open;
+mod uploads;
 use files::{FileKey, FileKeyRef, Files, OpenFile, Wrote};
+use uploads::{InFlight, Uploads};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -118,15 +120,6 @@ struct Write<'a, 'c> {
     values: Vec<String>,
 }
 
-struct InFlight {
-    dest: usize,
-    tp: TopicPartition,
-    kind: FileKind,
-    first_offset: i64,
-    last_offset: i64,
-    cancel: CancellationToken,
-}
-
 struct Destination {
     cfg: DestinationConfig,
     router: Router,
@@ -145,14 +138,12 @@ pub struct Pipeline {
     topic_dests: hashbrown::HashMap<Arc<str>, Arc<[usize]>>,
     /// The open files, their bound and the memory budget (`files.rs`).
     files: Files,
-    in_flight: HashMap<u64, InFlight>,
     offsets: OffsetTracker,
-    uploader: Uploader,
-    done: tokio::sync::mpsc::UnboundedReceiver<UploadDone>,
+    /// The uploader, its completions and the files in flight (`uploads.rs`).
+    uploads: Uploads,
     io: SourceIo,
     drain_deadline: Duration,
     shutdown_deadline: Duration,
-    uploads_cancel: CancellationToken,
     metrics: Metrics,
     stats: RunStats,
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
@@ -193,14 +184,11 @@ impl Pipeline {
                 config.pipeline.max_open_files,
                 config.pipeline.memory_budget_bytes,
             ),
-            in_flight: HashMap::new(),
             offsets: OffsetTracker::new(),
-            uploader,
-            done,
+            uploads: Uploads::new(uploader, done),
             io,
             drain_deadline: config.pipeline.drain_deadline,
             shutdown_deadline: config.pipeline.shutdown_deadline,
-            uploads_cancel: CancellationToken::new(),
             metrics,
             stats: RunStats::default(),
             progress: None,
@@ -236,7 +224,7 @@ impl Pipeline {
     }
 
     fn memory_used(&self) -> usize {
-        self.files.memory() + self.uploader.queued_bytes()
+        self.files.memory() + self.uploads.queued_bytes()
     }
 
     /// Runs until `shutdown` is cancelled (then drains, uploads, commits) or a fatal error.
@@ -251,11 +239,11 @@ impl Pipeline {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
-            let intake = self.files.intake(self.uploader.queued_bytes());
+            let intake = self.files.intake(self.uploads.queued_bytes());
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
-                Some(done) = self.done.recv() => self.on_done(done),
+                Some(done) = self.uploads.recv() => self.on_done(done),
                 Some(ctrl) = self.io.control.recv() => self.on_control(ctrl).await,
                 chunk = self.io.data.recv(), if intake => self.on_chunk(chunk),
                 _ = tick.tick() => self.on_tick().await,
@@ -279,7 +267,7 @@ impl Pipeline {
                 // Stop without committing anything more; cancel uploads, stop the other workers
                 // (they drain and commit what is safe), and leave the group.
                 shutdown.cancel();
-                self.uploads_cancel.cancel();
+                self.uploads.cancel_all();
                 let (done, wait) = tokio::sync::oneshot::channel();
                 let _ = self.io.commands.send(Command::Shutdown {
                     shard: self.shard,
@@ -409,7 +397,7 @@ impl Pipeline {
                 tracing::warn!(error = %e, "offset tracker refused a record; it will be re-read after a restart");
             }
             // Checked per record (O(1)), so one chunk cannot overshoot the budget.
-            if self.files.over_budget(self.uploader.queued_bytes()) {
+            if self.files.over_budget(self.uploads.queued_bytes()) {
                 self.enforce_budget();
             }
         }
@@ -516,7 +504,7 @@ impl Pipeline {
             open,
             |batch, encoders| batch.append_row(rec, line, row, now, encoders),
             &d.cfg.batch,
-            self.uploader.part_size(),
+            self.uploads.part_size(),
             || d.kind.streams(&kind),
         );
         match wrote {
@@ -543,11 +531,7 @@ impl Pipeline {
                 first_offset: file.batch.first_offset,
                 parquet: file.batch.is_parquet(),
             };
-            file.writer = Some(self.uploader.open(
-                info,
-                Some(object_key.clone()),
-                self.uploads_cancel.child_token(),
-            ));
+            file.writer = Some(self.uploads.open_streaming(info, object_key.clone()));
             file.key = Some(object_key);
         }
         if let Some(w) = file.writer.as_mut() {

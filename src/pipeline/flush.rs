@@ -3,13 +3,14 @@
 //! it reports durable release their partition's watermark and send a commit), age and idle
 //! expiry, and the memory budget's early flushes.
 //!
-//! Invariant: a file leaves `open` only through [`Pipeline::seal`], which puts it `in_flight`
+//! Invariant: a file leaves the open files only through [`Pipeline::seal`], which puts it in flight
 //! until its upload's completion; only a successful completion releases its offsets, and only
 //! once its destination's kind reports it durable (`landed`, or later `settle`).
 
 use tokio::time::Instant;
 
-use super::{FileKey, InFlight, Pipeline, PipelineError};
+use super::uploads::Closed;
+use super::{FileKey, Pipeline, PipelineError};
 use crate::destination::Landed;
 use crate::model::FlushReason;
 use crate::source::{Command, Offsets};
@@ -41,11 +42,6 @@ impl Pipeline {
         let taken = file.batch.taken_bytes;
         let (body, content_hash) = self.files.finish(file.batch);
         let stored = taken + body.len() as u64;
-        let cancel = self.uploads_cancel.child_token();
-        let writer = match file.writer {
-            Some(w) => w,
-            None => self.uploader.open(info.clone(), None, cancel.clone()),
-        };
         let stats = FileStats {
             records,
             raw_bytes,
@@ -58,22 +54,19 @@ impl Pipeline {
             "flush"
         );
         self.metrics.flushed(&dest.cfg.name, reason, records);
-        writer.finish(body, object_key, stats);
-        self.in_flight.insert(
-            info.id,
-            InFlight {
-                dest: key.dest,
-                tp: key.tp.clone(),
-                kind: key.kind,
-                first_offset: first,
-                last_offset,
-                cancel,
-            },
-        );
+        self.uploads.hand_over(Closed {
+            info,
+            writer: file.writer,
+            body,
+            key: object_key,
+            stats,
+            kind: key.kind,
+            last_offset,
+        });
     }
 
     pub(super) fn on_done(&mut self, done: UploadDone) -> Result<(), PipelineError> {
-        let Some(f) = self.in_flight.remove(&done.info.id) else {
+        let Some(f) = self.uploads.take(done.info.id) else {
             // A streaming upload that failed before its file was sealed.
             return match done.result {
                 Ok(_) => Ok(()),
@@ -175,7 +168,7 @@ impl Pipeline {
     /// already queued for upload, closing more files would not free any: intake stops instead
     /// (see `run`) until uploads drain.
     pub(super) fn enforce_budget(&mut self) {
-        while let Some(largest) = self.files.to_free(self.uploader.queued_bytes()) {
+        while let Some(largest) = self.files.to_free(self.uploads.queued_bytes()) {
             self.seal(&largest, FlushReason::Memory);
         }
     }

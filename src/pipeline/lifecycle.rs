@@ -7,7 +7,7 @@
 //! partition is forgotten only after it answered.
 
 use std::time::Duration;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use super::{FileKey, InFlight, Pipeline, PipelineError};
 use crate::model::FlushReason;
@@ -44,13 +44,7 @@ impl Pipeline {
                         ?partitions,
                         "revoke drain deadline passed; cancelling their uploads"
                     );
-                    for f in self
-                        .in_flight
-                        .values()
-                        .filter(|f| partitions.contains(&f.tp))
-                    {
-                        f.cancel.cancel();
-                    }
+                    self.uploads.cancel_where(|f| partitions.contains(&f.tp));
                 }
                 // The full watermark, not `take_commits`: an upload completion above may have
                 // handed it to an async commit, which the Kafka thread (blocked in this revoke)
@@ -91,12 +85,12 @@ impl Pipeline {
         let mut waiting = true;
         for k in keys {
             while waiting
-                && !self.files.queue_has_room(self.uploader.queued_bytes())
-                && !self.in_flight.is_empty()
+                && !self.files.queue_has_room(self.uploads.queued_bytes())
+                && !self.uploads.is_empty()
             {
-                match timeout_at(deadline, self.done.recv()).await {
-                    Ok(Some(done)) => self.on_done(done)?,
-                    Ok(None) | Err(_) => waiting = false,
+                match self.uploads.recv_until(deadline).await {
+                    Some(done) => self.on_done(done)?,
+                    None => waiting = false,
                 }
             }
             self.seal(&k, reason);
@@ -110,11 +104,10 @@ impl Pipeline {
         deadline: Instant,
         which: impl Fn(&InFlight) -> bool,
     ) -> Result<bool, PipelineError> {
-        while self.in_flight.values().any(&which) {
-            match timeout_at(deadline, self.done.recv()).await {
-                Ok(Some(done)) => self.on_done(done)?,
-                Ok(None) => return Ok(false),
-                Err(_) => return Ok(false),
+        while self.uploads.any(&which) {
+            match self.uploads.recv_until(deadline).await {
+                Some(done) => self.on_done(done)?,
+                None => return Ok(false),
             }
         }
         Ok(true)
@@ -146,7 +139,7 @@ impl Pipeline {
             Ok(false) => {
                 drained = false;
                 tracing::warn!(
-                    pending = self.in_flight.len(),
+                    pending = self.uploads.len(),
                     "shutdown deadline passed; pending uploads cancelled, their records stay uncommitted"
                 )
             }
@@ -155,7 +148,7 @@ impl Pipeline {
                 tracing::error!(error = %e, "upload failed during shutdown")
             }
         }
-        self.uploads_cancel.cancel();
+        self.uploads.cancel_all();
         let offsets = self.offsets.take_commits(None);
         self.record_commits(&offsets);
         if !drained {

@@ -88,8 +88,8 @@ fn hour(h: u32) -> String {
 }
 
 async fn settle(h: &mut Harness) {
-    while !h.p.in_flight.is_empty() {
-        let done = h.p.done.recv().await.unwrap();
+    while !h.p.uploads.is_empty() {
+        let done = h.p.uploads.recv().await.unwrap();
         h.p.on_done(done).unwrap();
     }
 }
@@ -349,7 +349,7 @@ async fn failed_upload_stops_without_commit() {
     h.sink.fail_next(1);
     let k: Vec<FileKey> = h.p.files.keys().cloned().collect();
     h.p.seal(&k[0], FlushReason::Size);
-    let done = h.p.done.recv().await.unwrap();
+    let done = h.p.uploads.recv().await.unwrap();
     assert!(matches!(h.p.on_done(done), Err(PipelineError::Upload(_))));
     assert!(commits(&h).is_empty());
 }
@@ -428,7 +428,7 @@ async fn open_files_are_bounded_and_the_least_recently_written_closes_first() {
         assert!(h.p.files.len() <= 50, "{} open", h.p.files.len());
     }
     // The bound closed files as it went; the rest close at shutdown.
-    let flushed_early = h.p.in_flight.len() + h.sink.objects().len();
+    let flushed_early = h.p.uploads.len() + h.sink.objects().len();
     assert!(flushed_early >= 1000 - 50, "{flushed_early}");
     let open: Vec<FileKey> = h.p.files.keys().cloned().collect();
     for k in open {
@@ -505,10 +505,10 @@ async fn sealing_many_files_keeps_queued_uploads_within_the_budget() {
         .await
         .unwrap();
     assert!(
-        h.p.uploader.queued_bytes()
+        h.p.uploads.queued_bytes()
             <= h.p.files.budget() / 2 + crate::upload::OBJECT_TASK_BYTES + 4096,
         "{} queued",
-        h.p.uploader.queued_bytes()
+        h.p.uploads.queued_bytes()
     );
     settle(&mut h).await;
     assert_eq!(h.sink.objects().len() as i64, n);
