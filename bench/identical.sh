@@ -37,13 +37,24 @@ mkdir -p "$DIR"
 SHA=$(git -C "$REPO" rev-parse --verify "$REV^{commit}") || fail "unknown revision $REV"
 
 # build SRC OUT: builds both binaries of the crate at SRC (debug; target/ shared with the work
-# tree so only the crate itself compiles) and copies them to OUT/
+# tree so only the crate itself compiles) and copies them to OUT/. Both copies of the crate get
+# the same artifact names in the shared target/, and cargo would take one copy's build for the
+# other's: the crate's artifacts are cleaned first, so each build compiles its own sources.
 build() {
   log "building $1"
-  (cd "$1" && CARGO_TARGET_DIR="$REPO/target" cargo build --quiet --bin kafka-s3-sink \
-    --bin kafka-s3-sink-bench)
+  (cd "$1" && CARGO_TARGET_DIR="$REPO/target" cargo clean --quiet -p kafka-s3-sink &&
+    CARGO_TARGET_DIR="$REPO/target" cargo build --quiet --bin kafka-s3-sink \
+      --bin kafka-s3-sink-bench)
   mkdir -p "$2"
   cp "$REPO/target/debug/kafka-s3-sink" "$REPO/target/debug/kafka-s3-sink-bench" "$2/"
+  # The debug info names the folder the crate was compiled from (a NUL-terminated string).
+  python3 - "$2/kafka-s3-sink-bench" "$(cd "$1" && pwd)" <<'PY' ||
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    sys.exit(0 if m.find(b"\0" + sys.argv[2].encode() + b"\0") >= 0 else 1)
+PY
+    fail "the binaries copied for $1 were not compiled from it"
 }
 
 # The revision's binaries are built once per commit and kept.
