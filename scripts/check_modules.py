@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""The crate's module graph has no cycles (run by scripts/check-repo).
+"""The crate's module graph follows the stage order and has no cycles (run by scripts/check-repo).
 
 Each top-level module of src/ (a file `src/x.rs` with its folder `src/x/`) is a node; a use of
 `crate::y` outside comments and test code in any of its files is an edge x -> y. The data path
-reads left to right (src/lib.rs), so a cycle means two modules each need the other: the shared type
-belongs in the lower one. Prints every cycle found; exits 1 if there is one.
+reads left to right, source -> router -> batch -> upload -> offsets/commit (docs/architecture.md),
+and every module has a layer in LAYERS below. A module may import modules of its own layer or of
+a lower one, never of a higher one: the first stage does not depend on a later one, and the
+vocabulary they share (`model`) depends on none of them. Observability (`metrics`) is called by
+every stage, so it sits just above the vocabulary and imports nothing else; the driver
+(`pipeline`) and the tools (app, verify, demo, ...) sit above every stage. Within a layer, a
+cycle means two modules each need the other: the shared type belongs in the lower one.
+
+Prints every violation (an import into a higher layer, a cycle, a module with no layer) and
+exits 1 if there is one.
 """
 import collections
 import pathlib
@@ -12,6 +20,24 @@ import re
 import sys
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
+
+# Layer of every top-level module, lowest first.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("vocabulary and configuration", {"model", "config", "interpolate", "redact", "budget",
+                                      "template", "lograte", "health", "malloc"}),
+    ("observability", {"metrics"}),
+    ("source", {"source"}),
+    ("router", {"router", "scan", "envelope"}),
+    ("batch", {"batch"}),
+    ("upload", {"upload", "sink"}),
+    # `destination` holds the seam (the DestinationKind trait) and the object kind; another kind
+    # (`table`) implements the trait in a module of its own, which `pipeline` chooses.
+    ("destination kind, offsets and commit", {"destination", "table", "offsets"}),
+    ("driver", {"pipeline"}),
+    ("tools", {"app", "catalogue", "cli", "connect", "ddl", "demo", "eventgen", "http",
+               "preflight", "progress", "s3server", "verify"}),
+]
+RANK = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
 
 
 def edges() -> dict[str, set[str]]:
@@ -65,6 +91,30 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def modules() -> set[str]:
+    found = set()
+    for path in SRC.iterdir():
+        name = path.name.removesuffix(".rs")
+        if name not in ("bin", "main", "lib"):
+            found.add(name)
+    return found
+
+
+def order(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a module into a module of a higher layer, and every module without one."""
+    found = []
+    for m in sorted(modules()):
+        if m not in RANK:
+            found.append(f"module `{m}` has no layer: add it to LAYERS in scripts/check_modules.py "
+                         "(and to docs/architecture.md)")
+    for a in sorted(graph):
+        for b in sorted(graph[a]):
+            if a in RANK and b in RANK and RANK[b] > RANK[a]:
+                found.append(f"`{a}` ({LAYERS[RANK[a]][0]}) imports `{b}` ({LAYERS[RANK[b]][0]}), "
+                             "a later layer; move the shared type down (e.g. to `model`)")
+    return found
+
+
 def main() -> int:
     graph = edges()
     bad = cycles(graph)
@@ -72,7 +122,10 @@ def main() -> int:
         detail = "; ".join(f"{a} -> {b}" for a in comp for b in sorted(graph[a]) if b in comp)
         print(f"check-repo: module cycle between {', '.join(comp)} ({detail}); move the shared "
               "type to the lower module")
-    return 1 if bad else 0
+    wrong = order(graph)
+    for w in wrong:
+        print(f"check-repo: stage order: {w}")
+    return 1 if bad or wrong else 0
 
 
 if __name__ == "__main__":

@@ -42,14 +42,25 @@ pub enum RunError {
     Metrics(#[from] prometheus::Error),
     /// The Kafka thread panicked or could not be joined.
     #[error("kafka thread: {0}")]
-    Join(String),
+    Join(#[from] JoinError),
     /// A worker thread panicked or could not be started.
     #[error("worker thread: {0}")]
     Worker(String),
     /// A setting the start-up checks refuse (no credentials, no such bucket, access denied,
     /// an unknown topic): the one-line fix.
     #[error("{0}")]
-    Settings(String),
+    Settings(#[from] crate::connect::SettingsError),
+}
+
+/// Why a thread or task of the run could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// It panicked.
+    #[error("panicked")]
+    Panicked,
+    /// Its task was cancelled or panicked (tokio's answer).
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl RunError {
@@ -211,12 +222,8 @@ pub async fn run_with_sinks(
             )) as Arc<dyn ObjectSink>
         })
         .collect();
-    crate::connect::check_buckets(&config, &sinks)
-        .await
-        .map_err(RunError::Settings)?;
-    crate::connect::check_topics(&config.kafka)
-        .await
-        .map_err(RunError::Settings)?;
+    crate::connect::check_buckets(&config, &sinks).await?;
+    crate::connect::check_topics(&config.kafka).await?;
     if let Some(min_age) = config.upload.orphan_min_age {
         for (d, sink) in config.destinations.iter().zip(&sinks) {
             let cleanup = crate::upload::orphans::abort_orphans(d, &**sink, min_age, &metrics);
@@ -255,8 +262,8 @@ pub async fn run_with_sinks(
     let stats = result?;
     match joined {
         Ok(Ok(())) => Ok(stats),
-        Ok(Err(_)) => Err(RunError::Join("panicked".into())),
-        Err(e) => Err(RunError::Join(e.to_string())),
+        Ok(Err(_)) => Err(JoinError::Panicked.into()),
+        Err(e) => Err(JoinError::Task(e).into()),
     }
 }
 
@@ -356,7 +363,7 @@ async fn probe_while_idle(
         for sink in &sinks {
             // Counted by the sink; failures are in readiness's reason, and logged (rate-limited).
             if let Ok(Err(e)) = tokio::time::timeout(every, sink.check()).await {
-                if let Some(repeats) = metrics.s3_error_to_log(&e) {
+                if let Some(repeats) = metrics.s3_error_to_log(&e.cause()) {
                     tracing::warn!(error = %e, repeats_not_shown = repeats, "idle bucket check failed");
                 }
             }
@@ -468,7 +475,7 @@ mod tests {
             // Blocks this thread, as a compression does, until the runtime's task answers.
             ask_rx
                 .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| PipelineError::Source("the runtime's task never ran".into()))?;
+                .map_err(|_| PipelineError::Source(crate::source::ConsumerError::Stopped))?;
             let name = std::thread::current().name().unwrap_or("").to_string();
             let _ = answer_tx.send(name);
             Ok(RunStats::default())

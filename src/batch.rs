@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::{BatchConfig, Compression};
+pub use crate::model::FlushReason;
 use crate::model::TopicPartition;
 
 pub(crate) mod parquet;
@@ -24,55 +25,6 @@ use self::zstd::{SharedZstd, ZstdFile};
 /// zlib-rs at level 6 plus slack. Charged to the memory budget once per worker and level
 /// ([`EncoderPool::memory_bytes`]).
 pub const GZIP_ENCODER_OVERHEAD_BYTES: usize = 300 * 1024;
-
-/// Why a file was closed. A small fixed set: it is a metrics label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FlushReason {
-    /// Compressed size reached `max_bytes`.
-    Size,
-    /// Record count reached `max_records`.
-    Records,
-    /// First record older than `max_age_secs`.
-    Age,
-    /// No record for `idle_secs`.
-    Idle,
-    /// The memory budget forced it.
-    Memory,
-    /// `max_open_files` files were open and this one was written least recently.
-    OpenFiles,
-    /// Its partition is being revoked.
-    Revoke,
-    /// The worker is shutting down.
-    Shutdown,
-}
-
-impl FlushReason {
-    /// Every reason (to initialise metric series at zero).
-    pub const ALL: [Self; 8] = [
-        Self::Size,
-        Self::Records,
-        Self::Age,
-        Self::Idle,
-        Self::Memory,
-        Self::OpenFiles,
-        Self::Revoke,
-        Self::Shutdown,
-    ];
-
-    /// Stable name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Size => "size",
-            Self::Records => "records",
-            Self::Age => "age",
-            Self::Idle => "idle",
-            Self::Memory => "memory",
-            Self::OpenFiles => "open_files",
-            Self::Revoke => "revoke",
-            Self::Shutdown => "shutdown",
-        }
-    }
-}
 
 /// Raw bytes a gzip file stages before they are compressed in one block: deflate works much
 /// faster on large writes than on one small write per record.
@@ -401,7 +353,7 @@ impl Batch {
         &mut self,
         rec: &crate::model::Record,
         line: &[u8],
-        row: &[crate::router::Cell<'_>],
+        row: &[crate::model::Cell<'_>],
         now: Instant,
         pool: &mut EncoderPool,
     ) {

@@ -66,10 +66,33 @@ pub fn settings_fix(i: usize, d: &DestinationConfig, e: &SinkError) -> Option<St
     Some(fix)
 }
 
+/// A setting the start-up checks refuse; displayed as the one-line fix.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SettingsError {
+    /// A destination's bucket cannot be used as configured (no credentials, no such bucket,
+    /// access denied).
+    #[error("{fix}")]
+    Bucket {
+        /// The destination.
+        destination: String,
+        /// The fix ([`settings_fix`]).
+        fix: String,
+    },
+    /// Named topics the brokers do not know (and the consumer may not create).
+    #[error("{}", missing_fix(.missing))]
+    MissingTopics {
+        /// The topics.
+        missing: Vec<String>,
+    },
+}
+
 /// The start-up bucket check of every destination (a one-key listing under its prefix, which
-/// also resolves the credentials): `Err(the fix)` for a setting to change; a failure that may
-/// pass is logged once and left to the uploads' retries.
-pub async fn check_buckets(config: &Config, sinks: &[Arc<dyn ObjectSink>]) -> Result<(), String> {
+/// also resolves the credentials): `Err` for a setting to change; a failure that may pass is
+/// logged once and left to the uploads' retries.
+pub async fn check_buckets(
+    config: &Config,
+    sinks: &[Arc<dyn ObjectSink>],
+) -> Result<(), SettingsError> {
     for (i, (d, sink)) in config.destinations.iter().zip(sinks).enumerate() {
         match tokio::time::timeout(CHECK_WAIT, sink.check()).await {
             Ok(Ok(())) => {
@@ -77,7 +100,10 @@ pub async fn check_buckets(config: &Config, sinks: &[Arc<dyn ObjectSink>]) -> Re
             }
             Ok(Err(e)) => {
                 if let Some(fix) = settings_fix(i, d, &e) {
-                    return Err(fix);
+                    return Err(SettingsError::Bucket {
+                        destination: d.name.clone(),
+                        fix,
+                    });
                 }
                 tracing::warn!(destination = %d.name, error = %e, "bucket check failed; uploads will retry")
             }
@@ -106,17 +132,19 @@ fn missing_fix(missing: &[String]) -> String {
     )
 }
 
-/// The start-up topic check: `Err(the fix)` when a named topic does not exist (unless the
-/// consumer may create it); brokers that cannot be reached are logged once and left to the
-/// consumer, which keeps trying.
-pub async fn check_topics(kafka: &KafkaConfig) -> Result<(), String> {
+/// The start-up topic check: `Err` when a named topic does not exist (unless the consumer may
+/// create it); brokers that cannot be reached are logged once and left to the consumer, which
+/// keeps trying.
+pub async fn check_topics(kafka: &KafkaConfig) -> Result<(), SettingsError> {
     if auto_creates(kafka) || kafka.topics.entries().iter().all(|t| t.starts_with('^')) {
         return Ok(());
     }
     let k = kafka.clone();
     let seen = tokio::task::spawn_blocking(move || probe_topics(&k, CHECK_WAIT)).await;
     match seen {
-        Ok(Ok(TopicsSeen { missing, .. })) if !missing.is_empty() => Err(missing_fix(&missing)),
+        Ok(Ok(TopicsSeen { missing, .. })) if !missing.is_empty() => {
+            Err(SettingsError::MissingTopics { missing })
+        }
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(reason = %e, "could not read the topics' metadata at start-up; the consumer keeps trying");

@@ -322,7 +322,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     stop.cancel();
     let stats = match runner.await {
         Ok(r) => r?,
-        Err(e) => return Err(DemoError::Run(app::RunError::Join(e.to_string()))),
+        Err(e) => return Err(DemoError::Run(app::JoinError::Task(e).into())),
     };
     s3.shutdown().await;
     drop(cluster);

@@ -10,50 +10,8 @@
 use base64::Engine;
 use serde_json::Value;
 
-use crate::model::Record;
-use crate::router::QuarantineReason;
-
-/// Bytes `b` takes as the characters of a JSON string (without the quotes): control characters
-/// are escaped as `\u00XX` (6 bytes) except the five with a short escape, `"` and `\\` as 2.
-fn escaped_len(b: &[u8]) -> usize {
-    b.iter()
-        .map(|&c| match c {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
-}
-
-/// Writes `"name":<bytes>` (after a comma): a JSON string when `bytes` is valid UTF-8 and its
-/// escaped form is no longer than base64, else `"name_base64":"…"` (at most 4/3 of the size, so a
-/// value of control characters never grows 6-fold); `null` for `None`.
-fn put_bytes(out: &mut Vec<u8>, name: &str, bytes: Option<&[u8]>) {
-    out.push(b',');
-    let Some(b) = bytes else {
-        write_str(out, name);
-        out.extend_from_slice(b":null");
-        return;
-    };
-    match std::str::from_utf8(b) {
-        Ok(s) if escaped_len(b) <= b.len().div_ceil(3) * 4 => {
-            write_str(out, name);
-            out.push(b':');
-            write_str(out, s);
-        }
-        _ => {
-            write_str(out, &format!("{name}_base64"));
-            out.extend_from_slice(b":\"");
-            let start = out.len();
-            out.resize(start + base64::encoded_len(b.len(), true).unwrap_or(0), 0);
-            let n = base64::engine::general_purpose::STANDARD
-                .encode_slice(b, &mut out[start..])
-                .unwrap_or(0);
-            out.truncate(start + n);
-            out.push(b'"');
-        }
-    }
-}
+use crate::model::json::{put_bytes, write_str};
+use crate::model::{QuarantineReason, Record};
 
 /// `"topic":…,"partition":…,"offset":…,"<timestamp>":<ms or null>` of a record.
 fn write_coordinates(out: &mut Vec<u8>, rec: &Record, timestamp: &str) {
@@ -69,12 +27,6 @@ fn write_coordinates(out: &mut Vec<u8>, rec: &Record, timestamp: &str) {
         )
         .as_bytes(),
     );
-}
-
-/// A JSON string, escaped.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Serializes a quarantined record as one NDJSON line (without newline): `reason`, `topic`,
@@ -106,24 +58,6 @@ pub fn error_line_with_detail(
     put_bytes(&mut out, "key", key);
     put_bytes(&mut out, "value", value);
     out.push(b'}');
-    out
-}
-
-/// A record's headers as a JSON array, `[{"key":"name","value":"text"}]`, in their order (a
-/// name may repeat); a value is a string when it is valid UTF-8 and escaping does not grow it
-/// past base64, `value_base64` otherwise, `null` for a null header (as in [`error_line`]).
-pub fn headers_json<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Vec<u8> {
-    let mut out = Vec::from(&b"["[..]);
-    for (i, (name, value)) in headers.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"key\":");
-        write_str(&mut out, name);
-        put_bytes(&mut out, "value", value);
-        out.push(b'}');
-    }
-    out.push(b']');
     out
 }
 
@@ -239,7 +173,7 @@ mod tests {
     #[test]
     fn kafka_metadata_is_one_more_member() {
         let mut r = rec(None);
-        r.headers = Some(bytes::Bytes::from(headers_json([
+        r.headers = Some(bytes::Bytes::from(crate::source::headers_json([
             ("trace", Some(&b"abc"[..])),
             ("bin", Some(&[0xff, 0x00][..])),
             ("none", None),

@@ -25,7 +25,9 @@
 //!    conflicts, orphaned uploads) through [`sink`], the object-store seam (aws-sdk-s3);
 //!    [`table`]: Apache Iceberg tables (schema, data files, the exactly-once commit protocol
 //!    with the Kafka offsets in the snapshot), not yet a destination kind of the pipeline.
-//! 5. **Offsets**: [`offsets`] keeps each partition's contiguous watermark of records in S3.
+//! 5. **Offsets**: [`offsets`] keeps each partition's contiguous watermark of records in S3;
+//!    [`destination`] is the destination-kind seam: what a kind does with a closed file and
+//!    when its records count as durable (objects today; a table commit next).
 //! 6. **Commit**: the watermark goes back to Kafka through [`source`].
 //!
 //! Driving the stages: [`pipeline`] is the worker loop; [`app`] assembles it from a config and
@@ -56,6 +58,7 @@ pub mod connect;
 pub mod ddl;
 #[cfg(feature = "test-kit")]
 pub mod demo;
+pub mod destination;
 pub mod envelope;
 pub mod eventgen;
 pub mod health;

@@ -11,11 +11,8 @@ use prometheus::{
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::batch::FlushReason;
 use crate::health::Health;
-use crate::model::TopicPartition;
-use crate::router::QuarantineReason;
-use crate::sink::ErrorKind;
+use crate::model::{ErrorKind, FlushReason, QuarantineReason, TopicPartition, KEY_CONFLICT_LABELS};
 
 /// Version and git revision baked into the build (`GIT_SHA` at compile time, if set).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -127,7 +124,7 @@ impl Metrics {
         ] {
             c.with_label_values(&[dest]);
         }
-        for r in crate::sink::Resolution::LABELS {
+        for r in KEY_CONFLICT_LABELS {
             self.key_conflicts.with_label_values(&[dest, r]);
         }
         for r in FlushReason::ALL {
@@ -213,22 +210,24 @@ impl Metrics {
     }
 
     /// An S3 request attempt finished: `Ok` when the store answered as it should (a refused
-    /// conditional write included), else the failure, which readiness reports.
-    pub fn s3_request(&self, dest: &str, result: Result<(), &crate::sink::SinkError>) {
+    /// conditional write included), else the failure's one-line description, which readiness
+    /// reports.
+    pub fn s3_request(&self, dest: &str, result: Result<(), &str>) {
         self.s3_requests.with_label_values(&[dest]).inc();
         match result {
             Ok(()) => self.health.s3_succeeded(),
-            Err(e) => self.health.s3_failed(&e.to_string()),
+            Err(e) => self.health.s3_failed(e),
         }
     }
 
     /// Whether to log this S3 failure now: `Some(repeats not shown)` once per 10 s per cause
-    /// (operation, bucket, class, status, code), shared by every worker of the process.
-    pub fn s3_error_to_log(&self, e: &crate::sink::SinkError) -> Option<u64> {
+    /// (operation, bucket, class, status, code: `SinkError::cause`), shared by every worker of
+    /// the process.
+    pub fn s3_error_to_log(&self, cause: &str) -> Option<u64> {
         self.s3_errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .admit(&e.cause())
+            .admit(cause)
     }
 
     /// An S3 request failed and will be retried.

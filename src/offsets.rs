@@ -1,4 +1,6 @@
-//! Offset tracker: per partition, the contiguous watermark that is safe to commit.
+//! Offset tracker: per partition, the contiguous watermark that is safe to commit, and the
+//! offset windows of deterministic destinations (where their files are cut, and where their
+//! commits land).
 //!
 //! A committed offset means "next offset to read". For each assigned partition the tracker knows
 //! the offset after the last record the pipeline has taken in (`next`), and the first offset of
@@ -12,7 +14,10 @@
 //! taken in since the assignment, if later), so whoever reads the partition next starts where
 //! the files of that window started and rebuilds the same objects, even when nothing is held:
 //! a mid-window commit after a revoke or shutdown would let the next owner start new files
-//! inside a window whose whole object an earlier incarnation may already have written.
+//! inside a window whose whole object an earlier incarnation may already have written. The same
+//! windows cut the files: a record of a new window closes every file of the destination and
+//! partition ([`OffsetTracker::enter_window`]), so files hold fixed windows whatever happened
+//! before.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +33,9 @@ struct PartitionState {
     committed: Option<i64>,
     /// First offset taken in since the assignment.
     first: Option<i64>,
+    /// The current offset window of each deterministic destination (index) that took a record
+    /// of the partition since the assignment.
+    current: Vec<(usize, i64)>,
 }
 
 impl PartitionState {
@@ -133,6 +141,35 @@ impl OffsetTracker {
     /// Assigned partitions.
     pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
         self.parts.keys()
+    }
+
+    /// Deterministic destination `dest`, whose windows are `size` offsets, takes the record at
+    /// `offset` of `tp`: true when the record starts a new window after an earlier one the
+    /// destination took records of (every file of the destination and partition must then
+    /// close). The first window since the assignment closes nothing; an unassigned partition
+    /// has none.
+    pub fn enter_window(
+        &mut self,
+        tp: &TopicPartition,
+        dest: usize,
+        size: i64,
+        offset: i64,
+    ) -> bool {
+        let Some(st) = self.parts.get_mut(tp) else {
+            return false;
+        };
+        let window = offset / size.max(1);
+        match st.current.iter_mut().find(|(d, _)| *d == dest) {
+            Some((_, w)) if *w == window => false,
+            Some((_, w)) => {
+                *w = window;
+                true
+            }
+            None => {
+                st.current.push((dest, window));
+                false
+            }
+        }
     }
 
     /// Records that the pipeline took in the record at `offset`.
@@ -403,6 +440,38 @@ mod tests {
         plain.hold(&t, 130).unwrap();
         plain.consumed(&t, 130).unwrap();
         assert_eq!(plain.safe_offset(&t), Some(130));
+    }
+
+    #[test]
+    fn a_new_window_closes_the_previous_one_per_destination() {
+        let mut o = OffsetTracker::new();
+        let t = tp(0);
+        assert!(
+            !o.enter_window(&t, 0, 100, 5),
+            "unassigned: nothing to close"
+        );
+        o.assign(t.clone());
+        assert!(
+            !o.enter_window(&t, 0, 100, 150),
+            "the first window closes nothing"
+        );
+        assert!(!o.enter_window(&t, 0, 100, 199));
+        assert!(
+            !o.enter_window(&t, 1, 10, 199),
+            "another destination has its own windows"
+        );
+        assert!(
+            o.enter_window(&t, 0, 100, 200),
+            "a record of the next window"
+        );
+        assert!(o.enter_window(&t, 1, 10, 200));
+        assert!(!o.enter_window(&t, 0, 100, 250));
+        o.forget(&t);
+        o.assign(t.clone());
+        assert!(
+            !o.enter_window(&t, 0, 100, 900),
+            "a new assignment starts afresh"
+        );
     }
 
     #[test]

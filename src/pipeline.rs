@@ -4,37 +4,41 @@
 //! Invariants: a record's offset is taken into the tracker only after it is in an open file (or
 //! filtered); a file holds its partition's watermark from its first record until its object is in
 //! S3; commits are sent after each successful upload, synchronously on revoke and on shutdown.
-//! The loop prefers finishing work to taking more (`select!` is biased: shutdown, upload
-//! completions, assignment changes, then data), and takes no data while the memory budget is
-//! spent. This file holds the loop and the intake (route, append); `lifecycle.rs` the
-//! partition lifecycle (assignment, revoke drain, shutdown); `flush.rs` the way out (seal,
-//! upload completions, expiry, the memory budget); `open.rs` the open files and their indexes.
+//! A file is durable only when its destination's kind says so (`destination.rs`):
+//! only then are its offsets released. The loop is a thin `select!` preferring finishing work
+//! to taking more (biased: shutdown, upload completions, assignment changes, then data, then the
+//! timer), and takes no data while the memory budget is spent. This file holds the loop and the
+//! intake (route, append); `files.rs` the open files, their bound and the memory budget (with
+//! `open.rs`, their indexes); `uploads.rs` the uploader, its completions and the files in
+//! flight; `lifecycle.rs` the partition lifecycle (assignment, revoke drain,
+//! shutdown); `flush.rs` the way out (seal, upload completions, expiry, the budget's flushes).
+//! Deterministic offset windows are the offset tracker's (`offsets.rs`).
 
 use chrono::Utc;
-use hashbrown::hash_map::RawEntryMut;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, EncoderPool, FlushReason};
+use crate::batch::Batch;
 use crate::config::{Config, DestinationConfig};
+use crate::destination::{DestinationError, DestinationKind, FileKind};
 use crate::envelope::{error_line_with_detail, with_kafka_metadata};
 use crate::metrics::Metrics;
-use crate::model::{Record, TopicPartition};
+use crate::model::{Cell, Clock, FlushReason, QuarantineReason, Record, TopicPartition};
 use crate::offsets::OffsetTracker;
-use crate::router::{Cell, FolderKey, QuarantineReason, Route, Router};
-use crate::source::{Command, SourceIo};
-use crate::template::FileTemplate;
-use crate::upload::{ObjectInfo, ObjectWriter, UploadDone, UploadError, Uploader};
+use crate::router::{Route, Router};
+use crate::source::{Command, ConsumerError, SourceIo};
+use crate::upload::{ObjectInfo, UploadDone, UploadError, Uploader};
 use std::borrow::Cow;
 
+mod files;
 mod flush;
 mod lifecycle;
 mod open;
-use flush::object_key;
-use open::OpenFiles;
+mod uploads;
+use files::{FileKey, FileKeyRef, Files, OpenFile, Wrote};
+use uploads::{InFlight, Uploads};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +49,11 @@ pub enum PipelineError {
     Upload(UploadError),
     /// The Kafka consumer failed for good.
     #[error("kafka consumer failed: {0}")]
-    Source(String),
+    Source(#[from] ConsumerError),
+    /// A destination could not make its uploaded files durable (a table's catalog commit).
+    /// Nothing past them was committed.
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
     /// A record's topic feeds no destination (start-up validation prevents it; this guards the
     /// invariant that no record is committed unwritten). Nothing from it on was committed.
     #[error("topic `{topic}` (partition {partition}, offset {offset}) feeds no destination; stopping without committing it")]
@@ -101,53 +109,22 @@ impl RunStats {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum FileKind {
-    Data(FolderKey),
-    Error(QuarantineReason),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct FileKey {
+/// One record's write to a file (see [`Pipeline::append`]).
+struct Write<'a, 'c> {
     dest: usize,
-    tp: TopicPartition,
+    rec: &'a Record,
     kind: FileKind,
-}
-
-/// A [`FileKey`] borrowing its partition, to look a file up without cloning it. Its fields and
-/// their order are `FileKey`'s, so both hash alike.
-#[derive(Hash)]
-struct FileKeyRef<'a> {
-    dest: usize,
-    tp: &'a TopicPartition,
-    kind: &'a FileKind,
-}
-
-impl hashbrown::Equivalent<FileKey> for FileKeyRef<'_> {
-    fn equivalent(&self, key: &FileKey) -> bool {
-        self.dest == key.dest && *self.tp == key.tp && *self.kind == key.kind
-    }
-}
-
-struct OpenFile {
-    id: u64,
-    batch: Batch,
-    writer: Option<ObjectWriter>,
-    key: Option<String>,
-    /// Its values as the open-file indexes hold them (see `open.rs`).
-    indexed: open::Indexed,
-}
-
-struct InFlight {
-    tp: TopicPartition,
-    first_offset: i64,
-    cancel: CancellationToken,
+    line: &'a [u8],
+    row: &'a [Cell<'c>],
+    time: Option<chrono::DateTime<Utc>>,
+    values: Vec<String>,
 }
 
 struct Destination {
     cfg: DestinationConfig,
     router: Router,
-    error_file: FileTemplate,
+    /// What the destination does with closed files (see `destination.rs`).
+    kind: Box<dyn DestinationKind>,
     /// Offset-window size of a deterministic destination.
     window: Option<i64>,
 }
@@ -159,23 +136,14 @@ pub struct Pipeline {
     // several times cheaper than SipHash on these short keys, and `FileKeyRef` finds a file
     // without cloning the record's partition.
     topic_dests: hashbrown::HashMap<Arc<str>, Arc<[usize]>>,
-    open: OpenFiles,
-    /// Most files open at once; opening one more first closes the least recently written.
-    max_open_files: usize,
-    /// Current offset window per partition and deterministic destination.
-    windows: hashbrown::HashMap<TopicPartition, Vec<(usize, i64)>>,
-    /// The worker's deflate state(s), shared by all its gzip files.
-    encoders: EncoderPool,
-    in_flight: HashMap<u64, InFlight>,
+    /// The open files, their bound and the memory budget (`files.rs`).
+    files: Files,
     offsets: OffsetTracker,
-    uploader: Uploader,
-    done: tokio::sync::mpsc::UnboundedReceiver<UploadDone>,
+    /// The uploader, its completions and the files in flight (`uploads.rs`).
+    uploads: Uploads,
     io: SourceIo,
-    next_id: u64,
-    budget: usize,
     drain_deadline: Duration,
     shutdown_deadline: Duration,
-    uploads_cancel: CancellationToken,
     metrics: Metrics,
     stats: RunStats,
     progress: Option<tokio::sync::watch::Sender<RunStats>>,
@@ -183,6 +151,8 @@ pub struct Pipeline {
     oldest_age_secs: f64,
     /// This worker's index among the workers sharing the Kafka consumer.
     shard: usize,
+    /// The wall clock (routing, object keys).
+    clock: Clock,
 }
 
 impl Pipeline {
@@ -200,8 +170,7 @@ impl Pipeline {
             .map(|d| Destination {
                 cfg: d.clone(),
                 router: Router::new(d),
-                error_file: FileTemplate::parse(crate::template::ERROR_FILE_TEMPLATE)
-                    .expect("invariant: the built-in error file template parses"),
+                kind: kind_for(d),
                 window: d
                     .batch
                     .deterministic
@@ -211,32 +180,34 @@ impl Pipeline {
         Self {
             dests,
             topic_dests: hashbrown::HashMap::new(),
-            open: OpenFiles::default(),
-            max_open_files: config.pipeline.max_open_files,
-            windows: hashbrown::HashMap::new(),
-            encoders: EncoderPool::default(),
-            in_flight: HashMap::new(),
+            files: Files::new(
+                config.pipeline.max_open_files,
+                config.pipeline.memory_budget_bytes,
+            ),
             offsets: OffsetTracker::new(),
-            uploader,
-            done,
+            uploads: Uploads::new(uploader, done),
             io,
-            next_id: 0,
-            budget: config.pipeline.memory_budget_bytes,
             drain_deadline: config.pipeline.drain_deadline,
             shutdown_deadline: config.pipeline.shutdown_deadline,
-            uploads_cancel: CancellationToken::new(),
             metrics,
             stats: RunStats::default(),
             progress: None,
             oldest_age_secs: 0.0,
             shard: 0,
+            clock: crate::model::system_clock(),
         }
     }
 
     /// Sets this worker's index and its share of the memory budget.
     pub fn with_shard(mut self, shard: usize, budget_bytes: usize) -> Self {
         self.shard = shard;
-        self.budget = budget_bytes;
+        self.files.set_budget(budget_bytes);
+        self
+    }
+
+    /// Reads wall-clock time from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -253,7 +224,7 @@ impl Pipeline {
     }
 
     fn memory_used(&self) -> usize {
-        self.open.memory() + self.uploader.queued_bytes() + self.encoders.memory_bytes()
+        self.files.memory() + self.uploads.queued_bytes()
     }
 
     /// Runs until `shutdown` is cancelled (then drains, uploads, commits) or a fatal error.
@@ -268,35 +239,22 @@ impl Pipeline {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
-            let intake = self.memory_used() < self.budget;
-            tokio::select! {
+            let intake = self.files.intake(self.uploads.queued_bytes());
+            let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
-                Some(done) = self.done.recv() => {
-                    if let Err(e) = self.on_done(done) {
-                        break Err(e);
-                    }
-                }
-                Some(ctrl) = self.io.control.recv() => {
-                    if let Err(e) = self.on_control(ctrl).await {
-                        break Err(e);
-                    }
-                }
-                chunk = self.io.data.recv(), if intake => match chunk {
-                    Some(records) => {
-                        if let Err(e) = self.ingest(records) {
-                            break Err(e);
-                        }
-                        self.enforce_budget();
-                    }
-                    None => break Err(PipelineError::Source("the kafka thread stopped".into())),
-                },
-                _ = tick.tick() => self.expire(),
+                Some(done) = self.uploads.recv() => self.on_done(done),
+                Some(ctrl) = self.io.control.recv() => self.on_control(ctrl).await,
+                chunk = self.io.data.recv(), if intake => self.on_chunk(chunk),
+                _ = tick.tick() => self.on_tick().await,
+            };
+            if let Err(e) = step {
+                break Err(e);
             }
             self.metrics.buffer_state(
                 self.shard,
                 self.memory_used(),
-                self.open.len(),
+                self.files.len(),
                 self.oldest_age_secs,
             );
         };
@@ -309,7 +267,7 @@ impl Pipeline {
                 // Stop without committing anything more; cancel uploads, stop the other workers
                 // (they drain and commit what is safe), and leave the group.
                 shutdown.cancel();
-                self.uploads_cancel.cancel();
+                self.uploads.cancel_all();
                 let (done, wait) = tokio::sync::oneshot::channel();
                 let _ = self.io.commands.send(Command::Shutdown {
                     shard: self.shard,
@@ -320,6 +278,20 @@ impl Pipeline {
                 Err(e)
             }
         }
+    }
+
+    /// A chunk of records from the source (`None`: the source stopped).
+    fn on_chunk(&mut self, chunk: Option<Vec<Record>>) -> Result<(), PipelineError> {
+        let records = chunk.ok_or(ConsumerError::Stopped)?;
+        self.ingest(records)?;
+        self.enforce_budget();
+        Ok(())
+    }
+
+    /// The timer: closes the files due, runs the destinations' steps due.
+    async fn on_tick(&mut self) -> Result<(), PipelineError> {
+        self.expire();
+        self.settle(false).await
     }
 
     /// The destinations of `topic` (indices in config order), resolved once per topic: by name
@@ -347,7 +319,7 @@ impl Pipeline {
 
     fn ingest(&mut self, records: Vec<Record>) -> Result<(), PipelineError> {
         let now = Instant::now();
-        let now_utc = Utc::now();
+        let now_utc = (self.clock)();
         // Consumed-records metrics once per partition per chunk, not per record (a chunk holds
         // few partitions, so a linear search beats hashing).
         let mut consumed: Vec<(TopicPartition, u64, u64)> = Vec::new();
@@ -377,7 +349,9 @@ impl Pipeline {
             }
             for &d in dests.iter() {
                 if let Some(n) = self.dests[d].window {
-                    self.enter_window(d, &rec.tp, rec.offset / n.max(1));
+                    if self.offsets.enter_window(&rec.tp, d, n, rec.offset) {
+                        self.close_window(d, &rec.tp);
+                    }
                 }
                 match self.dests[d].router.route(&rec, now_utc) {
                     Route::Filtered => {
@@ -406,8 +380,16 @@ impl Pipeline {
                             }
                             _ => line,
                         };
-                        let kind = FileKind::Data(folder);
-                        self.append(d, &rec, kind, (&line, &row), time, now, values);
+                        let write = Write {
+                            dest: d,
+                            rec: &rec,
+                            kind: FileKind::Data(folder),
+                            line: &line,
+                            row: &row,
+                            time,
+                            values,
+                        };
+                        self.append(write, now);
                     }
                 }
             }
@@ -415,7 +397,7 @@ impl Pipeline {
                 tracing::warn!(error = %e, "offset tracker refused a record; it will be re-read after a restart");
             }
             // Checked per record (O(1)), so one chunk cannot overshoot the budget.
-            if self.memory_used() > self.budget {
+            if self.files.over_budget(self.uploads.queued_bytes()) {
                 self.enforce_budget();
             }
         }
@@ -439,27 +421,24 @@ impl Pipeline {
         self.metrics.quarantined(&self.dests[dest].cfg.name, reason);
         tracing::debug!(tp = %rec.tp, offset = rec.offset, reason = reason.as_str(), detail, "quarantined");
         let line = error_line_with_detail(rec, reason, detail);
-        let kind = FileKind::Error(reason);
-        self.append(dest, rec, kind, (&line, &[]), None, now, Vec::new());
+        let write = Write {
+            dest,
+            rec,
+            kind: FileKind::Error(reason),
+            line: &line,
+            row: &[],
+            time: None,
+            values: Vec::new(),
+        };
+        self.append(write, now);
     }
 
-    /// Deterministic destinations: a record of a new offset window closes every file of the
-    /// partition's previous window, so files hold fixed windows whatever happened before.
-    fn enter_window(&mut self, dest: usize, tp: &TopicPartition, window: i64) {
-        let windows = match self.windows.get_mut(tp) {
-            Some(ws) => ws,
-            None => self.windows.entry(tp.clone()).or_default(),
-        };
-        match windows.iter_mut().find(|(d, _)| *d == dest) {
-            Some((_, w)) if *w == window => return,
-            Some((_, w)) => *w = window,
-            None => {
-                windows.push((dest, window));
-                return;
-            }
-        }
+    /// Deterministic destinations: a record of a new offset window (`offsets.rs` keeps them)
+    /// closes every file of the destination and partition, so files hold fixed windows
+    /// whatever happened before.
+    fn close_window(&mut self, dest: usize, tp: &TopicPartition) {
         let ended: Vec<FileKey> = self
-            .open
+            .files
             .keys()
             .filter(|k| k.dest == dest && k.tp == *tp)
             .cloned()
@@ -470,24 +449,18 @@ impl Pipeline {
     }
 
     /// Appends a record's line (and, to a Parquet file, its row) to its file, opening the file
-    /// (with its first time and folder values) if needed.
-    #[allow(clippy::too_many_arguments)]
-    fn append(
-        &mut self,
-        dest: usize,
-        rec: &Record,
-        kind: FileKind,
-        (line, row): (&[u8], &[Cell<'_>]),
-        time: Option<chrono::DateTime<Utc>>,
-        now: Instant,
-        values: Vec<String>,
-    ) {
-        let compression = self.dests[dest].cfg.batch.compression;
-        let file_key = || FileKey {
+    /// (with its first time and folder values) if needed; closes it when full, uploads a part
+    /// when one is ready.
+    fn append(&mut self, w: Write<'_, '_>, now: Instant) {
+        let Write {
             dest,
-            tp: rec.tp.clone(),
+            rec,
             kind,
-        };
+            line,
+            row,
+            time,
+            values,
+        } = w;
         let lookup = FileKeyRef {
             dest,
             tp: &rec.tp,
@@ -495,81 +468,89 @@ impl Pipeline {
         };
         // At the bound, a record for a file not open yet first closes the least recently
         // written one (a folder no record went to for longest).
-        if self.open.len() >= self.max_open_files && !self.open.map.contains_key(&lookup) {
-            if let Some(lru) = self.open.least_recently_written() {
-                self.seal(&lru, FlushReason::OpenFiles);
-            }
+        if let Some(lru) = self.files.evict_for(&lookup) {
+            self.seal(&lru, FlushReason::OpenFiles);
         }
-        let batch_cfg = &self.dests[dest].cfg.batch;
-        let file = match self.open.map.raw_entry_mut().from_key(&lookup) {
-            RawEntryMut::Occupied(o) => o.into_mut(),
-            RawEntryMut::Vacant(v) => {
-                self.next_id += 1;
-                let mut batch = match (&kind, &self.dests[dest].cfg.parquet) {
-                    (FileKind::Data(_), Some(p)) => {
-                        Batch::new_parquet(rec.tp.clone(), rec.offset, p.clone(), now)
-                    }
-                    _ => Batch::new(rec.tp.clone(), rec.offset, compression, now),
-                };
-                batch.first_time = time;
-                batch.folder_values = values;
-                if let Err(e) = self.offsets.hold(&rec.tp, rec.offset) {
-                    tracing::warn!(error = %e, "cannot hold offset");
+        let d = &self.dests[dest];
+        let offsets = &mut self.offsets;
+        let open = |id| {
+            let mut batch = match (&kind, &d.cfg.parquet) {
+                (FileKind::Data(_), Some(p)) => {
+                    Batch::new_parquet(rec.tp.clone(), rec.offset, p.clone(), now)
                 }
-                let deadline = batch.next_deadline(batch_cfg);
-                let key = file_key();
-                let mut file = OpenFile {
-                    id: self.next_id,
-                    batch,
-                    writer: None,
-                    key: None,
-                    indexed: open::Indexed {
-                        deadline,
-                        write: now,
-                        memory: 0,
-                    },
-                };
-                self.open.index.insert(&key, &mut file, deadline);
-                v.insert(key, Box::new(file)).1
+                _ => Batch::new(rec.tp.clone(), rec.offset, d.cfg.batch.compression, now),
+            };
+            batch.first_time = time;
+            batch.folder_values = values;
+            if let Err(e) = offsets.hold(&rec.tp, rec.offset) {
+                tracing::warn!(error = %e, "cannot hold offset");
             }
+            let deadline = batch.next_deadline(&d.cfg.batch);
+            let file = OpenFile {
+                id,
+                batch,
+                writer: None,
+                key: None,
+                indexed: open::Indexed {
+                    deadline,
+                    write: now,
+                    memory: 0,
+                },
+            };
+            (file_key(dest, rec, kind), file)
         };
-        file.batch
-            .append_row(rec, line, row, now, &mut self.encoders);
-        self.open.index.resized(file);
-        let cfg = &self.dests[dest].cfg;
-        if let Some(reason) = file.batch.full(&cfg.batch) {
-            self.seal(&file_key(), reason);
+        let wrote = self.files.write(
+            &lookup,
+            open,
+            |batch, encoders| batch.append_row(rec, line, row, now, encoders),
+            &d.cfg.batch,
+            self.uploads.part_size(),
+            || d.kind.streams(&kind),
+        );
+        match wrote {
+            Wrote::Appended => {}
+            Wrote::Full(reason) => self.seal(&file_key(dest, rec, kind), reason),
+            Wrote::Part(part) => self.send_part(&file_key(dest, rec, kind), part),
+        }
+    }
+
+    /// Uploads a part of the open file `key`, opening its upload (under its final key) first.
+    fn send_part(&mut self, key: &FileKey, part: bytes::Bytes) {
+        let d = &self.dests[key.dest];
+        let Some(file) = self.files.get_mut(key) else {
             return;
+        };
+        if file.writer.is_none() {
+            let object_key = d
+                .kind
+                .object_key(&key.tp, &key.kind, &file.batch, (self.clock)());
+            let info = ObjectInfo {
+                id: file.id,
+                dest: key.dest,
+                tp: key.tp.clone(),
+                first_offset: file.batch.first_offset,
+                parquet: file.batch.is_parquet(),
+            };
+            file.writer = Some(self.uploads.open_streaming(info, object_key.clone()));
+            file.key = Some(object_key);
         }
-        let part_size = self.uploader.part_size();
-        let streamable = matches!(
-            kind,
-            FileKind::Error(_) | FileKind::Data(FolderKey::Slot(..))
-        ) && !cfg.routing.file.needs_end();
-        if streamable && file.batch.buffered_bytes() >= part_size {
-            let part = file.batch.take_part();
-            self.open.index.resized(file);
-            if file.writer.is_none() {
-                let object_key =
-                    object_key(&self.dests[dest], &file_key(), &file.batch, Utc::now());
-                let info = ObjectInfo {
-                    id: file.id,
-                    dest,
-                    tp: rec.tp.clone(),
-                    first_offset: file.batch.first_offset,
-                    parquet: file.batch.is_parquet(),
-                };
-                file.writer = Some(self.uploader.open(
-                    info,
-                    Some(object_key.clone()),
-                    self.uploads_cancel.child_token(),
-                ));
-                file.key = Some(object_key);
-            }
-            if let Some(w) = file.writer.as_mut() {
-                w.part(part);
-            }
+        if let Some(w) = file.writer.as_mut() {
+            w.part(part);
         }
+    }
+}
+
+/// The kind of a configured destination: the one place it is chosen (see `destination.rs`).
+fn kind_for(cfg: &DestinationConfig) -> Box<dyn DestinationKind> {
+    Box::new(crate::destination::Objects::new(cfg))
+}
+
+/// The file of a record in a destination.
+fn file_key(dest: usize, rec: &Record, kind: FileKind) -> FileKey {
+    FileKey {
+        dest,
+        tp: rec.tp.clone(),
+        kind,
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::config::{
     clip, property_key, Config, ConfigError, DestinationConfig, MAX_ECHOED_KEY_CHARS,
 };
-use crate::router::QuarantineReason;
+use crate::model::QuarantineReason;
 use crate::source::kafka;
 use crate::template::{FileTemplate, ERROR_FILE_TEMPLATE};
 

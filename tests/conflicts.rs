@@ -16,8 +16,8 @@ use kafka_s3_sink::batch::{Batch, EncoderPool};
 use kafka_s3_sink::config::{Compression, Config, RetryPolicy};
 use kafka_s3_sink::metrics::Metrics;
 use kafka_s3_sink::model::TopicPartition;
-use kafka_s3_sink::sink::Resolution;
 use kafka_s3_sink::upload::orphans::{abort_orphans, OrphanReport};
+use kafka_s3_sink::upload::Resolution;
 use kafka_s3_sink::upload::{FileStats, ObjectInfo, UploadDone, Uploader};
 use support::{
     counter_sum, start_pipeline_with_metrics, unique_group, Kafka, TestConfig, TestS3, BUCKET,

@@ -24,8 +24,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::config::{ParquetCodec, ParquetConfig};
+use crate::model::Cell;
 use crate::model::Record;
-use crate::router::Cell;
 
 /// Rows buffered in the builders before they go to the writer.
 pub const CHUNK_ROWS: usize = 4096;

@@ -1,30 +1,33 @@
-//! The worker's files on their way out: sealing a file (its object key, the finished body,
-//! the upload it joins), upload completions (each releases its partition's watermark and sends
-//! a commit), age and idle expiry, and the memory budget's early flushes.
+//! The worker's files on their way out: sealing a file (its object key from its destination's
+//! kind, the finished body, the upload it joins), upload completions (handed to the kind; those
+//! it reports durable release their partition's watermark and send a commit), age and idle
+//! expiry, and the memory budget's early flushes.
 //!
-//! Invariant: a file leaves `open` only through [`Pipeline::seal`], which puts it `in_flight`
-//! until its upload's completion; only a successful completion releases its offsets.
+//! Invariant: a file leaves the open files only through [`Pipeline::seal`], which puts it in flight
+//! until its upload's completion; only a successful completion releases its offsets, and only
+//! once its destination's kind reports it durable (`landed`, or later `settle`).
 
-use chrono::Utc;
 use tokio::time::Instant;
 
-use super::{Destination, FileKey, FileKind, InFlight, Pipeline, PipelineError};
-use crate::batch::{Batch, FlushReason};
-use crate::router::FolderKey;
+use super::uploads::Closed;
+use super::{FileKey, Pipeline, PipelineError};
+use crate::destination::Landed;
+use crate::model::FlushReason;
 use crate::source::{Command, Offsets};
-use crate::template::{FileValues, KeyContext};
 use crate::upload::{FileStats, ObjectInfo, UploadDone, UploadError};
 
 impl Pipeline {
     pub(super) fn seal(&mut self, key: &FileKey, reason: FlushReason) {
-        let Some(file) = self.open.remove(key) else {
+        let Some(file) = self.files.remove(key) else {
             return;
         };
         let dest = &self.dests[key.dest];
-        let now_utc = Utc::now();
+        let now_utc = (self.clock)();
         let object_key = match &file.key {
             Some(k) => k.clone(),
-            None => object_key(dest, key, &file.batch, now_utc),
+            None => dest
+                .kind
+                .object_key(&key.tp, &key.kind, &file.batch, now_utc),
         };
         let info = ObjectInfo {
             id: file.id,
@@ -37,13 +40,8 @@ impl Pipeline {
         let raw_bytes = file.batch.raw_bytes;
         let (first, last_offset) = (file.batch.first_offset, file.batch.last_offset);
         let taken = file.batch.taken_bytes;
-        let (body, content_hash) = file.batch.finish(&mut self.encoders);
+        let (body, content_hash) = self.files.finish(file.batch);
         let stored = taken + body.len() as u64;
-        let cancel = self.uploads_cancel.child_token();
-        let writer = match file.writer {
-            Some(w) => w,
-            None => self.uploader.open(info.clone(), None, cancel.clone()),
-        };
         let stats = FileStats {
             records,
             raw_bytes,
@@ -56,19 +54,19 @@ impl Pipeline {
             "flush"
         );
         self.metrics.flushed(&dest.cfg.name, reason, records);
-        writer.finish(body, object_key, stats);
-        self.in_flight.insert(
-            info.id,
-            InFlight {
-                tp: key.tp.clone(),
-                first_offset: first,
-                cancel,
-            },
-        );
+        self.uploads.hand_over(Closed {
+            info,
+            writer: file.writer,
+            body,
+            key: object_key,
+            stats,
+            kind: key.kind,
+            last_offset,
+        });
     }
 
     pub(super) fn on_done(&mut self, done: UploadDone) -> Result<(), PipelineError> {
-        let Some(f) = self.in_flight.remove(&done.info.id) else {
+        let Some(f) = self.uploads.take(done.info.id) else {
             // A streaming upload that failed before its file was sealed.
             return match done.result {
                 Ok(_) => Ok(()),
@@ -82,12 +80,15 @@ impl Pipeline {
                 self.stats.raw_bytes += done.stats.raw_bytes;
                 self.stats.stored_bytes += done.stats.stored_bytes;
                 tracing::debug!(key = %done.key, parts = done.parts, "uploaded");
-                if self.offsets.is_assigned(&f.tp) {
-                    if let Err(e) = self.offsets.release(&f.tp, f.first_offset) {
-                        tracing::warn!(error = %e, "offset tracker refused a release");
-                    }
-                    self.commit();
-                }
+                let durable = self.dests[f.dest].kind.landed(Landed {
+                    tp: f.tp,
+                    kind: f.kind,
+                    first_offset: f.first_offset,
+                    last_offset: f.last_offset,
+                    key: done.key,
+                    stats: done.stats,
+                });
+                self.release(durable);
                 self.publish();
                 Ok(())
             }
@@ -97,6 +98,36 @@ impl Pipeline {
             }
             Err(e) => Err(PipelineError::Upload(e)),
         }
+    }
+
+    /// Releases the offsets of files now durable in their destination and commits what that
+    /// allows (files of partitions no longer assigned release nothing).
+    pub(super) fn release(&mut self, durable: Vec<Landed>) {
+        let mut released = false;
+        for f in durable {
+            if self.offsets.is_assigned(&f.tp) {
+                if let Err(e) = self.offsets.release(&f.tp, f.first_offset) {
+                    tracing::warn!(error = %e, "offset tracker refused a release");
+                }
+                released = true;
+            }
+        }
+        if released {
+            self.commit();
+        }
+    }
+
+    /// Runs the step of every destination whose landed files wait for one (a table's catalog
+    /// commit): those due when `all` is false, every one when it is true. Nothing to do for
+    /// object destinations.
+    pub(super) async fn settle(&mut self, all: bool) -> Result<(), PipelineError> {
+        for d in 0..self.dests.len() {
+            if self.dests[d].kind.unsettled() {
+                let durable = self.dests[d].kind.settle(all).await?;
+                self.release(durable);
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn commit(&mut self) {
@@ -119,18 +150,17 @@ impl Pipeline {
         let now = Instant::now();
         let dests = &self.dests;
         let due = self
-            .open
+            .files
             .due(now, |k, f| f.batch.next_deadline(&dests[k.dest].cfg.batch));
         for k in due {
             let reason = self
-                .open
-                .map
+                .files
                 .get(&k)
                 .and_then(|f| f.batch.expired(&self.dests[k.dest].cfg.batch, now))
                 .unwrap_or(FlushReason::Age);
             self.seal(&k, reason);
         }
-        let oldest = self.open.oldest_created();
+        let oldest = self.files.oldest_created();
         self.oldest_age_secs = oldest.map_or(0.0, |c| now.duration_since(c).as_secs_f64());
     }
 
@@ -138,59 +168,8 @@ impl Pipeline {
     /// already queued for upload, closing more files would not free any: intake stops instead
     /// (see `run`) until uploads drain.
     pub(super) fn enforce_budget(&mut self) {
-        while self.memory_used() > self.budget
-            && !self.open.is_empty()
-            && self.uploader.queued_bytes() <= self.budget / 2
-        {
-            let Some(largest) = self.open.largest() else {
-                break;
-            };
+        while let Some(largest) = self.files.to_free(self.uploads.queued_bytes()) {
             self.seal(&largest, FlushReason::Memory);
-        }
-    }
-}
-
-/// The full object key of a file: prefix, folder (or error folder) and file name.
-pub(super) fn object_key(
-    d: &Destination,
-    key: &FileKey,
-    batch: &Batch,
-    upload_time: chrono::DateTime<Utc>,
-) -> String {
-    let cfg = &d.cfg;
-    let source = cfg.source_id.as_deref().unwrap_or(&key.tp.topic);
-    let ctx = KeyContext {
-        topic: &key.tp.topic,
-        partition: key.tp.partition,
-        source,
-        destination: &cfg.name,
-        app: &cfg.app_name,
-    };
-    let values = FileValues {
-        start_offset: batch.first_offset,
-        end_offset: batch.last_offset,
-        record_count: batch.records,
-        upload_time,
-    };
-    let suffix = cfg.batch.compression.suffix();
-    match &key.kind {
-        FileKind::Data(folder) => {
-            let slot = match folder {
-                FolderKey::Slot(s, _) => *s,
-                FolderKey::AtSeal(_) => d.router.seal_slot(batch.first_time, upload_time),
-            };
-            let folder = cfg.routing.folder.render(slot, &ctx, &batch.folder_values);
-            let name = cfg.routing.file.render(&ctx, &values, cfg.data_suffix());
-            format!("{}{folder}{name}", cfg.prefix)
-        }
-        FileKind::Error(reason) => {
-            let name = d.error_file.render(&ctx, &values, suffix);
-            format!(
-                "{}{}{}/{name}",
-                cfg.prefix,
-                cfg.error_prefix,
-                reason.as_str()
-            )
         }
     }
 }

@@ -7,30 +7,27 @@
 //! partition is forgotten only after it answered.
 
 use std::time::Duration;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use super::{FileKey, InFlight, Pipeline, PipelineError};
-use crate::batch::FlushReason;
+use crate::model::FlushReason;
 use crate::source::{Command, Control, Offsets};
 
 impl Pipeline {
     pub(super) async fn on_control(&mut self, ctrl: Control) -> Result<(), PipelineError> {
         match ctrl {
             Control::Assigned(parts) => {
-                for tp in parts {
-                    self.resolve_topic(&tp.topic);
-                    self.offsets.assign(tp);
-                }
+                self.assign(parts);
                 Ok(())
             }
-            Control::Fatal(msg) => Err(PipelineError::Source(msg)),
+            Control::Fatal(e) => Err(e.into()),
             Control::Revoke { partitions, reply } => {
                 // Everything the Kafka thread handed over before the revoke comes first.
                 while let Ok(chunk) = self.io.data.try_recv() {
                     self.ingest(chunk)?;
                 }
                 let keys: Vec<FileKey> = self
-                    .open
+                    .files
                     .keys()
                     .filter(|k| partitions.contains(&k.tp))
                     .cloned()
@@ -41,18 +38,13 @@ impl Pipeline {
                 let finished = self
                     .wait_uploads(deadline, |f| partitions.contains(&f.tp))
                     .await?;
+                self.settle(true).await?;
                 if !finished {
                     tracing::warn!(
                         ?partitions,
                         "revoke drain deadline passed; cancelling their uploads"
                     );
-                    for f in self
-                        .in_flight
-                        .values()
-                        .filter(|f| partitions.contains(&f.tp))
-                    {
-                        f.cancel.cancel();
-                    }
+                    self.uploads.cancel_where(|f| partitions.contains(&f.tp));
                 }
                 // The full watermark, not `take_commits`: an upload completion above may have
                 // handed it to an async commit, which the Kafka thread (blocked in this revoke)
@@ -66,10 +58,17 @@ impl Pipeline {
                 let _ = reply.send(offsets);
                 for tp in &partitions {
                     self.offsets.forget(tp);
-                    self.windows.remove(tp);
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Takes newly assigned partitions: their records follow on the data channel.
+    pub(super) fn assign(&mut self, parts: Vec<crate::model::TopicPartition>) {
+        for tp in parts {
+            self.resolve_topic(&tp.topic);
+            self.offsets.assign(tp);
         }
     }
 
@@ -86,12 +85,12 @@ impl Pipeline {
         let mut waiting = true;
         for k in keys {
             while waiting
-                && self.uploader.queued_bytes() > self.budget / 2
-                && !self.in_flight.is_empty()
+                && !self.files.queue_has_room(self.uploads.queued_bytes())
+                && !self.uploads.is_empty()
             {
-                match timeout_at(deadline, self.done.recv()).await {
-                    Ok(Some(done)) => self.on_done(done)?,
-                    Ok(None) | Err(_) => waiting = false,
+                match self.uploads.recv_until(deadline).await {
+                    Some(done) => self.on_done(done)?,
+                    None => waiting = false,
                 }
             }
             self.seal(&k, reason);
@@ -105,11 +104,10 @@ impl Pipeline {
         deadline: Instant,
         which: impl Fn(&InFlight) -> bool,
     ) -> Result<bool, PipelineError> {
-        while self.in_flight.values().any(&which) {
-            match timeout_at(deadline, self.done.recv()).await {
-                Ok(Some(done)) => self.on_done(done)?,
-                Ok(None) => return Ok(false),
-                Err(_) => return Ok(false),
+        while self.uploads.any(&which) {
+            match self.uploads.recv_until(deadline).await {
+                Some(done) => self.on_done(done)?,
+                None => return Ok(false),
             }
         }
         Ok(true)
@@ -118,10 +116,10 @@ impl Pipeline {
     pub(super) async fn shutdown(&mut self) {
         tracing::info!(
             worker = self.shard,
-            open_files = self.open.len(),
+            open_files = self.files.len(),
             "shutting down: flushing open files"
         );
-        let keys: Vec<FileKey> = self.open.keys().cloned().collect();
+        let keys: Vec<FileKey> = self.files.keys().cloned().collect();
         let deadline = Instant::now() + self.shutdown_deadline;
         let mut drained = true;
         if let Err(e) = self
@@ -132,11 +130,16 @@ impl Pipeline {
             tracing::error!(error = %e, "upload failed during shutdown");
         }
         match self.wait_uploads(deadline, |_| true).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Err(e) = self.settle(true).await {
+                    drained = false;
+                    tracing::error!(error = %e, "destination commit failed during shutdown");
+                }
+            }
             Ok(false) => {
                 drained = false;
                 tracing::warn!(
-                    pending = self.in_flight.len(),
+                    pending = self.uploads.len(),
                     "shutdown deadline passed; pending uploads cancelled, their records stay uncommitted"
                 )
             }
@@ -145,7 +148,7 @@ impl Pipeline {
                 tracing::error!(error = %e, "upload failed during shutdown")
             }
         }
-        self.uploads_cancel.cancel();
+        self.uploads.cancel_all();
         let offsets = self.offsets.take_commits(None);
         self.record_commits(&offsets);
         if !drained {

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::mem::size_of;
 use tokio::time::Instant;
 
-use super::{FileKey, OpenFile};
+use super::files::{FileKey, OpenFile};
 
 /// Share of a hash table's memory one entry of `entry` bytes can hold: hashbrown keeps at most
 /// 7/8 of its buckets full, doubles them when it gets there and holds both tables while it moves

@@ -6,6 +6,13 @@ use crate::source::{Control, Offsets};
 use crate::upload::Target;
 use std::sync::mpsc as std_mpsc;
 
+impl Pipeline {
+    /// The offset the worker could commit for `tp` now.
+    fn safe_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.offsets.safe_offset(tp)
+    }
+}
+
 struct Harness {
     p: Pipeline,
     sink: Arc<MemorySink>,
@@ -15,8 +22,14 @@ struct Harness {
 }
 
 fn harness(extra: &str) -> Harness {
+    harness_with("", extra)
+}
+
+/// A worker with `pipeline` settings in its `[pipeline]` table and `extra` after its
+/// destination.
+fn harness_with(pipeline: &str, extra: &str) -> Harness {
     let text = format!(
-        "[kafka]\nbrokers = \"x\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[pipeline]\nmemory_budget_bytes = 16777216\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
+        "[kafka]\nbrokers = \"x\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[pipeline]\nmemory_budget_bytes = 16777216\n{pipeline}\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
     );
     let cfg = parse(&text, &|_| None).unwrap();
     let sink = Arc::new(MemorySink::new());
@@ -45,7 +58,7 @@ fn harness(extra: &str) -> Harness {
         commands: cmd_tx,
     };
     let mut p = Pipeline::new(&cfg, uploader, done, io, metrics);
-    p.offsets.assign(TopicPartition::new("t", 0));
+    p.assign(vec![TopicPartition::new("t", 0)]);
     Harness {
         p,
         sink,
@@ -75,8 +88,8 @@ fn hour(h: u32) -> String {
 }
 
 async fn settle(h: &mut Harness) {
-    while !h.p.in_flight.is_empty() {
-        let done = h.p.done.recv().await.unwrap();
+    while !h.p.uploads.is_empty() {
+        let done = h.p.uploads.recv().await.unwrap();
         h.p.on_done(done).unwrap();
     }
 }
@@ -96,13 +109,13 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     let mut h = harness("");
     h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(1)), rec(2, &hour(0))])
         .unwrap();
-    assert_eq!(h.p.open.len(), 2);
+    assert_eq!(h.p.files.len(), 2);
     assert!(commits(&h).is_empty(), "nothing is in S3 yet");
-    let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let keys: Vec<FileKey> = h.p.files.keys().cloned().collect();
     // Seal hour 1 first (starts at offset 1): the watermark stays at 0, held by hour 0.
     let k1 = keys
         .iter()
-        .find(|k| h.p.open.map[*k].batch.first_offset == 1)
+        .find(|k| h.p.files.get(k).unwrap().batch.first_offset == 1)
         .unwrap()
         .clone();
     h.p.seal(&k1, FlushReason::Size);
@@ -110,7 +123,7 @@ async fn records_go_to_their_hour_folders_and_commit_after_upload() {
     assert_eq!(commits(&h), vec![vec![(TopicPartition::new("t", 0), 0)]]);
     let k0 = keys
         .iter()
-        .find(|k| h.p.open.map.contains_key(*k))
+        .find(|k| h.p.files.get(k).is_some())
         .unwrap()
         .clone();
     h.p.seal(&k0, FlushReason::Size);
@@ -133,7 +146,7 @@ async fn quarantined_records_commit_like_any_other() {
     let mut bad = rec(0, "x");
     bad.value = Some(bytes::Bytes::from_static(b"not json"));
     h.p.ingest(vec![bad, rec(1, &hour(0))]).unwrap();
-    let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let keys: Vec<FileKey> = h.p.files.keys().cloned().collect();
     for k in keys {
         h.p.seal(&k, FlushReason::Idle);
     }
@@ -178,15 +191,15 @@ async fn fill_hour_folders(h: &mut Harness, pad: impl Fn(i64) -> String, drain: 
             settle(h).await;
         }
         h.p.enforce_budget();
-        peak = peak.max(h.p.open.memory());
+        peak = peak.max(h.p.files.open_memory());
         assert!(
-            h.p.open.memory() <= h.p.budget,
+            h.p.files.open_memory() <= h.p.files.budget(),
             "open files within the budget: {}",
-            h.p.open.memory()
+            h.p.files.open_memory()
         );
     }
     assert!(
-        peak > h.p.budget / 2,
+        peak > h.p.files.budget() / 2,
         "the budget was actually used: {peak}"
     );
     settle(h).await;
@@ -195,11 +208,7 @@ async fn fill_hour_folders(h: &mut Harness, pad: impl Fn(i64) -> String, drain: 
 
 /// Records still in open files.
 fn open_records(h: &Harness) -> usize {
-    h.p.open
-        .map
-        .values()
-        .map(|f| f.batch.records as usize)
-        .sum()
+    h.p.files.files().map(|f| f.batch.records as usize).sum()
 }
 
 #[tokio::test]
@@ -272,7 +281,7 @@ async fn many_small_folders_stay_open_without_encoders() {
     // far below the budget, so nothing is flushed early.
     let mut h = harness("");
     for p in 0..100 {
-        h.p.offsets.assign(TopicPartition::new("t", p));
+        h.p.assign(vec![TopicPartition::new("t", p)]);
     }
     for p in 0..100 {
         let recs: Vec<Record> = (0..24u32)
@@ -284,12 +293,12 @@ async fn many_small_folders_stay_open_without_encoders() {
         h.p.ingest(recs).unwrap();
         h.p.enforce_budget();
     }
-    assert_eq!(h.p.open.len(), 2400);
+    assert_eq!(h.p.files.len(), 2400);
     // Each file holds its fixed cost and one staged line (no 256 KiB block, no encoder).
     assert!(
-        h.p.open.memory() < 2400 * (open::FILE_FIXED_BYTES + 1024),
+        h.p.files.open_memory() < 2400 * (open::FILE_FIXED_BYTES + 1024),
         "{} bytes",
-        h.p.open.memory()
+        h.p.files.open_memory()
     );
     assert!(h.sink.objects().is_empty());
 }
@@ -301,7 +310,7 @@ async fn rotation_by_record_count_seals_files() {
     h.p.ingest(recs).unwrap();
     settle(&mut h).await;
     assert_eq!(h.sink.objects().len(), 2, "two full files, one still open");
-    assert_eq!(h.p.open.len(), 1);
+    assert_eq!(h.p.files.len(), 1);
     assert_eq!(
         commits(&h).last().unwrap(),
         &vec![(TopicPartition::new("t", 0), 20)]
@@ -314,24 +323,24 @@ async fn idle_and_age_flushes() {
     h.p.ingest(vec![rec(0, &hour(0))]).unwrap();
     tokio::time::advance(Duration::from_millis(1900)).await;
     h.p.expire();
-    assert_eq!(h.p.open.len(), 1);
+    assert_eq!(h.p.files.len(), 1);
     tokio::time::advance(Duration::from_millis(200)).await;
     h.p.expire();
-    assert!(h.p.open.is_empty(), "idle flush");
+    assert!(h.p.files.is_empty(), "idle flush");
     // Age: keep writing every second (never idle); the file still closes 5 s after it opened.
     h.p.ingest(vec![rec(1, &hour(0))]).unwrap();
     let mut closed_after = None;
     for i in 1..10 {
         tokio::time::advance(Duration::from_secs(1)).await;
         h.p.expire();
-        if h.p.open.is_empty() {
+        if h.p.files.is_empty() {
             closed_after = Some(i);
             break;
         }
         h.p.ingest(vec![rec(1 + i, &hour(0))]).unwrap();
     }
     assert_eq!(closed_after, Some(5));
-    assert!(h.p.open.is_empty(), "age flush");
+    assert!(h.p.files.is_empty(), "age flush");
 }
 
 #[tokio::test]
@@ -339,9 +348,9 @@ async fn failed_upload_stops_without_commit() {
     let mut h = harness("[upload]\nretry_max_attempts = 1\n");
     h.p.ingest(vec![rec(0, &hour(0))]).unwrap();
     h.sink.fail_next(1);
-    let k: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let k: Vec<FileKey> = h.p.files.keys().cloned().collect();
     h.p.seal(&k[0], FlushReason::Size);
-    let done = h.p.done.recv().await.unwrap();
+    let done = h.p.uploads.recv().await.unwrap();
     assert!(matches!(h.p.on_done(done), Err(PipelineError::Upload(_))));
     assert!(commits(&h).is_empty());
 }
@@ -354,11 +363,11 @@ async fn first_event_dating_names_the_folder_at_seal() {
     h.p.ingest(vec![rec(0, &hour(30)), rec(1, &hour(0)), rec(2, &hour(50))])
         .unwrap();
     assert_eq!(
-        h.p.open.len(),
+        h.p.files.len(),
         1,
         "one file per partition, whatever the dates"
     );
-    let k: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let k: Vec<FileKey> = h.p.files.keys().cloned().collect();
     h.p.seal(&k[0], FlushReason::Idle);
     settle(&mut h).await;
     let objects = h.sink.objects();
@@ -376,7 +385,7 @@ async fn a_record_without_destination_is_never_committed() {
     h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(0))])
         .unwrap();
     let stray = TopicPartition::new("unlisted", 0);
-    h.p.offsets.assign(stray.clone());
+    h.p.assign(vec![stray.clone()]);
     let mut r = rec(5, &hour(0));
     r.tp = stray.clone();
     let err = h.p.ingest(vec![r, rec(2, &hour(0))]).unwrap_err();
@@ -384,35 +393,21 @@ async fn a_record_without_destination_is_never_committed() {
         matches!(&err, PipelineError::Unroutable { topic, offset: 5, .. } if topic == "unlisted"),
         "{err}"
     );
-    let open: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let open: Vec<FileKey> = h.p.files.keys().cloned().collect();
     for k in open {
         h.p.seal(&k, FlushReason::Shutdown);
     }
     settle(&mut h).await;
-    assert_eq!(
-        h.p.offsets.safe_offset(&stray),
-        None,
-        "nothing of it is safe"
-    );
+    assert_eq!(h.p.safe_offset(&stray), None, "nothing of it is safe");
     for c in commits(&h) {
         assert!(c.iter().all(|(tp, _)| *tp != stray), "{c:?}");
     }
     let t0 = TopicPartition::new("t", 0);
     assert_eq!(
-        h.p.offsets.safe_offset(&t0),
+        h.p.safe_offset(&t0),
         Some(2),
         "records before it still commit"
     );
-}
-
-fn harness_with(pipeline: &str, extra: &str) -> Harness {
-    let mut h = harness(extra);
-    let text = format!(
-        "[kafka]\nbrokers = \"x\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[pipeline]\nmemory_budget_bytes = 16777216\n{pipeline}\n[[destinations]]\nname = \"d\"\nbucket = \"b\"\n{extra}"
-    );
-    let cfg = parse(&text, &|_| None).unwrap();
-    h.p.max_open_files = cfg.pipeline.max_open_files;
-    h
 }
 
 /// Records each in an hour of their own (a backfill spread over years) never hold more than
@@ -430,27 +425,24 @@ async fn open_files_are_bounded_and_the_least_recently_written_closes_first() {
             })
             .collect();
         h.p.ingest(recs).unwrap();
-        h.p.open.check();
-        assert!(h.p.open.len() <= 50, "{} open", h.p.open.len());
+        h.p.files.check();
+        assert!(h.p.files.len() <= 50, "{} open", h.p.files.len());
     }
     // The bound closed files as it went; the rest close at shutdown.
-    let flushed_early = h.p.in_flight.len() + h.sink.objects().len();
+    let flushed_early = h.p.uploads.len() + h.sink.objects().len();
     assert!(flushed_early >= 1000 - 50, "{flushed_early}");
-    let open: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let open: Vec<FileKey> = h.p.files.keys().cloned().collect();
     for k in open {
         h.p.seal(&k, FlushReason::Shutdown);
     }
     settle(&mut h).await;
-    h.p.open.check();
+    h.p.files.check();
     assert_eq!(
         h.sink.objects().len(),
         1000,
         "one object per hour, every record"
     );
-    assert_eq!(
-        h.p.offsets.safe_offset(&TopicPartition::new("t", 0)),
-        Some(1001)
-    );
+    assert_eq!(h.p.safe_offset(&TopicPartition::new("t", 0)), Some(1001));
 
     // Least recently written: of three open files, the one not written again closes.
     let mut h = harness_with("max_open_files = 3", "");
@@ -461,14 +453,9 @@ async fn open_files_are_bounded_and_the_least_recently_written_closes_first() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     h.p.ingest(vec![rec(5, &hour(3))]).unwrap();
-    h.p.open.check();
-    let firsts: Vec<i64> =
-        h.p.open
-            .map
-            .values()
-            .map(|f| f.batch.first_offset)
-            .collect();
-    assert_eq!(h.p.open.len(), 3);
+    h.p.files.check();
+    let firsts: Vec<i64> = h.p.files.files().map(|f| f.batch.first_offset).collect();
+    assert_eq!(h.p.files.len(), 3);
     assert!(
         !firsts.contains(&1),
         "hour 1 was written least recently: {firsts:?}"
@@ -482,12 +469,12 @@ async fn each_open_file_is_charged_its_fixed_cost() {
     let mut h = harness("");
     let recs: Vec<Record> = (0..2_000).map(|i| rec(i, &year_hour(i as u32))).collect();
     h.p.ingest(recs).unwrap();
-    h.p.open.check();
+    h.p.files.check();
     assert!(
-        h.p.open.memory() >= h.p.open.len() * open::FILE_FIXED_BYTES,
+        h.p.files.open_memory() >= h.p.files.len() * open::FILE_FIXED_BYTES,
         "{} bytes for {} files",
-        h.p.open.memory(),
-        h.p.open.len()
+        h.p.files.open_memory(),
+        h.p.files.len()
     );
     const { assert!(open::FILE_FIXED_BYTES >= 512) };
 }
@@ -508,21 +495,42 @@ async fn sealing_many_files_keeps_queued_uploads_within_the_budget() {
     let n = 6_000;
     let recs: Vec<Record> = (0..n).map(|i| rec(i, &year_hour(i as u32))).collect();
     h.p.ingest(recs).unwrap();
-    assert_eq!(h.p.open.len() as i64, n);
+    assert_eq!(h.p.files.len() as i64, n);
     assert!(
-        n as usize * crate::upload::OBJECT_TASK_BYTES > h.p.budget / 2,
+        n as usize * crate::upload::OBJECT_TASK_BYTES > h.p.files.budget() / 2,
         "the test needs more task memory than half the budget"
     );
-    let keys: Vec<FileKey> = h.p.open.keys().cloned().collect();
+    let keys: Vec<FileKey> = h.p.files.keys().cloned().collect();
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     h.p.seal_within_budget(keys, FlushReason::Shutdown, deadline)
         .await
         .unwrap();
     assert!(
-        h.p.uploader.queued_bytes() <= h.p.budget / 2 + crate::upload::OBJECT_TASK_BYTES + 4096,
+        h.p.uploads.queued_bytes()
+            <= h.p.files.budget() / 2 + crate::upload::OBJECT_TASK_BYTES + 4096,
         "{} queued",
-        h.p.uploader.queued_bytes()
+        h.p.uploads.queued_bytes()
     );
     settle(&mut h).await;
     assert_eq!(h.sink.objects().len() as i64, n);
+}
+
+/// Upload-time folders and keys read the injected clock: a fixed time names the folder, with
+/// no sleep and whatever the system's time.
+#[tokio::test]
+async fn upload_time_folders_read_the_injected_clock() {
+    let mut h = harness("[destinations.routing]\ntime_source = \"upload_time\"\n");
+    let at = chrono::DateTime::parse_from_rfc3339("2030-01-02T03:04:05Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    h.p.clock = Arc::new(move || at);
+    h.p.ingest(vec![rec(0, &hour(0)), rec(1, &hour(5))])
+        .unwrap();
+    let keys: Vec<FileKey> = h.p.files.keys().cloned().collect();
+    assert_eq!(keys.len(), 1, "one folder, decided at the seal");
+    h.p.seal(&keys[0], FlushReason::Size);
+    settle(&mut h).await;
+    let objects = h.sink.objects();
+    let key = objects.keys().next().unwrap();
+    assert!(key.starts_with("2030/01/02/03/"), "{key}");
 }

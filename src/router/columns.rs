@@ -9,24 +9,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::config::{Column, ColumnType, TimeFormat};
+use crate::model::Cell;
 use crate::scan::Scalar;
-
-/// One value of a row.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    /// Missing, or JSON null.
-    Null,
-    /// For string and json columns.
-    Str(Cow<'a, str>),
-    /// For int64 columns.
-    Int(i64),
-    /// For double columns.
-    Float(f64),
-    /// For bool columns.
-    Bool(bool),
-    /// For timestamp columns: microseconds since the epoch, UTC.
-    Micros(i64),
-}
 
 /// Why a value does not fit its column.
 #[derive(Debug, Clone, PartialEq, Eq)]

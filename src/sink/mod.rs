@@ -17,6 +17,8 @@ use std::pin::Pin;
 use std::time::SystemTime;
 use tokio::io::AsyncRead;
 
+pub use crate::model::ErrorKind;
+
 /// Headers and settings of an object, fixed per destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -36,51 +38,6 @@ pub struct ObjectMeta {
     pub kms_context: Option<String>,
     /// User metadata (`x-amz-meta-<name>`), set per object by the uploader.
     pub user: BTreeMap<String, String>,
-}
-
-/// How an object's records got into S3 (the uploader's answer; its label is a metrics label).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
-    /// Written at its key.
-    Written,
-    /// The key held this upload's own earlier attempt (its answer was lost).
-    OwnEarlierAttempt,
-    /// The key held the same content, written by another writer (a replay): nothing written.
-    Identical,
-    /// The key held more records, starting with all of this object's: nothing written.
-    Covered,
-    /// The key held fewer records, all of them the start of this object: replaced.
-    Superseded,
-    /// The key held other records; this object went to the given key beside it.
-    WrittenAside(String),
-    /// The key held other records; they were copied to the given key, then this object
-    /// replaced them at the key.
-    MovedAside(String),
-}
-
-impl Resolution {
-    /// Metrics label (`None` for a plain write).
-    pub fn label(&self) -> Option<&'static str> {
-        match self {
-            Self::Written => None,
-            Self::OwnEarlierAttempt => Some("own_attempt"),
-            Self::Identical => Some("identical"),
-            Self::Covered => Some("covered"),
-            Self::Superseded => Some("superseded"),
-            Self::WrittenAside(_) => Some("written_aside"),
-            Self::MovedAside(_) => Some("moved_aside"),
-        }
-    }
-
-    /// Every label (to initialise metric series at zero).
-    pub const LABELS: [&'static str; 6] = [
-        "own_attempt",
-        "identical",
-        "covered",
-        "superseded",
-        "written_aside",
-        "moved_aside",
-    ];
 }
 
 /// User-metadata names the connector writes on every object (see docs/delivery.md).
@@ -162,64 +119,6 @@ pub struct UploadPage {
     pub uploads: Vec<PendingUpload>,
     /// (key marker, upload-id marker) of the next page, if any.
     pub next: Option<(String, String)>,
-}
-
-/// Coarse class of a failed request, for retry decisions and metrics labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// 429/503 SlowDown and similar.
-    Throttle,
-    /// Other 5xx.
-    Server,
-    /// The request timed out.
-    Timeout,
-    /// Connection refused, reset or DNS failure.
-    Network,
-    /// A 4xx the store will answer the same way again for this object (e.g. NoSuchUpload).
-    Permanent,
-    /// A conditional write found the key taken (412 PreconditionFailed, 409
-    /// ConditionalRequestConflict): the uploader resolves it, never by blind retry.
-    Conflict,
-    /// The store can never accept this request as formed (KeyTooLong, InvalidArgument,
-    /// EntityTooLarge…): retrying, or restarting, would fail the same way. The worker stops with
-    /// S3's answer in the error; the configuration (or the store) must change.
-    Invalid,
-    /// Any other client-side or 4xx error (credentials, bucket missing): retried, as an
-    /// operator can fix it while the worker waits.
-    Other,
-}
-
-impl ErrorKind {
-    /// Every kind (to initialise metric series at zero).
-    pub const ALL: [Self; 8] = [
-        Self::Throttle,
-        Self::Server,
-        Self::Timeout,
-        Self::Network,
-        Self::Permanent,
-        Self::Conflict,
-        Self::Invalid,
-        Self::Other,
-    ];
-
-    /// Stable name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Throttle => "throttle",
-            Self::Server => "5xx",
-            Self::Timeout => "timeout",
-            Self::Network => "network",
-            Self::Permanent => "permanent",
-            Self::Conflict => "conflict",
-            Self::Invalid => "invalid",
-            Self::Other => "other",
-        }
-    }
-
-    /// Whether retrying the same request can succeed.
-    pub fn retryable(self) -> bool {
-        !matches!(self, Self::Permanent | Self::Conflict | Self::Invalid)
-    }
 }
 
 /// What the store answered to a failed request, when it answered: the fields of the one-line

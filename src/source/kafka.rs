@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::fetch_queue::{FetchQueue, Taken};
-use super::{channels, shard_of, Command, Control, Offsets, SourceIo};
+use super::headers_json;
+use super::{channels, shard_of, Command, ConsumerError, Control, Offsets, SourceIo};
 use crate::config::KafkaConfig;
-use crate::envelope::headers_json;
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
 use crate::source::ChunkBuilder;
@@ -138,7 +138,7 @@ fn poll_loop(
             }
         }
         None => {
-            let e = "librdkafka gave no queue for the consumer's messages".to_string();
+            let e = ConsumerError::NoQueue;
             tracing::error!("{e}");
             for c in &consumer.context().shards.control {
                 let _ = c.send(Control::Fatal(e.clone()));
@@ -334,7 +334,7 @@ fn consume_error(consumer: &BaseConsumer<Ctx>, e: &rdkafka::error::KafkaError) {
     }
     if is_fatal(e) {
         for c in &consumer.context().shards.control {
-            let _ = c.send(Control::Fatal(e.to_string()));
+            let _ = c.send(Control::Fatal(ConsumerError::Kafka(e.clone())));
         }
     }
 }

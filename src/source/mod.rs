@@ -17,6 +17,7 @@ pub mod replay;
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
 
+use crate::model::json::{put_bytes, write_str};
 use crate::model::{Record, TopicPartition};
 
 /// Offsets to commit: (partition, next offset to read).
@@ -36,7 +37,21 @@ pub enum Control {
         reply: std_mpsc::SyncSender<Offsets>,
     },
     /// The consumer failed in a way it cannot recover from.
-    Fatal(String),
+    Fatal(ConsumerError),
+}
+
+/// Why the source failed for good.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConsumerError {
+    /// librdkafka gave no queue to read the consumer's messages from.
+    #[error("librdkafka gave no queue for the consumer's messages")]
+    NoQueue,
+    /// A fatal consumer error (credentials, authorization, librdkafka's fatal state).
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka thread stopped handing over records (it ended or panicked).
+    #[error("the kafka thread stopped")]
+    Stopped,
 }
 
 /// Requests from the pipeline to the Kafka thread.
@@ -89,6 +104,10 @@ pub fn channels(
     let mut ios = Vec::new();
     for _ in 0..shards.max(1) {
         let (data_tx, data) = tokio::sync::mpsc::channel(capacity.max(1));
+        // Unbounded, yet it holds at most a few messages per rebalance: the Kafka thread sends
+        // one `Assigned` per assignment and one `Revoke` per revocation, and then blocks until
+        // the worker answers the revoke; `Fatal` is sent once before the thread stops. The
+        // thread must never block on a full channel inside librdkafka's rebalance callback.
         let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
         senders.data.push(data_tx);
         senders.control.push(control_tx);
@@ -293,6 +312,24 @@ pub fn by_shard(parts: &[TopicPartition], shards: usize) -> Vec<Vec<TopicPartiti
     for tp in parts {
         out[shard_of(tp, shards)].push(tp.clone());
     }
+    out
+}
+
+/// A record's headers as a JSON array, `[{"key":"name","value":"text"}]`, in their order (a
+/// name may repeat); a value is a string when it is valid UTF-8 and escaping does not grow it
+/// past base64, `value_base64` otherwise, `null` for a null header (as in `envelope::error_line`).
+pub fn headers_json<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Vec<u8> {
+    let mut out = Vec::from(&b"["[..]);
+    for (i, (name, value)) in headers.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        write_str(&mut out, name);
+        put_bytes(&mut out, "value", value);
+        out.push(b'}');
+    }
+    out.push(b']');
     out
 }
 

@@ -252,10 +252,10 @@ impl RangeReader {
                             headers: Some(bytes::Bytes::from({
                                 use rdkafka::message::Headers;
                                 match m.headers() {
-                                    Some(h) => crate::envelope::headers_json(
+                                    Some(h) => crate::source::headers_json(
                                         h.iter().map(|h| (h.key, h.value)),
                                     ),
-                                    None => crate::envelope::headers_json([]),
+                                    None => crate::source::headers_json([]),
                                 }
                             })),
                         };

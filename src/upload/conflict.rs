@@ -29,7 +29,8 @@ use xxhash_rust::xxh3::Xxh3;
 use super::{ObjectInfo, ObjectTask, UploadError};
 use crate::config::Compression;
 use crate::sink::{meta_keys, CompletedPart, ErrorKind, ObjectMeta, ObjectSink, SinkError};
-use crate::sink::{ObjectHead, Resolution, WriteCondition};
+use crate::sink::{ObjectHead, WriteCondition};
+use crate::upload::Resolution;
 
 /// Rounds of head / compare / write before giving up (each round means another writer changed
 /// the key meanwhile).

@@ -33,7 +33,9 @@ impl<S: ObjectSink + ?Sized> Counted<S> {
 
     fn count<T>(&self, r: Result<T, SinkError>) -> Result<T, SinkError> {
         match &r {
-            Err(e) if e.kind != ErrorKind::Conflict => self.metrics.s3_request(&self.dest, Err(e)),
+            Err(e) if e.kind != ErrorKind::Conflict => {
+                self.metrics.s3_request(&self.dest, Err(&e.to_string()))
+            }
             _ => self.metrics.s3_request(&self.dest, Ok(())),
         }
         r

@@ -19,8 +19,8 @@ use super::PARQUET_CONTENT_TYPE;
 use super::{conflict, Chunk, FileStats, Finish, ObjectInfo, Target, UploadDone, UploadError};
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
-use crate::sink::Resolution;
 use crate::sink::{meta_keys, CompletedPart, ErrorKind, ObjectMeta, SinkError, WriteCondition};
+use crate::upload::Resolution;
 
 /// The state of one object's upload task (run by [`ObjectTask::run`]).
 pub(super) struct ObjectTask {
@@ -312,7 +312,7 @@ impl ObjectTask {
                 tracing::info!(destination = %t.name, key = %m.key, "aborted multipart upload")
             }
             Err(e) => {
-                if let Some(repeats) = self.metrics.s3_error_to_log(&e) {
+                if let Some(repeats) = self.metrics.s3_error_to_log(&e.cause()) {
                     tracing::warn!(destination = %t.name, error = %e, repeats_not_shown = repeats, "could not abort multipart upload; S3 lifecycle rules or the next start-up clean it")
                 }
             }
@@ -351,7 +351,7 @@ impl ObjectTask {
         .when(|e: &SinkError| e.kind.retryable())
         .notify(|e: &SinkError, wait| {
             self.metrics.upload_retry(&t.name, e.kind);
-            if let Some(repeats) = self.metrics.s3_error_to_log(e) {
+            if let Some(repeats) = self.metrics.s3_error_to_log(&e.cause()) {
                 tracing::warn!(destination = %t.name, error = %e, retry_in_ms = wait.as_millis() as u64, repeats_not_shown = repeats, "S3 request failed; retrying");
             }
         });
@@ -362,7 +362,7 @@ impl ObjectTask {
                 // A taken key is not a failure: the caller resolves it.
                 if e.kind != ErrorKind::Conflict {
                     self.metrics.upload_failed(&t.name, e.kind);
-                    if let Some(repeats) = self.metrics.s3_error_to_log(&e) {
+                    if let Some(repeats) = self.metrics.s3_error_to_log(&e.cause()) {
                         tracing::error!(destination = %t.name, error = %e, repeats_not_shown = repeats, "S3 request failed for good");
                     }
                 }

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context};
 use prometheus::Registry;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -69,6 +70,10 @@ pub struct ConnectorArgs {
     /// http:// endpoints), signed or unsigned (what auto does over https://).
     #[arg(long, default_value = "auto")]
     pub payload_signing: String,
+    /// TOML appended to the config after `[destinations.batch]` (e.g. `format = "parquet"` and
+    /// a `[destinations.parquet]` table): `bench/identical.sh` replays Parquet this way.
+    #[arg(long)]
+    pub extra_toml: Option<PathBuf>,
 }
 
 impl ConnectorArgs {
@@ -110,6 +115,14 @@ impl ConnectorArgs {
             max_age = self.max_age,
             idle = self.idle,
         );
+        let text = match &self.extra_toml {
+            Some(path) => {
+                let extra = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --extra-toml {}", path.display()))?;
+                format!("{text}{extra}\n")
+            }
+            None => text,
+        };
         let mut cfg =
             config::parse(&text, &|_| None).map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
         if self.payload_signing == "unsigned" {

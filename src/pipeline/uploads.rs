@@ -1,0 +1,160 @@
+//! The worker's uploads: the uploader it hands files to, the completions it reads back, and the
+//! closed files whose upload has not completed yet (`in flight`), each with the token that
+//! cancels it.
+//!
+//! Invariants: a closed file is in flight from [`Uploads::hand_over`] until its completion is
+//! taken ([`Uploads::take`]), and only then; every upload the worker opens is a child of one
+//! token, so [`Uploads::cancel_all`] stops them all (on a fatal error and once a shutdown drained).
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::destination::FileKind;
+use crate::model::TopicPartition;
+use crate::upload::{FileStats, ObjectInfo, ObjectWriter, UploadDone, Uploader};
+
+/// A closed file whose upload has not completed.
+pub(super) struct InFlight {
+    /// Its destination.
+    pub dest: usize,
+    /// Its partition.
+    pub tp: TopicPartition,
+    /// Data or error file.
+    pub kind: FileKind,
+    /// Offset of its first record (held in the offset tracker until it is durable).
+    pub first_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// Cancels its upload.
+    pub cancel: CancellationToken,
+}
+
+/// A closed file, ready for the last step of its upload.
+pub(super) struct Closed {
+    /// Its upload's identity.
+    pub info: ObjectInfo,
+    /// Its upload, if it streamed parts.
+    pub writer: Option<ObjectWriter>,
+    /// Its last bytes.
+    pub body: Bytes,
+    /// Its object key.
+    pub key: String,
+    /// Records and sizes.
+    pub stats: FileStats,
+    /// Data or error file.
+    pub kind: FileKind,
+    /// Offset of its last record.
+    pub last_offset: i64,
+}
+
+/// The uploader, its completions and the files in flight (see the module doc).
+pub(super) struct Uploads {
+    uploader: Uploader,
+    done: tokio::sync::mpsc::UnboundedReceiver<UploadDone>,
+    in_flight: HashMap<u64, InFlight>,
+    cancel: CancellationToken,
+}
+
+impl Uploads {
+    /// Nothing in flight yet.
+    pub fn new(uploader: Uploader, done: tokio::sync::mpsc::UnboundedReceiver<UploadDone>) -> Self {
+        Self {
+            uploader,
+            done,
+            in_flight: HashMap::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Bytes handed to uploads and not yet in S3.
+    pub fn queued_bytes(&self) -> usize {
+        self.uploader.queued_bytes()
+    }
+
+    /// Size of a part (and the PutObject threshold).
+    pub fn part_size(&self) -> usize {
+        self.uploader.part_size()
+    }
+
+    /// Opens the upload of a file that sends parts while it fills, under its final `key`.
+    pub fn open_streaming(&self, info: ObjectInfo, key: String) -> ObjectWriter {
+        self.uploader
+            .open(info, Some(key), self.cancel.child_token())
+    }
+
+    /// Hands a closed file's last bytes to its upload (opening one if it streamed no part) and
+    /// puts it in flight.
+    pub fn hand_over(&mut self, file: Closed) {
+        let Closed {
+            info,
+            writer,
+            body,
+            key,
+            stats,
+            kind,
+            last_offset,
+        } = file;
+        let cancel = self.cancel.child_token();
+        let writer = match writer {
+            Some(w) => w,
+            None => self.uploader.open(info.clone(), None, cancel.clone()),
+        };
+        writer.finish(body, key, stats);
+        self.in_flight.insert(
+            info.id,
+            InFlight {
+                dest: info.dest,
+                tp: info.tp,
+                kind,
+                first_offset: info.first_offset,
+                last_offset,
+                cancel,
+            },
+        );
+    }
+
+    /// The next completion (`None` once every sender is gone).
+    pub async fn recv(&mut self) -> Option<UploadDone> {
+        self.done.recv().await
+    }
+
+    /// The next completion before `deadline` (`None` when it passed or every sender is gone).
+    pub async fn recv_until(&mut self, deadline: Instant) -> Option<UploadDone> {
+        timeout_at(deadline, self.done.recv()).await.ok().flatten()
+    }
+
+    /// Takes the file of a completed upload out of flight (`None`: a streaming upload that
+    /// failed before its file was closed).
+    pub fn take(&mut self, id: u64) -> Option<InFlight> {
+        self.in_flight.remove(&id)
+    }
+
+    /// Files in flight.
+    pub fn len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether no file is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Whether a file in flight matches `which`.
+    pub fn any(&self, which: impl Fn(&InFlight) -> bool) -> bool {
+        self.in_flight.values().any(which)
+    }
+
+    /// Cancels the uploads of the files in flight that match `which`.
+    pub fn cancel_where(&self, which: impl Fn(&InFlight) -> bool) {
+        for f in self.in_flight.values().filter(|f| which(f)) {
+            f.cancel.cancel();
+        }
+    }
+
+    /// Cancels every upload the worker opened.
+    pub fn cancel_all(&self) {
+        self.cancel.cancel();
+    }
+}
