@@ -294,11 +294,10 @@ const ADMISSION_PER_PERMIT: usize = 32;
 /// Memory an object's upload task holds while it waits and runs, besides its bytes: the task
 /// (its future, about 1.9 KB by `size_of_val`, in tokio's cache-aligned task cell), its channel
 /// (a first block of 32 slots), its cancellation token, the object's metadata, and the
-/// allocator's rounding of each. A heap profile of 200,000 one-record objects held about 5.5 KB
-/// per waiting task (task cells 2.8 KB, channel blocks 1.4 KB, metadata 0.9 KB) when 4 KiB was
-/// charged, so the charge is 8 KiB. Counted in [`Uploader::queued_bytes`] from `open` until
-/// the task ends, so thousands of small objects closed at once (a revoke, a shutdown, files
-/// spread over many folders) count against the memory budget.
+/// allocator's rounding of each: a heap profile put it above 4 KiB (BENCHMARKS.md, "Memory").
+/// Counted in [`Uploader::queued_bytes`] from `open` until the task ends, so thousands of small
+/// objects closed at once (a revoke, a shutdown, files spread over many folders) count against
+/// the memory budget.
 pub const OBJECT_TASK_BYTES: usize = 8192;
 
 /// Bytes counted in the queued total for as long as it lives (a task's fixed cost: released

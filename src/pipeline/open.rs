@@ -29,9 +29,8 @@ const fn table_share(entry: usize) -> usize {
 /// What an open file costs besides its buffers, charged to the memory budget: the file's state
 /// (boxed, so the open-file map's buckets stay small however large `OpenFile` is), its entry in
 /// the open-file map and in the id map at a resize's worst, its entries in the four indexes
-/// (B-tree nodes at half fill at worst), and the offset it holds in the offset tracker. A heap
-/// profile of 16,384 one-record files open at once found the map's buckets holding the file
-/// state inline at twice what was charged for them, and a resize briefly holding both tables.
+/// (B-tree nodes at half fill at worst), and the offset it holds in the offset tracker
+/// (BENCHMARKS.md, "Memory", has the heap profile behind it).
 pub(super) const FILE_FIXED_BYTES: usize = size_of::<OpenFile>()
     + 16
     + table_share(size_of::<FileKey>() + size_of::<Box<OpenFile>>())
