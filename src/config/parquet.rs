@@ -187,8 +187,8 @@ pub struct ParquetConfig {
     pub schema: SchemaRef,
 }
 
-/// Whether `name` is a plain identifier every engine takes unquoted.
-fn plain_identifier(name: &str) -> bool {
+/// Whether `name` is a plain identifier every engine (and every Iceberg catalog) takes unquoted.
+pub(crate) fn plain_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::parquet::plain_identifier;
 use crate::config::{ConfigError, Secret};
 
 /// Default `commit_interval_secs`: one snapshot per worker per minute.
@@ -187,16 +188,6 @@ pub struct IcebergConfig {
     pub partition_time: Option<TimeTransform>,
     /// JSON paths partitioned by value, split at dots.
     pub partition_fields: Vec<Vec<String>>,
-}
-
-/// Whether `name` is a plain identifier every engine and catalog takes unquoted.
-fn plain_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 128
 }
 
 /// Validates the `[destinations.iceberg]` of the destination at `at` (e.g. `destinations[0]`).
