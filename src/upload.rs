@@ -99,6 +99,42 @@ struct Finish {
     stats: FileStats,
 }
 
+/// Where an object's task gets its chunks: the channel of a file that sends parts while it
+/// fills, or the finish of a file closed before any part, handed over with the task (no
+/// channel: with many small folders, nearly every object is sent this way).
+enum Chunks {
+    Channel(mpsc::UnboundedReceiver<Chunk>),
+    Closed(Option<Box<Finish>>),
+}
+
+impl Chunks {
+    /// The next chunk (`None`: the writer is gone, or the closed file's finish was taken).
+    async fn recv(&mut self) -> Option<Chunk> {
+        match self {
+            Self::Channel(rx) => rx.recv().await,
+            Self::Closed(finish) => finish.take().map(Chunk::Finish),
+        }
+    }
+
+    /// Takes no more chunks; returns the bytes of those never taken (to leave the queued total).
+    fn close(&mut self) -> usize {
+        let mut left = 0;
+        match self {
+            Self::Channel(rx) => {
+                rx.close();
+                while let Ok(c) = rx.try_recv() {
+                    left += match c {
+                        Chunk::Part(b) => b.len(),
+                        Chunk::Finish(f) => f.last.len(),
+                    };
+                }
+            }
+            Self::Closed(finish) => left += finish.take().map_or(0, |f| f.last.len()),
+        }
+        left
+    }
+}
+
 /// Destination-side handles of the uploader.
 pub struct Target {
     /// Destination name (logs, metrics).
@@ -235,17 +271,42 @@ impl Uploader {
         // stops taking records while the budget is spent, so no part is made that the budget
         // does not cover. The worker never waits on an upload task to accept a part.
         let (tx, rx) = mpsc::unbounded_channel();
-        let charge = Charge::new(self.queued.clone(), OBJECT_TASK_BYTES);
-        let task = self.task(cancel.clone()).run(info, key, rx, charge);
-        match &self.runtime {
-            Some(rt) => drop(rt.spawn(task)),
-            None => drop(tokio::spawn(task)),
-        }
+        self.spawn(info, key, Chunks::Channel(rx), cancel.clone());
         ObjectWriter {
             tx,
             queued: self.queued.clone(),
             cancel,
             parts_sent: 0,
+        }
+    }
+
+    /// Uploads a file closed before it sent any part: its whole body, under its final key.
+    pub fn put(
+        &self,
+        info: ObjectInfo,
+        last: Bytes,
+        key: String,
+        stats: FileStats,
+        cancel: CancellationToken,
+    ) {
+        self.queued.fetch_add(last.len(), Ordering::Relaxed);
+        let finish = Box::new(Finish { last, key, stats });
+        self.spawn(info, None, Chunks::Closed(Some(finish)), cancel);
+    }
+
+    /// Starts an object's task, charged [`OBJECT_TASK_BYTES`] until it reports.
+    fn spawn(
+        &self,
+        info: ObjectInfo,
+        key: Option<String>,
+        chunks: Chunks,
+        cancel: CancellationToken,
+    ) {
+        let charge = Charge::new(self.queued.clone(), OBJECT_TASK_BYTES);
+        let task = self.task(cancel).run(info, key, chunks, charge);
+        match &self.runtime {
+            Some(rt) => drop(rt.spawn(task)),
+            None => drop(tokio::spawn(task)),
         }
     }
 }
@@ -276,6 +337,11 @@ impl ObjectWriter {
         }
     }
 
+    /// The token that cancels this upload.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Cancels the upload (the task aborts any multipart upload and reports `Cancelled`).
     pub fn cancel(&self) {
         self.cancel.cancel();
@@ -292,12 +358,12 @@ impl ObjectWriter {
 const ADMISSION_PER_PERMIT: usize = 32;
 
 /// Memory an object's upload task holds while it waits and runs, besides its bytes: the task
-/// (its future, about 1.9 KB by `size_of_val`, in tokio's cache-aligned task cell), its channel
-/// (a first block of 32 slots), its cancellation token, the object's metadata, and the
-/// allocator's rounding of each: a heap profile put it above 4 KiB (BENCHMARKS.md, "Memory").
-/// Counted in [`Uploader::queued_bytes`] from `open` until the task ends, so thousands of small
-/// objects closed at once (a revoke, a shutdown, files spread over many folders) count against
-/// the memory budget.
+/// (its future, about 1.9 KB by `size_of_val`, in tokio's cache-aligned task cell), the channel
+/// of a file that streams parts (a first block of 32 slots), its cancellation token, once
+/// admitted the object's headers, and the allocator's rounding of each: a heap profile put it
+/// above 4 KiB (BENCHMARKS.md, "Memory"). Counted in [`Uploader::queued_bytes`] from its start
+/// until the task ends, so thousands of small objects closed at once (a revoke, a shutdown,
+/// files spread over many folders) count against the memory budget.
 pub const OBJECT_TASK_BYTES: usize = 8192;
 
 /// Bytes counted in the queued total for as long as it lives (a task's fixed cost: released
@@ -359,4 +425,4 @@ impl Resolution {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -96,12 +96,21 @@ impl Uploads {
             kind,
             last_offset,
         } = file;
-        let cancel = self.cancel.child_token();
-        let writer = match writer {
-            Some(w) => w,
-            None => self.uploader.open(info.clone(), None, cancel.clone()),
+        // A file that streamed parts keeps its upload's token, so cancelling it in flight stops
+        // that upload.
+        let cancel = match writer {
+            Some(w) => {
+                let cancel = w.cancel_token();
+                w.finish(body, key, stats);
+                cancel
+            }
+            None => {
+                let cancel = self.cancel.child_token();
+                self.uploader
+                    .put(info.clone(), body, key, stats, cancel.clone());
+                cancel
+            }
         };
-        writer.finish(body, key, stats);
         self.in_flight.insert(
             info.id,
             InFlight {
@@ -156,5 +165,47 @@ impl Uploads {
     /// Cancels every upload the worker opened.
     pub fn cancel_all(&self) {
         self.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::QuarantineReason;
+    use crate::sink::memory::MemorySink;
+    use crate::upload::tests::{info, stats, uploader};
+    use crate::upload::UploadError;
+    use std::sync::Arc;
+
+    /// A file that streamed parts is cancelled in flight like a file sent whole (a revoke whose
+    /// drain deadline passed cancels its partitions' uploads).
+    #[tokio::test]
+    async fn a_streamed_file_in_flight_is_cancelled_with_its_partition() {
+        let sink = Arc::new(MemorySink::new());
+        // Every request fails and is retried until cancelled.
+        sink.fail_next(u32::MAX);
+        let (up, done) = uploader(sink.clone(), None);
+        let mut uploads = Uploads::new(up, done);
+        let mut writer = uploads.open_streaming(info(1), "k1".into());
+        writer.part(Bytes::from_static(b"012345678"));
+        uploads.hand_over(Closed {
+            info: info(1),
+            writer: Some(writer),
+            body: Bytes::from_static(b"9"),
+            key: "k1".into(),
+            stats: stats(),
+            kind: FileKind::Error(QuarantineReason::Empty),
+            last_offset: 0,
+        });
+        uploads.cancel_where(|f| f.tp.partition == 0);
+        // Bounded so a regression fails instead of hanging: without the cancellation the
+        // upload retries forever.
+        let done = tokio::time::timeout(std::time::Duration::from_secs(60), uploads.recv())
+            .await
+            .expect("the cancelled upload reports")
+            .unwrap();
+        assert!(matches!(done.result, Err(UploadError::Cancelled)));
+        assert!(sink.objects().is_empty());
+        assert_eq!(uploads.queued_bytes(), 0);
     }
 }

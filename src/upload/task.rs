@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::PARQUET_CONTENT_TYPE;
-use super::{conflict, Chunk, FileStats, Finish, ObjectInfo, Target, UploadDone, UploadError};
+use super::{
+    conflict, Chunk, Chunks, FileStats, Finish, ObjectInfo, Target, UploadDone, UploadError,
+};
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 use crate::sink::{meta_keys, CompletedPart, ErrorKind, ObjectMeta, SinkError, WriteCondition};
@@ -37,6 +39,12 @@ pub(super) struct ObjectTask {
     pub(super) cancel: CancellationToken,
 }
 
+/// A task's writer id and its object's headers.
+struct Named {
+    writer: String,
+    meta: ObjectMeta,
+}
+
 struct Multipart {
     key: String,
     upload_id: String,
@@ -50,11 +58,12 @@ impl ObjectTask {
         self,
         info: ObjectInfo,
         key: Option<String>,
-        mut rx: mpsc::UnboundedReceiver<Chunk>,
+        mut chunks: Chunks,
         charge: super::Charge,
     ) {
-        let writer = format!("{:016x}", rand::random::<u64>());
-        let meta = self.object_meta(&info, &writer);
+        // This writer's id and the object's headers, made at the first admitted operation: a
+        // task waiting for admission holds neither.
+        let mut named: Option<Named> = None;
         let mut mp: Option<Multipart> = None;
         let mut stats = FileStats::default();
         let mut final_key = key.clone().unwrap_or_default();
@@ -63,7 +72,7 @@ impl ObjectTask {
             let chunk = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break Err(UploadError::Cancelled),
-                c = rx.recv() => c,
+                c = chunks.recv() => c,
             };
             match chunk {
                 None => break Err(UploadError::Cancelled),
@@ -71,8 +80,15 @@ impl ObjectTask {
                     let len = body.len();
                     let r = match self.admitted().await {
                         Ok(_admitted) => {
-                            Box::pin(self.send_part(&info, &meta, &mut mp, key.as_deref(), body))
-                                .await
+                            let named = named.get_or_insert_with(|| self.named(&info));
+                            Box::pin(self.send_part(
+                                &info,
+                                &named.meta,
+                                &mut mp,
+                                key.as_deref(),
+                                body,
+                            ))
+                            .await
                         }
                         Err(e) => Err(e),
                     };
@@ -92,8 +108,8 @@ impl ObjectTask {
                     let len = last.len();
                     let r = match self.admitted().await {
                         Ok(_admitted) => {
-                            Box::pin(self.finish(&info, &meta, &writer, &mut mp, key, last, &stats))
-                                .await
+                            let n = named.get_or_insert_with(|| self.named(&info));
+                            Box::pin(self.finish(&info, n, &mut mp, key, last, &stats)).await
                         }
                         Err(e) => Err(e),
                     };
@@ -102,15 +118,8 @@ impl ObjectTask {
                 }
             }
         };
-        // Drain parts that will never be sent, so the queued-bytes gauge stays exact.
-        rx.close();
-        while let Ok(c) = rx.try_recv() {
-            let len = match c {
-                Chunk::Part(b) => b.len(),
-                Chunk::Finish(f) => f.last.len(),
-            };
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-        }
+        // Drop the chunks that will never be sent, so the queued-bytes gauge stays exact.
+        self.queued.fetch_sub(chunks.close(), Ordering::Relaxed);
         let parts = mp.as_ref().map_or(0, |m| m.parts.len() as u32);
         // A multipart upload left open: failed, cancelled, or not needed (the key held our
         // records already).
@@ -142,16 +151,16 @@ impl ObjectTask {
         });
     }
 
-    /// Headers of one object: the destination's, plus where its records come from and which
-    /// task wrote it.
-    fn object_meta(&self, info: &ObjectInfo, writer: &str) -> ObjectMeta {
+    /// This task's writer id and the object's headers: the destination's, plus where its
+    /// records come from and which task wrote it.
+    fn named(&self, info: &ObjectInfo) -> Named {
+        let writer = format!("{:016x}", rand::random::<u64>());
         let mut meta = self.targets[info.dest].meta.clone();
         if info.parquet {
             meta.content_type = PARQUET_CONTENT_TYPE.to_string();
             meta.content_encoding = None;
         }
-        meta.user
-            .insert(meta_keys::WRITER.into(), writer.to_string());
+        meta.user.insert(meta_keys::WRITER.into(), writer.clone());
         meta.user
             .insert(meta_keys::TOPIC.into(), info.tp.topic.to_string());
         meta.user
@@ -160,7 +169,7 @@ impl ObjectTask {
             meta_keys::FIRST_OFFSET.into(),
             info.first_offset.to_string(),
         );
-        meta
+        Named { writer, meta }
     }
 
     /// Waits for this worker's admission of one operation (or the cancellation).
@@ -210,13 +219,13 @@ impl ObjectTask {
     async fn finish(
         &self,
         info: &ObjectInfo,
-        meta: &ObjectMeta,
-        writer: &str,
+        named: &Named,
         mp: &mut Option<Multipart>,
         key: String,
         last: Bytes,
         stats: &FileStats,
     ) -> Result<Resolution, UploadError> {
+        let Named { writer, meta } = named;
         let t = &self.targets[info.dest];
         let cond = if t.conditional {
             WriteCondition::IfAbsent

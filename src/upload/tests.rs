@@ -3,7 +3,7 @@ use crate::sink::memory::MemorySink;
 use crate::sink::meta_keys;
 use std::time::Duration;
 
-fn uploader(
+pub(crate) fn uploader(
     sink: Arc<MemorySink>,
     max_attempts: Option<u32>,
 ) -> (Uploader, mpsc::UnboundedReceiver<UploadDone>) {
@@ -34,7 +34,7 @@ fn uploader_with(
     Uploader::new(targets, 2, policy, 8, Metrics::unregistered())
 }
 
-fn info(id: u64) -> ObjectInfo {
+pub(crate) fn info(id: u64) -> ObjectInfo {
     ObjectInfo {
         id,
         dest: 0,
@@ -44,7 +44,7 @@ fn info(id: u64) -> ObjectInfo {
     }
 }
 
-fn stats() -> FileStats {
+pub(crate) fn stats() -> FileStats {
     FileStats {
         records: 1,
         raw_bytes: 1,
@@ -330,14 +330,51 @@ async fn a_waiting_object_task_is_small() {
     // (about 10 KB before it was boxed behind admission).
     let (up, _done) = uploader(Arc::new(MemorySink::new()), Some(1));
     let (_tx, rx) = mpsc::unbounded_channel();
-    let task = up.task(CancellationToken::new());
-    let charge = Charge::new(Arc::new(AtomicUsize::new(0)), OBJECT_TASK_BYTES);
-    let fut = task.run(info(1), None, rx, charge);
-    let size = std::mem::size_of_val(&fut);
-    assert!(
-        size <= OBJECT_TASK_BYTES / 2,
-        "object task future is {size} bytes"
+    for chunks in [Chunks::Channel(rx), Chunks::Closed(None)] {
+        let task = up.task(CancellationToken::new());
+        let charge = Charge::new(Arc::new(AtomicUsize::new(0)), OBJECT_TASK_BYTES);
+        let fut = task.run(info(1), None, chunks, charge);
+        let size = std::mem::size_of_val(&fut);
+        assert!(
+            size <= OBJECT_TASK_BYTES / 2,
+            "object task future is {size} bytes"
+        );
+    }
+}
+
+/// A file closed before any part goes up whole, with no channel; its bytes and its task are
+/// counted until it reports, and a cancellation before it starts gives both back.
+#[tokio::test]
+async fn a_closed_file_is_put_whole_and_counted_until_it_reports() {
+    let sink = Arc::new(MemorySink::new());
+    let (up, mut done) = uploader(sink.clone(), None);
+    up.put(
+        info(1),
+        Bytes::from_static(b"abc"),
+        "k1".into(),
+        stats(),
+        CancellationToken::new(),
     );
+    assert_eq!(up.queued_bytes(), OBJECT_TASK_BYTES + 3);
+    let d = done.recv().await.unwrap();
+    assert_eq!(d.key, "k1");
+    assert_eq!(d.result.unwrap(), Resolution::Written);
+    assert_eq!(sink.objects()["k1"].body.as_ref(), b"abc");
+    assert_eq!(up.queued_bytes(), 0);
+
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    up.put(
+        info(2),
+        Bytes::from_static(b"defg"),
+        "k2".into(),
+        stats(),
+        cancel,
+    );
+    let d = done.recv().await.unwrap();
+    assert!(matches!(d.result, Err(UploadError::Cancelled)));
+    assert!(!sink.objects().contains_key("k2"));
+    assert_eq!(up.queued_bytes(), 0);
 }
 
 /// Each object's upload task counts against the memory budget while it lives, released when
