@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod destination;
+pub mod iceberg;
 pub(crate) mod parquet;
 mod raw;
 mod security;

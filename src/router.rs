@@ -56,6 +56,9 @@ pub struct Router {
     value_slots: Vec<usize>,
     /// The declared Parquet columns and the index in `paths` of each one's value.
     columns: Vec<(Column, usize)>,
+    /// Indices in `columns` of an Iceberg table's identity partition columns: their values
+    /// group the files too, as they are (a file's rows share one partition value).
+    partition_columns: Vec<usize>,
     max_future: Option<chrono::Duration>,
     max_past: Option<chrono::Duration>,
     max_record_bytes: Option<u64>,
@@ -101,6 +104,17 @@ impl Router {
                 };
                 (c.clone(), slot)
             })
+            .collect::<Vec<(Column, usize)>>();
+        let partition_columns = d
+            .iceberg
+            .iter()
+            .flat_map(|t| t.partition.iter())
+            .filter_map(|s| match s {
+                crate::config::iceberg::PartitionSource::Identity { column } => {
+                    columns.iter().position(|(c, _)| &c.name == column)
+                }
+                crate::config::iceberg::PartitionSource::Time { .. } => None,
+            })
             .collect();
         Self {
             time_source: d.routing.time_source.clone(),
@@ -113,6 +127,7 @@ impl Router {
             kind_slot,
             value_slots,
             columns,
+            partition_columns,
             max_future: d
                 .routing
                 .max_future
@@ -204,7 +219,10 @@ impl Router {
                 Err(m) => return Route::Mismatch(m),
             }
         }
-        let id = values_id(&values);
+        let mut id = values_id(&values);
+        if !self.partition_columns.is_empty() {
+            id ^= cells_id(self.partition_columns.iter().map(|&i| &row[i]));
+        }
         let folder = match (&self.time_source, self.granularity) {
             (TimeSource::None, _) => FolderKey::Slot(None, id),
             (TimeSource::UploadTime, _) | (_, Granularity::FirstEvent) => FolderKey::AtSeal(id),
@@ -282,6 +300,31 @@ fn values_id(values: &[String]) -> u128 {
     for v in values {
         h.update(v.as_bytes());
         h.update(&[0]);
+    }
+    h.digest128()
+}
+
+/// A hash of partition cells that tells every value apart (null, types, strings as they are).
+fn cells_id<'c, 'a: 'c>(cells: impl Iterator<Item = &'c Cell<'a>>) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for c in cells {
+        match c {
+            Cell::Null => h.update(&[0]),
+            Cell::Str(s) => {
+                h.update(&[1]);
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Cell::Int(v) => {
+                h.update(&[2]);
+                h.update(&v.to_le_bytes());
+            }
+            Cell::Bool(v) => h.update(&[3, u8::from(*v)]),
+            other => {
+                h.update(&[4]);
+                h.update(format!("{other:?}").as_bytes());
+            }
+        }
     }
     h.digest128()
 }

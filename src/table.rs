@@ -2,8 +2,9 @@
 //! connector writes to an Iceberg table, committing each partition's Kafka offsets in the same
 //! snapshot (exactly once; docs/iceberg.md).
 //!
-//! - [`config`]: `[destinations.iceberg]` (catalog, namespace, table, partitioning, interval);
-//!   [`applies`]: the destination settings a table refuses (object layout, file dating).
+//! - configuration: `[destinations.iceberg]` is parsed and checked with the rest of the
+//!   configuration ([`crate::config::iceberg`]: catalog, namespace, table, partitioning,
+//!   interval, and the destination settings a table refuses).
 //! - [`catalog`]: the catalog of each kind (sql, rest, glue, s3tables) over the table's storage.
 //! - [`schema`]: the table schema and partition spec derived from the Parquet columns, and the
 //!   writer schema carrying field ids.
@@ -21,10 +22,8 @@
 //! Invariant: the `iceberg` crate's types stay inside this module; the rest of the connector
 //! sees [`commit::CommitOutcome`], [`TableError`] and plain offsets.
 
-pub mod applies;
 pub mod catalog;
 pub mod commit;
-pub mod config;
 pub mod datafile;
 pub mod guard;
 pub mod offsets;

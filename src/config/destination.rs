@@ -209,6 +209,24 @@ pub(super) fn validate_destination(
             ))
         }
     };
+    let iceberg = match (&d.iceberg, parquet.as_deref()) {
+        (None, _) => None,
+        (Some(raw), p) => {
+            super::iceberg::refuse_inapplicable(at, d)?;
+            let p = p.ok_or_else(|| {
+                ConfigError::new(
+                    format!("{at}.batch.format"),
+                    "an Iceberg table needs batch.format = \"parquet\"",
+                )
+            })?;
+            let table = super::iceberg::validate_for(at, raw, p, &routing.time_source)?;
+            // A file's rows share their partition: files are grouped by the partition's time
+            // slot (and, in the router, by the identity columns' values).
+            routing.folder = FolderTemplate::parse(table.folder_template())
+                .map_err(|m| ConfigError::new(format!("{at}.iceberg.partition_time"), m))?;
+            Some(std::sync::Arc::new(table))
+        }
+    };
     if parquet.is_some() && d.routing.file_template == RawRouting::default().file_template {
         routing.file = FileTemplate::parse(crate::template::PARQUET_FILE_TEMPLATE)
             .map_err(|m| ConfigError::new(format!("{at}.routing.file_template"), m))?;
@@ -304,6 +322,7 @@ pub(super) fn validate_destination(
         batch,
         filter,
         parquet,
+        iceberg,
     })
 }
 

@@ -265,6 +265,10 @@ pub struct RawDestination {
     /// Parquet columns (with `batch.format = "parquet"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<super::parquet::RawParquet>,
+    /// An Apache Iceberg table to append the data files to, instead of objects under a prefix
+    /// (docs/iceberg.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iceberg: Option<super::iceberg::RawIceberg>,
 }
 
 /// `[destinations.credentials]`.

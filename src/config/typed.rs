@@ -495,4 +495,6 @@ pub struct DestinationConfig {
     pub filter: FilterConfig,
     /// Declared Parquet columns: set when data files are Parquet (`batch.format`).
     pub parquet: Option<std::sync::Arc<super::ParquetConfig>>,
+    /// The Iceberg table the data files are appended to (None: objects under the prefix).
+    pub iceberg: Option<std::sync::Arc<super::iceberg::IcebergConfig>>,
 }

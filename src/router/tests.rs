@@ -339,3 +339,37 @@ fn field_values_pick_the_folder() {
     assert_eq!(a, c, "same year, same value: same folder");
     assert_eq!(vc, va);
 }
+
+/// An Iceberg table's identity partition values group files as they are: values a folder
+/// would sanitise alike (`page view`, `page_view`) and a missing value each get files of
+/// their own, so every file's rows share one partition value.
+#[test]
+fn table_identity_partitions_group_files_by_their_exact_values() {
+    let r = Router::new(&dest(
+        "kafka_metadata_field = \"_kafka\"\n\
+         [destinations.routing]\ntime_field = \"ts\"\n\
+         [destinations.batch]\nformat = \"parquet\"\n\
+         [[destinations.parquet.columns]]\nname = \"event\"\npath = \"type\"\ntype = \"string\"\n\
+         [[destinations.parquet.columns]]\nname = \"ts\"\npath = \"ts\"\ntype = \"timestamp\"\n\
+         [destinations.iceberg]\nnamespace = \"a\"\ntable = \"e\"\npartition_time = \"hour\"\n\
+         partition_fields = [\"type\"]\n\
+         [destinations.iceberg.catalog]\nkind = \"sql\"\nuri = \"sqlite::memory:\"\nwarehouse = \"s3://b/w\"\n",
+    ));
+    let key = |v: &str| match r.route(&rec(v), now()) {
+        Route::Write { folder, .. } => folder,
+        other => panic!("{other:?}"),
+    };
+    let at = |t: &str| format!(r#"{{"type":"{t}","ts":"2026-01-02T03:04:05Z"}}"#);
+    assert_eq!(key(&at("page view")), key(&at("page view")));
+    assert_ne!(key(&at("page view")), key(&at("page_view")));
+    assert_ne!(
+        key(&at("")),
+        key(r#"{"ts":"2026-01-02T03:04:05Z"}"#),
+        "an empty string and a missing value are different partitions"
+    );
+    // The hour is the partition's time slot.
+    let FolderKey::Slot(Some(slot), _) = key(&at("x")) else {
+        panic!("a dated slot")
+    };
+    assert_eq!(slot.to_string(), "2026-01-02 03:00:00");
+}

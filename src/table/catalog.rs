@@ -16,8 +16,8 @@ use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_s3tables::S3TablesCatalogBuilder;
 use iceberg_catalog_sql::SqlCatalogBuilder;
 
-use super::config::{CatalogConfig, RestAuth};
 use super::TableError;
+use crate::config::iceberg::{CatalogConfig, RestAuth};
 
 /// Its kind's name.
 pub fn kind(cfg: &CatalogConfig) -> &'static str {
@@ -136,7 +136,7 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::config::{validate, RawIceberg};
+    use crate::config::iceberg::{validate, RawIceberg};
 
     fn cfg(catalog: &str) -> CatalogConfig {
         let raw: RawIceberg = toml::from_str(&format!(

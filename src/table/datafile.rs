@@ -17,8 +17,8 @@ use iceberg::spec::{
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 
-use super::config::TimeTransform;
 use super::TableError;
+use crate::config::iceberg::TimeTransform;
 
 /// One partition field's value of a data file, in partition-spec order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 
-use super::config::{IcebergConfig, TimeTransform};
-use crate::config::{ColumnType, ConfigError, ParquetConfig, TimeSource};
+use crate::config::iceberg::{PartitionSource, TimeTransform};
+use crate::config::{ConfigError, ParquetConfig};
 
 /// The Iceberg type of a writer column, or None for a type the writer never produces.
 fn iceberg_type(t: &DataType) -> Option<PrimitiveType> {
@@ -102,92 +102,6 @@ pub fn writer_schema(parquet: &ParquetConfig, table: &Schema) -> Result<SchemaRe
     Ok(Arc::new(ArrowSchema::new(fields)))
 }
 
-/// The column a destination's records are dated by, if the table has it: the declared
-/// timestamp column whose path is the event-time field, or the Kafka timestamp metadata column.
-pub fn event_time_column(parquet: &ParquetConfig, time: &TimeSource) -> Option<String> {
-    match time {
-        TimeSource::EventTime { path, .. } | TimeSource::EventTimeOrUploadTime { path, .. } => {
-            parquet
-                .columns
-                .iter()
-                .find(|c| c.kind == ColumnType::Timestamp && &c.path == path)
-                .map(|c| c.name.clone())
-        }
-        TimeSource::KafkaTimestamp => parquet
-            .metadata_prefix
-            .as_ref()
-            .map(|p| format!("{p}_timestamp")),
-        TimeSource::UploadTime | TimeSource::None => None,
-    }
-}
-
-/// Where a partition field's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartitionSource {
-    /// A time transform of the event-time column.
-    Time {
-        /// Source column.
-        column: String,
-        /// Transform.
-        transform: TimeTransform,
-    },
-    /// The value of a declared column (`{field:path}`).
-    Identity {
-        /// Source column.
-        column: String,
-    },
-}
-
-/// The partition fields of a destination, in spec order: the time transform of `time_column`
-/// (when `cfg.partition_time` is set), then `identity` of the declared column of each
-/// `cfg.partition_fields` path. `at` is the destination's key (`destinations[0]`).
-pub fn partition_sources(
-    at: &str,
-    cfg: &IcebergConfig,
-    parquet: &ParquetConfig,
-    time_column: Option<&str>,
-) -> Result<Vec<PartitionSource>, ConfigError> {
-    let mut out = Vec::new();
-    if let Some(transform) = cfg.partition_time {
-        let column = time_column.ok_or_else(|| {
-            ConfigError::new(
-                format!("{at}.iceberg.partition_time"),
-                "needs a timestamp column holding the event time: declare one whose path is routing.time_field (or use time_source = \"kafka_timestamp\" with kafka_metadata_field), or set partition_time = \"none\"",
-            )
-        })?;
-        out.push(PartitionSource::Time {
-            column: column.to_string(),
-            transform,
-        });
-    }
-    for (i, path) in cfg.partition_fields.iter().enumerate() {
-        let key = format!("{at}.iceberg.partition_fields[{i}]");
-        let col = parquet.columns.iter().find(|c| &c.path == path).ok_or_else(|| {
-            ConfigError::new(
-                key.clone(),
-                format!("no declared column has path {:?}; declare it in [[destinations.parquet.columns]]", path.join(".")),
-            )
-        })?;
-        if !matches!(
-            col.kind,
-            ColumnType::String | ColumnType::Int64 | ColumnType::Bool
-        ) {
-            return Err(ConfigError::new(
-                key,
-                format!(
-                    "column {:?} is {}; partition by a string, int64 or bool column",
-                    col.name,
-                    col.kind.name()
-                ),
-            ));
-        }
-        out.push(PartitionSource::Identity {
-            column: col.name.clone(),
-        });
-    }
-    Ok(out)
-}
-
 /// The partition spec of `sources` over `schema`: `<col>_<hour|day|month>` for the time
 /// field, the column's own name for an identity field.
 pub fn partition_spec(
@@ -227,8 +141,11 @@ pub fn partition_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::iceberg::{
+        event_time_column, partition_sources, CatalogConfig, IcebergConfig,
+    };
+    use crate::config::TimeSource;
     use crate::config::{RawColumn, RawParquet, TimeFormat};
-    use crate::table::config::{CatalogConfig, IcebergConfig};
 
     pub(crate) fn parquet() -> ParquetConfig {
         let col = |name: &str, path: &str, kind: &str, required: bool| RawColumn {
@@ -265,6 +182,7 @@ mod tests {
                 .iter()
                 .map(|f| f.split('.').map(str::to_string).collect())
                 .collect(),
+            partition: Vec::new(),
         }
     }
 

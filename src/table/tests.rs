@@ -22,12 +22,12 @@ use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
 use parquet::file::metadata::ParquetMetaDataReader;
 
 use super::commit::{commit, ensure_table, CommitOutcome, CommitRequest};
-use super::config::{CatalogConfig, IcebergConfig, TimeTransform};
 use super::datafile::{data_file, data_file_name, time_partition, PartitionValue, WrittenFile};
 use super::guard::PartitionRange;
 use super::offsets::{committed_offsets, expiry_horizon};
-use super::schema::{partition_sources, partition_spec, table_schema, writer_schema};
+use super::schema::{partition_spec, table_schema, writer_schema};
 use crate::batch::parquet::ParquetFile;
+use crate::config::iceberg::{partition_sources, CatalogConfig, IcebergConfig, TimeTransform};
 use crate::config::{ParquetConfig, RawColumn, RawParquet};
 use crate::model::{Record, TopicPartition};
 use crate::router::Cell;
@@ -158,6 +158,7 @@ impl Fixture {
             commit_interval: std::time::Duration::from_secs(60),
             partition_time: Some(TimeTransform::Hour),
             partition_fields: vec![vec!["type".into()]],
+            partition: Vec::new(),
         };
         let schema = table_schema(&p).unwrap();
         let sources = partition_sources("d", &cfg, &p, Some("ts")).unwrap();

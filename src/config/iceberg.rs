@@ -9,8 +9,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::parquet::plain_identifier;
-use crate::config::{ConfigError, Secret};
+mod applies;
+mod partition;
+pub use applies::refuse_inapplicable;
+pub use partition::{event_time_column, partition_sources, PartitionSource};
+
+use super::parquet::plain_identifier;
+use crate::config::{ConfigError, ParquetConfig, Secret, TimeSource};
 
 /// Default `commit_interval_secs`: one snapshot per worker per minute.
 pub const DEFAULT_COMMIT_INTERVAL_SECS: u64 = 60;
@@ -188,6 +193,36 @@ pub struct IcebergConfig {
     pub partition_time: Option<TimeTransform>,
     /// JSON paths partitioned by value, split at dots.
     pub partition_fields: Vec<Vec<String>>,
+    /// The partition fields, in spec order, with the columns they read (set by
+    /// [`validate_for`], which checks them against the destination's columns).
+    pub partition: Vec<PartitionSource>,
+}
+
+impl IcebergConfig {
+    /// The folder template that groups a destination's files by partition time (the routing
+    /// of a table; identity values are grouped by the router from the rows).
+    pub fn folder_template(&self) -> &'static str {
+        match self.partition_time {
+            Some(TimeTransform::Hour) => "%Y/%m/%d/%H/",
+            Some(TimeTransform::Day) => "%Y/%m/%d/",
+            Some(TimeTransform::Month) => "%Y/%m/",
+            None => "",
+        }
+    }
+}
+
+/// Validates the `[destinations.iceberg]` of the destination at `at` against its Parquet
+/// columns and time source: every partition field must read a column the data files hold.
+pub fn validate_for(
+    at: &str,
+    r: &RawIceberg,
+    parquet: &ParquetConfig,
+    time: &TimeSource,
+) -> Result<IcebergConfig, ConfigError> {
+    let mut cfg = validate(at, r)?;
+    let time_column = event_time_column(parquet, time);
+    cfg.partition = partition_sources(at, &cfg, parquet, time_column.as_deref())?;
+    Ok(cfg)
 }
 
 /// Validates the `[destinations.iceberg]` of the destination at `at` (e.g. `destinations[0]`).
@@ -256,6 +291,7 @@ pub fn validate(at: &str, r: &RawIceberg) -> Result<IcebergConfig, ConfigError> 
         commit_interval: Duration::from_secs(r.commit_interval_secs),
         partition_time,
         partition_fields,
+        partition: Vec::new(),
     })
 }
 
@@ -448,144 +484,4 @@ fn catalog(at: &str, c: &RawCatalog) -> Result<CatalogConfig, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<IcebergConfig, ConfigError> {
-        let raw: RawIceberg =
-            toml::from_str(text).map_err(|e| ConfigError::new("toml", e.to_string()))?;
-        validate("destinations[0]", &raw)
-    }
-
-    const SQL: &str = r#"
-        namespace = "analytics.raw"
-        table = "events"
-        [catalog]
-        kind = "sql"
-        uri = "sqlite:///tmp/c.db?mode=rwc"
-        warehouse = "s3://bucket/warehouse"
-    "#;
-
-    #[test]
-    fn a_sql_catalog_with_the_defaults() {
-        let c = parse(SQL).unwrap();
-        assert_eq!(c.namespace, ["analytics", "raw"]);
-        assert_eq!(c.table, "events");
-        assert!(c.create_if_missing);
-        assert_eq!(c.commit_interval, Duration::from_secs(60));
-        assert_eq!(c.partition_time, Some(TimeTransform::Day));
-        assert!(c.partition_fields.is_empty());
-        match c.catalog {
-            CatalogConfig::Sql { uri, warehouse } => {
-                assert_eq!(uri.expose(), "sqlite:///tmp/c.db?mode=rwc");
-                assert_eq!(warehouse, "s3://bucket/warehouse");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn every_kind_parses() {
-        let rest = parse(
-            r#"
-            namespace = "n"
-            table = "t"
-            partition_time = "hour"
-            partition_fields = ["type", "context.country"]
-            commit_interval_secs = 30
-            [catalog]
-            kind = "rest"
-            uri = "https://catalog.example.com/api"
-            warehouse = "wh"
-            credential = "id:s3cret"
-            scope = "PRINCIPAL_ROLE:ALL"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(
-            rest.partition_fields,
-            [
-                vec!["type".to_string()],
-                vec!["context".into(), "country".into()]
-            ]
-        );
-        assert_eq!(rest.commit_interval, Duration::from_secs(30));
-        assert!(matches!(
-            rest.catalog,
-            CatalogConfig::Rest {
-                auth: RestAuth::Credential(_),
-                ..
-            }
-        ));
-        assert!(
-            !format!("{rest:?}").contains("s3cret"),
-            "the credential never prints"
-        );
-        let glue = parse(
-            r#"
-            namespace = "n"
-            table = "t"
-            [catalog]
-            kind = "glue"
-            region = "eu-west-1"
-            catalog_id = "123456789012"
-            warehouse = "s3://b/wh"
-            "#,
-        )
-        .unwrap();
-        assert!(matches!(glue.catalog, CatalogConfig::Glue { .. }));
-        let s3t = parse(
-            r#"
-            namespace = "n"
-            table = "t"
-            partition_time = "none"
-            [catalog]
-            kind = "s3tables"
-            table_bucket_arn = "arn:aws:s3tables:us-east-1:123456789012:bucket/tables"
-            endpoint = "http://127.0.0.1:5000"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(s3t.partition_time, None);
-        assert!(matches!(s3t.catalog, CatalogConfig::S3Tables { .. }));
-    }
-
-    #[test]
-    fn each_mistake_names_its_key() {
-        let with = |extra: &str, catalog: &str| {
-            format!("namespace = \"n\"\ntable = \"t\"\n{extra}\n[catalog]\n{catalog}\n")
-        };
-        let sql = "kind = \"sql\"\nuri = \"sqlite://c.db\"\nwarehouse = \"s3://b/w\"";
-        let cases = [
-            (with("", "kind = \"hive\""), "destinations[0].iceberg.catalog.kind"),
-            (with("", "kind = \"sql\"\nwarehouse = \"s3://b/w\""), "destinations[0].iceberg.catalog.uri"),
-            (with("", "kind = \"sql\"\nuri = \"postgres://u:p@h/db\"\nwarehouse = \"s3://b/w\""), "destinations[0].iceberg.catalog.uri"),
-            (with("", "kind = \"sql\"\nuri = \"sqlite://c.db\""), "destinations[0].iceberg.catalog.warehouse"),
-            (with("", &format!("{sql}\ntoken = \"x\"")), "destinations[0].iceberg.catalog.token"),
-            (with("", "kind = \"rest\"\nuri = \"catalog:8181\""), "destinations[0].iceberg.catalog.uri"),
-            (with("", "kind = \"rest\"\nuri = \"http://c\"\ntoken = \"a\"\ncredential = \"b:c\""), "destinations[0].iceberg.catalog.credential"),
-            (with("", "kind = \"rest\"\nuri = \"http://c\"\ncredential = \"nocolon\""), "destinations[0].iceberg.catalog.credential"),
-            (with("", "kind = \"glue\"\nwarehouse = \"s3://b/w\"\ncatalog_id = \"12\""), "destinations[0].iceberg.catalog.catalog_id"),
-            (with("", "kind = \"glue\"\nregion = \"eu-west-1\""), "destinations[0].iceberg.catalog.warehouse"),
-            (with("", "kind = \"s3tables\"\ntable_bucket_arn = \"arn:aws:s3:::b\""), "destinations[0].iceberg.catalog.table_bucket_arn"),
-            (with("", "kind = \"s3tables\"\ntable_bucket_arn = \"arn:aws:s3tables:r:1:bucket/b\"\nwarehouse = \"w\""), "destinations[0].iceberg.catalog.warehouse"),
-            (with("commit_interval_secs = 0", sql), "destinations[0].iceberg.commit_interval_secs"),
-            (with("partition_time = \"week\"", sql), "destinations[0].iceberg.partition_time"),
-            (with("partition_fields = [\"a..b\"]", sql), "destinations[0].iceberg.partition_fields[0]"),
-            (with("partition_fields = [\"a\", \"a\"]", sql), "destinations[0].iceberg.partition_fields[1]"),
-            (format!("namespace = \"n-1\"\ntable = \"t\"\n[catalog]\n{sql}\n"), "destinations[0].iceberg.namespace"),
-            (format!("namespace = \"n\"\ntable = \"9t\"\n[catalog]\n{sql}\n"), "destinations[0].iceberg.table"),
-        ];
-        for (text, want) in cases {
-            let e = parse(&text).unwrap_err();
-            assert_eq!(e.key, want, "{text}\n→ {e}");
-            assert!(!e.to_string().contains('\n'), "one line: {e}");
-        }
-    }
-
-    #[test]
-    fn an_unknown_key_is_refused_by_serde() {
-        let e = parse(&format!("{SQL}\nbogus = 1")).unwrap_err();
-        assert!(e.message.contains("bogus"), "{e}");
-    }
-}
+mod tests;
