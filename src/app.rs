@@ -15,6 +15,7 @@ use crate::pipeline::{Pipeline, PipelineError, RunStats};
 use crate::sink::s3::S3Sink;
 use crate::sink::{ObjectMeta, ObjectSink};
 use crate::source::kafka::{self, SourceError, SourceOptions};
+use crate::table::open::Tables;
 use crate::upload::{Target, Uploader};
 
 /// Why a run failed.
@@ -46,6 +47,9 @@ pub enum RunError {
     /// A worker thread panicked or could not be started.
     #[error("worker thread: {0}")]
     Worker(String),
+    /// An Iceberg destination's catalog or table could not be opened.
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
     /// A setting the start-up checks refuse (no credentials, no such bucket, access denied,
     /// an unknown topic): the one-line fix.
     #[error("{0}")]
@@ -240,6 +244,9 @@ pub async fn run_with_sinks(
             }
         }
     }
+    // Each Iceberg destination's catalog and table, and the writer settings its files need.
+    let metas: Vec<ObjectMeta> = config.destinations.iter().map(object_meta).collect();
+    let (config, tables) = crate::table::open::open_tables(&config, &sinks, &metas).await?;
     let probes = CancellationToken::new();
     let _stop_probes = probes.clone().drop_guard();
     tokio::spawn(probe_while_idle(sinks.clone(), metrics.clone(), probes));
@@ -256,7 +263,7 @@ pub async fn run_with_sinks(
             .any(|d| d.kafka_metadata_field.is_some()),
     };
     let (ios, handle) = kafka::start(&config.kafka, opts, metrics.clone())?;
-    let result = run_workers(&config, targets, ios, metrics, shutdown, progress).await;
+    let result = run_workers(&config, &tables, targets, ios, metrics, shutdown, progress).await;
     // The Kafka thread ends once every worker stopped; closing can take seconds.
     let joined = tokio::task::spawn_blocking(move || handle.join()).await;
     let stats = result?;
@@ -271,12 +278,19 @@ pub async fn run_with_sinks(
 /// [`crate::source::replay::start`]) until `shutdown`, and returns their summed totals.
 pub async fn run_workers(
     config: &Config,
+    tables: &Tables,
     targets: Arc<Vec<Target>>,
     ios: Vec<crate::source::SourceIo>,
     metrics: Metrics,
     shutdown: CancellationToken,
     progress: Option<watch::Sender<RunStats>>,
 ) -> Result<RunStats, RunError> {
+    if !crate::pipeline::tables_opened(config, tables) {
+        return Err(RunError::Config(crate::config::ConfigError::new(
+            "destinations",
+            "an Iceberg destination's table is not open: run it with `run`, which opens its catalog first",
+        )));
+    }
     let workers = ios.len().max(1);
     let permits = Arc::new(Semaphore::new(config.upload.concurrency.get()));
     // The files' share of the budget (the Kafka fetch path has the rest: `budget.rs`).
@@ -301,8 +315,8 @@ pub async fn run_workers(
             metrics.clone(),
         );
         let uploader = uploader.on_runtime(io_runtime.clone());
-        let mut p =
-            Pipeline::new(config, uploader, done, io, metrics.clone()).with_shard(shard, budget);
+        let mut p = Pipeline::new(config, tables, uploader, done, io, metrics.clone())
+            .with_shard(shard, budget);
         if progress.is_some() {
             let (tx, rx) = watch::channel(RunStats::default());
             p = p.with_progress(tx);

@@ -8,6 +8,9 @@
 //! whatever their compression (the uploader compares it when a key is already taken).
 
 use bytes::Bytes;
+use std::sync::Arc;
+
+use ::parquet::file::metadata::ParquetMetaData;
 use flate2::{Compress, Crc, FlushCompress, Status};
 use tokio::time::Instant;
 use xxhash_rust::xxh3::Xxh3;
@@ -473,11 +476,25 @@ impl Batch {
     /// Closes the stream and returns the remaining bytes and the content hash (xxh3-128 of
     /// every uncompressed byte of the file; of a Parquet file, of its bytes, which its rows
     /// determine); the encoder goes back to `pool`.
-    pub fn finish(mut self, pool: &mut EncoderPool) -> (Bytes, u128) {
+    pub fn finish(self, pool: &mut EncoderPool) -> (Bytes, u128) {
+        let (body, hash, _) = self.finish_with_footer(pool);
+        (body, hash)
+    }
+
+    /// [`Self::finish`], with a Parquet file's footer as its writer produced it (None for
+    /// NDJSON).
+    pub fn finish_with_footer(
+        mut self,
+        pool: &mut EncoderPool,
+    ) -> (Bytes, u128, Option<Arc<ParquetMetaData>>) {
         if let Encoder::Parquet(p) = self.enc {
-            let rest = p.finish();
+            let (rest, footer) = p.finish();
             self.hash.update(&rest);
-            return (Bytes::from(rest), self.hash.digest128());
+            return (
+                Bytes::from(rest),
+                self.hash.digest128(),
+                Some(Arc::new(footer)),
+            );
         }
         self.enc.compress_staging(&mut self.hash, pool, true);
         if let Encoder::Plain(v) = &self.enc {
@@ -496,7 +513,7 @@ impl Batch {
         if v.capacity() - v.len() > v.len() / 8 {
             v.shrink_to_fit();
         }
-        (Bytes::from(v), hash)
+        (Bytes::from(v), hash, None)
     }
 
     /// The size or record limit this batch has reached, if any (checked after each append).

@@ -43,7 +43,7 @@ pub enum FileKind {
 }
 
 /// A file whose object is in the store, as the worker hands it to its destination's kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Landed {
     /// Its partition.
     pub tp: TopicPartition,
@@ -57,6 +57,9 @@ pub struct Landed {
     pub key: String,
     /// Records and sizes.
     pub stats: FileStats,
+    /// Its Parquet footer, as the writer produced it, when the kind asked for it
+    /// ([`DestinationKind::keeps_footers`]).
+    pub footer: Option<std::sync::Arc<parquet::file::metadata::ParquetMetaData>>,
 }
 
 /// Why a destination could not make its landed files durable (a table's catalog commit). The
@@ -89,6 +92,13 @@ pub trait DestinationKind: Send {
     /// Whether a file of `kind` may upload parts while it fills (its key must be known then).
     fn streams(&self, kind: &FileKind) -> bool;
 
+    /// Whether a landed file of `kind` must carry its Parquet footer (a table registers data
+    /// files by their footer's statistics).
+    fn keeps_footers(&self, kind: &FileKind) -> bool {
+        let _ = kind;
+        false
+    }
+
     /// `file`'s object is in the store. Returns the files now durable in the destination, whose
     /// records' offsets may be committed: [`Objects`] returns `file`; a table keeps it until
     /// the catalog commit that adds it.
@@ -99,12 +109,40 @@ pub trait DestinationKind: Send {
         false
     }
 
-    /// Makes landed files durable and returns them: when `all`, every one (before a revoke is
-    /// answered and at shutdown), else those whose step is due (on the worker's tick). The
-    /// worker awaits it, so it takes at most one round trip to the kind's store.
-    async fn settle(&mut self, all: bool) -> Result<Vec<Landed>, DestinationError> {
-        let _ = all;
+    /// Makes landed files durable and returns them: when `all`, every one it can (before a
+    /// revoke is answered and at shutdown), else those whose step is due (on the worker's
+    /// tick). `marks` tells which offsets every record below is accounted for. The worker
+    /// awaits it: it takes one round trip to the kind's store, or a few retries of one.
+    async fn settle(
+        &mut self,
+        all: bool,
+        marks: &(dyn Watermarks + Sync),
+    ) -> Result<Vec<Landed>, DestinationError> {
+        let _ = (all, marks);
         Ok(Vec::new())
+    }
+
+    /// The worker no longer owns `partitions` (a revoke, once answered): landed files of theirs
+    /// still waiting are given up (their records are read again by the next owner).
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+}
+
+/// The worker's offset watermarks, as a kind that records offsets of its own (a table's
+/// snapshot) must see them.
+pub trait Watermarks {
+    /// The offset of `tp` below which every record taken in is in a file some destination made
+    /// durable, was filtered out, or is in one of the files starting at `landed` (each listed
+    /// once per file): the lowest first offset of the other files still holding records of
+    /// `tp`, else the offset after its last record taken in. `None` when `tp` is not assigned
+    /// or took no record.
+    fn safe_without(&self, tp: &TopicPartition, landed: &[i64]) -> Option<i64>;
+}
+
+impl Watermarks for crate::offsets::OffsetTracker {
+    fn safe_without(&self, tp: &TopicPartition, landed: &[i64]) -> Option<i64> {
+        crate::offsets::OffsetTracker::safe_without(self, tp, landed)
     }
 }
 
@@ -212,6 +250,7 @@ mod tests {
                 stored_bytes: 50,
                 content_hash: 0,
             },
+            footer: None,
         }
     }
 
@@ -227,7 +266,8 @@ mod tests {
         assert_eq!(kind.name(), "objects");
         assert_eq!(kind.landed(landed(0)), vec![landed(0)]);
         assert!(!kind.unsettled());
-        assert!(kind.settle(true).await.unwrap().is_empty());
+        let marks = crate::offsets::OffsetTracker::new();
+        assert!(kind.settle(true, &marks).await.unwrap().is_empty());
         assert!(kind.streams(&FileKind::Error(QuarantineReason::NotJson)));
         assert!(!kind.streams(&FileKind::Data(FolderKey::AtSeal(0))));
     }

@@ -225,6 +225,24 @@ impl OffsetTracker {
         Ok(())
     }
 
+    /// The lowest first offset of the files holding `tp` other than those starting at `landed`
+    /// (each listed once per file), else the offset after the last record taken in; windows
+    /// are not applied. See [`crate::destination::Watermarks`].
+    pub fn safe_without(&self, tp: &TopicPartition, landed: &[i64]) -> Option<i64> {
+        let st = self.parts.get(tp)?;
+        let mut landed: BTreeMap<i64, usize> = landed.iter().fold(BTreeMap::new(), |mut m, o| {
+            *m.entry(*o).or_default() += 1;
+            m
+        });
+        for (&offset, &n) in &st.held {
+            let gone = landed.remove(&offset).unwrap_or(0);
+            if n > gone {
+                return Some(offset);
+            }
+        }
+        st.next
+    }
+
     /// The offset safe to commit for `tp` now, if any.
     pub fn safe_offset(&self, tp: &TopicPartition) -> Option<i64> {
         let windows = self.windows_of(tp);
@@ -298,6 +316,29 @@ mod tests {
 
     fn tp(p: i32) -> TopicPartition {
         TopicPartition::new("t", p)
+    }
+
+    /// The watermark a table commit records: the files it commits are counted as landed, each
+    /// once, and any other file still holding the partition bounds it.
+    #[test]
+    fn safe_without_counts_the_given_files_as_landed() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp(0));
+        assert_eq!(t.safe_without(&tp(0), &[]), None);
+        // Two files start at 0 (two destinations), one at 3; records 0..6 taken in.
+        t.hold(&tp(0), 0).unwrap();
+        t.hold(&tp(0), 0).unwrap();
+        t.hold(&tp(0), 3).unwrap();
+        for o in 0..6 {
+            t.consumed(&tp(0), o).unwrap();
+        }
+        assert_eq!(t.safe_without(&tp(0), &[]), Some(0));
+        assert_eq!(t.safe_without(&tp(0), &[0]), Some(0), "the other file at 0 holds");
+        assert_eq!(t.safe_without(&tp(0), &[0, 0]), Some(3));
+        assert_eq!(t.safe_without(&tp(0), &[0, 0, 3]), Some(6));
+        assert_eq!(t.safe_without(&tp(1), &[]), None, "not assigned");
+        // Nothing changed: the files are still held.
+        assert_eq!(t.safe_offset(&tp(0)), Some(0));
     }
 
     #[test]

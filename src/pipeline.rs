@@ -29,6 +29,7 @@ use crate::model::{Cell, Clock, FlushReason, QuarantineReason, Record, TopicPart
 use crate::offsets::OffsetTracker;
 use crate::router::{Route, Router};
 use crate::source::{Command, ConsumerError, SourceIo};
+use crate::table::open::Tables;
 use crate::upload::{ObjectInfo, UploadDone, UploadError, Uploader};
 use std::borrow::Cow;
 
@@ -157,8 +158,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Assembles a worker from validated config, an uploader and the source channels.
+    /// `tables` holds the opened table of every Iceberg destination
+    /// ([`crate::table::open::open_tables`]).
     pub fn new(
         config: &Config,
+        tables: &Tables,
         uploader: Uploader,
         done: tokio::sync::mpsc::UnboundedReceiver<UploadDone>,
         io: SourceIo,
@@ -170,7 +174,7 @@ impl Pipeline {
             .map(|d| Destination {
                 cfg: d.clone(),
                 router: Router::new(d),
-                kind: kind_for(d),
+                kind: kind_for(d, tables),
                 window: d
                     .batch
                     .deterministic
@@ -541,8 +545,24 @@ impl Pipeline {
 }
 
 /// The kind of a configured destination: the one place it is chosen (see `destination.rs`).
-fn kind_for(cfg: &DestinationConfig) -> Box<dyn DestinationKind> {
-    Box::new(crate::destination::Objects::new(cfg))
+fn kind_for(cfg: &DestinationConfig, tables: &Tables) -> Box<dyn DestinationKind> {
+    match (&cfg.iceberg, tables.get(&cfg.name)) {
+        (None, _) => Box::new(crate::destination::Objects::new(cfg)),
+        (Some(_), Some(table)) => Box::new(crate::table::kind::Table::new(cfg, table.clone())),
+        (Some(_), None) => panic!(
+            "invariant: the table of destination {} is opened before its workers start",
+            cfg.name
+        ),
+    }
+}
+
+/// Whether every Iceberg destination of `config` has its table in `tables` (checked before
+/// any worker starts).
+pub fn tables_opened(config: &Config, tables: &Tables) -> bool {
+    config
+        .destinations
+        .iter()
+        .all(|d| d.iceberg.is_none() || tables.contains_key(&d.name))
 }
 
 /// The file of a record in a destination.
@@ -554,5 +574,7 @@ fn file_key(dest: usize, rec: &Record, kind: FileKind) -> FileKey {
     }
 }
 
+#[cfg(test)]
+mod table_tests;
 #[cfg(test)]
 mod tests;

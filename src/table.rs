@@ -18,6 +18,10 @@
 //!   an [`crate::sink::ObjectSink`]).
 //! - [`commit`]: one fast-append snapshot of a worker's files and offsets, retried on
 //!   concurrent commits.
+//! - [`open`]: each Iceberg destination's catalog and table at start-up, and the writer
+//!   settings its data files need.
+//! - [`kind`]: the table behind the destination seam: data-file names, landed files kept until
+//!   the interval's commit, the offsets each commit may record.
 //!
 //! Invariant: the `iceberg` crate's types stay inside this module; the rest of the connector
 //! sees [`commit::CommitOutcome`], [`TableError`] and plain offsets.
@@ -26,7 +30,9 @@ pub mod catalog;
 pub mod commit;
 pub mod datafile;
 pub mod guard;
+pub mod kind;
 pub mod offsets;
+pub mod open;
 pub mod schema;
 pub mod storage;
 
@@ -41,6 +47,14 @@ pub enum TableError {
         /// The crate's error (boxed: it is large).
         #[source]
         source: Box<iceberg::Error>,
+    },
+    /// The table cannot take this destination's files (its location, its schema).
+    #[error("iceberg table {table}: {message}")]
+    Setup {
+        /// `namespace.table`.
+        table: String,
+        /// What is wrong, and the fix.
+        message: String,
     },
     /// A data file cannot be registered as it is.
     #[error("data file {path}: {message}")]
@@ -57,7 +71,7 @@ impl TableError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Iceberg { source, .. } => source.retryable(),
-            Self::DataFile { .. } => false,
+            Self::DataFile { .. } | Self::Setup { .. } => false,
         }
     }
 }

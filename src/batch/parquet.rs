@@ -20,6 +20,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -124,6 +125,9 @@ fn properties(cfg: &ParquetConfig) -> WriterProperties {
         b = b
             .set_column_dictionary_enabled(path.clone(), false)
             .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    if cfg.exact_statistics {
+        b = b.set_statistics_truncate_length(None);
     }
     b.set_compression(compression)
         // Row groups close by size (`row_group_bytes`), not by a row count.
@@ -267,13 +271,14 @@ impl ParquetFile {
             + self.writer.inner().capacity()
     }
 
-    /// Writes the last rows and the footer; returns the bytes not taken yet.
-    pub fn finish(mut self) -> Vec<u8> {
+    /// Writes the last rows and the footer; returns the bytes not taken yet and the footer.
+    pub fn finish(mut self) -> (Vec<u8>, ParquetMetaData) {
         self.encode_rows();
-        self.writer
+        let footer = self
+            .writer
             .finish()
             .expect("invariant: writing to a Vec cannot fail");
-        std::mem::take(self.writer.inner_mut())
+        (std::mem::take(self.writer.inner_mut()), footer)
     }
 }
 
@@ -331,7 +336,7 @@ mod tests {
         let mut f = ParquetFile::new(config(64 * 1024, "zstd"));
         f.append(&record(7), br#"{"n":7}"#, &[Cell::Int(7)]);
         f.append(&record(8), br#"{}"#, &[]);
-        let bytes = bytes::Bytes::from(f.finish());
+        let bytes = bytes::Bytes::from(f.finish().0);
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
         let batch = reader.build().unwrap().next().unwrap().unwrap();
         assert_eq!(batch.num_rows(), 2);
@@ -373,7 +378,7 @@ mod tests {
             assert!(f.memory_bytes() < 8 << 20, "{}", f.memory_bytes());
         }
         let estimate = f.estimated_bytes();
-        bytes.extend(f.finish());
+        bytes.extend(f.finish().0);
         assert!(
             parts >= 2,
             "row groups were taken as parts while the file filled"

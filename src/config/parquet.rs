@@ -185,6 +185,9 @@ pub struct ParquetConfig {
     pub row_group_bytes: usize,
     /// The file schema (see the module invariant).
     pub schema: SchemaRef,
+    /// Min/max statistics kept whole instead of cut to 64 bytes (an Iceberg table's files:
+    /// their identity partition values are read back from them exactly).
+    pub exact_statistics: bool,
 }
 
 /// Whether `name` is a plain identifier every engine (and every Iceberg catalog) takes unquoted.
@@ -334,6 +337,7 @@ pub(crate) fn validate(
         codec,
         row_group_bytes: usize::try_from(p.row_group_bytes).unwrap_or(usize::MAX),
         schema: Arc::new(Schema::new(fields)),
+        exact_statistics: false,
     })
 }
 

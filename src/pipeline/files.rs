@@ -13,6 +13,8 @@
 //! [`Files::intake`]).
 
 use bytes::Bytes;
+use parquet::file::metadata::ParquetMetaData;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::open::{Indexed, OpenFiles};
@@ -225,9 +227,9 @@ impl Files {
         self.open.remove(key)
     }
 
-    /// A removed file's finished body and content hash.
-    pub fn finish(&mut self, batch: Batch) -> (Bytes, u128) {
-        batch.finish(&mut self.encoders)
+    /// A removed file's finished body, content hash and (Parquet) footer.
+    pub fn finish(&mut self, batch: Batch) -> (Bytes, u128, Option<Arc<ParquetMetaData>>) {
+        batch.finish_with_footer(&mut self.encoders)
     }
 
     /// The files past their own deadline (`deadline_of`) at `now`.
@@ -362,7 +364,7 @@ mod tests {
             "uploads hold half the budget: closing more frees nothing"
         );
         let f = files.remove(&key(2)).unwrap();
-        let (body, _) = files.finish(f.batch);
+        let (body, _, _) = files.finish(f.batch);
         assert!(body.len() >= 3000);
         assert_eq!(files.len(), 1);
         assert!(files.memory() < used);

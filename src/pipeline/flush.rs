@@ -40,7 +40,9 @@ impl Pipeline {
         let raw_bytes = file.batch.raw_bytes;
         let (first, last_offset) = (file.batch.first_offset, file.batch.last_offset);
         let taken = file.batch.taken_bytes;
-        let (body, content_hash) = self.files.finish(file.batch);
+        let (body, content_hash, footer) = self.files.finish(file.batch);
+        // Kept only for a kind that registers data files by their footer (a table).
+        let footer = footer.filter(|_| dest.kind.keeps_footers(&key.kind));
         let stored = taken + body.len() as u64;
         let stats = FileStats {
             records,
@@ -62,6 +64,7 @@ impl Pipeline {
             stats,
             kind: key.kind,
             last_offset,
+            footer,
         });
     }
 
@@ -87,6 +90,7 @@ impl Pipeline {
                     last_offset: f.last_offset,
                     key: done.key,
                     stats: done.stats,
+                    footer: f.footer,
                 });
                 self.release(durable);
                 self.publish();
@@ -123,7 +127,7 @@ impl Pipeline {
     pub(super) async fn settle(&mut self, all: bool) -> Result<(), PipelineError> {
         for d in 0..self.dests.len() {
             if self.dests[d].kind.unsettled() {
-                let durable = self.dests[d].kind.settle(all).await?;
+                let durable = self.dests[d].kind.settle(all, &self.offsets).await?;
                 self.release(durable);
             }
         }

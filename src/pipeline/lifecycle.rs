@@ -59,6 +59,9 @@ impl Pipeline {
                 for tp in &partitions {
                     self.offsets.forget(tp);
                 }
+                for d in &mut self.dests {
+                    d.kind.revoked(&partitions);
+                }
                 Ok(())
             }
         }

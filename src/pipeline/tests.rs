@@ -57,7 +57,7 @@ fn harness_with(pipeline: &str, extra: &str) -> Harness {
         control,
         commands: cmd_tx,
     };
-    let mut p = Pipeline::new(&cfg, uploader, done, io, metrics);
+    let mut p = Pipeline::new(&cfg, &Default::default(), uploader, done, io, metrics);
     p.assign(vec![TopicPartition::new("t", 0)]);
     Harness {
         p,

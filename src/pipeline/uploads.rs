@@ -7,7 +7,9 @@
 //! token, so [`Uploads::cancel_all`] stops them all (on a fatal error and once a shutdown drained).
 
 use bytes::Bytes;
+use parquet::file::metadata::ParquetMetaData;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +31,8 @@ pub(super) struct InFlight {
     pub last_offset: i64,
     /// Cancels its upload.
     pub cancel: CancellationToken,
+    /// Its Parquet footer, when its destination's kind registers files by it.
+    pub footer: Option<Arc<ParquetMetaData>>,
 }
 
 /// A closed file, ready for the last step of its upload.
@@ -47,6 +51,8 @@ pub(super) struct Closed {
     pub kind: FileKind,
     /// Offset of its last record.
     pub last_offset: i64,
+    /// Its Parquet footer, when its destination's kind registers files by it.
+    pub footer: Option<Arc<ParquetMetaData>>,
 }
 
 /// The uploader, its completions and the files in flight (see the module doc).
@@ -95,6 +101,7 @@ impl Uploads {
             stats,
             kind,
             last_offset,
+            footer,
         } = file;
         // A file that streamed parts keeps its upload's token, so cancelling it in flight stops
         // that upload.
@@ -120,6 +127,7 @@ impl Uploads {
                 first_offset: info.first_offset,
                 last_offset,
                 cancel,
+                footer,
             },
         );
     }
@@ -196,6 +204,7 @@ mod tests {
             stats: stats(),
             kind: FileKind::Error(QuarantineReason::Empty),
             last_offset: 0,
+            footer: None,
         });
         uploads.cancel_where(|f| f.tp.partition == 0);
         // Bounded so a regression fails instead of hanging: without the cancellation the

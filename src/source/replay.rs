@@ -146,6 +146,7 @@ mod tests {
             async move {
                 crate::app::run_workers(
                     &cfg,
+                    &Default::default(),
                     targets,
                     ios,
                     Metrics::unregistered(),

@@ -167,7 +167,11 @@ impl Fixture {
             .await
             .unwrap();
         let ws = writer_schema(&p, table.metadata().current_schema()).unwrap();
-        let parquet = Arc::new(ParquetConfig { schema: ws, ..p });
+        let parquet = Arc::new(ParquetConfig {
+            schema: ws,
+            exact_statistics: true,
+            ..p
+        });
         let f = Self {
             uri,
             warehouse,
@@ -214,7 +218,7 @@ impl Fixture {
             ];
             f.append(&rec, line.as_bytes(), &row);
         }
-        let bytes = bytes::Bytes::from(f.finish());
+        let bytes = bytes::Bytes::from(f.finish().0);
         let name = data_file_name(TOPIC, p, offsets.start, writer);
         let location = format!("{}/data/{name}", table.metadata().location());
         match &self.sink {

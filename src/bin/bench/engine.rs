@@ -236,7 +236,18 @@ pub async fn drive(
     let run = tokio::spawn({
         let cfg = cfg.clone();
         let token = token.clone();
-        async move { app::run_workers(&cfg, targets, ios, metrics, token, None).await }
+        async move {
+            app::run_workers(
+                &cfg,
+                &Default::default(),
+                targets,
+                ios,
+                metrics,
+                token,
+                None,
+            )
+            .await
+        }
     });
     let (mut max_buffered, mut max_open_files) = (0u64, 0u64);
     loop {

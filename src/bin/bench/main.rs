@@ -400,7 +400,16 @@ async fn latency(
         let run = tokio::spawn({
             let (cfg, token) = (cfg.clone(), token.clone());
             async move {
-                kafka_s3_sink::app::run_workers(&cfg, targets, ios, metrics, token, None).await
+                kafka_s3_sink::app::run_workers(
+                    &cfg,
+                    &Default::default(),
+                    targets,
+                    ios,
+                    metrics,
+                    token,
+                    None,
+                )
+                .await
             }
         });
         let deadline = t0 + Duration::from_secs(args.max_age.min(args.idle) + 60);

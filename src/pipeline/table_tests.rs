@@ -1,0 +1,331 @@
+//! A worker writing an Iceberg table: the real pipeline, uploader and table kind, the data files
+//! uploaded to a bucket of the in-process S3 server through the connector's S3 sink, the
+//! catalog iceberg-catalog-sql on sqlite in a temp dir, and the table read back with the
+//! iceberg crate's scan. Each test ends by checking every offset is in the table exactly once.
+
+use std::collections::BTreeMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::RecordBatch;
+use chrono::DateTime;
+use futures::TryStreamExt;
+use iceberg::expr::Reference;
+use iceberg::spec::Datum;
+
+use super::*;
+use crate::s3server::{LocalS3, LocalS3Options};
+use crate::sink::s3::S3Sink;
+use crate::sink::ObjectSink;
+use crate::source::{Control, Offsets};
+use crate::table::offsets::committed_offsets;
+use crate::table::open::{open_tables, Tables};
+use std::sync::mpsc as std_mpsc;
+
+const BUCKET: &str = "lake";
+
+/// A bucket and a catalog shared by the workers of one test.
+struct Lake {
+    config: Config,
+    tables: Tables,
+    sink: Arc<dyn ObjectSink>,
+    _server: LocalS3,
+    _dir: tempfile::TempDir,
+}
+
+impl Lake {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = LocalS3::start(LocalS3Options::new(dir.path().join("s3")))
+            .await
+            .unwrap();
+        server.create_bucket_dir(BUCKET).unwrap();
+        let text = format!(
+            "[kafka]\nbrokers = \"x\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n\
+             [pipeline]\nmemory_budget_bytes = 16777216\n\
+             [[destinations]]\nname = \"d\"\nbucket = \"{BUCKET}\"\nendpoint = \"{endpoint}\"\n\
+             force_path_style = true\nkafka_metadata_field = \"_kafka\"\n\
+             [destinations.credentials]\naccess_key_id = \"local-access-key\"\n\
+             secret_access_key = \"local-secret-key\"\n\
+             [destinations.routing]\ntime_field = \"ts\"\n\
+             [destinations.batch]\nformat = \"parquet\"\n\
+             [[destinations.parquet.columns]]\nname = \"event\"\npath = \"type\"\ntype = \"string\"\n\
+             [[destinations.parquet.columns]]\nname = \"ts\"\npath = \"ts\"\ntype = \"timestamp\"\nrequired = true\n\
+             [destinations.iceberg]\nnamespace = \"analytics\"\ntable = \"events\"\n\
+             partition_time = \"hour\"\npartition_fields = [\"type\"]\n\
+             [destinations.iceberg.catalog]\nkind = \"sql\"\n\
+             uri = \"sqlite://{db}?mode=rwc\"\nwarehouse = \"s3://{BUCKET}/warehouse\"\n",
+            endpoint = server.endpoint(),
+            db = dir.path().join("catalog.db").display(),
+        );
+        let config = crate::config::parse(&text, &|_| None).unwrap();
+        let sink: Arc<dyn ObjectSink> =
+            Arc::new(S3Sink::connect(&config.destinations[0], Duration::from_secs(30)).await);
+        let metas = vec![crate::app::object_meta(&config.destinations[0])];
+        let (config, tables) = open_tables(&config, std::slice::from_ref(&sink), &metas)
+            .await
+            .unwrap();
+        Self {
+            config,
+            tables,
+            sink,
+            _server: server,
+            _dir: dir,
+        }
+    }
+
+    /// A worker of this lake owning partition 0 of `t`.
+    fn worker(&self) -> Worker {
+        let targets = crate::app::targets(&self.config, vec![self.sink.clone()]);
+        let (uploader, done) = Uploader::shared(
+            targets,
+            Arc::new(tokio::sync::Semaphore::new(4)),
+            self.config.upload.retry,
+            self.config.upload.part_size_bytes,
+            Metrics::unregistered(),
+        );
+        let (data_tx, data) = tokio::sync::mpsc::channel(4);
+        let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
+        let (cmd_tx, commands) = std_mpsc::channel();
+        let io = SourceIo {
+            data,
+            control,
+            commands: cmd_tx,
+        };
+        let mut p = Pipeline::new(
+            &self.config,
+            &self.tables,
+            uploader,
+            done,
+            io,
+            Metrics::unregistered(),
+        );
+        p.assign(vec![TopicPartition::new("t", 0)]);
+        Worker {
+            p,
+            commands,
+            _data: data_tx,
+            _control: control_tx,
+        }
+    }
+
+    /// (partition, offset) → times present, read through the table's current snapshot; and
+    /// each row's `ts` hour against its file's partition is checked by the scan's filter-free
+    /// read of the partition column values.
+    async fn scan(&self) -> BTreeMap<(i32, i64), usize> {
+        let t = &self.tables["d"];
+        let table = t.catalog.load_table(&t.ident).await.unwrap();
+        if table.metadata().current_snapshot().is_none() {
+            return BTreeMap::new();
+        }
+        let batches: Vec<RecordBatch> = table
+            .scan()
+            .select_all()
+            .build()
+            .unwrap()
+            .to_arrow()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let mut seen = BTreeMap::new();
+        for b in batches {
+            let part = b
+                .column_by_name("_kafka_partition")
+                .unwrap()
+                .as_primitive::<Int32Type>();
+            let off = b
+                .column_by_name("_kafka_offset")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                *seen.entry((part.value(r), off.value(r))).or_default() += 1;
+            }
+        }
+        seen
+    }
+
+    /// The table's committed offset of partition 0.
+    async fn table_offset(&self) -> Option<i64> {
+        let t = &self.tables["d"];
+        let table = t.catalog.load_table(&t.ident).await.unwrap();
+        let tp = TopicPartition::new("t", 0);
+        committed_offsets(table.metadata(), "g", std::slice::from_ref(&tp))
+            .get(&tp)
+            .map(|c| c.next)
+    }
+}
+
+struct Worker {
+    p: Pipeline,
+    commands: std_mpsc::Receiver<Command>,
+    _data: tokio::sync::mpsc::Sender<Vec<Record>>,
+    _control: tokio::sync::mpsc::UnboundedSender<Control>,
+}
+
+impl Worker {
+    /// Closes the open files that `which` picks and waits for their uploads.
+    async fn close(&mut self, which: impl Fn(&FileKey) -> bool) {
+        let keys: Vec<FileKey> = self.p.files.keys().filter(|k| which(k)).cloned().collect();
+        for k in keys {
+            self.p.seal(&k, FlushReason::Shutdown);
+        }
+        while !self.p.uploads.is_empty() {
+            let done = self.p.uploads.recv().await.unwrap();
+            self.p.on_done(done).unwrap();
+        }
+    }
+
+    /// The Kafka commits the worker sent since the last call.
+    fn commits(&self) -> Vec<Offsets> {
+        self.commands
+            .try_iter()
+            .filter_map(|c| match c {
+                Command::Commit(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Record `offset` of partition 0: event `kind` at hour `hour` of 2026-03-01.
+fn rec(offset: i64, kind: &str, hour: u32) -> Record {
+    Record {
+        tp: TopicPartition::new("t", 0),
+        offset,
+        timestamp_ms: Some(1_772_000_000_000),
+        key: None,
+        value: Some(
+            format!(r#"{{"type":"{kind}","ts":"2026-03-01T{hour:02}:30:00Z","n":{offset}}}"#)
+                .into_bytes()
+                .into(),
+        ),
+        headers: None,
+    }
+}
+
+fn last_commit(w: &Worker) -> Option<i64> {
+    w.commits()
+        .into_iter()
+        .flatten()
+        .filter(|(tp, _)| tp.partition == 0)
+        .map(|(_, o)| o)
+        .max()
+}
+
+/// Data files wait for the table commit; Kafka is committed only after it; bad records go to
+/// the error folder and count as done; every offset is in the table once, in its partition.
+#[tokio::test]
+async fn a_table_commit_comes_before_the_kafka_commit_and_holds_every_record_once() {
+    let lake = Lake::new().await;
+    let mut w = lake.worker();
+    let mut records: Vec<Record> = (0..20)
+        .map(|o| rec(o, if o % 2 == 0 { "a" } else { "b" }, 3 + (o as u32 % 3)))
+        .collect();
+    records[7].value = Some(bytes::Bytes::from_static(b"not json"));
+    w.p.ingest(records).unwrap();
+    w.close(|_| true).await;
+    // Uploaded, not yet in the table: nothing past offset 0 committed to Kafka.
+    assert_eq!(last_commit(&w).unwrap_or(0), 0);
+    assert!(lake.scan().await.is_empty());
+    let errors = lake.sink.list("_errors/", None).await.unwrap();
+    assert_eq!(errors.objects.len(), 1, "the bad record's error file");
+
+    w.p.settle(true).await.unwrap();
+    assert_eq!(lake.table_offset().await, Some(20));
+    assert_eq!(last_commit(&w), Some(20));
+    let seen = lake.scan().await;
+    let want: BTreeMap<(i32, i64), usize> =
+        (0..20).filter(|&o| o != 7).map(|o| ((0, o), 1)).collect();
+    assert_eq!(seen, want);
+    // One data file per (hour, type) partition: 6 of them, none holding two partitions.
+    let t = &lake.tables["d"];
+    let table = t.catalog.load_table(&t.ident).await.unwrap();
+    let snapshot = table.metadata().current_snapshot().unwrap();
+    assert_eq!(
+        snapshot
+            .summary()
+            .additional_properties
+            .get("added-data-files"),
+        Some(&"6".to_string())
+    );
+    // Each file's partition values are its rows' (engines prune by them): a scan for one
+    // type in one hour plans exactly that partition's file.
+    let hour_4 = "2026-03-01T04:00:00Z".parse::<DateTime<Utc>>().unwrap();
+    let filter = Reference::new("event")
+        .equal_to(Datum::string("b"))
+        .and(Reference::new("ts").greater_than_or_equal_to(
+            Datum::timestamptz_micros(hour_4.timestamp_micros()),
+        ))
+        .and(Reference::new("ts").less_than(Datum::timestamptz_micros(
+            hour_4.timestamp_micros() + 3_600_000_000,
+        )));
+    let tasks: Vec<_> = table
+        .scan()
+        .with_filter(filter)
+        .build()
+        .unwrap()
+        .plan_files()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+}
+
+/// A file still open below a landed one holds the commit: committing the landed file alone
+/// would record an offset past records not in the table yet (lost on a crash) or re-read
+/// records it holds (duplicated). Both go in once the open file lands.
+#[tokio::test]
+async fn a_file_still_open_holds_back_the_files_above_it() {
+    let lake = Lake::new().await;
+    let mut w = lake.worker();
+    // Offsets 0 and 2 are `a`, 1 is `b`: the `a` file spans the `b` file's offset.
+    w.p.ingest(vec![rec(0, "a", 1), rec(1, "b", 1), rec(2, "a", 1)])
+        .unwrap();
+    // Close the `a` file only (the one whose first record is offset 0).
+    let a_key =
+        w.p.files
+            .keys()
+            .find(|k| w.p.files.get(k).unwrap().batch.first_offset == 0)
+            .cloned()
+            .unwrap();
+    w.close(|k| *k == a_key).await;
+    w.p.settle(true).await.unwrap();
+    assert!(lake.scan().await.is_empty(), "nothing committable yet");
+    assert_eq!(last_commit(&w).unwrap_or(0), 0);
+    w.close(|_| true).await;
+    w.p.settle(true).await.unwrap();
+    assert_eq!(lake.table_offset().await, Some(3));
+    assert_eq!(last_commit(&w), Some(3));
+    let want: BTreeMap<(i32, i64), usize> = (0..3).map(|o| ((0, o), 1)).collect();
+    assert_eq!(lake.scan().await, want);
+}
+
+/// A worker whose partition moved (a zombie) cannot commit over the new owner: its commit is
+/// refused, it stops, and the table holds every offset once.
+#[tokio::test]
+async fn a_zombie_workers_commit_is_refused_after_the_new_owner_committed() {
+    let lake = Lake::new().await;
+    let mut zombie = lake.worker();
+    let mut owner = lake.worker();
+    zombie
+        .p
+        .ingest((0..5).map(|o| rec(o, "a", 2)).collect())
+        .unwrap();
+    zombie.close(|_| true).await;
+    owner
+        .p
+        .ingest((0..10).map(|o| rec(o, "a", 2)).collect())
+        .unwrap();
+    owner.close(|_| true).await;
+    owner.p.settle(true).await.unwrap();
+    assert_eq!(lake.table_offset().await, Some(10));
+    let e = zombie.p.settle(true).await.unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert_eq!(last_commit(&zombie).unwrap_or(0), 0);
+    let want: BTreeMap<(i32, i64), usize> = (0..10).map(|o| ((0, o), 1)).collect();
+    assert_eq!(lake.scan().await, want);
+}

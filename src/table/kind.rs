@@ -1,0 +1,424 @@
+//! The table kind: a destination whose data files are appended to an Apache Iceberg table
+//! behind the destination seam ([`DestinationKind`]). The worker routes, batches and uploads
+//! its Parquet files as for objects; this kind names them, keeps each landed data file (with
+//! its footer) until a commit, and every `commit_interval_secs` (or before a revoke is
+//! answered, and at shutdown) appends the committable ones as one snapshot carrying each
+//! partition's next offset ([`super::commit`]). Only then are their offsets released to the
+//! worker, which commits them to Kafka. Error files are objects, durable when they land.
+//!
+//! Invariants:
+//! - a commit's offset for a partition (`next`) has every record below it in the table, in a
+//!   durable error file, or filtered out, and no record of the commit's files at or above it:
+//!   files that cannot be committed with such an offset wait for the next commit (see
+//!   [`committable`]);
+//! - a data file's name is unique per worker incarnation (`writer`), so a replay never collides
+//!   with a file the table holds;
+//! - a refused commit (a zombie: the table is past one of its partitions) releases nothing and
+//!   stops the worker; its files stay in S3 unreferenced, for the orphan sweep.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use iceberg::{Catalog, TableIdent};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::statistics::Statistics;
+use tokio::time::Instant;
+
+use super::commit::{commit, CommitOutcome, CommitRequest};
+use super::datafile::{data_file_name, time_partition, PartitionValue, WrittenFile};
+use super::guard::PartitionRange;
+use super::TableError;
+use crate::batch::Batch;
+use crate::config::iceberg::PartitionSource;
+use crate::config::DestinationConfig;
+use crate::destination::{
+    DestinationError, DestinationKind, FileKind, Landed, Objects, Watermarks,
+};
+use crate::model::{FolderKey, TopicPartition};
+
+/// Attempts of one commit on a catalog error that may pass (an outage, a conflict the crate's
+/// own retries did not resolve) before the worker stops: with backoff from 1 s up to 30 s,
+/// about three minutes, during which the worker takes no records.
+const COMMIT_ATTEMPTS: usize = 8;
+
+/// What every worker of a table destination shares: the catalog and the table.
+pub struct TableTarget {
+    /// The destination's name (errors, logs).
+    pub destination: String,
+    /// The catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// The table.
+    pub ident: TableIdent,
+    /// The Kafka consumer group (part of the snapshot's offset keys).
+    pub group: String,
+    /// The destination's bucket (data-file locations are `s3://<bucket>/<key>`).
+    pub bucket: String,
+    /// Key prefix of the table's data files in the bucket (`<table location path>/data/`).
+    pub data_prefix: String,
+    /// The partition fields, in spec order.
+    pub partition: Vec<PartitionSource>,
+    /// Time between two commits of one worker.
+    pub interval: Duration,
+    /// The runtime the catalog's clients were built on (its calls run there).
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl TableTarget {
+    /// The key prefix of data files under `location` (the table's, `s3://<bucket>/<path>`), or
+    /// why the table cannot take this destination's files.
+    pub fn data_prefix(location: &str, bucket: &str) -> Result<String, String> {
+        let path = location
+            .strip_prefix("s3://")
+            .or_else(|| location.strip_prefix("s3a://"))
+            .and_then(|rest| rest.strip_prefix(bucket))
+            .and_then(|rest| rest.strip_prefix('/').or(rest.is_empty().then_some("")))
+            .ok_or_else(|| {
+                format!(
+                    "the table's location {location:?} is not in the destination's bucket {bucket:?}; set the catalog's warehouse to s3://{bucket}/…"
+                )
+            })?;
+        let path = path.trim_end_matches('/');
+        Ok(if path.is_empty() {
+            "data/".to_string()
+        } else {
+            format!("{path}/data/")
+        })
+    }
+}
+
+/// The table kind of one worker (see the module doc).
+pub struct Table {
+    target: Arc<TableTarget>,
+    /// Names and settles error files as objects.
+    errors: Objects,
+    /// This incarnation's writer id (in every data file's name).
+    writer: String,
+    /// Landed data files not yet committed.
+    pending: Vec<Landed>,
+    last_commit: Instant,
+}
+
+impl Table {
+    /// The kind of destination `cfg` over `target`, with a fresh writer id.
+    pub fn new(cfg: &DestinationConfig, target: Arc<TableTarget>) -> Self {
+        Self {
+            target,
+            errors: Objects::new(cfg),
+            writer: uuid::Uuid::new_v4().simple().to_string(),
+            pending: Vec::new(),
+            last_commit: Instant::now(),
+        }
+    }
+
+    fn error(&self, source: impl std::error::Error + Send + Sync + 'static) -> DestinationError {
+        DestinationError {
+            destination: self.target.destination.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The commit of the pending files that can be committed now (see [`committable`]), and
+    /// the indices in `pending` of its files.
+    fn request(
+        &self,
+        marks: &(dyn Watermarks + Sync),
+    ) -> Result<Option<(CommitRequest, Vec<usize>)>, TableError> {
+        let (ranges, chosen) = committable(&self.pending, marks);
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let files = chosen
+            .iter()
+            .map(|&i| self.written(&self.pending[i]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let req = CommitRequest {
+            group: self.target.group.clone(),
+            commit_id: uuid::Uuid::new_v4().to_string(),
+            ranges,
+            files,
+        };
+        Ok(Some((req, chosen)))
+    }
+
+    /// A landed data file as the commit registers it.
+    fn written(&self, f: &Landed) -> Result<WrittenFile, TableError> {
+        let location = format!("s3://{}/{}", self.target.bucket, f.key);
+        let footer = f.footer.clone().ok_or_else(|| TableError::DataFile {
+            path: location.clone(),
+            message: "landed without its footer".into(),
+        })?;
+        let partition = self
+            .target
+            .partition
+            .iter()
+            .map(|s| partition_value(s, &f.kind, &footer))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|message| TableError::DataFile {
+                path: location.clone(),
+                message,
+            })?;
+        Ok(WrittenFile {
+            location,
+            size_bytes: f.stats.stored_bytes,
+            footer,
+            partition,
+        })
+    }
+
+    /// Commits `req`, retrying outages with backoff ([`COMMIT_ATTEMPTS`]); the same commit id
+    /// on every attempt, so a commit that landed with its answer lost is recognised.
+    async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome, DestinationError> {
+        let req = Arc::new(req);
+        let attempt = || {
+            let target = self.target.clone();
+            let req = req.clone();
+            async move {
+                let t = target.clone();
+                let run = async move { commit(&*t.catalog, &t.ident, &req).await };
+                match target.runtime.spawn(run).await {
+                    Ok(r) => r.map_err(Some),
+                    // The task panicked or its runtime is gone: not retried.
+                    Err(_) => Err(None),
+                }
+            }
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .with_max_times(COMMIT_ATTEMPTS - 1);
+        attempt
+            .retry(backoff)
+            .when(|e: &Option<TableError>| e.as_ref().is_some_and(TableError::is_retryable))
+            .notify(|e: &Option<TableError>, wait| {
+                if let Some(e) = e {
+                    tracing::warn!(destination = %self.target.destination, error = %e, retry_in = ?wait, "table commit failed; retrying");
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                Some(e) => self.error(e),
+                None => self.error(std::io::Error::other("the table commit's task ended early")),
+            })
+    }
+}
+
+#[async_trait]
+impl DestinationKind for Table {
+    fn name(&self) -> &'static str {
+        "table"
+    }
+
+    /// `<table location>/data/<topic>-<partition>-<first offset>-<writer>.parquet`; error
+    /// files as objects.
+    fn object_key(
+        &self,
+        tp: &TopicPartition,
+        kind: &FileKind,
+        batch: &Batch,
+        upload_time: DateTime<Utc>,
+    ) -> String {
+        match kind {
+            FileKind::Data(_) => format!(
+                "{}{}",
+                self.target.data_prefix,
+                data_file_name(&tp.topic, tp.partition, batch.first_offset, &self.writer)
+            ),
+            FileKind::Error(_) => self.errors.object_key(tp, kind, batch, upload_time),
+        }
+    }
+
+    /// Every file's name is known when it opens.
+    fn streams(&self, _kind: &FileKind) -> bool {
+        true
+    }
+
+    fn keeps_footers(&self, kind: &FileKind) -> bool {
+        matches!(kind, FileKind::Data(_))
+    }
+
+    fn landed(&mut self, file: Landed) -> Vec<Landed> {
+        match file.kind {
+            FileKind::Data(_) => {
+                self.pending.push(file);
+                Vec::new()
+            }
+            FileKind::Error(_) => self.errors.landed(file),
+        }
+    }
+
+    fn unsettled(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    async fn settle(
+        &mut self,
+        all: bool,
+        marks: &(dyn Watermarks + Sync),
+    ) -> Result<Vec<Landed>, DestinationError> {
+        if self.pending.is_empty() || (!all && self.last_commit.elapsed() < self.target.interval) {
+            return Ok(Vec::new());
+        }
+        let Some((req, chosen)) = self.request(marks).map_err(|e| self.error(e))? else {
+            return Ok(Vec::new());
+        };
+        let files = req.files.len();
+        let started = Instant::now();
+        let outcome = self.commit(req).await?;
+        self.last_commit = Instant::now();
+        match outcome {
+            CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } => {
+                tracing::info!(
+                    destination = %self.target.destination, files, ?outcome,
+                    secs = started.elapsed().as_secs_f64(), "table commit"
+                );
+                let mut durable = Vec::with_capacity(chosen.len());
+                // Highest index first, so the lower ones stay where they are.
+                for i in chosen.into_iter().rev() {
+                    durable.push(self.pending.swap_remove(i));
+                }
+                Ok(durable)
+            }
+            CommitOutcome::Refused(r) => {
+                tracing::error!(
+                    destination = %self.target.destination, refusal = %r,
+                    "table commit refused: another worker owns this partition now; its files stay unreferenced for the orphan sweep"
+                );
+                self.pending.clear();
+                Err(self.error(std::io::Error::other(format!("commit refused: {r}"))))
+            }
+        }
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.pending.retain(|f| !partitions.contains(&f.tp));
+    }
+}
+
+/// The pending files one commit can take, and each partition's range: per partition, `next` is
+/// the lowest first offset of the files still holding it other than the chosen ones (the
+/// worker's watermark, [`Watermarks::safe_without`]), and a pending file is chosen only when
+/// all its records are below `next`. Leaving a file out holds `next` at its first offset, which
+/// may leave out others: repeated until nothing changes.
+fn committable(
+    pending: &[Landed],
+    marks: &(dyn Watermarks + Sync),
+) -> (Vec<PartitionRange>, Vec<usize>) {
+    let mut by_tp: BTreeMap<&TopicPartition, Vec<usize>> = BTreeMap::new();
+    for (i, f) in pending.iter().enumerate() {
+        by_tp.entry(&f.tp).or_default().push(i);
+    }
+    let mut ranges = Vec::new();
+    let mut chosen = Vec::new();
+    for (tp, mut files) in by_tp {
+        let next = loop {
+            let firsts: Vec<i64> = files.iter().map(|&i| pending[i].first_offset).collect();
+            let Some(next) = marks.safe_without(tp, &firsts) else {
+                break None;
+            };
+            let before = files.len();
+            files.retain(|&i| pending[i].last_offset < next);
+            if files.len() == before {
+                break Some(next);
+            }
+        };
+        let Some(next) = next.filter(|_| !files.is_empty()) else {
+            continue;
+        };
+        let start = files
+            .iter()
+            .map(|&i| pending[i].first_offset)
+            .min()
+            .expect("invariant: files is not empty");
+        ranges.push(PartitionRange {
+            tp: tp.clone(),
+            start,
+            next,
+        });
+        chosen.extend(files);
+    }
+    chosen.sort_unstable();
+    (ranges, chosen)
+}
+
+/// The value of partition field `source` of a data file: the time slot its folder key holds
+/// (every row of the file is in it), or the one value of an identity column, read from the
+/// footer's exact statistics (every row of the file has it, or none has a value).
+fn partition_value(
+    source: &PartitionSource,
+    kind: &FileKind,
+    footer: &ParquetMetaData,
+) -> Result<PartitionValue, String> {
+    match source {
+        PartitionSource::Time { transform, .. } => match kind {
+            FileKind::Data(FolderKey::Slot(Some(slot), _)) => Ok(PartitionValue::Time(
+                time_partition(*transform, slot.and_utc().timestamp_micros()),
+            )),
+            _ => Ok(PartitionValue::Null),
+        },
+        PartitionSource::Identity { column } => identity_value(column, footer),
+    }
+}
+
+fn identity_value(column: &str, footer: &ParquetMetaData) -> Result<PartitionValue, String> {
+    let mut value: Option<PartitionValue> = None;
+    let mut null_groups = false;
+    for rg in footer.row_groups() {
+        let Some(chunk) = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_descr().path().string() == column)
+        else {
+            return Err(format!("no column {column:?} in the file"));
+        };
+        let Some(stats) = chunk.statistics() else {
+            return Err(format!("column {column:?} has no statistics"));
+        };
+        let nulls = stats.null_count_opt().unwrap_or(0);
+        if u64::try_from(chunk.num_values()).unwrap_or(0) == nulls {
+            null_groups = true;
+            continue;
+        }
+        let (min, max) = match stats {
+            Statistics::ByteArray(s) if s.min_is_exact() && s.max_is_exact() => (
+                s.min_opt()
+                    .map(|v| PartitionValue::Str(String::from_utf8_lossy(v.data()).into())),
+                s.max_opt()
+                    .map(|v| PartitionValue::Str(String::from_utf8_lossy(v.data()).into())),
+            ),
+            Statistics::Int64(s) => (
+                s.min_opt().copied().map(PartitionValue::Long),
+                s.max_opt().copied().map(PartitionValue::Long),
+            ),
+            Statistics::Boolean(s) => (
+                s.min_opt().copied().map(PartitionValue::Bool),
+                s.max_opt().copied().map(PartitionValue::Bool),
+            ),
+            _ => return Err(format!("column {column:?} has no exact bounds")),
+        };
+        if nulls > 0 || min != max || min.is_none() {
+            return Err(format!(
+                "column {column:?} holds more than one partition value"
+            ));
+        }
+        match &value {
+            Some(v) if Some(v) != min.as_ref() => {
+                return Err(format!(
+                    "column {column:?} holds more than one partition value"
+                ))
+            }
+            _ => value = min,
+        }
+    }
+    match value {
+        Some(_) if null_groups => Err(format!(
+            "column {column:?} holds more than one partition value"
+        )),
+        Some(v) => Ok(v),
+        None => Ok(PartitionValue::Null),
+    }
+}

@@ -1,0 +1,99 @@
+//! Opening the tables of a configuration at start-up: for every Iceberg destination, its
+//! catalog over the destination's own S3 client, the table (created when missing and allowed),
+//! and the Parquet writer settings its data files need (the table's field ids, exact
+//! statistics), so the workers write files the table can register.
+//!
+//! Invariant: a destination with `[destinations.iceberg]` has a [`TableTarget`] in the answer,
+//! and its Parquet settings in the returned configuration carry the table's current field ids;
+//! a table whose location is outside the destination's bucket is refused before any record is
+//! read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::TableIdent;
+
+use super::catalog::connect;
+use super::commit::ensure_table;
+use super::kind::TableTarget;
+use super::schema::{partition_spec, table_schema, writer_schema};
+use super::storage::{SinkStorage, SinkStorageFactory};
+use super::TableError;
+use crate::config::{Config, ParquetConfig};
+use crate::sink::{ObjectMeta, ObjectSink};
+
+/// The table of each Iceberg destination, by destination name.
+pub type Tables = HashMap<String, Arc<TableTarget>>;
+
+/// Opens every Iceberg destination's table of `config`. `sinks` and `metas` are each
+/// destination's S3 client and object headers, in order; the table's own files are written
+/// through the client with the headers' encryption and storage class. Returns the
+/// configuration the workers run with (each table's writer schema in place) and the tables.
+pub async fn open_tables(
+    config: &Config,
+    sinks: &[Arc<dyn ObjectSink>],
+    metas: &[ObjectMeta],
+) -> Result<(Config, Tables), TableError> {
+    let mut config = config.clone();
+    let mut tables = Tables::new();
+    let group = config.kafka.group_id.clone();
+    for (i, d) in config.destinations.iter_mut().enumerate() {
+        let Some(cfg) = d.iceberg.clone() else {
+            continue;
+        };
+        let name = format!("{}.{}", cfg.namespace.join("."), cfg.table);
+        let setup = |message: String| TableError::Setup {
+            table: name.clone(),
+            message,
+        };
+        let parquet = d
+            .parquet
+            .clone()
+            .ok_or_else(|| setup("the destination has no Parquet columns".into()))?;
+        // The table's metadata, manifests and manifest lists: the destination's encryption
+        // and storage class, not its data files' content type.
+        let mut meta = metas[i].clone();
+        meta.content_type = "application/octet-stream".into();
+        meta.content_encoding = None;
+        let storage = SinkStorage::new(sinks[i].clone(), meta);
+        let catalog = connect(
+            &d.name,
+            &cfg.catalog,
+            Arc::new(SinkStorageFactory::new(storage)),
+            &d.region,
+        )
+        .await?;
+        let ident = TableIdent::new(
+            iceberg::NamespaceIdent::from_vec(cfg.namespace.clone())
+                .map_err(|e| setup(e.to_string()))?,
+            cfg.table.clone(),
+        );
+        let schema = table_schema(&parquet).map_err(|e| setup(e.to_string()))?;
+        let spec = partition_spec(&schema, &cfg.partition).map_err(|e| setup(e.to_string()))?;
+        let table = ensure_table(&*catalog, &ident, schema, spec, cfg.create_if_missing).await?;
+        let ws = writer_schema(&parquet, table.metadata().current_schema())
+            .map_err(|e| setup(e.to_string()))?;
+        d.parquet = Some(Arc::new(ParquetConfig {
+            schema: ws,
+            exact_statistics: true,
+            ..(*parquet).clone()
+        }));
+        let data_prefix =
+            TableTarget::data_prefix(table.metadata().location(), &d.bucket).map_err(setup)?;
+        tables.insert(
+            d.name.clone(),
+            Arc::new(TableTarget {
+                destination: d.name.clone(),
+                catalog,
+                ident,
+                group: group.clone(),
+                bucket: d.bucket.clone(),
+                data_prefix,
+                partition: cfg.partition.clone(),
+                interval: cfg.commit_interval,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        );
+    }
+    Ok((config, tables))
+}
