@@ -104,6 +104,12 @@ pub trait DestinationKind: Send {
     /// the catalog commit that adds it.
     fn landed(&mut self, file: Landed) -> Vec<Landed>;
 
+    /// Memory the kind holds for landed files waiting for [`Self::settle`] (a table's
+    /// footers), counted against the worker's memory budget.
+    fn held_bytes(&self) -> usize {
+        0
+    }
+
     /// Whether landed files wait for [`Self::settle`].
     fn unsettled(&self) -> bool {
         false
@@ -119,6 +125,18 @@ pub trait DestinationKind: Send {
         marks: &(dyn Watermarks + Sync),
     ) -> Result<Vec<Landed>, DestinationError> {
         let _ = (all, marks);
+        Ok(Vec::new())
+    }
+
+    /// The worker owns `partitions` now (their records follow). Returns the partitions this
+    /// destination already holds records of, with the offset below which it holds them all (a
+    /// table's committed offset): the worker skips those records for this destination, so a
+    /// restart after a crash between the kind's commit and Kafka's adds nothing twice.
+    async fn assigned(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>, DestinationError> {
+        let _ = partitions;
         Ok(Vec::new())
     }
 

@@ -333,7 +333,11 @@ mod tests {
             t.consumed(&tp(0), o).unwrap();
         }
         assert_eq!(t.safe_without(&tp(0), &[]), Some(0));
-        assert_eq!(t.safe_without(&tp(0), &[0]), Some(0), "the other file at 0 holds");
+        assert_eq!(
+            t.safe_without(&tp(0), &[0]),
+            Some(0),
+            "the other file at 0 holds"
+        );
         assert_eq!(t.safe_without(&tp(0), &[0, 0]), Some(3));
         assert_eq!(t.safe_without(&tp(0), &[0, 0, 3]), Some(6));
         assert_eq!(t.safe_without(&tp(1), &[]), None, "not assigned");

@@ -79,6 +79,9 @@ pub struct RunStats {
     pub records_quarantined: u64,
     /// Records dropped by filters.
     pub records_filtered: u64,
+    /// Records skipped for a destination that already held them (a table's committed offset
+    /// was past them at assignment).
+    pub records_already_held: u64,
     /// Objects uploaded.
     pub objects: u64,
     /// Uncompressed bytes uploaded.
@@ -99,6 +102,7 @@ impl RunStats {
         self.records_written += other.records_written;
         self.records_quarantined += other.records_quarantined;
         self.records_filtered += other.records_filtered;
+        self.records_already_held += other.records_already_held;
         self.objects += other.objects;
         self.raw_bytes += other.raw_bytes;
         self.stored_bytes += other.stored_bytes;
@@ -128,6 +132,9 @@ struct Destination {
     kind: Box<dyn DestinationKind>,
     /// Offset-window size of a deterministic destination.
     window: Option<i64>,
+    /// Per partition, the offset below which the destination already holds every record (a
+    /// table's committed offset at assignment): those records are skipped for it.
+    skip_below: hashbrown::HashMap<TopicPartition, i64>,
 }
 
 /// The worker.
@@ -154,6 +161,8 @@ pub struct Pipeline {
     shard: usize,
     /// The wall clock (routing, object keys).
     clock: Clock,
+    /// What the destinations' kinds hold for landed files ([`DestinationKind::held_bytes`]).
+    kinds_held: usize,
 }
 
 impl Pipeline {
@@ -179,6 +188,7 @@ impl Pipeline {
                     .batch
                     .deterministic
                     .then(|| i64::try_from(d.batch.max_records).unwrap_or(i64::MAX)),
+                skip_below: hashbrown::HashMap::new(),
             })
             .collect();
         Self {
@@ -199,6 +209,7 @@ impl Pipeline {
             oldest_age_secs: 0.0,
             shard: 0,
             clock: crate::model::system_clock(),
+            kinds_held: 0,
         }
     }
 
@@ -228,7 +239,18 @@ impl Pipeline {
     }
 
     fn memory_used(&self) -> usize {
-        self.files.memory() + self.uploads.queued_bytes()
+        self.files.memory() + self.queued_bytes()
+    }
+
+    /// Memory held outside the open files: bytes handed to uploads and not yet in S3, and what
+    /// the destinations' kinds hold for landed files (a table's footers until its commit).
+    fn queued_bytes(&self) -> usize {
+        self.uploads.queued_bytes() + self.kinds_held
+    }
+
+    /// Recounts what the destinations' kinds hold (after a landing, a settle, a revoke).
+    fn recount_kinds(&mut self) {
+        self.kinds_held = self.dests.iter().map(|d| d.kind.held_bytes()).sum();
     }
 
     /// Runs until `shutdown` is cancelled (then drains, uploads, commits) or a fatal error.
@@ -243,7 +265,7 @@ impl Pipeline {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
-            let intake = self.files.intake(self.uploads.queued_bytes());
+            let intake = self.files.intake(self.queued_bytes());
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
@@ -352,6 +374,11 @@ impl Pipeline {
                 None => consumed.push((rec.tp.clone(), 1, rec.value_len() as u64)),
             }
             for &d in dests.iter() {
+                let skip = &self.dests[d].skip_below;
+                if !skip.is_empty() && skip.get(&rec.tp).is_some_and(|&b| rec.offset < b) {
+                    self.stats.records_already_held += 1;
+                    continue;
+                }
                 if let Some(n) = self.dests[d].window {
                     if self.offsets.enter_window(&rec.tp, d, n, rec.offset) {
                         self.close_window(d, &rec.tp);
@@ -401,7 +428,7 @@ impl Pipeline {
                 tracing::warn!(error = %e, "offset tracker refused a record; it will be re-read after a restart");
             }
             // Checked per record (O(1)), so one chunk cannot overshoot the budget.
-            if self.files.over_budget(self.uploads.queued_bytes()) {
+            if self.files.over_budget(self.queued_bytes()) {
                 self.enforce_budget();
             }
         }

@@ -103,7 +103,6 @@ impl Files {
     }
 
     /// The memory budget.
-    #[cfg(test)]
     pub fn budget(&self) -> usize {
         self.budget
     }

@@ -92,6 +92,7 @@ impl Pipeline {
                     stats: done.stats,
                     footer: f.footer,
                 });
+                self.recount_kinds();
                 self.release(durable);
                 self.publish();
                 Ok(())
@@ -125,10 +126,14 @@ impl Pipeline {
     /// commit): those due when `all` is false, every one when it is true. Nothing to do for
     /// object destinations.
     pub(super) async fn settle(&mut self, all: bool) -> Result<(), PipelineError> {
+        // Landed files held past a quarter of the budget are committed now, not at the
+        // interval: intake waits on them meanwhile.
+        let all = all || self.kinds_held > self.files.budget() / 4;
         for d in 0..self.dests.len() {
             if self.dests[d].kind.unsettled() {
-                let durable = self.dests[d].kind.settle(all, &self.offsets).await?;
-                self.release(durable);
+                let durable = self.dests[d].kind.settle(all, &self.offsets).await;
+                self.recount_kinds();
+                self.release(durable?);
             }
         }
         Ok(())
@@ -172,7 +177,7 @@ impl Pipeline {
     /// already queued for upload, closing more files would not free any: intake stops instead
     /// (see `run`) until uploads drain.
     pub(super) fn enforce_budget(&mut self) {
-        while let Some(largest) = self.files.to_free(self.uploads.queued_bytes()) {
+        while let Some(largest) = self.files.to_free(self.queued_bytes()) {
             self.seal(&largest, FlushReason::Memory);
         }
     }

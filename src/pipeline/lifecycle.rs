@@ -17,8 +17,8 @@ impl Pipeline {
     pub(super) async fn on_control(&mut self, ctrl: Control) -> Result<(), PipelineError> {
         match ctrl {
             Control::Assigned(parts) => {
-                self.assign(parts);
-                Ok(())
+                self.assign(parts.clone());
+                self.start_destinations(&parts).await
             }
             Control::Fatal(e) => Err(e.into()),
             Control::Revoke { partitions, reply } => {
@@ -61,7 +61,9 @@ impl Pipeline {
                 }
                 for d in &mut self.dests {
                     d.kind.revoked(&partitions);
+                    d.skip_below.retain(|tp, _| !partitions.contains(tp));
                 }
+                self.recount_kinds();
                 Ok(())
             }
         }
@@ -73,6 +75,21 @@ impl Pipeline {
             self.resolve_topic(&tp.topic);
             self.offsets.assign(tp);
         }
+    }
+
+    /// Asks each destination's kind where it already holds the newly assigned partitions (a
+    /// table's committed offsets): their records below are skipped for it.
+    pub(super) async fn start_destinations(
+        &mut self,
+        parts: &[crate::model::TopicPartition],
+    ) -> Result<(), PipelineError> {
+        for d in &mut self.dests {
+            for (tp, below) in d.kind.assigned(parts).await? {
+                tracing::info!(destination = %d.cfg.name, %tp, below, "the destination holds this partition's records below this offset; skipping them for it");
+                d.skip_below.insert(tp, below);
+            }
+        }
+        Ok(())
     }
 
     /// Seals `keys` without letting the uploads queued outgrow half the memory budget: while
@@ -88,7 +105,7 @@ impl Pipeline {
         let mut waiting = true;
         for k in keys {
             while waiting
-                && !self.files.queue_has_room(self.uploads.queued_bytes())
+                && !self.files.queue_has_room(self.queued_bytes())
                 && !self.uploads.is_empty()
             {
                 match self.uploads.recv_until(deadline).await {

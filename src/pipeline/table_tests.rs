@@ -75,7 +75,12 @@ impl Lake {
     }
 
     /// A worker of this lake owning partition 0 of `t`.
-    fn worker(&self) -> Worker {
+    async fn worker(&self) -> Worker {
+        self.worker_of(&[0]).await
+    }
+
+    /// A worker of this lake, assigned `partitions` of `t` as the Kafka thread assigns them.
+    async fn worker_of(&self, partitions: &[i32]) -> Worker {
         let targets = crate::app::targets(&self.config, vec![self.sink.clone()]);
         let (uploader, done) = Uploader::shared(
             targets,
@@ -100,7 +105,11 @@ impl Lake {
             io,
             Metrics::unregistered(),
         );
-        p.assign(vec![TopicPartition::new("t", 0)]);
+        let parts: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|&n| TopicPartition::new("t", n))
+            .collect();
+        p.on_control(Control::Assigned(parts)).await.unwrap();
         Worker {
             p,
             commands,
@@ -148,9 +157,14 @@ impl Lake {
 
     /// The table's committed offset of partition 0.
     async fn table_offset(&self) -> Option<i64> {
+        self.table_offset_of(0).await
+    }
+
+    /// The table's committed offset of partition `p`.
+    async fn table_offset_of(&self, p: i32) -> Option<i64> {
         let t = &self.tables["d"];
         let table = t.catalog.load_table(&t.ident).await.unwrap();
-        let tp = TopicPartition::new("t", 0);
+        let tp = TopicPartition::new("t", p);
         committed_offsets(table.metadata(), "g", std::slice::from_ref(&tp))
             .get(&tp)
             .map(|c| c.next)
@@ -191,8 +205,13 @@ impl Worker {
 
 /// Record `offset` of partition 0: event `kind` at hour `hour` of 2026-03-01.
 fn rec(offset: i64, kind: &str, hour: u32) -> Record {
+    rec_of(0, offset, kind, hour)
+}
+
+/// Record `offset` of partition `p`.
+fn rec_of(p: i32, offset: i64, kind: &str, hour: u32) -> Record {
     Record {
-        tp: TopicPartition::new("t", 0),
+        tp: TopicPartition::new("t", p),
         offset,
         timestamp_ms: Some(1_772_000_000_000),
         key: None,
@@ -219,7 +238,7 @@ fn last_commit(w: &Worker) -> Option<i64> {
 #[tokio::test]
 async fn a_table_commit_comes_before_the_kafka_commit_and_holds_every_record_once() {
     let lake = Lake::new().await;
-    let mut w = lake.worker();
+    let mut w = lake.worker().await;
     let mut records: Vec<Record> = (0..20)
         .map(|o| rec(o, if o % 2 == 0 { "a" } else { "b" }, 3 + (o as u32 % 3)))
         .collect();
@@ -232,7 +251,10 @@ async fn a_table_commit_comes_before_the_kafka_commit_and_holds_every_record_onc
     let errors = lake.sink.list("_errors/", None).await.unwrap();
     assert_eq!(errors.objects.len(), 1, "the bad record's error file");
 
+    // The landed files' footers count against the budget until the commit.
+    assert!(w.p.queued_bytes() > 6 * 1000, "{}", w.p.queued_bytes());
     w.p.settle(true).await.unwrap();
+    assert_eq!(w.p.queued_bytes(), 0);
     assert_eq!(lake.table_offset().await, Some(20));
     assert_eq!(last_commit(&w), Some(20));
     let seen = lake.scan().await;
@@ -255,9 +277,10 @@ async fn a_table_commit_comes_before_the_kafka_commit_and_holds_every_record_onc
     let hour_4 = "2026-03-01T04:00:00Z".parse::<DateTime<Utc>>().unwrap();
     let filter = Reference::new("event")
         .equal_to(Datum::string("b"))
-        .and(Reference::new("ts").greater_than_or_equal_to(
-            Datum::timestamptz_micros(hour_4.timestamp_micros()),
-        ))
+        .and(
+            Reference::new("ts")
+                .greater_than_or_equal_to(Datum::timestamptz_micros(hour_4.timestamp_micros())),
+        )
         .and(Reference::new("ts").less_than(Datum::timestamptz_micros(
             hour_4.timestamp_micros() + 3_600_000_000,
         )));
@@ -281,7 +304,7 @@ async fn a_table_commit_comes_before_the_kafka_commit_and_holds_every_record_onc
 #[tokio::test]
 async fn a_file_still_open_holds_back_the_files_above_it() {
     let lake = Lake::new().await;
-    let mut w = lake.worker();
+    let mut w = lake.worker().await;
     // Offsets 0 and 2 are `a`, 1 is `b`: the `a` file spans the `b` file's offset.
     w.p.ingest(vec![rec(0, "a", 1), rec(1, "b", 1), rec(2, "a", 1)])
         .unwrap();
@@ -309,8 +332,8 @@ async fn a_file_still_open_holds_back_the_files_above_it() {
 #[tokio::test]
 async fn a_zombie_workers_commit_is_refused_after_the_new_owner_committed() {
     let lake = Lake::new().await;
-    let mut zombie = lake.worker();
-    let mut owner = lake.worker();
+    let mut zombie = lake.worker().await;
+    let mut owner = lake.worker().await;
     zombie
         .p
         .ingest((0..5).map(|o| rec(o, "a", 2)).collect())
@@ -327,5 +350,84 @@ async fn a_zombie_workers_commit_is_refused_after_the_new_owner_committed() {
     assert!(e.to_string().contains("refused"), "{e}");
     assert_eq!(last_commit(&zombie).unwrap_or(0), 0);
     let want: BTreeMap<(i32, i64), usize> = (0..10).map(|o| ((0, o), 1)).collect();
+    assert_eq!(lake.scan().await, want);
+}
+
+/// A crash after the upload and before the table commit: the files are in S3 but in no
+/// snapshot, Kafka is at the old offset; the next worker writes them again under new names and
+/// the table holds each record once (the first files are orphans no engine reads).
+#[tokio::test]
+async fn a_crash_between_upload_and_table_commit_loses_and_duplicates_nothing() {
+    let lake = Lake::new().await;
+    let mut crashed = lake.worker().await;
+    crashed
+        .p
+        .ingest((0..10).map(|o| rec(o, "a", 1)).collect())
+        .unwrap();
+    crashed.close(|_| true).await;
+    drop(crashed);
+    assert!(lake.scan().await.is_empty());
+    let mut next = lake.worker().await;
+    next.p
+        .ingest((0..12).map(|o| rec(o, "a", 1)).collect())
+        .unwrap();
+    next.close(|_| true).await;
+    next.p.settle(true).await.unwrap();
+    assert_eq!(next.p.stats.records_already_held, 0);
+    assert_eq!(last_commit(&next), Some(12));
+    let want: BTreeMap<(i32, i64), usize> = (0..12).map(|o| ((0, o), 1)).collect();
+    assert_eq!(lake.scan().await, want);
+}
+
+/// A crash after the table commit and before the Kafka commit: Kafka is behind the table. The
+/// next worker reads the table's offset on assignment and skips the records it holds.
+#[tokio::test]
+async fn a_crash_between_table_commit_and_kafka_commit_loses_and_duplicates_nothing() {
+    let lake = Lake::new().await;
+    let mut crashed = lake.worker().await;
+    crashed
+        .p
+        .ingest((0..10).map(|o| rec(o, "a", 1)).collect())
+        .unwrap();
+    crashed.close(|_| true).await;
+    crashed.p.settle(true).await.unwrap();
+    assert_eq!(lake.table_offset().await, Some(10));
+    // Its Kafka commit is lost with it: the next worker re-reads from offset 0.
+    drop(crashed);
+    let mut next = lake.worker().await;
+    next.p
+        .ingest((0..15).map(|o| rec(o, "b", 2)).collect())
+        .unwrap();
+    next.close(|_| true).await;
+    next.p.settle(true).await.unwrap();
+    assert_eq!(next.p.stats.records_already_held, 10);
+    assert_eq!(lake.table_offset().await, Some(15));
+    assert_eq!(last_commit(&next), Some(15));
+    let want: BTreeMap<(i32, i64), usize> = (0..15).map(|o| ((0, o), 1)).collect();
+    assert_eq!(lake.scan().await, want);
+}
+
+/// Two workers committing their partitions at the same moment: one swap wins, the other is
+/// retried on the refreshed table; both land, each record once.
+#[tokio::test]
+async fn two_workers_committing_at_once_both_land_once() {
+    let lake = Lake::new().await;
+    let mut w0 = lake.worker_of(&[0]).await;
+    let mut w1 = lake.worker_of(&[1]).await;
+    w0.p.ingest((0..20).map(|o| rec_of(0, o, "a", 1)).collect())
+        .unwrap();
+    w1.p.ingest((0..30).map(|o| rec_of(1, o, "a", 1)).collect())
+        .unwrap();
+    w0.close(|_| true).await;
+    w1.close(|_| true).await;
+    let (r0, r1) = tokio::join!(w0.p.settle(true), w1.p.settle(true));
+    r0.unwrap();
+    r1.unwrap();
+    assert_eq!(lake.table_offset_of(0).await, Some(20));
+    assert_eq!(lake.table_offset_of(1).await, Some(30));
+    let want: BTreeMap<(i32, i64), usize> = (0..20)
+        .map(|o| ((0, o), 1))
+        .chain((0..30).map(|o| ((1, o), 1)))
+        .collect();
     assert_eq!(lake.scan().await, want);
 }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::commit::{commit, CommitOutcome, CommitRequest};
 use super::datafile::{data_file_name, time_partition, PartitionValue, WrittenFile};
 use super::guard::PartitionRange;
+use super::offsets::committed_offsets;
 use super::TableError;
 use crate::batch::Batch;
 use crate::config::iceberg::PartitionSource;
@@ -99,6 +100,8 @@ pub struct Table {
     writer: String,
     /// Landed data files not yet committed.
     pending: Vec<Landed>,
+    /// Memory their footers and keys hold.
+    held: usize,
     last_commit: Instant,
 }
 
@@ -110,6 +113,7 @@ impl Table {
             errors: Objects::new(cfg),
             writer: uuid::Uuid::new_v4().simple().to_string(),
             pending: Vec::new(),
+            held: 0,
             last_commit: Instant::now(),
         }
     }
@@ -173,13 +177,55 @@ impl Table {
     /// on every attempt, so a commit that landed with its answer lost is recognised.
     async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome, DestinationError> {
         let req = Arc::new(req);
-        let attempt = || {
-            let target = self.target.clone();
+        self.on_catalog("table commit", move |t| {
             let req = req.clone();
+            async move { commit(&*t.catalog, &t.ident, &req).await }
+        })
+        .await
+    }
+
+    /// The table's committed offsets of `partitions` (for this group), read with the same
+    /// retries as a commit.
+    async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>, DestinationError> {
+        let wanted: Arc<[TopicPartition]> = partitions.into();
+        let found = self
+            .on_catalog("reading the table's offsets", move |t| {
+                let wanted = wanted.clone();
+                async move {
+                    let table =
+                        t.catalog
+                            .load_table(&t.ident)
+                            .await
+                            .map_err(|e| TableError::Iceberg {
+                                table: t.ident.to_string(),
+                                source: Box::new(e),
+                            })?;
+                    Ok(committed_offsets(table.metadata(), &t.group, &wanted)
+                        .into_iter()
+                        .map(|(tp, c)| (tp, c.next))
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await?;
+        Ok(found)
+    }
+
+    /// Runs `op` on the catalog's runtime, retrying errors that may pass with backoff
+    /// ([`COMMIT_ATTEMPTS`]); `what` names it in the logs.
+    async fn on_catalog<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, DestinationError>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<TableTarget>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, TableError>> + Send + 'static,
+    {
+        let attempt = || {
+            let run = op(self.target.clone());
+            let runtime = self.target.runtime.clone();
             async move {
-                let t = target.clone();
-                let run = async move { commit(&*t.catalog, &t.ident, &req).await };
-                match target.runtime.spawn(run).await {
+                match runtime.spawn(run).await {
                     Ok(r) => r.map_err(Some),
                     // The task panicked or its runtime is gone: not retried.
                     Err(_) => Err(None),
@@ -196,13 +242,13 @@ impl Table {
             .when(|e: &Option<TableError>| e.as_ref().is_some_and(TableError::is_retryable))
             .notify(|e: &Option<TableError>, wait| {
                 if let Some(e) = e {
-                    tracing::warn!(destination = %self.target.destination, error = %e, retry_in = ?wait, "table commit failed; retrying");
+                    tracing::warn!(destination = %self.target.destination, error = %e, retry_in = ?wait, "{what} failed; retrying");
                 }
             })
             .await
             .map_err(|e| match e {
                 Some(e) => self.error(e),
-                None => self.error(std::io::Error::other("the table commit's task ended early")),
+                None => self.error(std::io::Error::other(format!("{what}: its task ended early"))),
             })
     }
 }
@@ -244,11 +290,16 @@ impl DestinationKind for Table {
     fn landed(&mut self, file: Landed) -> Vec<Landed> {
         match file.kind {
             FileKind::Data(_) => {
+                self.held += landed_bytes(&file);
                 self.pending.push(file);
                 Vec::new()
             }
             FileKind::Error(_) => self.errors.landed(file),
         }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.held
     }
 
     fn unsettled(&self) -> bool {
@@ -279,7 +330,9 @@ impl DestinationKind for Table {
                 let mut durable = Vec::with_capacity(chosen.len());
                 // Highest index first, so the lower ones stay where they are.
                 for i in chosen.into_iter().rev() {
-                    durable.push(self.pending.swap_remove(i));
+                    let f = self.pending.swap_remove(i);
+                    self.held -= landed_bytes(&f);
+                    durable.push(f);
                 }
                 Ok(durable)
             }
@@ -289,14 +342,34 @@ impl DestinationKind for Table {
                     "table commit refused: another worker owns this partition now; its files stay unreferenced for the orphan sweep"
                 );
                 self.pending.clear();
+                self.held = 0;
                 Err(self.error(std::io::Error::other(format!("commit refused: {r}"))))
             }
         }
     }
 
+    /// The table's committed offsets of `partitions`; a fresh writer id, so files of this
+    /// incarnation never take the names of an earlier one's.
+    async fn assigned(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>, DestinationError> {
+        self.writer = uuid::Uuid::new_v4().simple().to_string();
+        self.committed(partitions).await
+    }
+
     fn revoked(&mut self, partitions: &[TopicPartition]) {
         self.pending.retain(|f| !partitions.contains(&f.tp));
+        self.held = self.pending.iter().map(landed_bytes).sum();
     }
+}
+
+/// Memory a landed data file holds while it waits for its commit: its footer, its key, its
+/// entry.
+fn landed_bytes(f: &Landed) -> usize {
+    std::mem::size_of::<Landed>()
+        + f.key.capacity()
+        + f.footer.as_ref().map_or(0, |m| m.memory_size())
 }
 
 /// The pending files one commit can take, and each partition's range: per partition, `next` is
