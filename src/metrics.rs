@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use crate::health::Health;
 use crate::model::{ErrorKind, FlushReason, QuarantineReason, TopicPartition, KEY_CONFLICT_LABELS};
 
+/// `outcome` label values of the table commits counter.
+pub const TABLE_COMMIT_OUTCOMES: [&str; 4] =
+    ["committed", "already_committed", "refused", "failed"];
+
 /// Version and git revision baked into the build (`GIT_SHA` at compile time, if set).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Git revision of the build.
@@ -67,6 +71,11 @@ pub struct Metrics {
     flush_records: HistogramVec,
     flush_bytes: HistogramVec,
     upload_seconds: HistogramVec,
+    table_commits: IntCounterVec,
+    table_commit_seconds: HistogramVec,
+    table_commit_files: HistogramVec,
+    table_commit_conflicts: IntCounterVec,
+    records_already_held: IntCounterVec,
     multipart_parts: IntCounterVec,
     s3_requests: IntCounterVec,
     upload_retries: IntCounterVec,
@@ -140,6 +149,7 @@ impl Metrics {
         self.flush_records.with_label_values(&[dest]);
         self.flush_bytes.with_label_values(&[dest]);
         self.upload_seconds.with_label_values(&[dest]);
+        self.records_already_held.with_label_values(&[dest]);
         for e in ["assigned", "revoked"] {
             self.rebalances.with_label_values(&[e]);
         }
@@ -202,6 +212,48 @@ impl Metrics {
         self.upload_seconds
             .with_label_values(&[dest])
             .observe(seconds);
+    }
+
+    /// Creates a table destination's commit series at zero.
+    pub fn init_table(&self, dest: &str) {
+        for o in TABLE_COMMIT_OUTCOMES {
+            self.table_commits.with_label_values(&[dest, o]);
+        }
+        self.table_commit_seconds.with_label_values(&[dest]);
+        self.table_commit_files.with_label_values(&[dest]);
+        self.table_commit_conflicts.with_label_values(&[dest]);
+    }
+
+    /// A table commit ended: `outcome` one of [`TABLE_COMMIT_OUTCOMES`]; `files` data files;
+    /// `conflicts` concurrent commits retried on the refreshed table.
+    pub fn table_commit(
+        &self,
+        dest: &str,
+        outcome: &str,
+        seconds: f64,
+        files: usize,
+        conflicts: u32,
+    ) {
+        self.table_commits.with_label_values(&[dest, outcome]).inc();
+        self.table_commit_seconds
+            .with_label_values(&[dest])
+            .observe(seconds);
+        if outcome == "committed" {
+            self.table_commit_files
+                .with_label_values(&[dest])
+                .observe(files as f64);
+        }
+        self.table_commit_conflicts
+            .with_label_values(&[dest])
+            .inc_by(u64::from(conflicts));
+    }
+
+    /// Records skipped for a destination that already held them (a table's committed offset
+    /// at assignment).
+    pub fn already_held(&self, dest: &str, records: u64) {
+        self.records_already_held
+            .with_label_values(&[dest])
+            .inc_by(records);
     }
 
     /// A multipart part was uploaded.

@@ -183,7 +183,7 @@ impl Pipeline {
             .map(|d| Destination {
                 cfg: d.clone(),
                 router: Router::new(d),
-                kind: kind_for(d, tables),
+                kind: kind_for(d, tables, &metrics),
                 window: d
                     .batch
                     .deterministic
@@ -377,6 +377,7 @@ impl Pipeline {
                 let skip = &self.dests[d].skip_below;
                 if !skip.is_empty() && skip.get(&rec.tp).is_some_and(|&b| rec.offset < b) {
                     self.stats.records_already_held += 1;
+                    self.metrics.already_held(&self.dests[d].cfg.name, 1);
                     continue;
                 }
                 if let Some(n) = self.dests[d].window {
@@ -572,10 +573,18 @@ impl Pipeline {
 }
 
 /// The kind of a configured destination: the one place it is chosen (see `destination.rs`).
-fn kind_for(cfg: &DestinationConfig, tables: &Tables) -> Box<dyn DestinationKind> {
+fn kind_for(
+    cfg: &DestinationConfig,
+    tables: &Tables,
+    metrics: &Metrics,
+) -> Box<dyn DestinationKind> {
     match (&cfg.iceberg, tables.get(&cfg.name)) {
         (None, _) => Box::new(crate::destination::Objects::new(cfg)),
-        (Some(_), Some(table)) => Box::new(crate::table::kind::Table::new(cfg, table.clone())),
+        (Some(_), Some(table)) => Box::new(crate::table::kind::Table::new(
+            cfg,
+            table.clone(),
+            metrics.clone(),
+        )),
         (Some(_), None) => panic!(
             "invariant: the table of destination {} is opened before its workers start",
             cfg.name

@@ -227,6 +227,38 @@ impl Metrics {
                 dest,
                 prometheus::exponential_buckets(0.01, 2.5, 12)?,
             )?,
+            table_commits: counters(
+                r,
+                "kafka_s3_sink_table_commits_total",
+                "Iceberg table commits, by outcome.",
+                &["destination", "outcome"],
+            )?,
+            table_commit_seconds: histograms(
+                r,
+                "kafka_s3_sink_table_commit_duration_seconds",
+                "Time of one Iceberg table commit, its retries included.",
+                dest,
+                prometheus::exponential_buckets(0.01, 2.5, 12)?,
+            )?,
+            table_commit_files: histograms(
+                r,
+                "kafka_s3_sink_table_commit_data_files",
+                "Data files added by one Iceberg table commit.",
+                dest,
+                prometheus::exponential_buckets(1.0, 4.0, 10)?,
+            )?,
+            table_commit_conflicts: counters(
+                r,
+                "kafka_s3_sink_table_commit_conflicts_total",
+                "Concurrent Iceberg commits retried on the refreshed table.",
+                dest,
+            )?,
+            records_already_held: counters(
+                r,
+                "kafka_s3_sink_records_already_held_total",
+                "Records skipped for a destination that already held them (a table's committed offset at assignment).",
+                dest,
+            )?,
             multipart_parts: counters(
                 r,
                 "kafka_s3_sink_multipart_parts_total",

@@ -82,12 +82,14 @@ impl Lake {
     /// A worker of this lake, assigned `partitions` of `t` as the Kafka thread assigns them.
     async fn worker_of(&self, partitions: &[i32]) -> Worker {
         let targets = crate::app::targets(&self.config, vec![self.sink.clone()]);
+        let registry = prometheus::Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
         let (uploader, done) = Uploader::shared(
             targets,
             Arc::new(tokio::sync::Semaphore::new(4)),
             self.config.upload.retry,
             self.config.upload.part_size_bytes,
-            Metrics::unregistered(),
+            metrics.clone(),
         );
         let (data_tx, data) = tokio::sync::mpsc::channel(4);
         let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
@@ -97,14 +99,7 @@ impl Lake {
             control,
             commands: cmd_tx,
         };
-        let mut p = Pipeline::new(
-            &self.config,
-            &self.tables,
-            uploader,
-            done,
-            io,
-            Metrics::unregistered(),
-        );
+        let mut p = Pipeline::new(&self.config, &self.tables, uploader, done, io, metrics);
         let parts: Vec<TopicPartition> = partitions
             .iter()
             .map(|&n| TopicPartition::new("t", n))
@@ -112,6 +107,7 @@ impl Lake {
         p.on_control(Control::Assigned(parts)).await.unwrap();
         Worker {
             p,
+            registry,
             commands,
             _data: data_tx,
             _control: control_tx,
@@ -173,6 +169,7 @@ impl Lake {
 
 struct Worker {
     p: Pipeline,
+    registry: prometheus::Registry,
     commands: std_mpsc::Receiver<Command>,
     _data: tokio::sync::mpsc::Sender<Vec<Record>>,
     _control: tokio::sync::mpsc::UnboundedSender<Control>,
@@ -189,6 +186,17 @@ impl Worker {
             let done = self.p.uploads.recv().await.unwrap();
             self.p.on_done(done).unwrap();
         }
+    }
+
+    /// The value of the series `name{labels}` (labels as exported, e.g.
+    /// `destination="d",outcome="committed"`), 0 if absent.
+    fn metric(&self, series: &str) -> f64 {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The Kafka commits the worker sent since the last call.
@@ -256,6 +264,12 @@ async fn a_table_commit_comes_before_the_kafka_commit_and_holds_every_record_onc
     w.p.settle(true).await.unwrap();
     assert_eq!(w.p.queued_bytes(), 0);
     assert_eq!(lake.table_offset().await, Some(20));
+    let commits = r#"kafka_s3_sink_table_commits_total{destination="d",outcome="committed"}"#;
+    assert_eq!(w.metric(commits), 1.0);
+    assert_eq!(
+        w.metric(r#"kafka_s3_sink_table_commit_data_files_sum{destination="d"}"#),
+        6.0
+    );
     assert_eq!(last_commit(&w), Some(20));
     let seen = lake.scan().await;
     let want: BTreeMap<(i32, i64), usize> =
@@ -348,6 +362,8 @@ async fn a_zombie_workers_commit_is_refused_after_the_new_owner_committed() {
     assert_eq!(lake.table_offset().await, Some(10));
     let e = zombie.p.settle(true).await.unwrap_err();
     assert!(e.to_string().contains("refused"), "{e}");
+    let refused = r#"kafka_s3_sink_table_commits_total{destination="d",outcome="refused"}"#;
+    assert_eq!(zombie.metric(refused), 1.0);
     assert_eq!(last_commit(&zombie).unwrap_or(0), 0);
     let want: BTreeMap<(i32, i64), usize> = (0..10).map(|o| ((0, o), 1)).collect();
     assert_eq!(lake.scan().await, want);
@@ -401,6 +417,10 @@ async fn a_crash_between_table_commit_and_kafka_commit_loses_and_duplicates_noth
     next.close(|_| true).await;
     next.p.settle(true).await.unwrap();
     assert_eq!(next.p.stats.records_already_held, 10);
+    assert_eq!(
+        next.metric(r#"kafka_s3_sink_records_already_held_total{destination="d"}"#),
+        10.0
+    );
     assert_eq!(lake.table_offset().await, Some(15));
     assert_eq!(last_commit(&next), Some(15));
     let want: BTreeMap<(i32, i64), usize> = (0..15).map(|o| ((0, o), 1)).collect();

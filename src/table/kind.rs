@@ -39,6 +39,7 @@ use crate::config::DestinationConfig;
 use crate::destination::{
     DestinationError, DestinationKind, FileKind, Landed, Objects, Watermarks,
 };
+use crate::metrics::Metrics;
 use crate::model::{FolderKey, TopicPartition};
 
 /// Attempts of one commit on a catalog error that may pass (an outage, a conflict the crate's
@@ -100,6 +101,7 @@ pub struct Table {
     writer: String,
     /// Landed data files not yet committed.
     pending: Vec<Landed>,
+    metrics: Metrics,
     /// Memory their footers and keys hold.
     held: usize,
     last_commit: Instant,
@@ -107,8 +109,10 @@ pub struct Table {
 
 impl Table {
     /// The kind of destination `cfg` over `target`, with a fresh writer id.
-    pub fn new(cfg: &DestinationConfig, target: Arc<TableTarget>) -> Self {
+    pub fn new(cfg: &DestinationConfig, target: Arc<TableTarget>, metrics: Metrics) -> Self {
+        metrics.init_table(&cfg.name);
         Self {
+            metrics,
             target,
             errors: Objects::new(cfg),
             writer: uuid::Uuid::new_v4().simple().to_string(),
@@ -319,13 +323,25 @@ impl DestinationKind for Table {
         };
         let files = req.files.len();
         let started = Instant::now();
-        let outcome = self.commit(req).await?;
+        let outcome = self.commit(req).await;
         self.last_commit = Instant::now();
-        match outcome {
+        let secs = started.elapsed().as_secs_f64();
+        let (label, conflicts) = match &outcome {
+            Ok(CommitOutcome::Committed { attempts, .. }) => {
+                ("committed", attempts.saturating_sub(1))
+            }
+            Ok(CommitOutcome::AlreadyCommitted { .. }) => ("already_committed", 0),
+            Ok(CommitOutcome::Refused(_)) => ("refused", 0),
+            Err(_) => ("failed", 0),
+        };
+        let dest = &self.target.destination;
+        self.metrics
+            .table_commit(dest, label, secs, files, conflicts);
+        match outcome? {
             CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } => {
                 tracing::info!(
-                    destination = %self.target.destination, files, ?outcome,
-                    secs = started.elapsed().as_secs_f64(), "table commit"
+                    destination = %self.target.destination, files, outcome = label, secs,
+                    "table commit"
                 );
                 let mut durable = Vec::with_capacity(chosen.len());
                 // Highest index first, so the lower ones stay where they are.
