@@ -155,6 +155,12 @@ fn literal(segment: &str, d: &DestinationConfig) -> Option<String> {
 
 /// The Athena DDL of destination `d`.
 pub fn athena_ddl(d: &DestinationConfig, opts: &DdlOptions) -> Result<String, DdlError> {
+    if d.iceberg.is_some() {
+        return Err(DdlError(format!(
+            "destination `{}` is an Iceberg table: its catalog already describes it (with a Glue or S3 Tables catalog Athena reads it as it is; docs/iceberg.md)",
+            d.name
+        )));
+    }
     let mut partitions: Vec<Partition> = Vec::new();
     let mut location = format!("s3://{}/{}", d.bucket, d.prefix);
     for segment in d

@@ -134,6 +134,7 @@ impl Pipeline {
                 let durable = self.dests[d].kind.settle(all, &self.offsets).await;
                 self.recount_kinds();
                 self.release(durable?);
+                self.publish();
             }
         }
         Ok(())

@@ -225,6 +225,15 @@ pub fn select<'c>(
                 )
             })?,
     };
+    if d.iceberg.is_some() {
+        return Err(VerifyError::usage(
+            "--destination",
+            format!(
+                "`{}` is an Iceberg table, which verify does not audit yet: count its rows by (_kafka_partition, _kafka_offset) with pyiceberg or DuckDB (docs/iceberg.md)",
+                d.name
+            ),
+        ));
+    }
     let topics = if opts.topics.is_empty() {
         d.topics.entries().to_vec()
     } else {
