@@ -2,8 +2,9 @@
 //! librdkafka's mock cluster, the in-process S3 server and iceberg-catalog-sql on sqlite in a
 //! temp dir: the table is created at start-up, every record that fits the columns is one row of
 //! the table exactly once (read back with the iceberg crate's scan), bad records go to the
-//! bucket's `_errors/`, Kafka's committed offsets equal the table's, and a restart adds the new
-//! records once and none of the old ones again.
+//! bucket's `_errors/`, Kafka's committed offsets equal the table's, `verify` finds every
+//! record once through the table's current snapshot, and a restart adds the new records once
+//! and none of the old ones again.
 
 // The in-process S3 server (tests/support) is the test kit (Cargo.toml).
 #![cfg(feature = "test-kit")]
@@ -22,6 +23,7 @@ use kafka_s3_sink::model::TopicPartition;
 use kafka_s3_sink::sink::ObjectSink;
 use kafka_s3_sink::table::offsets::committed_offsets;
 use kafka_s3_sink::table::open::open_tables;
+use kafka_s3_sink::verify::{self, VerifyOptions};
 use support::{
     gen_events, start_pipeline, unique_group, GenOptions, Kafka, Msg, TestConfig, TestS3, BUCKET,
 };
@@ -164,6 +166,17 @@ async fn a_table_holds_every_record_once_and_kafka_commits_after_it() {
         .collect();
     let error_lines: usize = errors.iter().map(|o| o.lines().len()).sum();
     assert_eq!(error_lines, 2, "the bad records are in _errors/");
+
+    // `verify` audits the table through its current snapshot and the error folder.
+    let r = verify::run(&config, &VerifyOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("verify failed: {e}"));
+    eprintln!("{}", r.to_text());
+    let total = values.len() as u64;
+    assert_eq!((r.records, r.expected, r.found), (total, total, total));
+    assert_eq!((r.missing, r.duplicated, r.outside_range), (0, 0, 0));
+    assert_eq!(r.quarantined, 2);
+    assert_eq!(r.exit_code(), 0);
 
     // A restart: new records are added once, none of the old ones again.
     let more = gen_events(&GenOptions {

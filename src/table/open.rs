@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::TryStreamExt;
 use iceberg::TableIdent;
 
 use super::catalog::connect;
@@ -19,8 +20,68 @@ use super::kind::TableTarget;
 use super::schema::{partition_spec, table_schema, writer_schema};
 use super::storage::{SinkStorage, SinkStorageFactory};
 use super::TableError;
-use crate::config::{Config, ParquetConfig};
+use crate::config::{Config, DestinationConfig, ParquetConfig};
 use crate::sink::{ObjectMeta, ObjectSink};
+
+/// The keys, in the destination's bucket, of the data files of the current snapshot of `d`'s
+/// table (none before the first commit); the table is loaded, never created. For `verify`.
+pub async fn current_data_keys(
+    d: &DestinationConfig,
+    sink: Arc<dyn ObjectSink>,
+    meta: ObjectMeta,
+) -> Result<Vec<String>, TableError> {
+    let cfg = d.iceberg.as_ref().ok_or_else(|| TableError::Setup {
+        table: d.name.clone(),
+        message: "the destination is not an Iceberg table".into(),
+    })?;
+    let name = format!("{}.{}", cfg.namespace.join("."), cfg.table);
+    let err = |source| TableError::Iceberg {
+        table: name.clone(),
+        source: Box::new(source),
+    };
+    let storage = SinkStorage::new(sink, meta);
+    let catalog = connect(
+        &d.name,
+        &cfg.catalog,
+        Arc::new(SinkStorageFactory::new(storage)),
+        &d.region,
+    )
+    .await?;
+    let ident = TableIdent::new(
+        iceberg::NamespaceIdent::from_vec(cfg.namespace.clone()).map_err(&err)?,
+        cfg.table.clone(),
+    );
+    let table = catalog.load_table(&ident).await.map_err(&err)?;
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(Vec::new());
+    }
+    let tasks: Vec<_> = table
+        .scan()
+        .build()
+        .map_err(&err)?
+        .plan_files()
+        .await
+        .map_err(&err)?
+        .try_collect()
+        .await
+        .map_err(&err)?;
+    let prefix = format!("s3://{}/", d.bucket);
+    tasks
+        .iter()
+        .map(|t| {
+            t.data_file_path
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+                .ok_or_else(|| TableError::Setup {
+                    table: name.clone(),
+                    message: format!(
+                        "data file {} is not in the destination's bucket",
+                        t.data_file_path
+                    ),
+                })
+        })
+        .collect()
+}
 
 /// The table of each Iceberg destination, by destination name.
 pub type Tables = HashMap<String, Arc<TableTarget>>;

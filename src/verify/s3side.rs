@@ -83,6 +83,10 @@ pub struct S3Options {
     pub limits: ReadLimits,
     /// For a Parquet destination: the columns that place its data files' rows.
     pub parquet: Option<RowColumns>,
+    /// The data objects to read instead of listing `prefix` (an Iceberg table's data files of
+    /// its current snapshot: files no snapshot references are not the table's); the error
+    /// folder is listed either way.
+    pub data_keys: Option<Vec<String>>,
 }
 
 /// What the collector receives, in order.
@@ -133,38 +137,71 @@ pub async fn scan(
     topics: Arc<TopicIndex>,
     out: mpsc::Sender<Collected>,
 ) -> Result<S3Tally, VerifyError> {
-    use futures::stream::{StreamExt, TryStreamExt};
     let mut tally = S3Tally::default();
-    let mut token: Option<String> = None;
     let mut index = 0u64;
+    let listed = match &opts.data_keys {
+        None => opts.prefix.clone(),
+        Some(keys) => {
+            for page in keys.chunks(1000) {
+                let page = page.to_vec();
+                read_page(
+                    &*sink, &opts, &ident, &topics, &out, &mut index, page, &mut tally,
+                )
+                .await?;
+            }
+            opts.error_prefix.clone()
+        }
+    };
+    let mut token: Option<String> = None;
     loop {
-        let page = retry(&opts, "ListObjectsV2", &opts.prefix, || {
-            sink.list(&opts.prefix, token.clone())
+        let page = retry(&opts, "ListObjectsV2", &listed, || {
+            sink.list(&listed, token.clone())
         })
         .await?;
-        let mut jobs = Vec::with_capacity(page.objects.len());
-        for obj in page.objects {
-            out.send(Collected::Key(obj.key.clone()))
-                .await
-                .map_err(|_| VerifyError::Task("the S3 collector stopped".into()))?;
-            jobs.push((index, obj.key));
-            index += 1;
-        }
-        tally.listed += jobs.len() as u64;
-        let outcomes: Vec<Outcome> = futures::stream::iter(jobs)
-            .map(|(i, key)| read_object(&*sink, &opts, &ident, &topics, &out, i, key))
-            .buffer_unordered(opts.concurrency.max(1))
-            .try_collect()
-            .await?;
-        for o in outcomes {
-            o.add_to(&mut tally);
-        }
+        let keys = page.objects.into_iter().map(|o| o.key).collect();
+        read_page(
+            &*sink, &opts, &ident, &topics, &out, &mut index, keys, &mut tally,
+        )
+        .await?;
         token = page.next;
         if token.is_none() {
             break;
         }
     }
     Ok(tally)
+}
+
+/// Reads the objects `keys` (numbered from `index` on), adding them to `tally`.
+#[allow(clippy::too_many_arguments)]
+async fn read_page(
+    sink: &dyn ObjectSink,
+    opts: &S3Options,
+    ident: &Arc<Identifier>,
+    topics: &Arc<TopicIndex>,
+    out: &mpsc::Sender<Collected>,
+    index: &mut u64,
+    keys: Vec<String>,
+    tally: &mut S3Tally,
+) -> Result<(), VerifyError> {
+    use futures::stream::{StreamExt, TryStreamExt};
+    let mut jobs = Vec::with_capacity(keys.len());
+    for key in keys {
+        out.send(Collected::Key(key.clone()))
+            .await
+            .map_err(|_| VerifyError::Task("the S3 collector stopped".into()))?;
+        jobs.push((*index, key));
+        *index += 1;
+    }
+    tally.listed += jobs.len() as u64;
+    let outcomes: Vec<Outcome> = futures::stream::iter(jobs)
+        .map(|(i, key)| read_object(sink, opts, ident, topics, out, i, key))
+        .buffer_unordered(opts.concurrency.max(1))
+        .try_collect()
+        .await?;
+    for o in outcomes {
+        o.add_to(tally);
+    }
+    Ok(())
 }
 
 /// What one object contributed.

@@ -138,6 +138,7 @@ async fn objects_are_attributed_and_read() {
         attempts: 3,
         limits: ReadLimits::NONE,
         parquet: None,
+        data_keys: None,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let tally = scan(
