@@ -110,8 +110,9 @@ pub enum Command {
         /// Folder template of the objects (e.g. `dt=%Y-%m-%d/hr=%H/` for Hive-style folders).
         #[arg(long, default_value = "%Y/%m/%d/%H/")]
         folder_template: String,
-        /// Data file format: ndjson, or parquet (with the columns and Kafka metadata of
-        /// `examples/parquet.toml`).
+        /// Data file format: ndjson, parquet (with the columns and Kafka metadata of
+        /// `examples/parquet.toml`), or iceberg (those Parquet files appended to an Apache
+        /// Iceberg table partitioned by day, its sqlite catalog in `--dir`).
         #[arg(long, default_value = "ndjson")]
         format: String,
         /// Also log the pipeline at INFO (every file flushed and uploaded, every commit); by

@@ -65,6 +65,8 @@ pub enum DemoError {
 
 const TOPIC: &str = "events";
 const BUCKET: &str = "demo-bucket";
+/// `demo --folder-template`'s default (the only one `--format iceberg` takes).
+const DEFAULT_FOLDERS: &str = "%Y/%m/%d/%H/";
 /// The demo's events: the repository's generator (three days from 2026-11-01, about 6 % late),
 /// and about 0.5 % of them replaced by malformed records (not JSON, no `timestamp`, an
 /// unreadable `timestamp`), chosen by a seeded roll so the demo is the same every time. Yields
@@ -105,20 +107,32 @@ fn set_field(value: &[u8], field: &str, to: &str) -> Vec<u8> {
 /// The Parquet preset, whose columns and Kafka metadata the demo uses with `--format parquet`.
 const PARQUET_PRESET: &str = include_str!("../examples/parquet.toml");
 
+/// Namespace and table of `demo --format iceberg`.
+const TABLE: (&str, &str) = ("demo", "events");
+
 /// The demo's config; with `format = "parquet"` its destination takes the `[destinations.parquet]`
-/// table and `kafka_metadata_field` of the Parquet preset.
+/// table and `kafka_metadata_field` of the Parquet preset; with `format = "iceberg"` those too,
+/// and a `[destinations.iceberg]` table whose sqlite catalog is in `dir`.
 fn demo_config(
     brokers: &str,
     endpoint: &str,
     compression: &str,
     folders: &str,
     format: &str,
+    dir: &Path,
 ) -> Result<String, config::ConfigError> {
     let text = ndjson_demo_config(brokers, endpoint, compression, folders);
     if format == "ndjson" {
         return Ok(text);
     }
     let bad = |m: String| config::ConfigError::new("demo --format", m);
+    let iceberg = format == "iceberg";
+    if iceberg && folders != DEFAULT_FOLDERS {
+        return Err(config::ConfigError::new(
+            "demo --folder-template",
+            "does not apply to --format iceberg (the table is partitioned by day); remove it",
+        ));
+    }
     let mut t: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
     let preset: toml::Table = PARQUET_PRESET.parse().map_err(|e| bad(format!("{e}")))?;
     let first = |t: &toml::Table| {
@@ -136,8 +150,23 @@ fn demo_config(
             to.insert(k.into(), v.clone());
         }
     }
+    let file_format = if iceberg { "parquet" } else { format };
     if let Some(toml::Value::Table(b)) = to.get_mut("batch") {
-        b.insert("format".into(), format.into());
+        b.insert("format".into(), file_format.into());
+    }
+    if iceberg {
+        if let Some(toml::Value::Table(r)) = to.get_mut("routing") {
+            r.remove("folder_template");
+        }
+        let table = format!(
+            "namespace = {ns:?}\ntable = {t:?}\npartition_time = \"day\"\ncommit_interval_secs = 2\n\
+             [catalog]\nkind = \"sql\"\nuri = {uri:?}\nwarehouse = \"s3://{BUCKET}/warehouse\"\n",
+            ns = TABLE.0,
+            t = TABLE.1,
+            uri = format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display()),
+        );
+        let table: toml::Table = table.parse().map_err(|e| bad(format!("{e}")))?;
+        to.insert("iceberg".into(), toml::Value::Table(table));
     }
     t.insert(
         "destinations".into(),
@@ -187,6 +216,7 @@ idle_secs = 1
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
     // The options are checked before anything starts: a folder template that could leave the
     // bucket's folder (`../../x/%Y/`) is refused like in any config.
+    let dir = std::path::absolute(&opts.dir).unwrap_or(opts.dir.clone());
     config::parse(
         &demo_config(
             "127.0.0.1:9092",
@@ -194,10 +224,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             &opts.compression,
             &opts.folder_template,
             &opts.format,
+            &dir,
         )?,
         &|_| None,
     )?;
-    let dir = std::path::absolute(&opts.dir).unwrap_or(opts.dir.clone());
     let bucket_dir = dir.join(BUCKET);
     if bucket_dir.is_symlink() {
         return Err(DemoError::Io(
@@ -209,6 +239,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     }
     if bucket_dir.exists() {
         std::fs::remove_dir_all(&bucket_dir).map_err(|e| DemoError::Io(bucket_dir.clone(), e))?;
+    }
+    // The table's catalog goes with the bucket it describes.
+    let catalog_db = dir.join("catalog.db");
+    if catalog_db.is_file() {
+        std::fs::remove_file(&catalog_db).map_err(|e| DemoError::Io(catalog_db.clone(), e))?;
     }
     let s3 = LocalS3::start(LocalS3Options::new(&dir)).await?;
     s3.create_bucket_dir(BUCKET)?;
@@ -265,10 +300,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             &opts.compression,
             &opts.folder_template,
             &opts.format,
+            &dir,
         )?,
         &|_| None,
     )?;
     let codec = codec_used(&cfg);
+    let table_cfg = cfg.clone();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry)
         .map_err(|e| DemoError::Io(PathBuf::from("metrics"), std::io::Error::other(e)))?;
@@ -324,6 +361,15 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         Ok(r) => r?,
         Err(e) => return Err(DemoError::Run(app::JoinError::Task(e).into())),
     };
+    // The table, read while the S3 server still serves it.
+    let table = match table_cfg
+        .destinations
+        .first()
+        .and_then(|d| d.iceberg.as_ref())
+    {
+        Some(_) => Some(table_summary(&table_cfg, &bucket_dir).await?),
+        None => None,
+    };
     s3.shutdown().await;
     drop(cluster);
     if timed_out {
@@ -368,11 +414,82 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             println!("  {key}  {size}");
         }
     }
+    if let Some(t) = table {
+        println!("\n== Iceberg table {}.{} ==", TABLE.0, TABLE.1);
+        println!("catalog:             sqlite {}", catalog_db.display());
+        println!("snapshots:           {}", t.snapshots);
+        println!("rows:                {}", t.rows);
+        println!("data files:          {}", t.data_files);
+        println!("table folder:        {}", t.folder.display());
+        println!(
+            "\nquery it with DuckDB and its iceberg extension, from the files on disk:\n  \
+             SELECT count(*) FROM iceberg_scan('{}', allow_moved_paths = true, version = '{}');",
+            t.folder.display(),
+            t.version,
+        );
+    }
     println!(
         "\nbrowse the objects: find {} -type f | sort | head; zcat <file> | head -3 (zstdcat for .zst; DuckDB's read_parquet for .parquet)",
         bucket_dir.display()
     );
     Ok(())
+}
+
+/// What the demo's table holds.
+struct TableSummary {
+    snapshots: usize,
+    rows: u64,
+    data_files: u64,
+    /// Its folder on disk (under the bucket's folder).
+    folder: PathBuf,
+    /// Its current metadata file's name without `.metadata.json`.
+    version: String,
+}
+
+/// Reads the demo table's current state through the catalog (the S3 server still running).
+async fn table_summary(cfg: &config::Config, bucket_dir: &Path) -> Result<TableSummary, DemoError> {
+    let sinks = app::s3_sinks(cfg).await;
+    let metas: Vec<_> = cfg.destinations.iter().map(app::object_meta).collect();
+    let (_, tables) = crate::table::open::open_tables(cfg, &sinks, &metas)
+        .await
+        .map_err(|e| DemoError::Run(e.into()))?;
+    let t = tables
+        .values()
+        .next()
+        .ok_or_else(|| DemoError::Io(bucket_dir.into(), std::io::Error::other("no table")))?;
+    let table = t.catalog.load_table(&t.ident).await.map_err(|e| {
+        DemoError::Run(
+            crate::table::TableError::Iceberg {
+                table: t.ident.to_string(),
+                source: Box::new(e),
+            }
+            .into(),
+        )
+    })?;
+    let meta = table.metadata();
+    let total = |k: &str| {
+        meta.current_snapshot()
+            .and_then(|s| s.summary().additional_properties.get(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let in_bucket = |s3: &str| {
+        let key = s3.strip_prefix(&format!("s3://{BUCKET}/")).unwrap_or(s3);
+        bucket_dir.join(key)
+    };
+    let version = table
+        .metadata_location()
+        .and_then(|l| l.rsplit('/').next())
+        .and_then(|f| f.strip_suffix(".metadata.json"))
+        .unwrap_or_default()
+        .to_string();
+    Ok(TableSummary {
+        snapshots: meta.snapshots().count(),
+        rows: total("total-records"),
+        data_files: total("total-data-files"),
+        folder: in_bucket(meta.location()),
+        version,
+    })
 }
 
 /// The demo destination's codec and level as the summary prints it: `zstd level 1`, or for

@@ -201,3 +201,39 @@ async fn a_table_holds_every_record_once_and_kafka_commits_after_it() {
     assert_eq!(seen, want, "the restart added the new records once");
     assert_eq!(table_offsets, kafka.end_offsets(TOPIC, PARTITIONS).await);
 }
+
+/// `demo --format iceberg` writes a table with a sqlite catalog in `--dir`: every good record is
+/// a row (rows + quarantined = records in), and it prints how to query the files on disk.
+#[test]
+fn the_demo_writes_a_table_and_says_how_to_query_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-s3-sink"))
+        .args(["demo", "--format", "iceberg", "--records", "1000"])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |label: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
+    };
+    let (rows, bad, records) = (
+        value("rows:"),
+        value("records quarantined:"),
+        value("records in:"),
+    );
+    assert_eq!(records, 1000);
+    assert!(rows > 900, "{text}");
+    assert_eq!(rows + bad, records, "{text}");
+    assert!(text.contains("iceberg_scan("), "{text}");
+    assert!(dir.path().join("catalog.db").is_file());
+}
