@@ -15,6 +15,7 @@
 //! for some value in its ranges (dates from `--since` to NOW, hours 0–23, …), so every object
 //! the destination writes under its prefix is in the table.
 
+mod iceberg;
 use chrono::NaiveDate;
 use std::fmt::Write as _;
 
@@ -156,10 +157,7 @@ fn literal(segment: &str, d: &DestinationConfig) -> Option<String> {
 /// The Athena DDL of destination `d`.
 pub fn athena_ddl(d: &DestinationConfig, opts: &DdlOptions) -> Result<String, DdlError> {
     if d.iceberg.is_some() {
-        return Err(DdlError(format!(
-            "destination `{}` is an Iceberg table: its catalog already describes it (with a Glue or S3 Tables catalog Athena reads it as it is; docs/iceberg.md)",
-            d.name
-        )));
+        return iceberg::create_table(d);
     }
     let mut partitions: Vec<Partition> = Vec::new();
     let mut location = format!("s3://{}/{}", d.bucket, d.prefix);

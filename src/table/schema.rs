@@ -75,7 +75,13 @@ pub fn writer_schema(parquet: &ParquetConfig, table: &Schema) -> Result<SchemaRe
                 format!("the table has no column {:?}; add it to the table or remove it from the destination", f.name()),
             ));
         };
-        if want.as_ref().map(|t| Type::Primitive(t.clone())) != Some((*tf.field_type).clone()) {
+        // A table created with `timestamp` (Athena's Iceberg DDL has no other) takes the
+        // writer's UTC timestamps as they are, without a zone.
+        let zoneless = want == Some(PrimitiveType::Timestamptz)
+            && *tf.field_type == Type::Primitive(PrimitiveType::Timestamp);
+        if !zoneless
+            && want.as_ref().map(|t| Type::Primitive(t.clone())) != Some((*tf.field_type).clone())
+        {
             return Err(ConfigError::new(
                 "parquet.columns",
                 format!(
@@ -93,6 +99,7 @@ pub fn writer_schema(parquet: &ParquetConfig, table: &Schema) -> Result<SchemaRe
             ));
         }
         let data_type = match f.data_type() {
+            DataType::Timestamp(..) if zoneless => DataType::Timestamp(TimeUnit::Microsecond, None),
             DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
             t => t.clone(),
         };
@@ -239,6 +246,33 @@ mod tests {
             .unwrap();
         let e = writer_schema(&p, &other).unwrap_err();
         assert!(e.message.contains("\"event\""), "{e}");
+    }
+
+    /// A table created by Athena has `timestamp` columns (its Iceberg DDL has no
+    /// `timestamptz`): the writer's UTC timestamps go there without a zone.
+    #[test]
+    fn a_zoneless_timestamp_column_takes_utc_timestamps() {
+        let p = parquet();
+        let s = table_schema(&p).unwrap();
+        let fields: Vec<_> = s
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| {
+                let mut f = (**f).clone();
+                if *f.field_type == Type::Primitive(PrimitiveType::Timestamptz) {
+                    f.field_type = Box::new(Type::Primitive(PrimitiveType::Timestamp));
+                }
+                Arc::new(f)
+            })
+            .collect();
+        let athena = Schema::builder().with_fields(fields).build().unwrap();
+        let w = writer_schema(&p, &athena).unwrap();
+        let ts = w.field_with_name("ts").unwrap();
+        assert_eq!(
+            ts.data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
     }
 
     #[test]
