@@ -451,3 +451,38 @@ async fn two_workers_committing_at_once_both_land_once() {
         .collect();
     assert_eq!(lake.scan().await, want);
 }
+
+/// A revoke commits the partition's landed files to the table before it answers, and answers
+/// with the table's offset: the next owner starts there and adds nothing twice.
+#[tokio::test]
+async fn a_revoke_commits_the_table_before_it_answers() {
+    let lake = Lake::new().await;
+    let mut old = lake.worker().await;
+    // The default 60 s interval: only the revoke commits.
+    old.p
+        .ingest((0..8).map(|o| rec(o, "a", o as u32 % 2)).collect())
+        .unwrap();
+    let (reply, answer) = std_mpsc::sync_channel(1);
+    old.p
+        .on_control(Control::Revoke {
+            partitions: vec![TopicPartition::new("t", 0)],
+            reply,
+        })
+        .await
+        .unwrap();
+    let offsets = answer.try_recv().unwrap();
+    assert_eq!(offsets, vec![(TopicPartition::new("t", 0), 8)]);
+    assert_eq!(lake.table_offset().await, Some(8));
+    assert!(
+        !old.p.dests[0].kind.unsettled(),
+        "nothing waits for a revoked partition"
+    );
+    let mut next = lake.worker().await;
+    next.p
+        .ingest((8..12).map(|o| rec(o, "b", 3)).collect())
+        .unwrap();
+    next.close(|_| true).await;
+    next.p.settle(true).await.unwrap();
+    let want: BTreeMap<(i32, i64), usize> = (0..12).map(|o| ((0, o), 1)).collect();
+    assert_eq!(lake.scan().await, want);
+}
