@@ -247,6 +247,28 @@ pub async fn run_with_sinks(
     // Each Iceberg destination's catalog and table, and the writer settings its files need.
     let metas: Vec<ObjectMeta> = config.destinations.iter().map(object_meta).collect();
     let (config, tables) = crate::table::open::open_tables(&config, &sinks, &metas).await?;
+    // A table in another bucket (S3 Tables, a warehouse elsewhere) takes the data files; the
+    // error folder stays in the destination's bucket.
+    let sinks: Vec<Arc<dyn ObjectSink>> = config
+        .destinations
+        .iter()
+        .zip(sinks)
+        .map(|(d, s)| {
+            let Some(data) = tables.get(&d.name).and_then(|t| t.data_sink.clone()) else {
+                return s;
+            };
+            let data = Arc::new(crate::upload::counted::Counted::new(
+                data,
+                &d.name,
+                metrics.clone(),
+            ));
+            let errors = format!("{}{}", d.prefix, d.error_prefix);
+            match crate::sink::routed::Routed::new(&errors, s.clone(), data) {
+                Some(r) => Arc::new(r) as Arc<dyn ObjectSink>,
+                None => s,
+            }
+        })
+        .collect();
     let probes = CancellationToken::new();
     let _stop_probes = probes.clone().drop_guard();
     tokio::spawn(probe_while_idle(sinks.clone(), metrics.clone(), probes));

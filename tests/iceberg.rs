@@ -32,8 +32,8 @@ const TOPIC: &str = "ice";
 const PARTITIONS: i32 = 2;
 
 /// The destination of `cfg` made an Iceberg table partitioned by event hour and type, its
-/// catalog on sqlite at `db`, its warehouse in the test bucket, committing every second.
-fn table_config(cfg: &mut TestConfig, db: &std::path::Path) {
+/// catalog on sqlite at `db`, its warehouse in bucket `warehouse`, committing every second.
+fn table_config(cfg: &mut TestConfig, db: &std::path::Path, warehouse: &str) {
     if let Some(toml::Value::Table(r)) = cfg.destination(0).get_mut("routing") {
         r.remove("folder_template");
     }
@@ -64,7 +64,7 @@ fn table_config(cfg: &mut TestConfig, db: &std::path::Path) {
         .dest(
             0,
             "iceberg.catalog.warehouse",
-            format!("s3://{BUCKET}/warehouse"),
+            format!("s3://{warehouse}/warehouse"),
         );
 }
 
@@ -117,13 +117,26 @@ async fn read_table(cfg: &Config) -> (BTreeMap<(i32, i64), usize>, BTreeMap<i32,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_holds_every_record_once_and_kafka_commits_after_it() {
+    table_run(BUCKET).await;
+}
+
+/// The same with the table's warehouse in another bucket than the destination's (as an S3
+/// Tables table bucket is): the data and table files go there, the error folder stays in the
+/// destination's bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_in_another_bucket_takes_the_data_files_and_the_errors_stay() {
+    table_run("lake").await;
+}
+
+async fn table_run(warehouse: &str) {
     let kafka = Kafka::start();
     kafka.create_topic(TOPIC, PARTITIONS);
     let s3 = TestS3::start().await;
+    std::fs::create_dir_all(s3.bucket_dir(warehouse)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let group = unique_group("ice");
     let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
-    table_config(&mut cfg, &dir.path().join("catalog.db"));
+    table_config(&mut cfg, &dir.path().join("catalog.db"), warehouse);
     let config = cfg.build();
 
     let mut values = gen_events(&GenOptions::new(400));
@@ -166,6 +179,22 @@ async fn a_table_holds_every_record_once_and_kafka_commits_after_it() {
         .collect();
     let error_lines: usize = errors.iter().map(|o| o.lines().len()).sum();
     assert_eq!(error_lines, 2, "the bad records are in _errors/");
+    let table_files = s3
+        .keys(warehouse)
+        .into_iter()
+        .filter(|k| k.starts_with("warehouse/analytics/events/"))
+        .count();
+    assert!(
+        table_files > 0,
+        "the table's files are in s3://{warehouse}/"
+    );
+    if warehouse != BUCKET {
+        assert!(
+            s3.keys(BUCKET).iter().all(|k| k.starts_with("_errors/")),
+            "only the error folder in the destination's bucket: {:?}",
+            s3.keys(BUCKET)
+        );
+    }
 
     // `verify` audits the table through its current snapshot and the error folder.
     let r = verify::run(&config, &VerifyOptions::default())

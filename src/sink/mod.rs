@@ -8,6 +8,7 @@
 #[cfg(any(test, feature = "test-kit"))]
 pub mod memory;
 pub mod null;
+pub mod routed;
 pub mod s3;
 
 use async_trait::async_trait;

@@ -51,7 +51,7 @@ pub enum CommitOutcome {
         snapshot_id: i64,
     },
     /// The table is past a partition's first offset: the caller must not commit the Kafka
-    /// offsets, and its files are orphans for the sweep.
+    /// offsets, and its files are orphans (unreferenced, for the table's maintenance).
     Refused(Refusal),
 }
 

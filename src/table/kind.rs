@@ -14,7 +14,7 @@
 //! - a data file's name is unique per worker incarnation (`writer`), so a replay never collides
 //!   with a file the table holds;
 //! - a refused commit (a zombie: the table is past one of its partitions) releases nothing and
-//!   stops the worker; its files stay in S3 unreferenced, for the orphan sweep.
+//!   stops the worker; its files stay in S3 unreferenced, for the table's orphan maintenance.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,10 +57,14 @@ pub struct TableTarget {
     pub ident: TableIdent,
     /// The Kafka consumer group (part of the snapshot's offset keys).
     pub group: String,
-    /// The destination's bucket (data-file locations are `s3://<bucket>/<key>`).
+    /// The bucket of the table's location (data-file locations are `s3://<bucket>/<key>`).
     pub bucket: String,
-    /// Key prefix of the table's data files in the bucket (`<table location path>/data/`).
+    /// Key prefix of the table's data files in that bucket (`<table location path>/data/`).
     pub data_prefix: String,
+    /// The store of that bucket when it is not the destination's (an S3 Tables table bucket,
+    /// a warehouse elsewhere): the destination's uploads are routed to it, error files
+    /// excepted ([`crate::sink::routed::Routed`]).
+    pub data_sink: Option<Arc<dyn crate::sink::ObjectSink>>,
     /// The partition fields, in spec order.
     pub partition: Vec<PartitionSource>,
     /// Time between two commits of one worker.
@@ -70,25 +74,26 @@ pub struct TableTarget {
 }
 
 impl TableTarget {
-    /// The key prefix of data files under `location` (the table's, `s3://<bucket>/<path>`), or
-    /// why the table cannot take this destination's files.
-    pub fn data_prefix(location: &str, bucket: &str) -> Result<String, String> {
-        let path = location
+    /// The bucket of `location` (the table's, `s3://<bucket>/<path>`) and the key prefix of
+    /// its data files there, or why the connector cannot write there.
+    pub fn data_location(location: &str) -> Result<(String, String), String> {
+        let rest = location
             .strip_prefix("s3://")
             .or_else(|| location.strip_prefix("s3a://"))
-            .and_then(|rest| rest.strip_prefix(bucket))
-            .and_then(|rest| rest.strip_prefix('/').or(rest.is_empty().then_some("")))
             .ok_or_else(|| {
-                format!(
-                    "the table's location {location:?} is not in the destination's bucket {bucket:?}; set the catalog's warehouse to s3://{bucket}/…"
-                )
+                format!("the table's location {location:?} is not in S3 (s3://bucket/…)")
             })?;
+        let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("the table's location {location:?} has no bucket"));
+        }
         let path = path.trim_end_matches('/');
-        Ok(if path.is_empty() {
+        let prefix = if path.is_empty() {
             "data/".to_string()
         } else {
             format!("{path}/data/")
-        })
+        };
+        Ok((bucket.to_string(), prefix))
     }
 }
 
@@ -355,7 +360,7 @@ impl DestinationKind for Table {
             CommitOutcome::Refused(r) => {
                 tracing::error!(
                     destination = %self.target.destination, refusal = %r,
-                    "table commit refused: another worker owns this partition now; its files stay unreferenced for the orphan sweep"
+                    "table commit refused: another worker owns this partition now; its files stay unreferenced (orphans for the table's maintenance)"
                 );
                 self.pending.clear();
                 self.held = 0;

@@ -18,18 +18,37 @@ use super::catalog::connect;
 use super::commit::ensure_table;
 use super::kind::TableTarget;
 use super::schema::{partition_spec, table_schema, writer_schema};
-use super::storage::{SinkStorage, SinkStorageFactory};
+use super::storage::{BucketSinks, OtherBuckets, SinkStorage, SinkStorageFactory};
 use super::TableError;
 use crate::config::{Config, DestinationConfig, ParquetConfig};
 use crate::sink::{ObjectMeta, ObjectSink};
 
-/// The keys, in the destination's bucket, of the data files of the current snapshot of `d`'s
-/// table (none before the first commit); the table is loaded, never created. For `verify`.
+/// Another bucket's store, made like the destination's (its endpoint, region, credentials,
+/// signing and request timeout).
+struct SameAccount {
+    destination: DestinationConfig,
+    timeout: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl BucketSinks for SameAccount {
+    async fn sink(&self, bucket: &str) -> Arc<dyn ObjectSink> {
+        let d = DestinationConfig {
+            bucket: bucket.to_string(),
+            ..self.destination.clone()
+        };
+        Arc::new(crate::sink::s3::S3Sink::connect(&d, self.timeout).await)
+    }
+}
+
+/// The bucket of `d`'s table and the keys there of the data files of its current snapshot
+/// (none before the first commit); the table is loaded, never created. For `verify`.
 pub async fn current_data_keys(
     d: &DestinationConfig,
     sink: Arc<dyn ObjectSink>,
     meta: ObjectMeta,
-) -> Result<Vec<String>, TableError> {
+    timeout: std::time::Duration,
+) -> Result<(String, Vec<String>), TableError> {
     let cfg = d.iceberg.as_ref().ok_or_else(|| TableError::Setup {
         table: d.name.clone(),
         message: "the destination is not an Iceberg table".into(),
@@ -39,7 +58,11 @@ pub async fn current_data_keys(
         table: name.clone(),
         source: Box::new(source),
     };
-    let storage = SinkStorage::new(sink, meta);
+    let others = Arc::new(OtherBuckets::new(SameAccount {
+        destination: d.clone(),
+        timeout,
+    }));
+    let storage = SinkStorage::new(sink, meta).with_other_buckets(others);
     let catalog = connect(
         &d.name,
         &cfg.catalog,
@@ -52,8 +75,13 @@ pub async fn current_data_keys(
         cfg.table.clone(),
     );
     let table = catalog.load_table(&ident).await.map_err(&err)?;
+    let (bucket, _) =
+        TableTarget::data_location(table.metadata().location()).map_err(|m| TableError::Setup {
+            table: name.clone(),
+            message: m,
+        })?;
     if table.metadata().current_snapshot().is_none() {
-        return Ok(Vec::new());
+        return Ok((bucket, Vec::new()));
     }
     let tasks: Vec<_> = table
         .scan()
@@ -65,8 +93,8 @@ pub async fn current_data_keys(
         .try_collect()
         .await
         .map_err(&err)?;
-    let prefix = format!("s3://{}/", d.bucket);
-    tasks
+    let prefix = format!("s3://{bucket}/");
+    let keys = tasks
         .iter()
         .map(|t| {
             t.data_file_path
@@ -75,12 +103,13 @@ pub async fn current_data_keys(
                 .ok_or_else(|| TableError::Setup {
                     table: name.clone(),
                     message: format!(
-                        "data file {} is not in the destination's bucket",
+                        "data file {} is not in the table's bucket {bucket}",
                         t.data_file_path
                     ),
                 })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((bucket, keys))
 }
 
 /// The table of each Iceberg destination, by destination name.
@@ -98,6 +127,7 @@ pub async fn open_tables(
     let mut config = config.clone();
     let mut tables = Tables::new();
     let group = config.kafka.group_id.clone();
+    let request_timeout = config.upload.request_timeout;
     for (i, d) in config.destinations.iter_mut().enumerate() {
         let Some(cfg) = d.iceberg.clone() else {
             continue;
@@ -116,7 +146,11 @@ pub async fn open_tables(
         let mut meta = metas[i].clone();
         meta.content_type = "application/octet-stream".into();
         meta.content_encoding = None;
-        let storage = SinkStorage::new(sinks[i].clone(), meta);
+        let others = Arc::new(OtherBuckets::new(SameAccount {
+            destination: d.clone(),
+            timeout: request_timeout,
+        }));
+        let storage = SinkStorage::new(sinks[i].clone(), meta).with_other_buckets(others.clone());
         let catalog = connect(
             &d.name,
             &cfg.catalog,
@@ -139,8 +173,18 @@ pub async fn open_tables(
             exact_statistics: true,
             ..(*parquet).clone()
         }));
-        let data_prefix =
-            TableTarget::data_prefix(table.metadata().location(), &d.bucket).map_err(setup)?;
+        let (bucket, data_prefix) =
+            TableTarget::data_location(table.metadata().location()).map_err(setup)?;
+        let data_sink = if bucket == d.bucket {
+            None
+        } else {
+            if d.prefix.len() + d.error_prefix.len() == 0 {
+                return Err(setup(
+                    "its location is in another bucket and the destination's error folder is the bucket's root; set error_prefix".into(),
+                ));
+            }
+            Some(others.get(&bucket).await)
+        };
         tables.insert(
             d.name.clone(),
             Arc::new(TableTarget {
@@ -148,8 +192,9 @@ pub async fn open_tables(
                 catalog,
                 ident,
                 group: group.clone(),
-                bucket: d.bucket.clone(),
+                bucket,
                 data_prefix,
+                data_sink,
                 partition: cfg.partition.clone(),
                 interval: cfg.commit_interval,
                 runtime: tokio::runtime::Handle::current(),

@@ -4,10 +4,13 @@
 //! writes with the destination's endpoint, credentials, SSE settings and storage class, and no
 //! second S3 client is built.
 //!
-//! Invariants: paths are `s3://<the destination's bucket>/<key>` (any other bucket is refused);
+//! Invariants: paths are `s3://<bucket>/<key>`, in the destination's bucket or, when the storage
+//! was given [`OtherBuckets`], in another bucket reached with the same endpoint and credentials
+//! (an S3 Tables table bucket, a warehouse outside the destination's bucket); any other path is
+//! refused;
 //! every write is one PutObject of the whole file (the crate writes metadata and manifests, all
 //! small; data files are uploaded by the uploader, never here); nothing is deleted through it
-//! (the connector never deletes table files; the orphan sweep does). A reader fetches the
+//! (the connector never deletes table files; the table's maintenance removes orphans). A reader fetches the
 //! object once and serves ranges from memory (the seam has no ranged GET yet), which suits
 //! metadata and manifests; scans of large data files read each whole.
 
@@ -27,7 +30,43 @@ use tokio::io::AsyncReadExt;
 
 use crate::sink::{ObjectMeta, ObjectSink, SinkError, WriteCondition};
 
-/// The object store of a table's files: one bucket through an [`ObjectSink`].
+/// Makes the store of a bucket other than the destination's, with its endpoint and
+/// credentials.
+#[async_trait]
+pub trait BucketSinks: Send + Sync {
+    /// The store of `bucket`.
+    async fn sink(&self, bucket: &str) -> Arc<dyn ObjectSink>;
+}
+
+/// The stores of other buckets, each made once.
+pub struct OtherBuckets {
+    maker: Box<dyn BucketSinks>,
+    made: tokio::sync::Mutex<std::collections::HashMap<String, Arc<dyn ObjectSink>>>,
+}
+
+impl OtherBuckets {
+    /// Stores made by `maker`.
+    pub fn new(maker: impl BucketSinks + 'static) -> Self {
+        Self {
+            maker: Box::new(maker),
+            made: Default::default(),
+        }
+    }
+
+    /// The store of `bucket`, made at its first use.
+    pub async fn get(&self, bucket: &str) -> Arc<dyn ObjectSink> {
+        let mut made = self.made.lock().await;
+        if let Some(s) = made.get(bucket) {
+            return s.clone();
+        }
+        let s = self.maker.sink(bucket).await;
+        made.insert(bucket.to_string(), s.clone());
+        s
+    }
+}
+
+/// The object store of a table's files: the destination's bucket through an [`ObjectSink`],
+/// and other buckets through [`OtherBuckets`] when given.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct SinkStorage {
     /// The bucket every path must be in.
@@ -38,6 +77,9 @@ pub struct SinkStorage {
     /// Headers of every write (content type, SSE, storage class).
     #[serde(skip)]
     meta: ObjectMeta,
+    /// Other buckets' stores (none: only the destination's bucket).
+    #[serde(skip)]
+    others: Option<Arc<OtherBuckets>>,
 }
 
 impl std::fmt::Debug for SinkStorage {
@@ -55,7 +97,14 @@ impl SinkStorage {
             bucket: sink.bucket().to_string(),
             sink: Some(sink),
             meta,
+            others: None,
         }
+    }
+
+    /// The same storage, reaching buckets other than the destination's through `others`.
+    pub fn with_other_buckets(mut self, others: Arc<OtherBuckets>) -> Self {
+        self.others = Some(others);
+        self
     }
 
     fn sink(&self) -> Result<&Arc<dyn ObjectSink>> {
@@ -67,24 +116,49 @@ impl SinkStorage {
         })
     }
 
-    /// The key of `path` in the bucket.
-    fn key<'p>(&self, path: &'p str) -> Result<&'p str> {
-        path.strip_prefix("s3://")
+    /// The bucket and key of `path`, when this storage reaches that bucket.
+    fn split<'p>(&self, path: &'p str) -> Result<(&'p str, &'p str)> {
+        let refused = || {
+            let reach = if self.others.is_some() {
+                "an s3:// path"
+            } else {
+                "in the destination's bucket"
+            };
+            Error::new(
+                ErrorKind::DataInvalid,
+                format!("{path} is not {reach} (s3://{}/…)", self.bucket),
+            )
+        };
+        let (bucket, key) = path
+            .strip_prefix("s3://")
             .or_else(|| path.strip_prefix("s3a://"))
-            .and_then(|rest| rest.strip_prefix(self.bucket.as_str()))
-            .and_then(|rest| rest.strip_prefix('/'))
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::DataInvalid,
-                    format!("{path} is not in s3://{}/", self.bucket),
-                )
-            })
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .ok_or_else(refused)?;
+        if bucket != self.bucket && self.others.is_none() {
+            return Err(refused());
+        }
+        Ok((bucket, key))
+    }
+
+    /// The store and key of `path`.
+    async fn locate<'p>(&self, path: &'p str) -> Result<(Arc<dyn ObjectSink>, &'p str)> {
+        let (bucket, key) = self.split(path)?;
+        if bucket == self.bucket {
+            return Ok((self.sink()?.clone(), key));
+        }
+        match &self.others {
+            Some(o) => Ok((o.get(bucket).await, key)),
+            None => Err(Error::new(
+                ErrorKind::DataInvalid,
+                format!("{path} is not in s3://{}/", self.bucket),
+            )),
+        }
     }
 
     async fn get_all(&self, path: &str) -> Result<Bytes> {
-        let key = self.key(path)?;
-        let Some(mut body) = self.sink()?.get(key).await.map_err(sink_err)? else {
+        let (sink, key) = self.locate(path).await?;
+        let Some(mut body) = sink.get(key).await.map_err(sink_err)? else {
             return Err(not_found(path));
         };
         let mut buf = Vec::with_capacity(usize::try_from(body.head.size).unwrap_or(0));
@@ -107,7 +181,7 @@ fn not_found(path: &str) -> Error {
 fn no_delete() -> Error {
     Error::new(
         ErrorKind::FeatureUnsupported,
-        "the connector never deletes table files (the orphan sweep does)",
+        "the connector never deletes table files (the table's maintenance removes orphans)",
     )
 }
 
@@ -115,13 +189,13 @@ fn no_delete() -> Error {
 #[typetag::serde]
 impl Storage for SinkStorage {
     async fn exists(&self, path: &str) -> Result<bool> {
-        let key = self.key(path)?;
-        Ok(self.sink()?.head(key).await.map_err(sink_err)?.is_some())
+        let (sink, key) = self.locate(path).await?;
+        Ok(sink.head(key).await.map_err(sink_err)?.is_some())
     }
 
     async fn metadata(&self, path: &str) -> Result<FileMetadata> {
-        let key = self.key(path)?;
-        match self.sink()?.head(key).await.map_err(sink_err)? {
+        let (sink, key) = self.locate(path).await?;
+        match sink.head(key).await.map_err(sink_err)? {
             Some(h) => Ok(FileMetadata { size: h.size }),
             None => Err(not_found(path)),
         }
@@ -136,15 +210,14 @@ impl Storage for SinkStorage {
     }
 
     async fn write(&self, path: &str, bs: Bytes) -> Result<()> {
-        let key = self.key(path)?;
-        self.sink()?
-            .put(key, bs, &self.meta, &WriteCondition::Always)
+        let (sink, key) = self.locate(path).await?;
+        sink.put(key, bs, &self.meta, &WriteCondition::Always)
             .await
             .map_err(sink_err)
     }
 
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWrite>> {
-        self.key(path)?;
+        self.split(path)?;
         Ok(Box::new(BufferedWrite {
             storage: self.clone(),
             path: path.to_string(),

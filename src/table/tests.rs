@@ -463,7 +463,7 @@ async fn a_crash_between_upload_and_table_commit_loses_and_duplicates_nothing() 
     assert_exactly_once(&f.scan(&cat).await, &[(0, 180)]);
     assert!(
         std::path::Path::new(&orphan.location).exists(),
-        "left for the orphan sweep"
+        "left as an orphan for the table's maintenance"
     );
 }
 

@@ -310,7 +310,7 @@ pub async fn run(config: &Config, opts: &VerifyOptions) -> Result<VerifyReport, 
 /// Verifies with the given sink for the selected destination.
 pub async fn run_with_sink(
     config: &Config,
-    sink: Arc<dyn ObjectSink>,
+    mut sink: Arc<dyn ObjectSink>,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyError> {
     let (d, topics) = select(config, opts)?;
@@ -370,10 +370,25 @@ pub async fn run_with_sink(
         Some(_) => {
             let mut meta = crate::app::object_meta(d);
             meta.content_type = "application/octet-stream".into();
-            let keys = crate::table::open::current_data_keys(d, sink.clone(), meta)
-                .await
-                .map_err(|e| VerifyError::Task(e.to_string()))?;
-            tracing::info!(data_files = keys.len(), "the table's current snapshot");
+            let timeout = config.upload.request_timeout;
+            let (bucket, keys) =
+                crate::table::open::current_data_keys(d, sink.clone(), meta, timeout)
+                    .await
+                    .map_err(|e| VerifyError::Task(e.to_string()))?;
+            tracing::info!(data_files = keys.len(), %bucket, "the table's current snapshot");
+            if bucket != d.bucket {
+                // The data files are in the table's bucket, the error folder in the
+                // destination's.
+                let other = DestinationConfig {
+                    bucket,
+                    ..d.clone()
+                };
+                let data: Arc<dyn ObjectSink> = Arc::new(S3Sink::connect(&other, timeout).await);
+                let errors = format!("{}{}", d.prefix, d.error_prefix);
+                if let Some(r) = crate::sink::routed::Routed::new(&errors, sink.clone(), data) {
+                    sink = Arc::new(r);
+                }
+            }
             Some(keys)
         }
     };
