@@ -5,19 +5,23 @@
 # partitioned by the hour of `ts` and by `type`; then the table is read by pyiceberg and by
 # DuckDB's iceberg_scan (tests/e2e/iceberg_read.py), never by the connector's own code.
 #
+#   0. check-config accepts the config and redacts the catalog URI (nor does any run log it).
 #   1. ICEBERG_EVENTS `gen-events` records plus 3 bad ones (2 not JSON, 1 without the required
 #      messageId) into a 3-partition topic; one run until Kafka's committed offsets equal the
 #      end offsets, SIGTERM (exit 0). pyiceberg: rows == distinct (_kafka_partition,
 #      _kafka_offset) == good records; the table's rows and the `_errors/` lines together are
-#      every offset once; each file's partition (hour, type) is its rows' own; the snapshot
+#      every offset once; each data file, read on its own, holds only rows of its partition
+#      (hour of `ts`, `type`), and its bounds and record counts agree; the snapshot
 #      summaries' offset keys equal Kafka's end offsets. DuckDB: the same count and distinct count.
 #   2. ICEBERG_KILL_CYCLES cycles: the connector starts and gets its partitions; a producer
 #      then adds ICEBERG_CYCLE_RECORDS records over 4 s; the connector gets SIGKILL a seeded
 #      random 1-4 s after its assignment; then a last run drains to the end offsets and stops
-#      with SIGTERM. pyiceberg: 0 missing, 0
+#      with SIGTERM. pyiceberg: the same checks over every record, i.e. 0 missing and 0
 #      duplicated; DuckDB agrees.
 # Last line on stdout:
-#   iceberg: cycles=N produced=N good=N rows=N duplicates=N missing=N snapshots=N data_files=N table_ahead_of_kafka=N elapsed_s=N
+#   iceberg: cycles=N produced=N good=N rows=N duplicates=N missing=N snapshots=N data_files=N orphan_files=N table_ahead_of_kafka=N elapsed_s=N
+# orphan_files: data objects no snapshot references (uploaded, then the kill came before the
+# table commit; never read, left for an orphan-file sweep).
 # table_ahead_of_kafka: (restart, partition) pairs whose offset in the table was past Kafka's
 # committed one when the connector started, i.e. a kill landed between the two commits.
 #
@@ -194,7 +198,10 @@ warehouse = "s3://$BUCKET/warehouse"
 EOF
 "$BIN" check-config --config "$TMP/sink.toml" >"$TMP/check-config.out" 2>&1 ||
   fail "check-config: $(cat "$TMP/check-config.out")"
-log "check-config accepts the table destination"
+# The catalog URI is a secret (a sqlite path here, a database URL with a password elsewhere).
+grep -q 'catalog.db' "$TMP/check-config.out" && fail "check-config prints the catalog URI"
+grep -q '^uri = "<redacted>"' "$TMP/check-config.out" || fail "check-config: no redacted catalog uri"
+log "check-config accepts the table destination (catalog uri redacted)"
 
 # ------------------------------------------------------------------ the connector's runs
 CONNECTOR_PID=
@@ -244,7 +251,7 @@ f() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]
 # GOOD rows, every offset once in the table or in `_errors/` (BAD lines), rows in their own
 # partitions, and the snapshots' offsets equal the end offsets. Sets PYI.
 check() {
-  local what=$1 good=$2 rows distinct engine
+  local what=$1 good=$2 rows distinct engine t0=$SECONDS
   PYI="$TMP/pyiceberg-$what.json"
   timeout 300 "$VENVS/pyiceberg/bin/python" "$READ" pyiceberg "$TMP/catalog.db" "$DEST" "$S3_URL" "$BUCKET" \
     analytics.events "$GROUP" "$TOPIC" "$STATE" >"$PYI" 2>"$TMP/pyiceberg-$what.log" ||
@@ -252,8 +259,9 @@ check() {
   log "$what: pyiceberg: $(f rows) rows, $(f distinct) distinct (partition, offset), $(f duplicates) duplicated," \
     "$(f missing) missing, $(f unexpected) unexpected, $(f in_both) both in the table and in _errors/;" \
     "_errors/: $(f errors) lines in $(f error_objects) objects; $(f misplaced) rows outside their partition" \
-    "($(f partitions) partitions by $(f partition_fields), rows of $(f sampled_files) files read one by one);" \
-    "$(f snapshots) snapshots, $(f data_files) data files; table offsets $(f table_offsets), Kafka end offsets $(f kafka_end_offsets)"
+    "($(f partitions) partitions by $(f partition_fields); $(f rows_read_by_file) rows read file by file from $(f files_read) files);" \
+    "$(f snapshots) snapshots, $(f data_files) data files, $(f orphan_files) unreferenced data objects;" \
+    "table offsets $(f table_offsets), Kafka end offsets $(f kafka_end_offsets)"
   [ "$(f rows)" -eq "$good" ] || fail "$what: $(f rows) rows in the table, $good good records produced"
   [ "$(f distinct)" -eq "$good" ] || fail "$what: $(f distinct) distinct coordinates, $good good records"
   [ "$(f duplicates)" -eq 0 ] || fail "$what: $(f duplicates) duplicated rows"
@@ -262,13 +270,14 @@ check() {
   [ "$(f in_both)" -eq 0 ] || fail "$what: $(f in_both) records both in the table and in _errors/"
   [ "$(f errors)" -eq "$BAD" ] || fail "$what: $(f errors) lines in _errors/, $BAD bad records produced"
   [ "$(f misplaced)" -eq 0 ] || fail "$what: $(f misplaced) rows outside the partition of their hour and type"
+  [ "$(f referenced_not_in_s3)" -eq 0 ] || fail "$what: $(f referenced_not_in_s3) data files of the table are not in S3"
   [ "$(f offsets_ok)" = True ] ||
     fail "$what: the snapshots' offsets $(f table_offsets) are not Kafka's end offsets $(f kafka_end_offsets)"
   timeout 300 "$VENVS/duckdb/bin/python" "$READ" duckdb "$S3_URL" "$(f metadata_location)" >"$TMP/duckdb-$what.json" \
     2>"$TMP/duckdb-$what.log" || fail "$what: DuckDB could not read the table: $(tail -n 5 "$TMP/duckdb-$what.log")"
   read -r rows distinct engine < <(python3 -c 'import json,sys
 d = json.load(open(sys.argv[1])); print(d["rows"], d["distinct"], d["engine"])' "$TMP/duckdb-$what.json")
-  log "$what: $engine iceberg_scan: $rows rows, $distinct distinct (partition, offset)"
+  log "$what: $engine iceberg_scan: $rows rows, $distinct distinct (partition, offset); both reads took $((SECONDS - t0))s"
   { [ "$rows" -eq "$good" ] && [ "$distinct" -eq "$good" ]; } ||
     fail "$what: DuckDB counts $rows rows and $distinct distinct coordinates, $good good records"
 }
@@ -358,9 +367,10 @@ print(ahead)
 PY
 )
 log "restarts x partitions whose table offset was past Kafka's committed offset (a kill between the two commits): $AHEAD"
+grep -q 'catalog.db' "$TMP/connector.log" && fail "the connector's log shows the catalog URI"
 PANICS=$(grep -c 'panicked' "$TMP/connector.log" || true)
 [ "$PANICS" -eq 0 ] || fail "a connector run panicked (see its log)"
 echo "iceberg: cycles=$CYCLES produced=$((TOTAL_GOOD + BAD)) good=$TOTAL_GOOD rows=$(f rows)" \
   "duplicates=$(f duplicates) missing=$(f missing) snapshots=$(f snapshots) data_files=$(f data_files)" \
-  "table_ahead_of_kafka=$AHEAD elapsed_s=$((SECONDS - START))"
+  "orphan_files=$(f orphan_files) table_ahead_of_kafka=$AHEAD elapsed_s=$((SECONDS - START))"
 log "ok in $((SECONDS - START))s"

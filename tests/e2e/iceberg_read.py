@@ -12,14 +12,18 @@ Each subcommand runs in the script's own venv of its engine (never the system Py
         offsets_ok (the newest snapshot carrying each partition's offset key says STATE's next
         offset) with table_offsets,
         misplaced (rows whose file's partition is not their own hour and type: counted from the
-        files' bounds and record counts against the rows, and row by row in SAMPLE files),
-        snapshots, data_files, metadata_location.
+        files' bounds and record counts against the rows, and row by row reading every data
+        file on its own, or SAMPLE of them) with files_read and rows_read_by_file,
+        orphan_files (objects under the table's data/ that no snapshot references: uploads a
+        kill cut off before their commit), referenced_not_in_s3, snapshots, data_files,
+        metadata_location.
   duckdb S3_URL METADATA_LOCATION
       DuckDB's iceberg_scan of that metadata file (extensions from the PyPI packages
       duckdb-extension-{iceberg,avro,httpfs}, loaded by path: nothing is downloaded), s3://
       read from moto through httpfs. Prints JSON {rows, distinct, engine}.
 """
 import collections
+import concurrent.futures
 import gzip
 import json
 import os
@@ -57,7 +61,7 @@ def _errors(endpoint, bucket):
     return lines, objects, coords
 
 
-def read_pyiceberg(db, name, endpoint, bucket, ident, group, topic, state, sample="25"):
+def read_pyiceberg(db, name, endpoint, bucket, ident, group, topic, state, sample="all"):
     import pyarrow.compute as pc
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.io.pyarrow import ArrowScan
@@ -122,17 +126,33 @@ def read_pyiceberg(db, name, endpoint, bucket, ident, group, topic, state, sampl
     )
     if by_rows != by_files:
         misplaced += sum(((by_rows - by_files) + (by_files - by_rows)).values())
-    # (2) Row by row in a sample of the files: read each with pyiceberg's ArrowScan.
+    # (2) Row by row: every data file read on its own with pyiceberg's ArrowScan (SAMPLE files
+    # picked at random when SAMPLE is a number), its rows' hour and type against its partition.
     tasks = list(table.scan().plan_files())
-    picked = random.Random(7).sample(tasks, min(int(sample), len(tasks)))
-    sampled_rows = 0
-    for task in picked:
-        hour, etype = (task.file.partition[0], task.file.partition[1])
+    if sample != "all":
+        tasks = random.Random(7).sample(tasks, min(int(sample), len(tasks)))
+
+    def off_partition(task):
+        hour, etype = task.file.partition[0], task.file.partition[1]
         t = ArrowScan(table.metadata, table.io, table.schema(), task.residual).to_table([task])
-        sampled_rows += t.num_rows
-        for ts, e in zip(pc.cast(t["ts"], "int64").to_pylist(), t["event_type"].to_pylist()):
-            if ts // HOUR_US != hour or e != etype:
-                misplaced += 1
+        bad = sum(1 for ts, e in zip(pc.cast(t["ts"], "int64").to_pylist(), t["event_type"].to_pylist())
+                  if ts // HOUR_US != hour or e != etype)
+        return t.num_rows, bad
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(off_partition, tasks))
+    read_rows = sum(n for n, _ in results)
+    misplaced += sum(b for _, b in results)
+    if sample == "all" and read_rows != rows:
+        misplaced += abs(read_rows - rows)
+
+    # Data files the kills left behind: uploaded under data/, referenced by no snapshot.
+    referenced = {f["file_path"] for f in files}
+    prefix = table.location().removeprefix(f"s3://{bucket}/").rstrip("/") + "/data/"
+    s3 = s3_client(endpoint)
+    uploaded = {f"s3://{bucket}/{o['Key']}"
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for o in page.get("Contents", [])}
 
     print(json.dumps({
         "rows": rows,
@@ -151,8 +171,10 @@ def read_pyiceberg(db, name, endpoint, bucket, ident, group, topic, state, sampl
         "misplaced": misplaced,
         "partition_fields": spec_fields,
         "partitions": len(by_files),
-        "sampled_files": len(picked),
-        "sampled_rows": sampled_rows,
+        "files_read": len(tasks),
+        "rows_read_by_file": read_rows,
+        "orphan_files": len(uploaded - referenced),
+        "referenced_not_in_s3": len(referenced - uploaded),
         "snapshots": len(list(table.snapshots())),
         "data_files": len(files),
         "metadata_location": table.metadata_location,
