@@ -76,7 +76,8 @@ install_e2e_tools
 venv_with "$VENVS/pyiceberg" \
   "import importlib.metadata as m, sys, pyiceberg.catalog.sql, pyiceberg.io.pyarrow, boto3
 sys.exit(m.version('pyiceberg') != '$PYICEBERG_VERSION')" \
-  "pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==$PYICEBERG_VERSION" "boto3==1.43.11"
+  "pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==$PYICEBERG_VERSION" "pyiceberg-core==0.10.1" \
+  "pyarrow==26.0.1" "SQLAlchemy==2.1.9" "boto3==1.43.11"
 venv_with "$VENVS/duckdb" \
   "import duckdb, sys, duckdb_extension_iceberg, duckdb_extension_avro, duckdb_extension_httpfs
 sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" \
