@@ -14,7 +14,9 @@
 #      namespace and table and runs until the group's committed offsets equal the end offsets,
 #      then gets SIGTERM (must exit 0);
 #   3. read back: boto3 get_table (through the shim) gives the metadata location, pyiceberg's
-#      StaticTable reads it from moto's S3: rows == the good records, one per (partition,
+#      StaticTable reads it from moto's S3: the schema (typed columns, _kafka_*) and day(ts)
+#      partitioning, each data file's ts bounds within its day, its data files in the table
+#      bucket; rows == the good records, one per (partition,
 #      offset), their messageIds those produced; the 2 bad records are in the destination
 #      bucket's `_errors/` (and that bucket holds nothing else), not in the table; the snapshot
 #      summaries carry kafka-s3-sink.offset.<group>.<topic>.<partition> = Kafka's end offsets;
@@ -228,6 +230,22 @@ assert loc.startswith(warehouse + "/"), (loc, warehouse)
 table = StaticTable.from_metadata(loc, properties={
     "s3.endpoint": s3_url, "s3.access-key-id": "testing", "s3.secret-access-key": "testing",
     "s3.region": "us-east-1"})
+# The schema and partitioning the connector derived: typed columns, then _kafka_*; day(ts).
+fields = {f.name: (str(f.field_type), f.required) for f in table.schema().fields}
+want = {"message_id": ("string", True), "event_type": ("string", False),
+        "ts": ("timestamptz", True), "_kafka_partition": ("int", True), "_kafka_offset": ("long", True)}
+assert all(fields.get(k) == v for k, v in want.items()), fields
+spec = [(f.name, str(f.transform), table.schema().find_column_name(f.source_id)) for f in table.spec().fields]
+assert spec == [("ts_day", "day", "ts")], spec
+# Each data file's rows lie in its partition's day (the column bounds of ts in the manifest).
+import datetime
+epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+inspected = table.inspect.files().to_pylist()
+for f in inspected:
+    day = f["partition"]["ts_day"]
+    day = (day - epoch.date()).days if isinstance(day, datetime.date) else day
+    lo, hi = (f["readable_metrics"]["ts"][k] for k in ("lower_bound", "upper_bound"))
+    assert (lo - epoch).days == (hi - epoch).days == day, (f["file_path"], day, lo, hi)
 rows = table.scan(selected_fields=("message_id", "_kafka_partition", "_kafka_offset")).to_arrow()
 ids = rows.column("message_id").to_pylist()
 coords = list(zip(rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist()))
@@ -264,6 +282,7 @@ assert set(coords) | err_coords == every, f"{len(every - set(coords) - err_coord
 # The table's data files are in the table bucket; the error objects are not (a table bucket
 # answers no ListObjects: each error key is looked up there).
 files = [t.file.file_path for t in table.scan().plan_files()]
+assert sorted(files) == sorted(f["file_path"] for f in inspected), "inspect.files() and the scan differ"
 assert all(f.startswith(warehouse + "/data/") for f in files), [f for f in files if not f.startswith(warehouse)][:3]
 tb = warehouse.removeprefix("s3://").split("/", 1)[0]
 for key in err_keys:
