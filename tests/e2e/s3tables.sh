@@ -16,10 +16,10 @@
 #   3. read back: boto3 get_table (through the shim) gives the metadata location, pyiceberg's
 #      StaticTable reads it from moto's S3: the schema (typed columns, _kafka_*) and day(ts)
 #      partitioning, each data file's ts bounds within its day, its data files in the table
-#      bucket; rows == the good records, one per (partition,
-#      offset), their messageIds those produced; the 2 bad records are in the destination
-#      bucket's `_errors/` (and that bucket holds nothing else), not in the table; the snapshot
-#      summaries carry kafka-s3-sink.offset.<group>.<topic>.<partition> = Kafka's end offsets;
+#      bucket; rows == the good records, one per (partition, offset), their messageIds those
+#      produced; the 2 bad records are in the destination bucket's `_errors/` (and that bucket
+#      holds nothing else), not in the table; the snapshot summaries carry
+#      kafka-s3-sink.offset.<group>.<topic>.<partition> = Kafka's end offsets;
 #   4. 1,000 more records, the connector restarted: the table then holds every good record
 #      once, the new ones included.
 # Last line on stdout:
