@@ -31,9 +31,9 @@
 #
 # Env: KAFKA_S3_SINK_BIN (default target/debug/kafka-s3-sink, built if missing), S3T_EVENTS
 # (5000), S3T_KEEP_DIR (copy the logs and configs there on exit). Installs what is missing:
-# tests/e2e/lib/common.sh's tools, and pyiceberg 0.12.0 (extras pyiceberg-core, pyarrow) in its
-# own venv under target/e2e/. Only loopback; every wait has a deadline; every process started is
-# stopped by its PID.
+# tests/e2e/lib/common.sh's tools, and pyiceberg 0.12.0 (extras pyiceberg-core, sql-sqlite,
+# pyarrow) in the venv target/e2e/iceberg/pyiceberg that tests/e2e/iceberg.sh also uses. Only
+# loopback; every wait has a deadline; every process started is stopped by its PID.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -44,7 +44,7 @@ EVENTS=${S3T_EVENTS:-5000}
 MORE=1000
 PARTITIONS=2
 BAD=2
-VENV="$REPO/target/e2e/pyiceberg-0.12.0"
+VENV="$REPO/target/e2e/iceberg/pyiceberg"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kss-s3tables.XXXXXX")
 START=$SECONDS
 log() { printf 's3tables: %s\n' "$*" >&2; }
@@ -59,13 +59,21 @@ h() { python3 "$HELPERS" "$@"; }
 
 # ------------------------------------------------------------------ 1. install what is missing
 install_e2e_tools
-# pyiceberg in its own venv (the system's boto3 and pyarrow seen through --system-site-packages)
-"$VENV/bin/python" -c 'import pyiceberg_core, importlib.metadata as m, sys
+# pyiceberg in the venv tests/e2e/iceberg.sh uses (same directory, same pins: either script's
+# install serves both); python3 -m venv needs Debian's python3-venv where the interpreter is
+# Debian's.
+"$VENV/bin/python" -c 'import importlib.metadata as m, sys, pyiceberg.catalog.sql, pyiceberg.io.pyarrow, pyiceberg_core, boto3
 sys.exit(m.version("pyiceberg") != "0.12.0")' 2>/dev/null || {
-  log "installing pyiceberg[pyiceberg-core,pyarrow]==0.12.0 in $VENV"
-  python3 -m venv --system-site-packages "$VENV"
-  "$VENV/bin/python" -m pip install -q "pyiceberg[pyiceberg-core,pyarrow]==0.12.0" \
-    "pyiceberg-core==0.10.1" "pyarrow==26.0.1"
+  log "installing pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==0.12.0 in $VENV"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    command -v apt-get >/dev/null || fail "python3 -m venv failed and there is no apt-get"
+    apt-get install -y -q python3-venv >/dev/null ||
+      { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }
+    python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed"
+  fi
+  "$VENV/bin/python" -m pip install -q "pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==0.12.0" \
+    "pyiceberg-core==0.10.1" "pyarrow==26.0.1" "SQLAlchemy==2.1.9" "boto3==1.43.11" ||
+    fail "pip install of pyiceberg failed"
 }
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
