@@ -44,8 +44,8 @@ pub enum TableError {
     Iceberg {
         /// `namespace.table`.
         table: String,
-        /// The crate's error (boxed: it is large).
-        #[source]
+        /// The crate's error (boxed: it is large). Its text is in this error's message, so it
+        /// is not also its `source` (a chain would print it twice).
         source: Box<iceberg::Error>,
     },
     /// The table cannot take this destination's files (its location, its schema).

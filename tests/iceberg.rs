@@ -15,13 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type};
-use futures::TryStreamExt;
 use kafka_s3_sink::config::Config;
 use kafka_s3_sink::model::TopicPartition;
 use kafka_s3_sink::sink::ObjectSink;
-use kafka_s3_sink::table::offsets::committed_offsets;
+use kafka_s3_sink::table::offsets::{committed_offsets, row_coordinates};
 use kafka_s3_sink::table::open::open_tables;
 use kafka_s3_sink::verify::{self, VerifyOptions};
 use support::{
@@ -87,31 +84,7 @@ async fn read_table(cfg: &Config) -> (BTreeMap<(i32, i64), usize>, BTreeMap<i32,
         .into_iter()
         .map(|(tp, c)| (tp.partition, c.next))
         .collect();
-    let batches: Vec<arrow_array::RecordBatch> = table
-        .scan()
-        .select_all()
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut seen = BTreeMap::new();
-    for b in batches {
-        let part = b
-            .column_by_name("_kafka_partition")
-            .unwrap()
-            .as_primitive::<Int32Type>();
-        let off = b
-            .column_by_name("_kafka_offset")
-            .unwrap()
-            .as_primitive::<Int64Type>();
-        for r in 0..b.num_rows() {
-            *seen.entry((part.value(r), off.value(r))).or_default() += 1;
-        }
-    }
+    let seen = row_coordinates(&table, "_kafka").await.unwrap();
     (seen, offsets)
 }
 

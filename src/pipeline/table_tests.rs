@@ -5,9 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::RecordBatch;
 use chrono::DateTime;
 use futures::TryStreamExt;
 use iceberg::expr::Reference;
@@ -18,7 +15,7 @@ use crate::s3server::{LocalS3, LocalS3Options};
 use crate::sink::s3::S3Sink;
 use crate::sink::ObjectSink;
 use crate::source::{Control, Offsets};
-use crate::table::offsets::committed_offsets;
+use crate::table::offsets::{committed_offsets, row_coordinates};
 use crate::table::open::{open_tables, Tables};
 use std::sync::mpsc as std_mpsc;
 
@@ -114,41 +111,11 @@ impl Lake {
         }
     }
 
-    /// (partition, offset) → times present, read through the table's current snapshot; and
-    /// each row's `ts` hour against its file's partition is checked by the scan's filter-free
-    /// read of the partition column values.
+    /// (partition, offset) → times present, read through the table's current snapshot.
     async fn scan(&self) -> BTreeMap<(i32, i64), usize> {
         let t = &self.tables["d"];
         let table = t.catalog.load_table(&t.ident).await.unwrap();
-        if table.metadata().current_snapshot().is_none() {
-            return BTreeMap::new();
-        }
-        let batches: Vec<RecordBatch> = table
-            .scan()
-            .select_all()
-            .build()
-            .unwrap()
-            .to_arrow()
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        let mut seen = BTreeMap::new();
-        for b in batches {
-            let part = b
-                .column_by_name("_kafka_partition")
-                .unwrap()
-                .as_primitive::<Int32Type>();
-            let off = b
-                .column_by_name("_kafka_offset")
-                .unwrap()
-                .as_primitive::<Int64Type>();
-            for r in 0..b.num_rows() {
-                *seen.entry((part.value(r), off.value(r))).or_default() += 1;
-            }
-        }
-        seen
+        row_coordinates(&table, "_kafka").await.unwrap()
     }
 
     /// The table's committed offset of partition 0.

@@ -139,6 +139,47 @@ pub fn commit_properties<'a>(
     props
 }
 
+/// How many times the table's current snapshot holds each (Kafka partition, offset), read from
+/// its `<prefix>_partition` and `<prefix>_offset` columns with the crate's scan (tests and
+/// tools: every data file is read).
+pub async fn row_coordinates(
+    table: &iceberg::table::Table,
+    prefix: &str,
+) -> Result<std::collections::BTreeMap<(i32, i64), usize>, iceberg::Error> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type};
+    use futures::TryStreamExt;
+    let mut seen = std::collections::BTreeMap::new();
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(seen);
+    }
+    let (pcol, ocol) = (format!("{prefix}_partition"), format!("{prefix}_offset"));
+    let mut batches = table
+        .scan()
+        .select([pcol.as_str(), ocol.as_str()])
+        .build()?
+        .to_arrow()
+        .await?;
+    while let Some(b) = batches.try_next().await? {
+        let missing = |c: &str| {
+            iceberg::Error::new(
+                iceberg::ErrorKind::DataInvalid,
+                format!("the table has no column {c}"),
+            )
+        };
+        let part = b.column_by_name(&pcol).ok_or_else(|| missing(&pcol))?;
+        let off = b.column_by_name(&ocol).ok_or_else(|| missing(&ocol))?;
+        let (part, off) = (
+            part.as_primitive::<Int32Type>(),
+            off.as_primitive::<Int64Type>(),
+        );
+        for r in 0..b.num_rows() {
+            *seen.entry((part.value(r), off.value(r))).or_default() += 1;
+        }
+    }
+    Ok(seen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,48 @@ impl BucketSinks for SameAccount {
     }
 }
 
+/// A destination's catalog, table name and the stores of other buckets.
+struct Connected {
+    catalog: Arc<dyn iceberg::Catalog>,
+    ident: TableIdent,
+    others: Arc<OtherBuckets>,
+}
+
+/// Connects the catalog of `d` (whose `[destinations.iceberg]` is `cfg`), its table files
+/// written through `sink` (the destination's bucket) with `meta`, other buckets reached like
+/// the destination's.
+async fn connect_table(
+    d: &DestinationConfig,
+    cfg: &crate::config::iceberg::IcebergConfig,
+    sink: Arc<dyn ObjectSink>,
+    meta: ObjectMeta,
+    timeout: std::time::Duration,
+) -> Result<Connected, TableError> {
+    let others = Arc::new(OtherBuckets::new(SameAccount {
+        destination: d.clone(),
+        timeout,
+    }));
+    let storage = SinkStorage::new(sink, meta).with_other_buckets(others.clone());
+    let catalog = connect(
+        &d.name,
+        &cfg.catalog,
+        Arc::new(SinkStorageFactory::new(storage)),
+        &d.region,
+    )
+    .await?;
+    let namespace = iceberg::NamespaceIdent::from_vec(cfg.namespace.clone()).map_err(|e| {
+        TableError::Setup {
+            table: cfg.table.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(Connected {
+        catalog,
+        ident: TableIdent::new(namespace, cfg.table.clone()),
+        others,
+    })
+}
+
 /// The bucket of `d`'s table and the keys there of the data files of its current snapshot
 /// (none before the first commit); the table is loaded, never created. For `verify`.
 pub async fn current_data_keys(
@@ -58,23 +100,8 @@ pub async fn current_data_keys(
         table: name.clone(),
         source: Box::new(source),
     };
-    let others = Arc::new(OtherBuckets::new(SameAccount {
-        destination: d.clone(),
-        timeout,
-    }));
-    let storage = SinkStorage::new(sink, meta).with_other_buckets(others);
-    let catalog = connect(
-        &d.name,
-        &cfg.catalog,
-        Arc::new(SinkStorageFactory::new(storage)),
-        &d.region,
-    )
-    .await?;
-    let ident = TableIdent::new(
-        iceberg::NamespaceIdent::from_vec(cfg.namespace.clone()).map_err(&err)?,
-        cfg.table.clone(),
-    );
-    let table = catalog.load_table(&ident).await.map_err(&err)?;
+    let c = connect_table(d, cfg, sink, meta, timeout).await?;
+    let table = c.catalog.load_table(&c.ident).await.map_err(&err)?;
     let (bucket, _) =
         TableTarget::data_location(table.metadata().location()).map_err(|m| TableError::Setup {
             table: name.clone(),
@@ -146,23 +173,11 @@ pub async fn open_tables(
         let mut meta = metas[i].clone();
         meta.content_type = "application/octet-stream".into();
         meta.content_encoding = None;
-        let others = Arc::new(OtherBuckets::new(SameAccount {
-            destination: d.clone(),
-            timeout: request_timeout,
-        }));
-        let storage = SinkStorage::new(sinks[i].clone(), meta).with_other_buckets(others.clone());
-        let catalog = connect(
-            &d.name,
-            &cfg.catalog,
-            Arc::new(SinkStorageFactory::new(storage)),
-            &d.region,
-        )
-        .await?;
-        let ident = TableIdent::new(
-            iceberg::NamespaceIdent::from_vec(cfg.namespace.clone())
-                .map_err(|e| setup(e.to_string()))?,
-            cfg.table.clone(),
-        );
+        let Connected {
+            catalog,
+            ident,
+            others,
+        } = connect_table(d, &cfg, sinks[i].clone(), meta, request_timeout).await?;
         let schema = table_schema(&parquet).map_err(|e| setup(e.to_string()))?;
         let spec = partition_spec(&schema, &cfg.partition).map_err(|e| setup(e.to_string()))?;
         let table = ensure_table(&*catalog, &ident, schema, spec, cfg.create_if_missing).await?;
