@@ -38,15 +38,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${KAFKA_S3_SINK_BIN:-$REPO/target/debug/kafka-s3-sink}
 HELPERS="$REPO/tests/e2e/e2e_helpers.py"
 READ="$REPO/tests/e2e/iceberg_read.py"
-VENVS="$REPO/target/e2e/iceberg"
 EVENTS=${ICEBERG_EVENTS:-20000}
 CYCLES=${ICEBERG_KILL_CYCLES:-10}
 CYCLE_RECORDS=${ICEBERG_CYCLE_RECORDS:-2000}
 SEED=${ICEBERG_SEED:-42}
 PARTITIONS=3
 BAD=3
-PYICEBERG_VERSION=0.12.0
-DUCKDB_VERSION=1.5.5
 START=$SECONDS
 log() { printf 'iceberg: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
@@ -56,33 +53,11 @@ t() { printf '%3ds' $((SECONDS - START)); }
 h() { python3 "$HELPERS" "$@"; }
 
 # ------------------------------------------------------------------ 1. tools
-# venv_with DIR CHECK PACKAGES...: a venv at DIR where the Python code CHECK exits 0, with
-# PACKAGES installed by pip when it does not (python3 -m venv needs Debian's python3-venv
-# where the interpreter is Debian's).
-venv_with() {
-  local dir=$1 check=$2
-  shift 2
-  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" 2>/dev/null; then return 0; fi
-  log "installing $* in $dir"
-  if ! python3 -m venv "$dir" 2>/dev/null; then
-    command -v apt-get >/dev/null || fail "python3 -m venv failed and there is no apt-get"
-    apt-get install -y -q python3-venv >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }
-    python3 -m venv "$dir" || fail "python3 -m venv $dir failed"
-  fi
-  "$dir/bin/python" -m pip install -q "$@" || fail "pip install $* failed"
-  "$dir/bin/python" -c "$check" || fail "$dir: $* installed but the check fails"
-}
+# shellcheck source=tests/e2e/lib/iceberg_readers.sh
+. "$REPO/tests/e2e/lib/iceberg_readers.sh"
 install_e2e_tools
-venv_with "$VENVS/pyiceberg" \
-  "import importlib.metadata as m, sys, pyiceberg.catalog.sql, pyiceberg.io.pyarrow, boto3
-sys.exit(m.version('pyiceberg') != '$PYICEBERG_VERSION')" \
-  "pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==$PYICEBERG_VERSION" "pyiceberg-core==0.10.1" \
-  "pyarrow==26.0.1" "SQLAlchemy==2.1.9" "boto3==1.43.11"
-venv_with "$VENVS/duckdb" \
-  "import duckdb, sys, duckdb_extension_iceberg, duckdb_extension_avro, duckdb_extension_httpfs
-sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" \
-  "duckdb==$DUCKDB_VERSION" "duckdb-extension-iceberg==$DUCKDB_VERSION" \
-  "duckdb-extension-avro==$DUCKDB_VERSION" "duckdb-extension-httpfs==$DUCKDB_VERSION"
+install_pyiceberg
+install_duckdb
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
   (cd "$REPO" && cargo build --quiet)
@@ -254,7 +229,7 @@ f() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]
 check() {
   local what=$1 good=$2 rows distinct engine t0=$SECONDS
   PYI="$TMP/pyiceberg-$what.json"
-  timeout 300 "$VENVS/pyiceberg/bin/python" "$READ" pyiceberg "$TMP/catalog.db" "$DEST" "$S3_URL" "$BUCKET" \
+  timeout 300 "$ICEBERG_VENVS/pyiceberg/bin/python" "$READ" pyiceberg "$TMP/catalog.db" "$DEST" "$S3_URL" "$BUCKET" \
     analytics.events "$GROUP" "$TOPIC" "$STATE" >"$PYI" 2>"$TMP/pyiceberg-$what.log" ||
     fail "$what: pyiceberg could not read the table: $(tail -n 5 "$TMP/pyiceberg-$what.log")"
   log "$what: pyiceberg: $(f rows) rows, $(f distinct) distinct (partition, offset), $(f duplicates) duplicated," \
@@ -274,7 +249,7 @@ check() {
   [ "$(f referenced_not_in_s3)" -eq 0 ] || fail "$what: $(f referenced_not_in_s3) data files of the table are not in S3"
   [ "$(f offsets_ok)" = True ] ||
     fail "$what: the snapshots' offsets $(f table_offsets) are not Kafka's end offsets $(f kafka_end_offsets)"
-  timeout 300 "$VENVS/duckdb/bin/python" "$READ" duckdb "$S3_URL" "$(f metadata_location)" >"$TMP/duckdb-$what.json" \
+  timeout 300 "$ICEBERG_VENVS/duckdb/bin/python" "$READ" duckdb "$S3_URL" "$(f metadata_location)" >"$TMP/duckdb-$what.json" \
     2>"$TMP/duckdb-$what.log" || fail "$what: DuckDB could not read the table: $(tail -n 5 "$TMP/duckdb-$what.log")"
   read -r rows distinct engine < <(python3 -c 'import json,sys
 d = json.load(open(sys.argv[1])); print(d["rows"], d["distinct"], d["engine"])' "$TMP/duckdb-$what.json")

@@ -19,7 +19,8 @@
 #      bucket; rows == the good records, one per (partition, offset), their messageIds those
 #      produced; the 2 bad records are in the destination bucket's `_errors/` (and that bucket
 #      holds nothing else), not in the table; the snapshot summaries carry
-#      kafka-s3-sink.offset.<group>.<topic>.<partition> = Kafka's end offsets;
+#      kafka-s3-sink.offset.<group>.<topic>.<partition> = Kafka's end offsets; DuckDB's
+#      iceberg_scan of the same metadata counts the same rows, each (partition, offset) once;
 #   4. 1,000 more records, the connector restarted: the table then holds every good record
 #      once, the new ones included.
 # Last line on stdout:
@@ -59,22 +60,10 @@ h() { python3 "$HELPERS" "$@"; }
 
 # ------------------------------------------------------------------ 1. install what is missing
 install_e2e_tools
-# pyiceberg in the venv tests/e2e/iceberg.sh uses (same directory, same pins: either script's
-# install serves both); python3 -m venv needs Debian's python3-venv where the interpreter is
-# Debian's.
-"$VENV/bin/python" -c 'import importlib.metadata as m, sys, pyiceberg.catalog.sql, pyiceberg.io.pyarrow, pyiceberg_core, boto3
-sys.exit(m.version("pyiceberg") != "0.12.0")' 2>/dev/null || {
-  log "installing pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==0.12.0 in $VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    command -v apt-get >/dev/null || fail "python3 -m venv failed and there is no apt-get"
-    apt-get install -y -q python3-venv >/dev/null ||
-      { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }
-    python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed"
-  fi
-  "$VENV/bin/python" -m pip install -q "pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==0.12.0" \
-    "pyiceberg-core==0.10.1" "pyarrow==26.0.1" "SQLAlchemy==2.1.9" "boto3==1.43.11" ||
-    fail "pip install of pyiceberg failed"
-}
+# shellcheck source=tests/e2e/lib/iceberg_readers.sh
+. "$REPO/tests/e2e/lib/iceberg_readers.sh"
+install_pyiceberg
+install_duckdb
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
   (cd "$REPO" && cargo build --quiet)
@@ -317,6 +306,19 @@ print(json.dumps({"rows": len(rows), "errors": len(errors), "snapshots": len(md.
 EOF
 }
 
+# duck_check FIGURES: DuckDB's iceberg_scan of the metadata the read-back found counts its rows,
+# each (partition, offset) once
+duck_check() {
+  local meta rows want
+  meta=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metadata"])' "$1")
+  want=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rows"])' "$1")
+  timeout 300 "$ICEBERG_VENVS/duckdb/bin/python" "$REPO/tests/e2e/iceberg_read.py" duckdb "$S3_URL" "$meta" \
+    >"$TMP/duckdb.json" 2>"$TMP/duckdb.log" || fail "DuckDB could not read the table: $(tail -n 5 "$TMP/duckdb.log")"
+  rows=$(python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); print(d["rows"], d["distinct"])' "$TMP/duckdb.json")
+  [ "$rows" = "$want $want" ] || fail "DuckDB counts (rows, distinct) = $rows, the read-back $want"
+  log "DuckDB iceberg_scan: $want rows, $want distinct (partition, offset)"
+}
+
 # ------------------------------------------------------------------ 4. first run
 h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TMP/state.json" 0 "$FIRST_END" >"$TMP/produce.out" ||
   fail "produce failed"
@@ -324,6 +326,7 @@ log "produced $FIRST_END records ($EVENTS good, $BAD not JSON): $(cat "$TMP/prod
 drain "$TMP/connector.log"
 FIGURES=$(read_back "$FIRST_END") || fail "read-back after the first run"
 log "read back: $FIGURES"
+duck_check "$FIGURES"
 
 # ------------------------------------------------------------------ 5. more records, restart
 h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TMP/state.json" "$FIRST_END" "$ALL_END" >"$TMP/produce.out" ||
@@ -333,6 +336,7 @@ echo "=== s3tables.sh: restart" >>"$TMP/connector.log"
 drain "$TMP/connector.log"
 FIGURES=$(read_back "$ALL_END") || fail "read-back after the restart"
 log "read back after the restart: $FIGURES"
+duck_check "$FIGURES"
 
 EXCHANGES=$(grep -c ' -> ' "$TMP/shim.log" || true)
 REWRITES=$(grep -c 'rewrote:' "$TMP/shim.log" || true)
