@@ -516,3 +516,6 @@ fn identity_value(column: &str, footer: &ParquetMetaData) -> Result<PartitionVal
         None => Ok(PartitionValue::Null),
     }
 }
+
+#[cfg(test)]
+mod tests;
