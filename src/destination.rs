@@ -110,6 +110,13 @@ pub trait DestinationKind: Send {
         0
     }
 
+    /// Whether the worker should close the kind's open data files now, so that the commit due
+    /// takes every record read so far (a table, every `commit_interval_secs`). Asked on every
+    /// tick; answers true once per round.
+    fn seal_due(&mut self) -> bool {
+        false
+    }
+
     /// Whether landed files wait for [`Self::settle`].
     fn unsettled(&self) -> bool {
         false

@@ -207,11 +207,14 @@ pub enum FlushReason {
     Revoke,
     /// The worker is shutting down.
     Shutdown,
+    /// Its destination's commit is due (an Iceberg table closes its data files every
+    /// `commit_interval_secs`, so each commit takes every record read before it).
+    Commit,
 }
 
 impl FlushReason {
     /// Every reason (to initialise metric series at zero).
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Size,
         Self::Records,
         Self::Age,
@@ -220,6 +223,7 @@ impl FlushReason {
         Self::OpenFiles,
         Self::Revoke,
         Self::Shutdown,
+        Self::Commit,
     ];
 
     /// Stable name for logs and metrics.
@@ -233,6 +237,7 @@ impl FlushReason {
             Self::OpenFiles => "open_files",
             Self::Revoke => "revoke",
             Self::Shutdown => "shutdown",
+            Self::Commit => "commit",
         }
     }
 }

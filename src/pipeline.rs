@@ -314,10 +314,35 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The timer: closes the files due, runs the destinations' steps due.
+    /// The timer: closes the files due (and every data file of a destination whose commit is
+    /// due), runs the destinations' steps due.
     async fn on_tick(&mut self) -> Result<(), PipelineError> {
         self.expire();
-        self.settle(false).await
+        // Landed files held past a quarter of the budget (a table's footers until its commit)
+        // make the commit due now: intake waits on them.
+        let pressure = self.kinds_held > self.files.budget() / 4;
+        for d in 0..self.dests.len() {
+            let due = self.dests[d].kind.seal_due();
+            if due || (pressure && self.dests[d].kind.unsettled()) {
+                let keys: Vec<FileKey> = self
+                    .files
+                    .keys()
+                    .filter(|k| k.dest == d && matches!(k.kind, FileKind::Data(_)))
+                    .cloned()
+                    .collect();
+                let deadline = Instant::now() + self.drain_deadline;
+                self.seal_within_budget(keys, FlushReason::Commit, deadline)
+                    .await?;
+                // Their uploads first, so the commit takes them (intake waits meanwhile, as
+                // for a revoke).
+                self.wait_uploads(deadline, |f| f.dest == d).await?;
+            }
+        }
+        self.settle(false).await?;
+        // What the commits freed may let the budget close files again (it is otherwise
+        // checked as records arrive, and intake may be paused).
+        self.enforce_budget();
+        Ok(())
     }
 
     /// The destinations of `topic` (indices in config order), resolved once per topic: by name

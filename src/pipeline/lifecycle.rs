@@ -119,7 +119,7 @@ impl Pipeline {
     }
 
     /// Handles completions until no in-flight upload matches `which`; false if the deadline hit.
-    async fn wait_uploads(
+    pub(super) async fn wait_uploads(
         &mut self,
         deadline: Instant,
         which: impl Fn(&InFlight) -> bool,

@@ -32,6 +32,11 @@ struct Lake {
 
 impl Lake {
     async fn new() -> Self {
+        Self::with("").await
+    }
+
+    /// A lake whose table takes `extra` lines in `[destinations.iceberg]`.
+    async fn with(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let server = LocalS3::start(LocalS3Options::new(dir.path().join("s3")))
             .await
@@ -49,7 +54,7 @@ impl Lake {
              [[destinations.parquet.columns]]\nname = \"event\"\npath = \"type\"\ntype = \"string\"\n\
              [[destinations.parquet.columns]]\nname = \"ts\"\npath = \"ts\"\ntype = \"timestamp\"\nrequired = true\n\
              [destinations.iceberg]\nnamespace = \"analytics\"\ntable = \"events\"\n\
-             partition_time = \"hour\"\npartition_fields = [\"type\"]\n\
+             partition_time = \"hour\"\npartition_fields = [\"type\"]\n{extra}\n\
              [destinations.iceberg.catalog]\nkind = \"sql\"\n\
              uri = \"sqlite://{db}?mode=rwc\"\nwarehouse = \"s3://{BUCKET}/warehouse\"\n",
             endpoint = server.endpoint(),
@@ -451,5 +456,32 @@ async fn a_revoke_commits_the_table_before_it_answers() {
     next.close(|_| true).await;
     next.p.settle(true).await.unwrap();
     let want: BTreeMap<(i32, i64), usize> = (0..12).map(|o| ((0, o), 1)).collect();
+    assert_eq!(lake.scan().await, want);
+}
+
+/// Files of other hours interleave their offsets (a late event's file opens at a recent offset
+/// and stays open): every `commit_interval_secs` the worker closes the table's data files, so
+/// the commit takes every record read before it instead of waiting for traffic to stop.
+#[tokio::test]
+async fn every_interval_the_open_files_are_closed_and_committed() {
+    let lake = Lake::with("commit_interval_secs = 1").await;
+    let mut w = lake.worker().await;
+    // Hour 5, a late event of hour 1 at offset 2, more of hour 5: two files, both open.
+    let mut records: Vec<Record> = (0..6).map(|o| rec(o, "a", 5)).collect();
+    records[2] = rec(2, "a", 1);
+    w.p.ingest(records).unwrap();
+    assert_eq!(w.p.files.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lake.table_offset().await.is_none() {
+        assert!(Instant::now() < deadline, "no commit within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.p.on_tick().await.unwrap();
+    }
+    assert_eq!(lake.table_offset().await, Some(6));
+    assert_eq!(last_commit(&w), Some(6));
+    assert_eq!(w.p.files.len(), 0, "both files closed for the commit");
+    let commit = r#"kafka_s3_sink_flushes_total{destination="d",reason="commit"}"#;
+    assert_eq!(w.metric(commit), 2.0);
+    let want: BTreeMap<(i32, i64), usize> = (0..6).map(|o| ((0, o), 1)).collect();
     assert_eq!(lake.scan().await, want);
 }

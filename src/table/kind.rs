@@ -107,6 +107,8 @@ pub struct Table {
     /// Landed data files not yet committed.
     pending: Vec<Landed>,
     metrics: Metrics,
+    /// When the kind last asked the worker to close its data files ([`Self::seal_due`]).
+    last_seal: Instant,
     /// Memory their footers and keys hold.
     held: usize,
     last_commit: Instant,
@@ -124,6 +126,7 @@ impl Table {
             pending: Vec::new(),
             held: 0,
             last_commit: Instant::now(),
+            last_seal: Instant::now(),
         }
     }
 
@@ -311,6 +314,18 @@ impl DestinationKind for Table {
         self.held
     }
 
+    /// Every `commit_interval_secs`: the worker closes the open data files, whose offsets
+    /// would otherwise hold the commit below them (files of other hours and values interleave
+    /// their offsets, and a late event's file opens at a recent offset), so each commit takes
+    /// every record read before it.
+    fn seal_due(&mut self) -> bool {
+        if self.last_seal.elapsed() < self.target.interval {
+            return false;
+        }
+        self.last_seal = Instant::now();
+        true
+    }
+
     fn unsettled(&self) -> bool {
         !self.pending.is_empty()
     }
@@ -320,7 +335,11 @@ impl DestinationKind for Table {
         all: bool,
         marks: &(dyn Watermarks + Sync),
     ) -> Result<Vec<Landed>, DestinationError> {
-        if self.pending.is_empty() || (!all && self.last_commit.elapsed() < self.target.interval) {
+        // Due: every interval, and once the files closed for a round ([`Self::seal_due`])
+        // have landed (the worker calls right after their uploads).
+        let due =
+            self.last_commit.elapsed() >= self.target.interval || self.last_seal > self.last_commit;
+        if self.pending.is_empty() || !(all || due) {
             return Ok(Vec::new());
         }
         let Some((req, chosen)) = self.request(marks).map_err(|e| self.error(e))? else {

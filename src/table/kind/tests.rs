@@ -38,10 +38,7 @@ fn a_commit_takes_only_files_below_every_other_files_first_offset() {
     // Partition 0: landed files 0..=4 and 5..=9, nothing else held, 10 taken in: both go, next
     // 10. Partition 1: landed 0..=6 spans a file still open at 3: nothing goes.
     let pending = vec![landed(0, 0, 4), landed(0, 5, 9), landed(1, 0, 6)];
-    let marks = Marks(HashMap::from([
-        (0, (vec![0, 5], 10)),
-        (1, (vec![0, 3], 8)),
-    ]));
+    let marks = Marks(HashMap::from([(0, (vec![0, 5], 10)), (1, (vec![0, 3], 8))]));
     let (ranges, chosen) = committable(&pending, &marks);
     assert_eq!(chosen, vec![0, 1]);
     assert_eq!(
@@ -73,7 +70,10 @@ fn a_file_left_out_holds_back_the_files_above_its_first_offset() {
 fn the_data_prefix_is_under_the_table_location_in_its_bucket() {
     assert_eq!(
         TableTarget::data_location("s3://lake/warehouse/analytics/events").unwrap(),
-        ("lake".to_string(), "warehouse/analytics/events/data/".to_string())
+        (
+            "lake".to_string(),
+            "warehouse/analytics/events/data/".to_string()
+        )
     );
     assert_eq!(
         TableTarget::data_location("s3://abc--table-s3").unwrap(),
