@@ -15,7 +15,8 @@ Subcommands (every wait is bounded):
                                      records consumed, then SIGTERM (drain: close, upload,
                                      commit) and wait for its exit; write JSON timings, its
                                      CPU and peak RSS (wait4), and the CPU of WATCH_PIDs
-                                     (broker, S3 server) over the same time
+                                     (broker, S3 server) over the same time; OUT.log is its
+                                     log, OUT.metrics its /metrics just before SIGTERM
   committed BROKER GROUP TOPIC PARTS print JSON {partition: committed offset, -1 when none}
                                      (e2e_helpers.committed, confluent-kafka)
   s3-sizes ENDPOINT BUCKET AK SK     print JSON list of object sizes (boto3)
@@ -105,6 +106,13 @@ def drain(binary, config, metrics_url, expect, out, watch):
                 break
             time.sleep(0.1)
         watch_mid = {q: proc_cpu_or_none(q) for q in watch}
+        # The connector's /metrics as they stood when every record was consumed (what happens
+        # during the drain after SIGTERM is in its log only).
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=3) as r:
+                Path(out + ".metrics").write_bytes(r.read())
+        except OSError:
+            pass
         p.send_signal(signal.SIGTERM)
         _, status, ru = os.wait4(p.pid, 0)
         t_exit = time.monotonic()

@@ -16,10 +16,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # bench_input N DIR: generates N events into DIR/gen-events-N.ndjson once (the repository's
-# generator, `kafka-s3-sink gen-events`, seed 42; builds the release binary if it is missing)
+# generator, `kafka-s3-sink gen-events` (KAFKA_S3_SINK_BIN, default the release build), seed 42;
+# builds the release binary if it is missing)
 # and prints the path
 bench_input() {
-  local events="$2/gen-events-$1.ndjson" gen="$REPO/target/release/kafka-s3-sink"
+  local events="$2/gen-events-$1.ndjson" gen="${KAFKA_S3_SINK_BIN:-$REPO/target/release/kafka-s3-sink}"
   if [ ! -s "$events" ]; then
     [ -x "$gen" ] || (cd "$REPO" && cargo build --release --quiet --bin kafka-s3-sink)
     log "generating $1 events into $events"
@@ -31,7 +32,7 @@ bench_input() {
 
 # start_s3s ROOT BUCKET: starts the s3s-fs server process; sets S3S_PID and S3S_URL
 start_s3s() {
-  rm -rf "$1"
+  rm -rf "$1" "$1.hello" # a stale .hello would pass the check below
   "${S3S_BIN:-$REPO/target/release/kafka-s3-sink-bench}" s3-server --root "$1" --bucket "$2" \
     >"$1.hello" 2>"$1.log" &
   S3S_PID=$!
