@@ -17,7 +17,7 @@ use iceberg::TableIdent;
 use super::catalog::connect;
 use super::commit::ensure_table;
 use super::kind::TableTarget;
-use super::schema::{partition_spec, table_schema, writer_schema};
+use super::schema::{partition_spec, table_schema, writer_schema, zoneless};
 use super::storage::{BucketSinks, OtherBuckets, SinkStorage, SinkStorageFactory};
 use super::TableError;
 use crate::config::{Config, DestinationConfig, ParquetConfig};
@@ -178,7 +178,10 @@ pub async fn open_tables(
             ident,
             others,
         } = connect_table(d, &cfg, sinks[i].clone(), meta, request_timeout).await?;
-        let schema = table_schema(&parquet).map_err(|e| setup(e.to_string()))?;
+        let mut schema = table_schema(&parquet).map_err(|e| setup(e.to_string()))?;
+        if matches!(cfg.catalog, crate::config::iceberg::CatalogConfig::Glue { .. }) {
+            schema = zoneless(schema).map_err(|e| setup(e.to_string()))?;
+        }
         let spec = partition_spec(&schema, &cfg.partition).map_err(|e| setup(e.to_string()))?;
         let table = ensure_table(&*catalog, &ident, schema, spec, cfg.create_if_missing).await?;
         let ws = writer_schema(&parquet, table.metadata().current_schema())

@@ -61,6 +61,29 @@ pub fn table_schema(parquet: &ParquetConfig) -> Result<Schema, ConfigError> {
     })
 }
 
+/// `schema` with every `timestamptz` column made a zoneless `timestamp` (for a Glue table:
+/// iceberg-catalog-glue 0.10.1 refuses `timestamptz` when it converts the schema to Glue
+/// columns, as Athena's Iceberg DDL does; the writer puts UTC microseconds there as they are).
+pub fn zoneless(schema: Schema) -> Result<Schema, ConfigError> {
+    let fields: Vec<_> = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut f = (**f).clone();
+            if *f.field_type == Type::Primitive(PrimitiveType::Timestamptz) {
+                f.field_type = Box::new(Type::Primitive(PrimitiveType::Timestamp));
+            }
+            Arc::new(f)
+        })
+        .collect();
+    Schema::builder()
+        .with_schema_id(schema.schema_id())
+        .with_fields(fields)
+        .build()
+        .map_err(|e| ConfigError::new("iceberg", format!("table schema: {e}")))
+}
+
 /// The Arrow schema Parquet data files of a table are written with: the destination's writer
 /// schema with each column's field id from `table` (matched by name, type checked) and
 /// timestamps in microseconds. Fails, naming the column, when the table does not have it with
@@ -267,6 +290,7 @@ mod tests {
             })
             .collect();
         let athena = Schema::builder().with_fields(fields).build().unwrap();
+        assert_eq!(zoneless(s.clone()).unwrap().as_struct(), athena.as_struct());
         let w = writer_schema(&p, &athena).unwrap();
         let ts = w.field_with_name("ts").unwrap();
         assert_eq!(

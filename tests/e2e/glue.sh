@@ -8,15 +8,16 @@
 # (see its docstring) and logs every exchange. Both real clients reach Glue through the shim:
 # boto3 (pyiceberg's GlueCatalog and the harness) and the connector (aws-sdk-glue).
 #
-#   1. boto3 creates the destination bucket; the warehouse is s3://<bucket>/warehouse; pyiceberg's
-#      GlueCatalog creates the Glue database and table analytics.events with the columns,
-#      types, day(ts) partitioning and LOCATION `kafka-s3-sink ddl` prints (Athena's DDL:
-#      zoneless timestamps), as a user creating it with Athena would (iceberg-catalog-glue
-#      0.10.1 cannot create or update a Glue table with a `timestamptz` column: the comment
-#      at that step);
+#   1. boto3 creates the destination bucket; the warehouse is s3://<bucket>/warehouse. By
+#      default the connector creates the Glue database and table analytics.events itself (with
+#      zoneless timestamps: iceberg-catalog-glue 0.10.1 cannot create or update a Glue table
+#      with a `timestamptz` column); with GLUE_TABLE=athena pyiceberg's GlueCatalog creates it
+#      first with the columns, types, day(ts) partitioning and LOCATION `kafka-s3-sink ddl`
+#      prints (Athena's DDL), as a user creating it with Athena would, and the connector runs
+#      with create_if_missing = false;
 #   2. GLUE_EVENTS `gen-events` records and 2 records that are not JSON go into a 2-partition
 #      topic; `check-config` accepts the config (parquet columns, `[destinations.iceberg]`
-#      analytics.events by day, create_if_missing = false, catalog kind = "glue" at the shim);
+#      analytics.events by day, catalog kind = "glue" at the shim);
 #      `run` runs until the group's committed offsets equal the end offsets, then gets SIGTERM
 #      (must exit 0); `verify --json` then finds nothing missing or duplicated;
 #   3. read back: boto3 glue get_table (through the shim) gives Parameters.metadata_location,
@@ -102,7 +103,12 @@ BUCKET="e2e-glue-dest-$$"
 WAREHOUSE="s3://$BUCKET/warehouse"
 NAMESPACE=analytics
 TABLE=events
-LOCATION="$WAREHOUSE/$NAMESPACE/$TABLE" # the LOCATION `kafka-s3-sink ddl` prints
+# GLUE_TABLE=connector (default): the connector creates the table (create_if_missing);
+# GLUE_TABLE=athena: pyiceberg creates it first as Athena's DDL would, at the LOCATION
+# `kafka-s3-sink ddl` prints, and the connector appends to it.
+GLUE_TABLE=${GLUE_TABLE:-connector}
+LOCATION="$WAREHOUSE/$NAMESPACE/$TABLE"
+[ "$GLUE_TABLE" = athena ] || LOCATION=""
 
 start_tansu "$KAFKA_PORT" "$TMP/tansu.log"
 start_moto "$S3_PORT" "$TMP/moto.log"
@@ -125,12 +131,13 @@ ALL_END=$((EVENTS + BAD + MORE))
 wait_moto "$S3_PORT"
 h wait-tcp 127.0.0.1 "$SHIM_PORT" 15 || { alive "$SHIM_PID" glue_shim; fail "shim not listening"; }
 h create-bucket "$MOTO_URL" "$BUCKET"
-# The table is created beforehand, as Athena's DDL (`kafka-s3-sink ddl`) would: its event time a
-# zoneless `timestamp`. iceberg-catalog-glue 0.10.1 cannot create or update a Glue table with a
-# `timestamptz` column (its Glue type conversion refuses it: "FeatureUnsupported => Conversion
-# from Timestamptz is not supported"), the type the connector gives `ts` in a table it creates.
-# pyiceberg's GlueCatalog creates it here, through the shim.
-"$VENV/bin/python" - "$GLUE_URL" "$MOTO_URL" "$WAREHOUSE" "$NAMESPACE" "$TABLE" "$LOCATION" <<'EOF' || fail "pyiceberg could not create the Glue table"
+if [ "$GLUE_TABLE" = athena ]; then
+  # The table is created beforehand, as Athena's DDL (`kafka-s3-sink ddl`) would: its event time a
+  # zoneless `timestamp`. iceberg-catalog-glue 0.10.1 cannot create or update a Glue table with a
+  # `timestamptz` column (its Glue type conversion refuses it: "FeatureUnsupported => Conversion
+  # from Timestamptz is not supported"), the type the connector gives `ts` in a table it creates.
+  # pyiceberg's GlueCatalog creates it here, through the shim.
+  "$VENV/bin/python" - "$GLUE_URL" "$MOTO_URL" "$WAREHOUSE" "$NAMESPACE" "$TABLE" "$LOCATION" <<'EOF' || fail "pyiceberg could not create the Glue table"
 import sys
 from pyiceberg.catalog.glue import GlueCatalog
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -155,7 +162,10 @@ schema = Schema(*(NestedField(i, n, t, required=False) for i, (n, t) in enumerat
 spec = PartitionSpec(PartitionField(source_id=3, field_id=1000, transform=DayTransform(), name="ts_day"))
 catalog.create_table(f"{ns}.{name}", schema, partition_spec=spec, location=location)
 EOF
-log "table $NAMESPACE.$TABLE created in moto's Glue by pyiceberg (ts: timestamp)"
+  log "table $NAMESPACE.$TABLE created in moto's Glue by pyiceberg (ts: timestamp)"
+else
+  log "the connector creates $NAMESPACE.$TABLE in moto's Glue (its timestamps zoneless, as Glue takes them)"
+fi
 tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
 
 # ------------------------------------------------------------------ 3. config, check-config
@@ -186,7 +196,7 @@ namespace = "$NAMESPACE"
 table = "$TABLE"
 partition_time = "day"
 commit_interval_secs = 2
-create_if_missing = false
+create_if_missing = $([ "$GLUE_TABLE" = athena ] && echo false || echo true)
 
 [destinations.iceberg.catalog]
 kind = "glue"
@@ -280,16 +290,22 @@ meta = glue.get_table(DatabaseName=ns, Name=name)["Table"]
 params = meta.get("Parameters", {})
 assert params.get("table_type", "").upper() == "ICEBERG", params
 loc = params["metadata_location"]
-assert loc.startswith(location + "/metadata/"), (loc, location)
 table = StaticTable.from_metadata(loc, properties={
     "s3.endpoint": s3_url, "s3.access-key-id": "testing", "s3.secret-access-key": "testing",
     "s3.region": "us-east-1"})
+# Created by the connector: its location is the one it chose under the warehouse.
+created_by_connector = not location
+location = location or table.metadata.location.rstrip("/")
+assert loc.startswith(location + "/metadata/"), (loc, location)
 # The schema and partitioning the table was created with (the connector's commits keep them).
 fields = [(f.name, str(f.field_type), f.required) for f in table.schema().fields]
 want = [("message_id", "string"), ("event_type", "string"), ("ts", "timestamp"),
         ("_kafka_topic", "string"), ("_kafka_partition", "int"), ("_kafka_offset", "long"),
         ("_kafka_timestamp", "timestamp"), ("_kafka_key", "binary"), ("_kafka_headers", "string")]
-assert fields == [(n, t, False) for n, t in want], fields
+# Athena's DDL makes every column optional; the connector makes required what the config
+# declares required, and the Kafka coordinates.
+required = {"message_id", "ts", "_kafka_topic", "_kafka_partition", "_kafka_offset"} if created_by_connector else set()
+assert fields == [(n, t, n in required) for n, t in want], fields
 spec = [(f.name, str(f.transform), table.schema().find_column_name(f.source_id)) for f in table.spec().fields]
 assert spec == [("ts_day", "day", "ts")], spec
 # Each data file's rows lie in its partition's day (the column bounds of ts in the manifest).
@@ -356,7 +372,13 @@ while snap is not None and len(offsets) < len(end):
     offsets = {p: o for p, o in offsets.items() if o is not None}
     snap = by_id.get(snap.parent_snapshot_id)
 got = {p: int(o) for p, o in offsets.items()}
-assert got == end, f"table offsets {got}, Kafka end offsets {end}"
+# The table's offset of a partition is past its last row and at most Kafka's end: records after
+# the last row (quarantined ones) may be committed to Kafka after the table's last commit.
+last_row = {}
+for p, o in coords:
+    last_row[p] = max(last_row.get(p, -1), o)
+assert set(got) == set(end) and all(last_row.get(p, -1) < got[p] <= end[p] for p in end), \
+    f"table offsets {got}, last rows {last_row}, Kafka end offsets {end}"
 print(json.dumps({"rows": len(rows), "errors": len(errors), "snapshots": len(md.snapshots),
                   "table_offsets": dict(sorted(got.items())), "data_files": len(files), "metadata": loc}))
 EOF

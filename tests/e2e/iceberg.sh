@@ -248,7 +248,7 @@ check() {
   [ "$(f misplaced)" -eq 0 ] || fail "$what: $(f misplaced) rows outside the partition of their hour and type"
   [ "$(f referenced_not_in_s3)" -eq 0 ] || fail "$what: $(f referenced_not_in_s3) data files of the table are not in S3"
   [ "$(f offsets_ok)" = True ] ||
-    fail "$what: the snapshots' offsets $(f table_offsets) are not Kafka's end offsets $(f kafka_end_offsets)"
+    fail "$what: the snapshots' offsets $(f table_offsets) are not past the last rows and at most Kafka's end offsets $(f kafka_end_offsets)"
   timeout 300 "$ICEBERG_VENVS/duckdb/bin/python" "$READ" duckdb "$S3_URL" "$(f metadata_location)" >"$TMP/duckdb-$what.json" \
     2>"$TMP/duckdb-$what.log" || fail "$what: DuckDB could not read the table: $(tail -n 5 "$TMP/duckdb-$what.log")"
   read -r rows distinct engine < <(python3 -c 'import json,sys
