@@ -179,7 +179,10 @@ pub async fn open_tables(
             others,
         } = connect_table(d, &cfg, sinks[i].clone(), meta, request_timeout).await?;
         let mut schema = table_schema(&parquet).map_err(|e| setup(e.to_string()))?;
-        if matches!(cfg.catalog, crate::config::iceberg::CatalogConfig::Glue { .. }) {
+        if matches!(
+            cfg.catalog,
+            crate::config::iceberg::CatalogConfig::Glue { .. }
+        ) {
             schema = zoneless(schema).map_err(|e| setup(e.to_string()))?;
         }
         let spec = partition_spec(&schema, &cfg.partition).map_err(|e| setup(e.to_string()))?;
