@@ -67,22 +67,9 @@ h() { python3 "$HELPERS" "$@"; }
 
 # ------------------------------------------------------------------ 1. install what is missing
 install_e2e_tools
-# pyiceberg in the venv tests/e2e/iceberg.sh and s3tables.sh use (same directory, same pins:
-# install serves all three); python3 -m venv needs Debian's python3-venv where the interpreter is
-# Debian's.
-"$VENV/bin/python" -c 'import importlib.metadata as m, sys, pyiceberg.catalog.sql, pyiceberg.io.pyarrow, pyiceberg_core, boto3
-sys.exit(m.version("pyiceberg") != "0.12.0")' 2>/dev/null || {
-  log "installing pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==0.12.0 in $VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    command -v apt-get >/dev/null || fail "python3 -m venv failed and there is no apt-get"
-    apt-get install -y -q python3-venv >/dev/null ||
-      { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }
-    python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed"
-  fi
-  "$VENV/bin/python" -m pip install -q "pyiceberg[pyiceberg-core,sql-sqlite,pyarrow]==0.12.0" \
-    "pyiceberg-core==0.10.1" "pyarrow==26.0.1" "SQLAlchemy==2.1.9" "boto3==1.43.11" ||
-    fail "pip install of pyiceberg failed"
-}
+# shellcheck source=tests/e2e/lib/iceberg_readers.sh
+. "$REPO/tests/e2e/lib/iceberg_readers.sh"
+install_pyiceberg
 if [ ! -x "$BIN" ]; then
   log "building $BIN"
   (cd "$REPO" && cargo build --quiet)
@@ -171,26 +158,8 @@ tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
 # ------------------------------------------------------------------ 3. config, check-config
 CONFIG="$TMP/glue.toml"
 connector_config "$CONFIG" "$BROKER" "$GROUP" "$TOPIC" "$MOTO_URL" "$BUCKET" "" 'kafka_metadata_field = "_kafka"'
+table_columns >>"$CONFIG"
 cat >>"$CONFIG" <<EOF
-format = "parquet"
-
-[[destinations.parquet.columns]]
-name = "message_id"
-path = "messageId"
-type = "string"
-required = true
-
-[[destinations.parquet.columns]]
-name = "event_type"
-path = "type"
-type = "string"
-
-[[destinations.parquet.columns]]
-name = "ts"
-path = "timestamp"
-type = "timestamp"
-required = true
-
 [destinations.iceberg]
 namespace = "$NAMESPACE"
 table = "$TABLE"
@@ -216,34 +185,6 @@ env "${AWS_ENV[@]}" NO_COLOR=1 "$BIN" check-config --config "$CONFIG" >"$TMP/che
 log "check-config accepts the glue config"
 
 # ------------------------------------------------------------------ connector runs
-# drain LOG: runs the connector until the group's committed offsets equal the producer's end
-# offsets (120 s), then SIGTERM; it must exit 0 within 40 s
-drain() {
-  local logf=$1 pid rc deadline committed
-  env "${AWS_ENV[@]}" NO_COLOR=1 "$BIN" run --config "$CONFIG" >>"$logf" 2>&1 &
-  pid=$!
-  started "$pid"
-  deadline=$((SECONDS + 120))
-  while :; do
-    alive "$pid" connector
-    committed=$(h committed "$BROKER" "$GROUP" "$TOPIC" "$PARTITIONS" 2>>"$TMP/harness.log") || committed='{}'
-    h offsets-equal "$TMP/state.json" "$committed" && break
-    [ "$SECONDS" -lt "$deadline" ] ||
-      fail "committed offsets $committed after 120 s, end offsets $(cat "$TMP/state.json")"
-    sleep 1
-  done
-  log "every offset committed: $committed (t+$((SECONDS - START))s)"
-  kill -TERM "$pid"
-  deadline=$((SECONDS + 40))
-  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && fail "the connector still runs 40 s after SIGTERM"
-  rc=0
-  wait "$pid" || rc=$?
-  forget "$pid"
-  [ "$rc" -eq 0 ] || fail "the connector exited $rc after SIGTERM"
-  ! grep -q 'panicked' "$logf" || fail "the connector panicked: $(grep -m1 panicked "$logf")"
-  ! grep -q ' ERROR ' "$logf" || fail "the connector logged an error: $(grep -m1 ' ERROR ' "$logf" | cut -c1-400)"
-}
 
 # verify WHAT: the connector's own audit agrees: every record up to the committed offsets once,
 # in the table's current snapshot or in _errors/ (exit 0, nothing missing or duplicated); sets
@@ -388,7 +329,7 @@ EOF
 h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TMP/state.json" 0 "$FIRST_END" >"$TMP/produce.out" ||
   fail "produce failed"
 log "produced $FIRST_END records ($EVENTS good, $BAD not JSON): $(cat "$TMP/produce.out")"
-drain "$TMP/connector.log"
+table_drain "$TMP/connector.log"
 FIGURES=$(read_back "$FIRST_END") || fail "read-back after the first run"
 log "read back: $FIGURES"
 verify first
@@ -398,7 +339,7 @@ h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TMP/state.json
   fail "produce failed"
 log "produced $MORE more: $(cat "$TMP/produce.out")"
 echo "=== glue.sh: restart" >>"$TMP/connector.log"
-drain "$TMP/connector.log"
+table_drain "$TMP/connector.log"
 FIGURES=$(read_back "$ALL_END") || fail "read-back after the restart"
 log "read back after the restart: $FIGURES"
 verify restart

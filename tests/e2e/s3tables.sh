@@ -121,26 +121,8 @@ tansu_topic "$KAFKA_PORT" "$TOPIC" "$PARTITIONS" "$TMP/topic.log"
 # ------------------------------------------------------------------ 3. config, check-config
 CONFIG="$TMP/s3tables.toml"
 connector_config "$CONFIG" "$BROKER" "$GROUP" "$TOPIC" "$S3_URL" "$BUCKET" "" 'kafka_metadata_field = "_kafka"'
+table_columns >>"$CONFIG"
 cat >>"$CONFIG" <<EOF
-format = "parquet"
-
-[[destinations.parquet.columns]]
-name = "message_id"
-path = "messageId"
-type = "string"
-required = true
-
-[[destinations.parquet.columns]]
-name = "event_type"
-path = "type"
-type = "string"
-
-[[destinations.parquet.columns]]
-name = "ts"
-path = "timestamp"
-type = "timestamp"
-required = true
-
 [destinations.iceberg]
 namespace = "$NAMESPACE"
 table = "$TABLE"
@@ -165,34 +147,6 @@ env "${AWS_ENV[@]}" NO_COLOR=1 "$BIN" check-config --config "$CONFIG" >"$TMP/che
 log "check-config accepts the s3tables config"
 
 # ------------------------------------------------------------------ connector runs
-# drain LOG: runs the connector until the group's committed offsets equal the producer's end
-# offsets (120 s), then SIGTERM; it must exit 0 within 40 s
-drain() {
-  local logf=$1 pid rc deadline committed
-  env "${AWS_ENV[@]}" NO_COLOR=1 "$BIN" run --config "$CONFIG" >>"$logf" 2>&1 &
-  pid=$!
-  started "$pid"
-  deadline=$((SECONDS + 120))
-  while :; do
-    alive "$pid" connector
-    committed=$(h committed "$BROKER" "$GROUP" "$TOPIC" "$PARTITIONS" 2>>"$TMP/harness.log") || committed='{}'
-    h offsets-equal "$TMP/state.json" "$committed" && break
-    [ "$SECONDS" -lt "$deadline" ] ||
-      fail "committed offsets $committed after 120 s, end offsets $(cat "$TMP/state.json")"
-    sleep 1
-  done
-  log "every offset committed: $committed (t+$((SECONDS - START))s)"
-  kill -TERM "$pid"
-  deadline=$((SECONDS + 40))
-  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && fail "the connector still runs 40 s after SIGTERM"
-  rc=0
-  wait "$pid" || rc=$?
-  forget "$pid"
-  [ "$rc" -eq 0 ] || fail "the connector exited $rc after SIGTERM"
-  ! grep -q 'panicked' "$logf" || fail "the connector panicked: $(grep -m1 panicked "$logf")"
-  ! grep -q ' ERROR ' "$logf" || fail "the connector logged an error: $(grep -m1 ' ERROR ' "$logf" | cut -c1-400)"
-}
 
 # read_back GOOD_LINES: the checks of step 3, GOOD_LINES = how many lines of events.ndjson were
 # produced; prints one JSON line of figures
@@ -329,7 +283,7 @@ duck_check() {
 h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TMP/state.json" 0 "$FIRST_END" >"$TMP/produce.out" ||
   fail "produce failed"
 log "produced $FIRST_END records ($EVENTS good, $BAD not JSON): $(cat "$TMP/produce.out")"
-drain "$TMP/connector.log"
+table_drain "$TMP/connector.log"
 FIGURES=$(read_back "$FIRST_END") || fail "read-back after the first run"
 log "read back: $FIGURES"
 duck_check "$FIGURES"
@@ -339,7 +293,7 @@ h produce "$BROKER" "$TOPIC" "$TMP/events.ndjson" "$PARTITIONS" "$TMP/state.json
   fail "produce failed"
 log "produced $MORE more: $(cat "$TMP/produce.out")"
 echo "=== s3tables.sh: restart" >>"$TMP/connector.log"
-drain "$TMP/connector.log"
+table_drain "$TMP/connector.log"
 FIGURES=$(read_back "$ALL_END") || fail "read-back after the restart"
 log "read back after the restart: $FIGURES"
 duck_check "$FIGURES"

@@ -1,13 +1,15 @@
 # shellcheck shell=bash
-# The Iceberg readers the table scripts of tests/e2e/ check the connector's tables with, each in
-# a venv of its own under target/e2e/iceberg/ (installed when missing, PyPI only; one install
-# serves every script):
+# Shared by the Iceberg table scripts of tests/e2e/ (iceberg, s3tables, rest, glue): the
+# destination's Parquet columns, a connector run until every offset is committed, and the
+# readers they check the connector's tables with, each in a venv of its own under
+# target/e2e/iceberg/ (installed when missing, PyPI only; one install serves every script):
 #   - pyiceberg 0.12.0 with the extras pyiceberg-core, sql-sqlite, pyarrow (without
 #     pyiceberg-core, partitioned reads fail), its resolved dependencies pinned, and boto3;
 #   - DuckDB 1.5.5 with the PyPI packages duckdb-extension-{iceberg,avro,httpfs} 1.5.5, which
 #     carry the extensions (loaded from their files: nothing is downloaded) and pin duckdb 1.5.5.
 # python3 -m venv needs Debian's python3-venv where the interpreter is Debian's: installed with
-# apt when missing. The sourcing script defines log() and fail() and sets REPO.
+# apt when missing. The sourcing script defines log(), fail() and h() (tests/e2e/e2e_helpers.py)
+# and sets REPO (and, for table_drain, the variables it names).
 
 ICEBERG_VENVS="$REPO/target/e2e/iceberg"
 PYICEBERG_VERSION=0.12.0
@@ -46,4 +48,61 @@ install_duckdb() {
 sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" \
     "duckdb==$DUCKDB_VERSION" "duckdb-extension-iceberg==$DUCKDB_VERSION" \
     "duckdb-extension-avro==$DUCKDB_VERSION" "duckdb-extension-httpfs==$DUCKDB_VERSION"
+}
+
+# table_columns: the destination's Parquet columns, after its `[destinations.batch]` header
+# (connector_config ends there): message_id <- messageId, event_type <- type, ts <- timestamp.
+table_columns() {
+  cat <<'COLUMNS'
+format = "parquet"
+
+[[destinations.parquet.columns]]
+name = "message_id"
+path = "messageId"
+type = "string"
+required = true
+
+[[destinations.parquet.columns]]
+name = "event_type"
+path = "type"
+type = "string"
+
+[[destinations.parquet.columns]]
+name = "ts"
+path = "timestamp"
+type = "timestamp"
+required = true
+
+COLUMNS
+}
+
+# table_drain LOG: runs the connector ($BIN with $CONFIG, with the environment AWS_ENV adds)
+# until the group $GROUP's committed offsets of $TOPIC ($PARTITIONS partitions at $BROKER) equal
+# the producer's end offsets in $TMP/state.json (120 s), then SIGTERM; it must exit 0 within
+# 40 s, with no panic and no ERROR line in LOG
+table_drain() {
+  local logf=$1 pid rc deadline committed
+  env "${AWS_ENV[@]}" NO_COLOR=1 "$BIN" run --config "$CONFIG" >>"$logf" 2>&1 &
+  pid=$!
+  started "$pid"
+  deadline=$((SECONDS + 120))
+  while :; do
+    alive "$pid" connector
+    committed=$(h committed "$BROKER" "$GROUP" "$TOPIC" "$PARTITIONS" 2>>"$TMP/harness.log") || committed='{}'
+    h offsets-equal "$TMP/state.json" "$committed" && break
+    [ "$SECONDS" -lt "$deadline" ] ||
+      fail "committed offsets $committed after 120 s, end offsets $(cat "$TMP/state.json")"
+    sleep 1
+  done
+  log "every offset committed: $committed (t+$((SECONDS - START))s)"
+  kill -TERM "$pid"
+  deadline=$((SECONDS + 40))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && fail "the connector still runs 40 s after SIGTERM"
+  rc=0
+  wait "$pid" || rc=$?
+  forget "$pid"
+  [ "$rc" -eq 0 ] || fail "the connector exited $rc after SIGTERM"
+  ! grep -q 'panicked' "$logf" || fail "the connector panicked: $(grep -m1 panicked "$logf")"
+  ! grep -q ' ERROR ' "$logf" || fail "the connector logged an error: $(grep -m1 ' ERROR ' "$logf" | cut -c1-400)"
 }
