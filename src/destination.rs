@@ -3,25 +3,33 @@
 //! batches and uploads the same way for every kind; it asks the destination's
 //! [`DestinationKind`] only these questions:
 //!
-//! 1. the object key of a file ([`DestinationKind::object_key`]) and whether the file may upload
-//!    parts before it is closed ([`DestinationKind::streams`]);
+//! 1. the object key of a file ([`DestinationKind::object_key`]), whether the file may upload
+//!    parts before it is closed ([`DestinationKind::streams`]) and whether it lands with its
+//!    Parquet footer ([`DestinationKind::keeps_footers`]);
 //! 2. which files are durable once a file's object is in the store ([`DestinationKind::landed`]):
 //!    only those release their records' offsets;
 //! 3. whether files wait for a step of the kind's own ([`DestinationKind::unsettled`]), which
 //!    the worker runs with [`DestinationKind::settle`] on its tick, before it answers a revoke
-//!    and at shutdown.
+//!    and at shutdown, what they hold meanwhile ([`DestinationKind::held_bytes`], counted
+//!    against the budget), and when to close the kind's open files for that step
+//!    ([`DestinationKind::seal_due`]);
+//! 4. where the kind already holds newly assigned partitions ([`DestinationKind::assigned`]:
+//!    those records are skipped for it) and what to drop when they are revoked
+//!    ([`DestinationKind::revoked`]).
 //!
 //! Kinds: [`Objects`] (objects under a prefix: a file is durable as soon as its object is in
-//! S3, nothing waits). A table kind (Iceberg) writes its data files through the same batches
-//! and uploader, answers `landed` with nothing, and in `settle` commits every landed data file to
-//! the catalog in one snapshot carrying the Kafka offsets, then returns them: only then are the
-//! offsets committed to Kafka. A kind other than `Objects` lives in a module of its own that
-//! implements this trait (it may import this module, never the reverse); `pipeline::kind_for` is
-//! the one place a destination's kind is chosen.
+//! S3, nothing waits). The table kind (`crate::table::kind`, Iceberg) writes its data files
+//! through the same batches and uploader, answers `landed` with nothing, and in `settle` commits
+//! the landed data files the worker's watermarks allow to the catalog in one snapshot carrying
+//! the Kafka offsets, then returns them: only then are the offsets committed to Kafka. A kind
+//! other than `Objects` lives in a module of its own that implements this trait (it may import
+//! this module, never the reverse); `pipeline::kind_for` is the one place a destination's kind
+//! is chosen.
 //!
 //! Invariants (every kind): a file returned by `landed` or `settle` is durable in the
 //! destination and is returned exactly once; a file is never returned before its object is in
-//! the store; `settle` leaves nothing unsettled when it returns `Ok`.
+//! the store; once none of the kind's files is open or in flight, `settle(true)` leaves nothing
+//! unsettled when it returns `Ok`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
