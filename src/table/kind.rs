@@ -10,7 +10,7 @@
 //! - a commit's offset for a partition (`next`) has every record below it in the table, in a
 //!   durable error file, or filtered out, and no record of the commit's files at or above it:
 //!   files that cannot be committed with such an offset wait for the next commit (see
-//!   [`committable`]);
+//!   `committable` (below));
 //! - a data file's name is unique per worker incarnation (`writer`), so a replay never collides
 //!   with a file the table holds;
 //! - a refused commit (a zombie: the table is past one of its partitions) releases nothing and
@@ -137,7 +137,7 @@ impl Table {
         }
     }
 
-    /// The commit of the pending files that can be committed now (see [`committable`]), and
+    /// The commit of the pending files that can be committed now (see `committable` (below)), and
     /// the indices in `pending` of its files.
     fn request(
         &self,
