@@ -20,6 +20,7 @@ pub mod kafkaside;
 pub mod report;
 pub mod s3side;
 pub mod spill;
+mod table;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -363,32 +364,12 @@ pub async fn run_with_sink(
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || collect(rx, &dir, sort_opts))
     };
-    // A table's rows are those of its current snapshot's data files, not every object under
-    // its location (a refused or crashed commit leaves files no snapshot references).
+    // A table's rows are those of its current snapshot's data files (`table.rs`).
     let data_keys = match &d.iceberg {
         None => None,
         Some(_) => {
-            let mut meta = crate::app::object_meta(d);
-            meta.content_type = "application/octet-stream".into();
-            let timeout = config.upload.request_timeout;
-            let (bucket, keys) =
-                crate::table::open::current_data_keys(d, sink.clone(), meta, timeout)
-                    .await
-                    .map_err(|e| VerifyError::Task(e.to_string()))?;
-            tracing::info!(data_files = keys.len(), %bucket, "the table's current snapshot");
-            if bucket != d.bucket {
-                // The data files are in the table's bucket, the error folder in the
-                // destination's.
-                let other = DestinationConfig {
-                    bucket,
-                    ..d.clone()
-                };
-                let data: Arc<dyn ObjectSink> = Arc::new(S3Sink::connect(&other, timeout).await);
-                let errors = format!("{}{}", d.prefix, d.error_prefix);
-                if let Some(r) = crate::sink::routed::Routed::new(&errors, sink.clone(), data) {
-                    sink = Arc::new(r);
-                }
-            }
+            let (keys, routed) = table::data_files(config, d, sink.clone()).await?;
+            sink = routed;
             Some(keys)
         }
     };

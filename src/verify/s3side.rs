@@ -27,8 +27,11 @@ use crate::sink::{meta_keys, ObjectBody, ObjectSink};
 
 mod parquet;
 mod retry;
+mod tally;
 pub use parquet::{read_rows, Row, RowColumns};
 use retry::retry;
+pub use tally::S3Tally;
+use tally::{Kind, LineCounts, Outcome};
 
 /// Topics being verified, by index.
 #[derive(Debug, Clone, Default)]
@@ -98,34 +101,6 @@ pub enum Collected {
     Entries(Vec<Entry>),
 }
 
-/// Totals of the S3 side.
-#[derive(Debug, Clone, Default)]
-pub struct S3Tally {
-    /// Objects read (data and error objects of verified topics).
-    pub objects: u64,
-    /// Objects listed.
-    pub listed: u64,
-    /// Data lines read.
-    pub lines: u64,
-    /// Envelopes read.
-    pub envelopes: u64,
-    /// Objects without metadata, outside the error folder, with a key of another template.
-    pub unattributed_objects: u64,
-    /// Some of their keys.
-    pub unattributed_keys: Vec<String>,
-    /// Objects (or envelopes) of topics not verified.
-    pub other_topic_objects: u64,
-    /// Envelope lines of topics not verified.
-    pub other_topic_envelopes: u64,
-    /// Lines in the error folder that are not envelopes.
-    pub bad_envelopes: u64,
-    /// Objects that could not be decoded (key, error): their lines so far count.
-    pub unreadable: Vec<(String, String)>,
-    /// Objects listed but gone when read.
-    pub vanished: u64,
-}
-
-const EXAMPLES: usize = 20;
 const CHUNK_ENTRIES: usize = 4096;
 const BODY_CHUNK: usize = 64 * 1024;
 
@@ -202,57 +177,6 @@ async fn read_page(
         o.add_to(tally);
     }
     Ok(())
-}
-
-/// What one object contributed.
-#[derive(Debug, Default)]
-struct Outcome {
-    key: String,
-    kind: Kind,
-    lines: LineCounts,
-    unreadable: Option<String>,
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-enum Kind {
-    #[default]
-    Read,
-    Vanished,
-    Unattributed,
-    OtherTopic,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct LineCounts {
-    data: u64,
-    envelopes: u64,
-    bad_envelopes: u64,
-    other_topic: u64,
-}
-
-impl Outcome {
-    fn add_to(self, t: &mut S3Tally) {
-        match self.kind {
-            Kind::Read => t.objects += 1,
-            Kind::Vanished => t.vanished += 1,
-            Kind::OtherTopic => t.other_topic_objects += 1,
-            Kind::Unattributed => {
-                t.unattributed_objects += 1;
-                if t.unattributed_keys.len() < EXAMPLES {
-                    t.unattributed_keys.push(self.key.clone());
-                }
-            }
-        }
-        t.lines += self.lines.data;
-        t.envelopes += self.lines.envelopes;
-        t.bad_envelopes += self.lines.bad_envelopes;
-        t.other_topic_envelopes += self.lines.other_topic;
-        if let Some(e) = self.unreadable {
-            if t.unreadable.len() < EXAMPLES {
-                t.unreadable.push((self.key, e));
-            }
-        }
-    }
 }
 
 /// How the lines of an object are identified.
