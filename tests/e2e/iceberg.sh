@@ -138,28 +138,12 @@ time_source = "event_time"
 time_field = "timestamp"
 
 [destinations.batch]
-format = "parquet"
 max_records = 5000
 max_age_secs = 60
 idle_secs = 1
-
-[[destinations.parquet.columns]]
-name = "message_id"
-path = "messageId"
-type = "string"
-required = true
-
-[[destinations.parquet.columns]]
-name = "event_type"
-path = "type"
-type = "string"
-
-[[destinations.parquet.columns]]
-name = "ts"
-path = "timestamp"
-type = "timestamp"
-required = true
-
+EOF
+table_columns >>"$TMP/sink.toml"
+cat >>"$TMP/sink.toml" <<EOF
 [destinations.iceberg]
 namespace = "analytics"
 table = "events"
