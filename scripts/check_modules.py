@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("destination kind, offsets and commit", {"destination", "table", "offsets"}),
     ("driver", {"pipeline"}),
     ("tools", {"app", "catalogue", "cli", "connect", "ddl", "demo", "eventgen", "http",
-               "preflight", "progress", "s3server", "verify"}),
+               "preflight", "progress", "s3server", "schema_server", "verify"}),
 ]
 RANK = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
 

@@ -228,6 +228,14 @@ pub async fn run_with_sinks(
         .collect();
     crate::connect::check_buckets(&config, &sinks).await?;
     crate::connect::check_topics(&config.kafka).await?;
+    if let Some(registry) = crate::decode::registry::for_config(&config, &metrics)? {
+        registry.check().await.map_err(|e| {
+            crate::config::ConfigError::new(
+                "kafka.schema_registry.url",
+                format!("{e}; check the URL, the credentials and the network"),
+            )
+        })?;
+    }
     if let Some(min_age) = config.upload.orphan_min_age {
         for (d, sink) in config.destinations.iter().zip(&sinks) {
             let cleanup = crate::upload::orphans::abort_orphans(d, &**sink, min_age, &metrics);
@@ -273,7 +281,7 @@ pub async fn run_with_sinks(
     let _stop_probes = probes.clone().drop_guard();
     tokio::spawn(probe_while_idle(sinks.clone(), metrics.clone(), probes));
     let targets = targets(&config, sinks);
-    let plan = crate::budget::plan(config.pipeline.memory_budget_bytes, config.pipeline.workers);
+    let plan = config.plan();
     let opts = SourceOptions {
         shards: config.pipeline.workers,
         channel_chunks: plan.channel_chunks,
@@ -314,10 +322,11 @@ pub async fn run_workers(
         )));
     }
     let workers = ios.len().max(1);
+    // One schema cache for every worker.
+    let registry = crate::decode::registry::for_config(config, &metrics)?;
     let permits = Arc::new(Semaphore::new(config.upload.concurrency.get()));
     // The files' share of the budget (the Kafka fetch path has the rest: `budget.rs`).
-    let budget = crate::budget::plan(config.pipeline.memory_budget_bytes, config.pipeline.workers)
-        .per_worker_files(workers);
+    let budget = config.plan().per_worker_files(workers);
     // One token for all workers: a worker that fails cancels it, so the others drain.
     let stop_all = shutdown.child_token();
     // A JoinSet aborts the workers if this future is dropped (the caller's task aborted), so
@@ -339,6 +348,9 @@ pub async fn run_workers(
         let uploader = uploader.on_runtime(io_runtime.clone());
         let mut p = Pipeline::new(config, tables, uploader, done, io, metrics.clone())
             .with_shard(shard, budget);
+        if let Some(r) = &registry {
+            p = p.with_registry(r.clone());
+        }
         if progress.is_some() {
             let (tx, rx) = watch::channel(RunStats::default());
             p = p.with_progress(tx);

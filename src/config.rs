@@ -14,6 +14,7 @@ mod destination;
 pub mod iceberg;
 pub(crate) mod parquet;
 mod raw;
+pub mod registry;
 mod security;
 mod typed;
 mod validate;
@@ -221,6 +222,12 @@ fn secret_key_values(table: &toml::Table) -> Vec<String> {
             .and_then(|k| k.get("security"))
             .and_then(toml::Value::as_table),
         &["username", "password", "key_password"],
+    );
+    pick(
+        kafka
+            .and_then(|k| k.get("schema_registry"))
+            .and_then(toml::Value::as_table),
+        &["username", "password", "bearer_token"],
     );
     for d in table
         .get("destinations")

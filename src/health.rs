@@ -1,11 +1,12 @@
 //! Readiness state: set by the Kafka thread (group joined, or the client error that keeps it
-//! out) and by every S3 request (the start-up bucket check and the idle probes included), read
-//! by `/readyz` and the `kafka_s3_sink_ready` gauge.
+//! out), by every S3 request (the start-up bucket check and the idle probes included) and by
+//! the Schema Registry client, read by `/readyz` and the `kafka_s3_sink_ready` gauge.
 //!
 //! Ready means: the consumer joined its group (an assignment arrived, possibly empty: a replica
 //! with nothing to own is ready) and an S3 request succeeded within `unready_after`. An idle
 //! worker keeps the second true with a bucket check whenever S3 has been quiet for
-//! [`Health::probe_every`].
+//! [`Health::probe_every`]. A Schema Registry that has been failing for its own
+//! `unready_after_secs` (consumption waits on it) also makes the worker not ready.
 //!
 //! Invariant: only atomics and short-held mutexes; safe to call from rdkafka callbacks.
 
@@ -24,6 +25,9 @@ pub struct Health {
     /// The last Kafka client error before the group was joined (one line).
     kafka_error: Mutex<Option<String>>,
     unready_after_ms: AtomicU64,
+    /// Since when the Schema Registry has been failing, and its last error (one line).
+    registry_failing: Mutex<Option<(Instant, String)>>,
+    registry_unready_after_ms: AtomicU64,
 }
 
 impl Default for Health {
@@ -34,6 +38,8 @@ impl Default for Health {
             s3_error: Mutex::new(None),
             kafka_error: Mutex::new(None),
             unready_after_ms: AtomicU64::new(120_000),
+            registry_failing: Mutex::new(None),
+            registry_unready_after_ms: AtomicU64::new(120_000),
         }
     }
 }
@@ -88,8 +94,42 @@ impl Health {
         *lock(&self.s3_error) = Some(one_line(error));
     }
 
+    /// How long the Schema Registry may fail before the worker reports not ready.
+    pub fn set_registry_unready_after(&self, d: Duration) {
+        self.registry_unready_after_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A Schema Registry request failed as an outage (unreachable, 5xx, refused credentials).
+    pub fn registry_failed(&self, error: &str) {
+        let mut g = lock(&self.registry_failing);
+        let since = g.as_ref().map_or_else(Instant::now, |(at, _)| *at);
+        *g = Some((since, one_line(error)));
+    }
+
+    /// A Schema Registry request was answered (a schema, or a 404).
+    pub fn registry_answered(&self) {
+        *lock(&self.registry_failing) = None;
+    }
+
+    /// Since when the Schema Registry has been failing, if it is.
+    pub fn registry_failing_for(&self) -> Option<Duration> {
+        lock(&self.registry_failing)
+            .as_ref()
+            .map(|(at, _)| at.elapsed())
+    }
+
     /// Why the worker is not ready, or `None` when it is.
     pub fn not_ready_reason(&self) -> Option<String> {
+        if let Some((at, e)) = lock(&self.registry_failing).clone() {
+            let limit = Duration::from_millis(self.registry_unready_after_ms.load(Ordering::Relaxed));
+            if at.elapsed() >= limit {
+                return Some(format!(
+                    "the Schema Registry has been failing for {}s (consumption waits on it): {e}",
+                    at.elapsed().as_secs()
+                ));
+            }
+        }
         if !self.joined.load(Ordering::Relaxed) {
             return Some(match lock(&self.kafka_error).as_deref() {
                 Some(e) => format!("consumer has not joined its group: {e}"),
@@ -165,6 +205,22 @@ mod tests {
         let why = h.not_ready_reason().unwrap();
         assert!(why.contains("no S3 request has succeeded for"), "{why}");
         assert!(why.contains("HTTP 500"), "{why}");
+    }
+
+    #[test]
+    fn a_registry_failing_past_its_limit_is_the_reason() {
+        let h = Health::default();
+        h.group_joined();
+        h.s3_succeeded();
+        h.registry_failed("GET /schemas/ids/7: connection refused");
+        assert_eq!(h.not_ready_reason(), None);
+        assert!(h.registry_failing_for().is_some());
+        h.set_registry_unready_after(Duration::ZERO);
+        let why = h.not_ready_reason().unwrap();
+        assert!(why.contains("Schema Registry") && why.contains("refused"), "{why}");
+        h.registry_answered();
+        assert_eq!(h.not_ready_reason(), None);
+        assert_eq!(h.registry_failing_for(), None);
     }
 
     #[test]

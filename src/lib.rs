@@ -45,7 +45,8 @@
 //! `gen-events`, `demo`, the tests and the benchmarks), [`catalogue`] (the metrics and S3 calls,
 //! as JSON for the deployment checks). With the `test-kit` feature (on by default; the
 //! production build leaves it out): `s3server` (the in-process S3 server with fault
-//! injection) and `demo`, which runs the pipeline on it and librdkafka's mock cluster.
+//! injection), `schema_server` (a test-only Schema Registry) and `demo`, which runs the pipeline
+//! on it and librdkafka's mock cluster.
 #![warn(missing_docs)]
 
 pub mod app;
@@ -77,6 +78,8 @@ pub mod router;
 #[cfg(any(test, feature = "test-kit"))]
 pub mod s3server;
 pub mod scan;
+#[cfg(any(test, feature = "test-kit"))]
+pub mod schema_server;
 pub mod sink;
 pub mod source;
 pub mod table;

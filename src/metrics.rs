@@ -18,6 +18,10 @@ use crate::model::{ErrorKind, FlushReason, QuarantineReason, TopicPartition, KEY
 pub const TABLE_COMMIT_OUTCOMES: [&str; 4] =
     ["committed", "already_committed", "refused", "failed"];
 
+/// `outcome` label values of the Schema Registry requests counter: a schema, a 404, or an
+/// outage (unreachable, timeout, 5xx, refused credentials).
+pub const REGISTRY_OUTCOMES: [&str; 3] = ["ok", "not_found", "failed"];
+
 /// Version and git revision baked into the build (`GIT_SHA` at compile time, if set).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Git revision of the build.
@@ -96,6 +100,10 @@ pub struct Metrics {
     memory_budget_bytes: IntGauge,
     rebalances: IntCounterVec,
     ready: IntGauge,
+    schema_registry_requests: IntCounterVec,
+    schema_registry_up: IntGauge,
+    schema_cache_bytes: IntGauge,
+    schema_cache_schemas: IntGauge,
     lag: Arc<Mutex<LagState>>,
     /// Per worker: (buffered bytes, open files, oldest open file age).
     workers: Arc<Mutex<Vec<(usize, usize, f64)>>>,
@@ -455,6 +463,32 @@ impl Metrics {
     /// The configured memory budget (all workers together).
     pub fn set_memory_budget(&self, bytes: usize) {
         self.memory_budget_bytes.set(bytes as i64);
+    }
+
+    /// A Schema Registry request ended: `outcome` is one of [`REGISTRY_OUTCOMES`]. An answer
+    /// (`ok`, `not_found`) sets the registry up, a `failed` request down.
+    pub fn registry_request(&self, outcome: &str) {
+        self.schema_registry_requests
+            .with_label_values(&[outcome])
+            .inc();
+        match outcome {
+            "failed" => self.schema_registry_up.set(0),
+            _ => self.schema_registry_up.set(1),
+        }
+    }
+
+    /// The Schema Registry is configured: its series start at zero and up.
+    pub fn init_registry(&self) {
+        for o in REGISTRY_OUTCOMES {
+            self.schema_registry_requests.with_label_values(&[o]);
+        }
+        self.schema_registry_up.set(1);
+    }
+
+    /// What the parsed-schema cache holds.
+    pub fn schema_cache(&self, bytes: usize, schemas: usize) {
+        self.schema_cache_bytes.set(bytes as i64);
+        self.schema_cache_schemas.set(schemas as i64);
     }
 
     /// Updates the readiness gauge from the health state (also done before every scrape).

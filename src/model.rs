@@ -122,11 +122,18 @@ pub enum QuarantineReason {
     TooLarge,
     /// A value does not fit its declared Parquet column's type (or a required one is missing).
     SchemaMismatch,
+    /// A destination reads the Confluent wire format and the value lacks its magic byte and
+    /// schema id.
+    NotFramed,
+    /// The Schema Registry has no schema with the value's id (or the schema does not parse).
+    UnknownSchema,
+    /// The value does not decode against its schema.
+    Undecodable,
 }
 
 impl QuarantineReason {
     /// Every reason (to initialise metric series at zero).
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 15] = [
         Self::Tombstone,
         Self::Empty,
         Self::InvalidUtf8,
@@ -139,6 +146,9 @@ impl QuarantineReason {
         Self::TimeOutOfRange,
         Self::TooLarge,
         Self::SchemaMismatch,
+        Self::NotFramed,
+        Self::UnknownSchema,
+        Self::Undecodable,
     ];
 
     /// Stable name used in error folders and metrics labels.
@@ -156,6 +166,9 @@ impl QuarantineReason {
             Self::TimeOutOfRange => "time_out_of_range",
             Self::TooLarge => "too_large",
             Self::SchemaMismatch => "schema_mismatch",
+            Self::NotFramed => "not_framed",
+            Self::UnknownSchema => "unknown_schema",
+            Self::Undecodable => "undecodable",
         }
     }
 }

@@ -7,8 +7,9 @@
 //! A file is durable only when its destination's kind says so (`destination.rs`):
 //! only then are its offsets released. The loop is a thin `select!` preferring finishing work
 //! to taking more (biased: shutdown, upload completions, assignment changes, then data, then the
-//! timer), and takes no data while the memory budget is spent. This file holds the loop and the
-//! intake (route, append); `files.rs` the open files, their bound and the memory budget (with
+//! timer), and takes no data while the memory budget is spent or a chunk waits for its
+//! schemas. This file holds the loop and the append; `intake.rs` the intake (destinations,
+//! decoding, route), `decoding.rs` the schemas a chunk needs (Schema Registry); `files.rs` the open files, their bound and the memory budget (with
 //! `open.rs`, their indexes); `uploads.rs` the uploader, its completions and the files in
 //! flight; `lifecycle.rs` the partition lifecycle (assignment, revoke drain,
 //! shutdown); `flush.rs` the way out (seal, upload completions, expiry, the budget's flushes).
@@ -33,8 +34,10 @@ use crate::table::open::Tables;
 use crate::upload::{ObjectInfo, UploadDone, UploadError, Uploader};
 use std::borrow::Cow;
 
+mod decoding;
 mod files;
 mod flush;
+mod intake;
 mod lifecycle;
 mod open;
 mod stats;
@@ -68,6 +71,10 @@ pub enum PipelineError {
         /// Offset of the record.
         offset: i64,
     },
+    /// A framed record's schema was not at hand when its chunk was taken in (the chunk waits
+    /// for its schemas first; this guards that invariant). Nothing from it on was committed.
+    #[error("schema {0} was not at hand for a record of the chunk taken in; stopping without committing it")]
+    SchemaNotAtHand(u32),
 }
 
 /// One record's write to a file (see [`Pipeline::append`]).
@@ -119,6 +126,8 @@ pub struct Pipeline {
     clock: Clock,
     /// What the destinations' kinds hold for landed files ([`DestinationKind::held_bytes`]).
     kinds_held: usize,
+    /// The Schema Registry's schemas, when a destination reads the Confluent wire format.
+    decoding: Option<decoding::Decoding>,
 }
 
 impl Pipeline {
@@ -166,7 +175,17 @@ impl Pipeline {
             shard: 0,
             clock: crate::model::system_clock(),
             kinds_held: 0,
+            decoding: None,
         }
+    }
+
+    /// Reads the destinations that take the Confluent wire format through `registry` (shared
+    /// by the workers); without such a destination it is not used.
+    pub fn with_registry(mut self, registry: Arc<crate::decode::registry::Registry>) -> Self {
+        if self.dests.iter().any(|d| d.cfg.value_format.framed()) {
+            self.decoding = Some(decoding::Decoding::new(registry));
+        }
+        self
     }
 
     /// Sets this worker's index and its share of the memory budget.
@@ -221,13 +240,16 @@ impl Pipeline {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
-            let intake = self.files.intake(self.queued_bytes());
+            let stalled = self.decoding.as_ref().is_some_and(|d| d.stalled());
+            let intake = !stalled && self.files.intake(self.queued_bytes());
+            let fetch = self.decoding.as_ref().and_then(|d| d.fetch());
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
                 Some(done) = self.uploads.recv() => self.on_done(done),
                 Some(ctrl) = self.io.control.recv() => self.on_control(ctrl).await,
                 chunk = self.io.data.recv(), if intake => self.on_chunk(chunk),
+                fetched = decoding::maybe(fetch), if stalled => self.on_fetched(fetched),
                 _ = tick.tick() => self.on_tick().await,
             };
             if let Err(e) = step {
@@ -265,7 +287,7 @@ impl Pipeline {
     /// A chunk of records from the source (`None`: the source stopped).
     fn on_chunk(&mut self, chunk: Option<Vec<Record>>) -> Result<(), PipelineError> {
         let records = chunk.ok_or(ConsumerError::Stopped)?;
-        self.ingest(records)?;
+        self.take_chunk(records)?;
         self.enforce_budget();
         Ok(())
     }
@@ -299,151 +321,6 @@ impl Pipeline {
         // checked as records arrive, and intake may be paused).
         self.enforce_budget();
         Ok(())
-    }
-
-    /// The destinations of `topic` (indices in config order), resolved once per topic: by name
-    /// or by pattern. Also registers the offset windows of its deterministic destinations.
-    fn resolve_topic(&mut self, topic: &Arc<str>) -> Arc<[usize]> {
-        if let Some(d) = self.topic_dests.get(topic) {
-            return d.clone();
-        }
-        let dests: Arc<[usize]> = self
-            .dests
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.cfg.topics.matches(topic))
-            .map(|(i, _)| i)
-            .collect();
-        let windows = dests
-            .iter()
-            .filter(|&&i| self.dests[i].cfg.batch.deterministic)
-            .map(|&i| self.dests[i].cfg.batch.max_records)
-            .collect();
-        self.offsets.set_windows(topic, windows);
-        self.topic_dests.insert(topic.clone(), dests.clone());
-        dests
-    }
-
-    fn ingest(&mut self, records: Vec<Record>) -> Result<(), PipelineError> {
-        let now = Instant::now();
-        let now_utc = (self.clock)();
-        // Consumed-records metrics once per partition per chunk, not per record (a chunk holds
-        // few partitions, so a linear search beats hashing).
-        let mut consumed: Vec<(TopicPartition, u64, u64)> = Vec::new();
-        for rec in records {
-            if !self.offsets.is_assigned(&rec.tp) {
-                tracing::debug!(tp = %rec.tp, offset = rec.offset, "record of an unassigned partition; skipped");
-                continue;
-            }
-            let dests = self.resolve_topic(&rec.tp.topic);
-            if dests.is_empty() {
-                for (tp, n, b) in consumed {
-                    self.metrics.consumed(&tp, n, b);
-                }
-                return Err(PipelineError::Unroutable {
-                    topic: rec.tp.topic.to_string(),
-                    partition: rec.tp.partition,
-                    offset: rec.offset,
-                });
-            }
-            self.stats.records_in += 1;
-            match consumed.iter_mut().find(|(tp, _, _)| *tp == rec.tp) {
-                Some((_, n, b)) => {
-                    *n += 1;
-                    *b += rec.value_len() as u64;
-                }
-                None => consumed.push((rec.tp.clone(), 1, rec.value_len() as u64)),
-            }
-            for &d in dests.iter() {
-                let skip = &self.dests[d].skip_below;
-                if !skip.is_empty() && skip.get(&rec.tp).is_some_and(|&b| rec.offset < b) {
-                    self.stats.records_already_held += 1;
-                    self.metrics.already_held(&self.dests[d].cfg.name, 1);
-                    continue;
-                }
-                if let Some(n) = self.dests[d].window {
-                    if self.offsets.enter_window(&rec.tp, d, n, rec.offset) {
-                        self.close_window(d, &rec.tp);
-                    }
-                }
-                match self.dests[d].router.route(&rec, now_utc) {
-                    Route::Filtered => {
-                        self.stats.records_filtered += 1;
-                        self.metrics.filtered(&self.dests[d].cfg.name);
-                    }
-                    Route::Quarantine(reason) => self.quarantine(d, &rec, reason, None, now),
-                    Route::Mismatch(m) => {
-                        let detail = m.detail();
-                        let reason = QuarantineReason::SchemaMismatch;
-                        self.quarantine(d, &rec, reason, Some(&detail), now);
-                    }
-                    Route::Write {
-                        folder,
-                        time,
-                        line,
-                        values,
-                        row,
-                    } => {
-                        self.stats.records_written += 1;
-                        // Parquet files take the metadata as columns.
-                        let cfg = &self.dests[d].cfg;
-                        let line = match &cfg.kafka_metadata_field {
-                            Some(field) if cfg.parquet.is_none() => {
-                                Cow::Owned(with_kafka_metadata(&line, &rec, field))
-                            }
-                            _ => line,
-                        };
-                        let write = Write {
-                            dest: d,
-                            rec: &rec,
-                            kind: FileKind::Data(folder),
-                            line: &line,
-                            row: &row,
-                            time,
-                            values,
-                        };
-                        self.append(write, now);
-                    }
-                }
-            }
-            if let Err(e) = self.offsets.consumed(&rec.tp, rec.offset) {
-                tracing::warn!(error = %e, "offset tracker refused a record; it will be re-read after a restart");
-            }
-            // Checked per record (O(1)), so one chunk cannot overshoot the budget.
-            if self.files.over_budget(self.queued_bytes()) {
-                self.enforce_budget();
-            }
-        }
-        for (tp, n, b) in consumed {
-            self.metrics.consumed(&tp, n, b);
-        }
-        Ok(())
-    }
-
-    /// Writes a record to its destination's error folder for `reason` (the envelope carries
-    /// `detail` when given), counting it.
-    fn quarantine(
-        &mut self,
-        dest: usize,
-        rec: &Record,
-        reason: QuarantineReason,
-        detail: Option<&str>,
-        now: Instant,
-    ) {
-        self.stats.records_quarantined += 1;
-        self.metrics.quarantined(&self.dests[dest].cfg.name, reason);
-        tracing::debug!(tp = %rec.tp, offset = rec.offset, reason = reason.as_str(), detail, "quarantined");
-        let line = error_line_with_detail(rec, reason, detail);
-        let write = Write {
-            dest,
-            rec,
-            kind: FileKind::Error(reason),
-            line: &line,
-            row: &[],
-            time: None,
-            values: Vec::new(),
-        };
-        self.append(write, now);
     }
 
     /// Deterministic destinations: a record of a new offset window (`offsets.rs` keeps them)

@@ -289,6 +289,7 @@ pub(super) fn validate_destination(
     Ok(DestinationConfig {
         name: d.name.clone(),
         topics,
+        value_format: d.value_format,
         bucket: d.bucket.clone(),
         region: d.region.clone(),
         endpoint: d.endpoint.clone(),

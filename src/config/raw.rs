@@ -101,6 +101,12 @@ pub struct RawKafka {
     /// Typed TLS and SASL settings (`[kafka.security]`).
     #[serde(default, skip_serializing_if = "super::RawSecurity::is_unset")]
     pub security: super::RawSecurity,
+    /// A Schema Registry for records in the Confluent wire format (`[kafka.schema_registry]`).
+    #[serde(
+        default,
+        skip_serializing_if = "super::registry::RawSchemaRegistry::is_unset"
+    )]
+    pub schema_registry: super::registry::RawSchemaRegistry,
     /// Any other librdkafka property, passed through verbatim.
     #[serde(default)]
     pub properties: BTreeMap<String, toml::Value>,
@@ -117,6 +123,7 @@ impl std::fmt::Debug for RawKafka {
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("max_poll_interval_ms", &self.max_poll_interval_ms)
             .field("security", &self.security)
+            .field("schema_registry", &self.schema_registry)
             .field("properties", &super::RedactedProperties(&self.properties))
             .finish()
     }
@@ -197,6 +204,10 @@ pub struct RawDestination {
     /// Topics feeding it (default: all of `kafka.topics`).
     #[serde(default)]
     pub topics: Vec<String>,
+    /// How record values are read: json (default) | avro | protobuf | json_schema | auto (the
+    /// last four through `[kafka.schema_registry]`).
+    #[serde(default)]
+    pub value_format: super::registry::ValueFormat,
     /// Bucket name.
     pub bucket: String,
     /// AWS region.

@@ -30,6 +30,17 @@ pub struct Config {
     pub secrets: crate::redact::Secrets,
 }
 
+impl Config {
+    /// How the budget is shared out: the schema cache's share first (`[kafka.schema_registry]`),
+    /// the rest between the fetch path and the files (`budget::plan`).
+    pub fn plan(&self) -> crate::budget::Plan {
+        crate::budget::plan(
+            self.pipeline.memory_budget_bytes - super::validate::schema_cache_bytes(&self.kafka),
+            self.pipeline.workers,
+        )
+    }
+}
+
 /// Validated `[http]`.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -66,6 +77,8 @@ pub struct KafkaConfig {
     pub warnings: Vec<String>,
     /// SASL OAUTHBEARER with MSK IAM tokens (`sasl_mechanism = "AWS_MSK_IAM"`).
     pub msk_iam: Option<MskIamConfig>,
+    /// The Schema Registry (`[kafka.schema_registry]`), if set.
+    pub schema_registry: Option<super::registry::SchemaRegistryConfig>,
 }
 
 /// Where the MSK IAM token's credentials come from: the AWS default chain, or a role assumed
@@ -87,6 +100,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("properties", &super::RedactedProperties(&self.properties))
             .field("msk_iam", &self.msk_iam)
+            .field("schema_registry", &self.schema_registry)
             .finish()
     }
 }
@@ -451,6 +465,8 @@ pub struct DestinationConfig {
     pub name: String,
     /// Topics feeding it (names and patterns).
     pub topics: TopicSet,
+    /// How record values are read (JSON text, or through the Schema Registry).
+    pub value_format: super::registry::ValueFormat,
     /// Bucket.
     pub bucket: String,
     /// Region.

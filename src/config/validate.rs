@@ -98,8 +98,13 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let upload = validate_upload(&raw.upload)?;
-    let plan = crate::budget::plan(pipeline.memory_budget_bytes, pipeline.workers);
     let mut kafka = kafka;
+    kafka.schema_registry =
+        super::registry::validate(&raw.kafka.schema_registry, pipeline.memory_budget_bytes)?;
+    let plan = crate::budget::plan(
+        pipeline.memory_budget_bytes - schema_cache_bytes(&kafka),
+        pipeline.workers,
+    );
     for (name, value) in plan.kafka_defaults() {
         kafka.properties.entry(name.to_string()).or_insert(value);
     }
@@ -188,6 +193,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             d,
             &kafka.topics,
         )?;
+        if dest.value_format.framed() && kafka.schema_registry.is_none() {
+            return Err(ConfigError::new(
+                format!("destinations[{i}].value_format"),
+                format!(
+                    "{} reads records through a Schema Registry; set [kafka.schema_registry] url",
+                    dest.value_format.as_str()
+                ),
+            ));
+        }
         if destinations
             .iter()
             .any(|o: &DestinationConfig| o.name == dest.name)
@@ -346,6 +360,7 @@ fn validate_kafka(k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
         properties: props,
         warnings,
         msk_iam,
+        schema_registry: None,
     })
 }
 
@@ -390,4 +405,9 @@ fn validate_upload(u: &RawUpload) -> Result<UploadConfig, ConfigError> {
             false => None,
         },
     })
+}
+
+/// The budget's share for parsed schemas (none without a registry).
+pub(super) fn schema_cache_bytes(k: &KafkaConfig) -> usize {
+    k.schema_registry.as_ref().map_or(0, |r| r.cache_bytes)
 }

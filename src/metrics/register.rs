@@ -384,6 +384,33 @@ impl Metrics {
                 r,
                 IntGauge::new("kafka_s3_sink_ready", "1 when /readyz answers ready.")?,
             )?,
+            schema_registry_requests: counters(
+                r,
+                "kafka_s3_sink_schema_registry_requests_total",
+                "Schema Registry requests, by outcome (ok, not_found, failed).",
+                &["outcome"],
+            )?,
+            schema_registry_up: reg(
+                r,
+                IntGauge::new(
+                    "kafka_s3_sink_schema_registry_up",
+                    "0 while the Schema Registry's last request failed (consumption waits), else 1.",
+                )?,
+            )?,
+            schema_cache_bytes: reg(
+                r,
+                IntGauge::new(
+                    "kafka_s3_sink_schema_cache_bytes",
+                    "Bytes the parsed schemas hold (charged to the memory budget).",
+                )?,
+            )?,
+            schema_cache_schemas: reg(
+                r,
+                IntGauge::new(
+                    "kafka_s3_sink_schema_cache_schemas",
+                    "Parsed schemas in the cache.",
+                )?,
+            )?,
             lag: Arc::new(Mutex::new(LagState::default())),
             workers: Arc::new(Mutex::new(Vec::new())),
             health: Arc::new(Health::default()),

@@ -1,0 +1,288 @@
+//! `[kafka.schema_registry]` and the destinations' `value_format`: where a Confluent-compatible
+//! Schema Registry is, how to reach it, and which records are read through it
+//! (docs/schema-registry.md).
+//!
+//! Invariants: a destination whose `value_format` is not `json` needs the registry; every URL is
+//! http(s) with a host; basic auth needs both `username` and `password` and excludes
+//! `bearer_token`; the files named are read at start-up (the error names the key and the path);
+//! credentials are [`Secret`]s and never print.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Secret};
+
+const KEY: &str = "kafka.schema_registry";
+
+/// `[kafka.schema_registry]` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSchemaRegistry {
+    /// The registry's base URL, or several (tried in turn when one fails).
+    #[serde(deserialize_with = "one_or_many")]
+    pub url: Vec<String>,
+    /// Basic-auth user name (Confluent Cloud: the API key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<Secret>,
+    /// Basic-auth password (Confluent Cloud: the API secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A bearer token sent as `Authorization: Bearer …` (instead of basic auth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// CA certificates (PEM) to verify the registry with, besides the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Client certificate (PEM), for mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// Client private key (PEM, unencrypted), for mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Time one request may take (default 10,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
+    /// Bytes the parsed schemas may hold (default: a 32nd of `pipeline.memory_budget_bytes`,
+    /// at least 1 MiB); charged to the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
+    /// `/readyz` turns not-ready once the registry has been failing this long (default 120).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unready_after_secs: Option<u64>,
+}
+
+impl RawSchemaRegistry {
+    /// True when no key is set (no registry).
+    pub fn is_unset(&self) -> bool {
+        self.url.is_empty()
+            && self.username.is_none()
+            && self.password.is_none()
+            && self.bearer_token.is_none()
+            && self.ca_file.is_none()
+            && self.cert_file.is_none()
+            && self.key_file.is_none()
+            && self.request_timeout_ms.is_none()
+            && self.cache_bytes.is_none()
+            && self.unready_after_secs.is_none()
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// How the registry authenticates the connector.
+#[derive(Debug, Clone, Default)]
+pub enum RegistryAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// HTTP basic auth.
+    Basic {
+        /// User name.
+        username: Secret,
+        /// Password.
+        password: Secret,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+}
+
+/// The validated registry settings.
+#[derive(Debug, Clone)]
+pub struct SchemaRegistryConfig {
+    /// Base URLs without a trailing slash, in the order they are tried.
+    pub urls: Vec<String>,
+    /// Credentials.
+    pub auth: RegistryAuth,
+    /// Extra CA certificates (PEM), read at start-up.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key (PEM, concatenated), read at start-up.
+    pub identity_pem: Option<Vec<u8>>,
+    /// Time one request may take.
+    pub request_timeout: Duration,
+    /// Bytes the parsed schemas may hold.
+    pub cache_bytes: usize,
+    /// Failing time after which `/readyz` reports not ready.
+    pub unready_after: Duration,
+}
+
+/// How a destination reads record values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// JSON text (no registry).
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format.
+    Avro,
+    /// Protobuf in the Confluent wire format.
+    Protobuf,
+    /// JSON in the Confluent wire format (JSON Schema serializers).
+    JsonSchema,
+    /// The Confluent wire format when the value starts with its magic byte, else JSON text.
+    Auto,
+}
+
+impl ValueFormat {
+    /// Whether records of this format are read through the registry.
+    pub fn framed(self) -> bool {
+        self != Self::Json
+    }
+
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Avro => "avro",
+            Self::Protobuf => "protobuf",
+            Self::JsonSchema => "json_schema",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+fn err(k: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::new(format!("{KEY}.{k}"), msg)
+}
+
+fn read(k: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| {
+        err(
+            k,
+            format!("cannot read {path}: {e}; mount the file there or fix the path"),
+        )
+    })
+}
+
+/// Validates `[kafka.schema_registry]` (`None` when it is not set); `budget` is
+/// `pipeline.memory_budget_bytes`, which the default cache size follows.
+pub fn validate(
+    r: &RawSchemaRegistry,
+    budget: usize,
+) -> Result<Option<SchemaRegistryConfig>, ConfigError> {
+    if r.is_unset() {
+        return Ok(None);
+    }
+    if r.url.is_empty() {
+        return Err(err(
+            "url",
+            "is missing; set the registry's URL, e.g. url = \"https://registry:8081\"",
+        ));
+    }
+    let mut urls = Vec::with_capacity(r.url.len());
+    for u in &r.url {
+        let parsed = reqwest::Url::parse(u).ok().filter(|p| {
+            matches!(p.scheme(), "http" | "https")
+                && p.host_str().is_some_and(|h| !h.is_empty())
+                && p.query().is_none()
+                && p.username().is_empty()
+                && p.password().is_none()
+        });
+        if parsed.is_none() {
+            return Err(err(
+                "url",
+                format!(
+                    "{:?} is not an http(s) URL with a host (and no credentials or query); e.g. https://registry:8081",
+                    super::clip(u, 100)
+                ),
+            ));
+        }
+        urls.push(u.trim_end_matches('/').to_string());
+    }
+    let auth = match (&r.username, &r.password, &r.bearer_token) {
+        (None, None, None) => RegistryAuth::None,
+        (Some(u), Some(p), None) => RegistryAuth::Basic {
+            username: u.clone(),
+            password: p.clone(),
+        },
+        (None, None, Some(t)) => RegistryAuth::Bearer(t.clone()),
+        (_, _, Some(_)) => {
+            return Err(err(
+                "bearer_token",
+                "cannot be set with username/password; keep one way to authenticate",
+            ))
+        }
+        _ => {
+            return Err(err(
+                "username",
+                "basic auth needs both username and password",
+            ))
+        }
+    };
+    if r.cert_file.is_some() != r.key_file.is_some() {
+        return Err(err(
+            "cert_file",
+            "mutual TLS needs both cert_file and key_file",
+        ));
+    }
+    let ca_pem = r.ca_file.as_deref().map(|p| read("ca_file", p)).transpose()?;
+    if let Some(pem) = &ca_pem {
+        reqwest::Certificate::from_pem_bundle(pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| err("ca_file", "holds no PEM certificate; give a PEM CA bundle"))?;
+    }
+    let identity_pem = match (&r.cert_file, &r.key_file) {
+        (Some(c), Some(k)) => {
+            let mut pem = read("cert_file", c)?;
+            pem.push(b'\n');
+            pem.extend(read("key_file", k)?);
+            reqwest::Identity::from_pem(&pem).map_err(|_| {
+                err(
+                    "key_file",
+                    "cert_file and key_file must be a PEM certificate and its unencrypted PEM key",
+                )
+            })?;
+            Some(pem)
+        }
+        _ => None,
+    };
+    let request_timeout = match r.request_timeout_ms.unwrap_or(10_000) {
+        ms @ 1..=600_000 => Duration::from_millis(ms),
+        _ => {
+            return Err(err(
+                "request_timeout_ms",
+                "must be between 1 and 600000 (10 minutes)",
+            ))
+        }
+    };
+    let cache_bytes = match r.cache_bytes {
+        None => (budget / 32).max(1 << 20),
+        Some(b) if b >= 64 * 1024 && (b as usize) <= budget / 4 => b as usize,
+        Some(_) => {
+            return Err(err(
+                "cache_bytes",
+                "must be at least 65536 and at most a quarter of pipeline.memory_budget_bytes",
+            ))
+        }
+    };
+    let unready_after = match r.unready_after_secs.unwrap_or(120) {
+        s @ 1..=86_400 => Duration::from_secs(s),
+        _ => {
+            return Err(err(
+                "unready_after_secs",
+                "must be between 1 and 86400 (a day)",
+            ))
+        }
+    };
+    Ok(Some(SchemaRegistryConfig {
+        urls,
+        auth,
+        ca_pem,
+        identity_pem,
+        request_timeout,
+        cache_bytes,
+        unready_after,
+    }))
+}

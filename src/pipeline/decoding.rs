@@ -1,0 +1,226 @@
+//! The worker's side of the Schema Registry: before a chunk whose destinations read the
+//! Confluent wire format is taken in, every schema id it holds must be at hand. A chunk with a
+//! schema not cached waits (stalled) while the schemas are fetched; intake stops meanwhile, so
+//! the Kafka thread pauses the partitions once the channel fills. An outage is retried with
+//! backoff (the chunk keeps waiting; shutdown, revokes and uploads go on), never turned into a
+//! quarantine.
+//!
+//! Invariants: a stalled chunk's records are not in the offset tracker, so nothing of them is
+//! committed before they are written; the schemas fetched for a chunk stay at hand until it is
+//! taken in, even if the cache evicts them meanwhile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{Pipeline, PipelineError};
+use crate::config::registry::ValueFormat;
+use crate::decode::registry::{Lookup, Registry};
+use crate::decode::value::{read, schema_id, Read};
+use crate::decode::Parsed;
+use crate::model::{QuarantineReason, Record};
+
+type Answer = Result<Arc<Parsed>, Lookup>;
+
+/// A chunk waiting for schemas.
+struct Stalled {
+    records: Vec<Record>,
+    missing: Vec<u32>,
+    not_before: Instant,
+    since: Instant,
+    attempts: u32,
+    backoff: backon::ExponentialBackoff,
+}
+
+/// A worker's registry state.
+pub(super) struct Decoding {
+    registry: Arc<Registry>,
+    stalled: Option<Stalled>,
+    /// The schemas of the chunk being taken in (ids of its framed records).
+    at_hand: HashMap<u32, Answer>,
+}
+
+/// One record's decoded values, per value format (destinations of one format decode once).
+#[derive(Default)]
+pub(super) struct Memo(Vec<(ValueFormat, Option<Result<Record, (QuarantineReason, String)>>)>);
+
+/// What fetching a stalled chunk's schemas gave: each id's answer, or the outage.
+pub(super) type Fetched = Result<Vec<(u32, Answer)>, String>;
+
+impl Decoding {
+    /// The state of a worker that decodes through `registry`.
+    pub(super) fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            stalled: None,
+            at_hand: HashMap::new(),
+        }
+    }
+
+    /// Whether a chunk waits for schemas (intake stops meanwhile).
+    pub(super) fn stalled(&self) -> bool {
+        self.stalled.is_some()
+    }
+
+    /// The fetch of the stalled chunk's missing schemas, not before its backoff ends.
+    pub(super) fn fetch(&self) -> Option<impl std::future::Future<Output = Fetched> + 'static> {
+        let s = self.stalled.as_ref()?;
+        let registry = self.registry.clone();
+        let missing = s.missing.clone();
+        let not_before = s.not_before;
+        Some(async move {
+            tokio::time::sleep_until(not_before).await;
+            let mut got = Vec::with_capacity(missing.len());
+            for id in missing {
+                match registry.schema(id).await {
+                    Err(Lookup::Outage(e)) => return Err(e),
+                    answer => got.push((id, answer)),
+                }
+            }
+            Ok(got)
+        })
+    }
+}
+
+/// Waits on `f`, or forever without one (a `select!` branch that is off).
+pub(super) async fn maybe<F: std::future::Future>(f: Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Pipeline {
+    /// Takes a chunk in, unless one of its framed records' schemas must be fetched first: then
+    /// the chunk waits ([`Decoding::fetch`]).
+    pub(super) fn take_chunk(&mut self, records: Vec<Record>) -> Result<(), PipelineError> {
+        let Some(dec) = self.decoding.as_mut() else {
+            return self.ingest(records);
+        };
+        let mut missing = Vec::new();
+        for rec in &records {
+            let topic = rec.tp.topic.clone();
+            let dests = self.topic_dests.get(&topic).cloned();
+            let dests = match dests {
+                Some(d) => d,
+                None => self.resolve_topic(&topic),
+            };
+            let dec = self.decoding.as_mut().expect("invariant: checked above");
+            for &d in dests.iter() {
+                let format = self.dests[d].cfg.value_format;
+                let Some(id) = schema_id(format, rec.value.as_deref()) else {
+                    continue;
+                };
+                if dec.at_hand.contains_key(&id) || missing.contains(&id) {
+                    continue;
+                }
+                match dec.registry.cached(id) {
+                    Some(answer) => {
+                        dec.at_hand.insert(id, answer);
+                    }
+                    None => missing.push(id),
+                }
+            }
+        }
+        let dec = self.decoding.as_mut().expect("invariant: checked above");
+        if !missing.is_empty() {
+            let now = Instant::now();
+            dec.stalled = Some(Stalled {
+                records,
+                missing,
+                not_before: now,
+                since: now,
+                attempts: 0,
+                backoff: backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(30))
+                    .with_jitter()
+                    .without_max_times()
+                    .build(),
+            });
+            return Ok(());
+        }
+        let _ = dec;
+        let result = self.ingest(records);
+        if let Some(dec) = self.decoding.as_mut() {
+            dec.at_hand.clear();
+        }
+        result
+    }
+
+    /// The stalled chunk's schemas arrived (take it in) or the registry failed (wait longer).
+    pub(super) fn on_fetched(&mut self, fetched: Fetched) -> Result<(), PipelineError> {
+        let Some(dec) = self.decoding.as_mut() else {
+            return Ok(());
+        };
+        let Some(mut s) = dec.stalled.take() else {
+            return Ok(());
+        };
+        match fetched {
+            Ok(got) => {
+                dec.at_hand.extend(got);
+                if s.attempts > 0 {
+                    tracing::info!(
+                        waited_secs = s.since.elapsed().as_secs(),
+                        "the Schema Registry answers again; consumption resumes"
+                    );
+                }
+                // Ids not asked for yet (the chunk's first answer may not cover all) are
+                // looked up again; the ones at hand are kept.
+                self.take_chunk(s.records)?;
+                self.enforce_budget();
+                Ok(())
+            }
+            Err(e) => {
+                s.attempts += 1;
+                let wait = s.backoff.next().unwrap_or(Duration::from_secs(30));
+                s.not_before = Instant::now() + wait;
+                // Logged on the 1st, 2nd, 4th, 8th… failure: an outage does not flood the log.
+                if s.attempts.is_power_of_two() {
+                    tracing::warn!(
+                        error = %e,
+                        attempts = s.attempts,
+                        waiting_secs = s.since.elapsed().as_secs(),
+                        retry_in_ms = wait.as_millis() as u64,
+                        "the Schema Registry does not answer; consumption waits, nothing is quarantined"
+                    );
+                }
+                dec.stalled = Some(s);
+                Ok(())
+            }
+        }
+    }
+
+    /// What destination `d` routes for `rec`: the record itself (`None`), the record with its
+    /// decoded value, or a quarantine reason with its detail. `memo` keeps the decodings of
+    /// this record per value format.
+    pub(super) fn read_value(
+        &self,
+        d: usize,
+        rec: &Record,
+        memo: &mut Memo,
+    ) -> Result<Option<Result<Record, (QuarantineReason, String)>>, PipelineError> {
+        let format = self.dests[d].cfg.value_format;
+        let Some(dec) = self.decoding.as_ref().filter(|_| format.framed()) else {
+            return Ok(None);
+        };
+        if let Some((_, r)) = memo.0.iter().find(|(f, _)| *f == format) {
+            return Ok(r.clone());
+        }
+        let r = match read(format, rec.value.as_deref(), |id| dec.at_hand.get(&id).cloned()) {
+            Read::AsIs => None,
+            Read::Json(v) => Some(Ok(Record {
+                value: Some(Bytes::from(v)),
+                ..rec.clone()
+            })),
+            Read::Quarantine(reason, detail) => Some(Err((reason, detail))),
+            Read::Missing(id) => return Err(PipelineError::SchemaNotAtHand(id)),
+        };
+        memo.0.push((format, r.clone()));
+        Ok(r)
+    }
+}
