@@ -78,7 +78,8 @@ impl AvroDecoder {
         16 * source_bytes + 256 * (self.names.len() + self.schemata.len())
     }
 
-    /// Decodes one datum and appends it as a JSON object (or whatever the top-level type is).
+    /// Decodes one datum and appends it as a JSON object: a record, or a union's record (a
+    /// top-level union of record types is one topic holding several event types).
     pub(super) fn decode_into(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let mut reader = payload;
         let value = if self.schemata.len() == 1 {
@@ -94,6 +95,17 @@ impl AvroDecoder {
         let value = value.map_err(|e| self.locate(payload, e))?;
         if !reader.is_empty() {
             return Err(DecodeError::AvroTrailing(reader.len()));
+        }
+        let record = match &value {
+            Value::Union(_, v) => v,
+            v => v,
+        };
+        if !matches!(record, Value::Record(_)) {
+            let kind = apache_avro::schema::SchemaKind::from(record);
+            return Err(DecodeError::Avro {
+                at: String::new(),
+                detail: format!("the datum is {kind:?}, not a record: it makes no JSON object"),
+            });
         }
         self.write(&value, self.main(), out)
     }

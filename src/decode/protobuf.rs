@@ -5,8 +5,13 @@
 //!
 //! Invariants: the indexes are Confluent's: a zigzag varint count, then that many zigzag varint
 //! indexes (a count of 0 means `[0]`), the first into the schema file's top-level messages in
-//! declaration order, each next one into the previous message's nested types (map entries
-//! included, as the descriptor lists them); every index is checked, and a bad one is an error.
+//! declaration order, each next one into the previous message's nested message types in
+//! declaration order, the map entries protoc adds for `map<…>` fields left out (as the
+//! registry's Java serializer counts them); every index is checked, and a bad one is an error.
+//!
+//! Besides `google/protobuf/*.proto`, the files the registry treats as built in without listing
+//! them as references resolve too: `confluent/meta.proto` (the field, message and file metadata
+//! options Confluent's tools add) and `confluent/type/decimal.proto`.
 
 use std::collections::HashMap;
 
@@ -35,6 +40,33 @@ pub(super) struct ProtoDecoder {
     options: SerializeOptions,
 }
 
+/// Confluent's metadata options (`confluent.field_meta` etc.): only their declarations, so
+/// that a schema setting them compiles.
+const CONFLUENT_META: &str = r#"syntax = "proto3";
+package confluent;
+import "google/protobuf/descriptor.proto";
+message Meta {
+  string doc = 1;
+  map<string, string> params = 2;
+  repeated string tags = 3;
+}
+extend google.protobuf.FileOptions { Meta file_meta = 1088; }
+extend google.protobuf.MessageOptions { Meta message_meta = 1088; }
+extend google.protobuf.FieldOptions { Meta field_meta = 1088; }
+extend google.protobuf.EnumOptions { Meta enum_meta = 1088; }
+extend google.protobuf.EnumValueOptions { Meta enum_value_meta = 1088; }
+"#;
+
+/// Confluent's decimal message (Kafka Connect's decimals in Protobuf).
+const CONFLUENT_DECIMAL: &str = r#"syntax = "proto3";
+package confluent.type;
+message Decimal {
+  bytes value = 1;
+  uint32 precision = 2;
+  int32 scale = 3;
+}
+"#;
+
 /// The schema text and its references, served to protox by file name.
 struct Sources(HashMap<String, String>);
 
@@ -51,7 +83,14 @@ impl ProtoDecoder {
     /// Compiles the schema's text, its imports served from `references` (import name, text)
     /// and the well-known types.
     pub(super) fn parse(text: &str, references: &[(String, String)]) -> Result<Self, SchemaError> {
-        let mut files: HashMap<String, String> = references.iter().cloned().collect();
+        let mut files: HashMap<String, String> = [
+            ("confluent/meta.proto", CONFLUENT_META),
+            ("confluent/type/decimal.proto", CONFLUENT_DECIMAL),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+        files.extend(references.iter().cloned());
         files.insert(MAIN_FILE.to_string(), text.to_string());
         let mut resolver = ChainFileResolver::new();
         resolver.add(Sources(files));
@@ -113,7 +152,10 @@ impl ProtoDecoder {
             let index = zigzag(&mut buf)?;
             let found = match &desc {
                 None => pick(self.top.iter().cloned(), self.top.len(), index),
-                Some(d) => pick(d.child_messages(), d.child_messages().len(), index),
+                Some(d) => {
+                    let nested = || d.child_messages().filter(|m| !m.is_map_entry());
+                    pick(nested(), nested().count(), index)
+                }
             }?;
             desc = Some(found);
         }

@@ -335,3 +335,26 @@ fn bad_schemas_are_schema_errors() {
         assert!(e.to_string().starts_with("Avro schema: "), "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_datum_that_is_no_record_is_an_error() {
+    let e = decode(
+        &parsed(r#""string""#),
+        &encode(r#""string""#, Value::String("x".into())),
+    );
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "Avro: the datum is String, not a record: it makes no JSON object"
+    );
+    let union = r#"[{"type":"record","name":"A","fields":[{"name":"a","type":"int"}]},
+        {"type":"record","name":"B","fields":[{"name":"b","type":"string"}]}, "null"]"#;
+    let p = parsed(union);
+    let b = Value::Record(vec![("b".into(), Value::String("x".into()))]);
+    let payload = encode(union, Value::Union(1, Box::new(b)));
+    assert_eq!(decode(&p, &payload).unwrap(), r#"{"b":"x"}"#);
+    let null = encode(union, Value::Union(2, Box::new(Value::Null)));
+    assert!(decode(&p, &null)
+        .unwrap_err()
+        .to_string()
+        .contains("Null, not a record"));
+}

@@ -75,7 +75,11 @@ fn message_type(p: &Parsed, indexes: &[usize]) -> MessageDescriptor {
     };
     let mut desc = d.top[indexes[0]].clone();
     for &i in &indexes[1..] {
-        let next = desc.child_messages().nth(i).unwrap();
+        let next = desc
+            .child_messages()
+            .filter(|m| !m.is_map_entry())
+            .nth(i)
+            .unwrap();
         desc = next;
     }
     desc
@@ -283,4 +287,51 @@ fn memory_grows_with_the_schema() {
     let big = parsed();
     assert!(small.memory_bytes() < big.memory_bytes());
     assert!(big.memory_bytes() > ORDER.len() + MONEY.len());
+}
+
+#[test]
+fn nested_indexes_leave_out_map_entries() {
+    let p = parsed();
+    // Order's nested types: CountsEntry (for `counts`, declared first) and Line; [0, 0] is Line.
+    assert_eq!(message_type(&p, &[0, 0]).full_name(), "shop.v1.Order.Line");
+    let mut line = DynamicMessage::new(message_type(&p, &[0, 0]));
+    line.set_field_by_name("sku", Value::String("S9".into()));
+    assert_eq!(
+        decode(&p, &framed(&[4, 0, 0], &line)).unwrap(),
+        r#"{"sku":"S9","qty":0}"#
+    );
+    assert!(matches!(
+        decode(&p, &framed(&[4, 0, 2], &line)).unwrap_err(),
+        DecodeError::MessageIndex {
+            index: 1,
+            available: 1
+        }
+    ));
+}
+
+#[test]
+fn confluent_built_in_imports_resolve() {
+    let schema = r#"
+syntax = "proto3";
+package pay;
+import "confluent/meta.proto";
+import "confluent/type/decimal.proto";
+message Payment {
+  option (confluent.message_meta) = { doc: "a payment" };
+  string id = 1 [(confluent.field_meta) = { doc: "the id", params: [{ key: "k", value: "v" }] }];
+  confluent.type.Decimal amount = 2;
+}
+"#;
+    let p = Parsed::parse(SchemaKind::Protobuf, schema, &[]).unwrap();
+    let desc = message_type(&p, &[0]);
+    let mut m = DynamicMessage::new(desc.clone());
+    m.set_field_by_name("id", Value::String("p1".into()));
+    let mut amount = sub(&desc, "amount");
+    amount.set_field_by_name("value", Value::Bytes(vec![0x04, 0xCE].into()));
+    amount.set_field_by_name("scale", Value::I32(2));
+    m.set_field_by_name("amount", Value::Message(amount));
+    assert_eq!(
+        decode(&p, &framed(&[0], &m)).unwrap(),
+        r#"{"id":"p1","amount":{"value":"BM4=","precision":0,"scale":2}}"#
+    );
 }
