@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                                       "template", "lograte", "health", "malloc"}),
     ("observability", {"metrics"}),
     ("source", {"source"}),
-    ("router", {"router", "scan", "envelope"}),
+    ("router", {"router", "scan", "envelope", "decode"}),
     ("batch", {"batch"}),
     ("upload", {"upload", "sink"}),
     # `destination` holds the seam (the DestinationKind trait) and the object kind; another kind

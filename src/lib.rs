@@ -18,7 +18,8 @@
 //! 2. **Router**: [`router`] decides per record and destination: written (to which folder),
 //!    filtered out or quarantined; [`scan`] reads the routed fields in one JSON pass;
 //!    [`template`] parses and renders the folder and file-name templates; [`envelope`] writes a
-//!    quarantined record's line and the Kafka metadata member.
+//!    quarantined record's line and the Kafka metadata member; [`decode`] turns a Schema
+//!    Registry payload (Avro, Protobuf, JSON Schema) into the JSON text the router reads.
 //! 3. **Batch**: [`batch`]: the open files (NDJSON or Parquet), their compression and rotation;
 //!    [`budget`] shares the memory budget out between the Kafka fetch path and the files.
 //! 4. **Upload**: [`upload`] puts each closed file in S3 (multipart while it fills, retries,
@@ -57,6 +58,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod ddl;
+pub mod decode;
 #[cfg(feature = "test-kit")]
 pub mod demo;
 pub mod destination;

@@ -1,0 +1,285 @@
+//! Schema Registry payloads to JSON text: the Confluent wire format's frame, the parsed schemas
+//! (Avro, Protobuf, JSON Schema) and the decoding of one payload into one JSON object line.
+//! Pure: no I/O, no async; the registry client that fetches the schemas sits beside it.
+//!
+//! Invariants: [`Parsed::decode_into`] appends exactly one JSON object without line breaks, or
+//! nothing and an error (`out` is truncated back to its length on entry); it never panics on
+//! any payload; an error's message names what failed (a field, a message index) without
+//! quoting the payload. The JSON mapping of each kind is in docs/schema-registry.md
+//! ("Decoding").
+
+use std::sync::Arc;
+
+mod avro;
+mod protobuf;
+
+/// The kinds of schema a registry serves (its `schemaType`: absent means AVRO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchemaKind {
+    /// Apache Avro: a JSON schema; payloads are binary datums written with it.
+    Avro,
+    /// Protocol Buffers: `.proto` source; payloads are message indexes then the message.
+    Protobuf,
+    /// JSON Schema: payloads are JSON text.
+    Json,
+}
+
+impl SchemaKind {
+    /// The registry's name of the kind (`schemaType`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaKind::Avro => "AVRO",
+            SchemaKind::Protobuf => "PROTOBUF",
+            SchemaKind::Json => "JSON",
+        }
+    }
+}
+
+/// Why a schema's text could not be made into a decoder.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SchemaError {
+    /// The Avro schema (or one of its references) does not parse or leaves a name unresolved.
+    #[error("Avro schema: {0}")]
+    Avro(String),
+    /// The `.proto` source (or an imported file) does not compile.
+    #[error("Protobuf schema: {0}")]
+    Protobuf(String),
+    /// The `.proto` file declares no message, so no payload can name one.
+    #[error("Protobuf schema declares no message")]
+    NoMessage,
+}
+
+/// Why one payload could not be decoded. Shown to users as the quarantine reason's detail, so
+/// it says what failed and where, and quotes no payload bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The Avro datum does not fit its schema (`at` names the field, empty for the top level).
+    #[error("Avro{}: {detail}", at_field(at))]
+    Avro {
+        /// Dotted path of the field where decoding failed; empty when not known.
+        at: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The datum decoded, but bytes are left after it: the payload is not this schema's.
+    #[error("Avro: {0} bytes left after the datum (written with another schema?)")]
+    AvroTrailing(usize),
+    /// The Protobuf message indexes before the message do not read.
+    #[error("Protobuf message indexes: {0}")]
+    MessageIndexes(&'static str),
+    /// A message index names no message of the schema.
+    #[error("Protobuf message index {index} out of range ({available} messages at that level)")]
+    MessageIndex {
+        /// The index found.
+        index: i64,
+        /// How many messages there are where it points.
+        available: usize,
+    },
+    /// The Protobuf message does not decode as the indexed message type.
+    #[error("Protobuf message `{message}`: {detail}")]
+    Protobuf {
+        /// Full name of the message type.
+        message: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The JSON Schema payload is not a JSON object.
+    #[error("JSON: {0}")]
+    Json(String),
+}
+
+/// ` field `a.b`` for an error at a field, nothing at the top level.
+fn at_field(at: &str) -> String {
+    if at.is_empty() {
+        String::new()
+    } else {
+        format!(" field `{at}`")
+    }
+}
+
+/// A value that is not in the Confluent wire format: shorter than 5 bytes or not starting with
+/// the magic byte 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not in the Schema Registry wire format (magic byte 0 and a 4-byte schema id)")]
+pub struct NotFramed;
+
+/// Splits a Confluent-framed value: `Ok((schema_id, rest))`, or `Err(NotFramed)` when it is
+/// shorter than 5 bytes or its magic byte is not 0.
+pub fn split_frame(value: &[u8]) -> Result<(u32, &[u8]), NotFramed> {
+    match value {
+        [0, a, b, c, d, rest @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
+        _ => Err(NotFramed),
+    }
+}
+
+/// A parsed schema ready to decode payloads; cheap to share (`Arc` it in the cache).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    inner: Inner,
+    memory_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Avro(Arc<avro::AvroDecoder>),
+    Protobuf(Arc<protobuf::ProtoDecoder>),
+    Json,
+}
+
+/// Heap bytes counted for any parsed schema besides its own parts (the cache entry, the
+/// allocator's slack).
+const BASE_BYTES: usize = 256;
+
+impl Parsed {
+    /// Parses a schema's text; `references` are the referenced schemas' (name, text) in
+    /// dependency order (Avro: named types used by the main schema; Protobuf: imported files by
+    /// their import name). JSON Schema's text is not read: payloads are only checked to be
+    /// JSON objects.
+    pub fn parse(
+        kind: SchemaKind,
+        text: &str,
+        references: &[(String, String)],
+    ) -> Result<Parsed, SchemaError> {
+        let source_bytes = text.len()
+            + references
+                .iter()
+                .map(|(n, t)| n.len() + t.len())
+                .sum::<usize>();
+        let (inner, own) = match kind {
+            SchemaKind::Avro => {
+                let d = avro::AvroDecoder::parse(text, references)?;
+                let bytes = d.memory_bytes(source_bytes);
+                (Inner::Avro(Arc::new(d)), bytes)
+            }
+            SchemaKind::Protobuf => {
+                let d = protobuf::ProtoDecoder::parse(text, references)?;
+                let bytes = d.memory_bytes();
+                (Inner::Protobuf(Arc::new(d)), bytes)
+            }
+            SchemaKind::Json => (Inner::Json, 0),
+        };
+        Ok(Parsed {
+            inner,
+            memory_bytes: BASE_BYTES + own,
+        })
+    }
+
+    /// Approximate heap bytes this parsed schema holds (for the memory budget; an
+    /// overestimate rather than under).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    /// The kind of schema this is.
+    pub fn kind(&self) -> SchemaKind {
+        match self.inner {
+            Inner::Avro(_) => SchemaKind::Avro,
+            Inner::Protobuf(_) => SchemaKind::Protobuf,
+            Inner::Json => SchemaKind::Json,
+        }
+    }
+
+    /// Decodes one payload (the bytes after the 5-byte header; for Protobuf the message indexes
+    /// come first and are read here) and appends its JSON object text (one line, no newline) to
+    /// `out`. On error `out` is left as it was.
+    pub fn decode_into(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let start = out.len();
+        let done = match &self.inner {
+            Inner::Avro(d) => d.decode_into(payload, out),
+            Inner::Protobuf(d) => d.decode_into(payload, out),
+            Inner::Json => json_into(payload, out),
+        };
+        if done.is_err() {
+            out.truncate(start);
+        }
+        done
+    }
+}
+
+/// A JSON Schema payload: checked to be one JSON object (the same scan as the router's) and
+/// appended with any raw line breaks (whitespace between tokens) turned into spaces.
+fn json_into(payload: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| DecodeError::Json(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let shape = crate::scan::scan_fields_into(text, &[], &mut [])
+        .map_err(|e| DecodeError::Json(e.to_string()))?;
+    if shape.line_breaks {
+        out.extend(
+            payload
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+    } else {
+        out.extend_from_slice(payload);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_frame_reads_the_id_and_leaves_the_rest() {
+        assert_eq!(
+            split_frame(&[0, 0, 0, 1, 2, 9, 8]),
+            Ok((258, &[9u8, 8][..]))
+        );
+        assert_eq!(
+            split_frame(&[0, 0xff, 0xff, 0xff, 0xff]),
+            Ok((u32::MAX, &[][..]))
+        );
+    }
+
+    #[test]
+    fn split_frame_refuses_short_values_and_other_magic_bytes() {
+        for v in [&[][..], &[0], &[0, 0, 0, 1]] {
+            assert_eq!(split_frame(v), Err(NotFramed), "{v:?}");
+        }
+        assert_eq!(split_frame(&[1, 0, 0, 0, 1, 5]), Err(NotFramed));
+        assert_eq!(split_frame(b"{\"a\":1}"), Err(NotFramed));
+    }
+
+    fn json(payload: &[u8]) -> Result<String, DecodeError> {
+        let p = Parsed::parse(SchemaKind::Json, r#"{"type":"object"}"#, &[]).unwrap();
+        assert_eq!(p.kind(), SchemaKind::Json);
+        let mut out = b"prefix ".to_vec();
+        let r = p.decode_into(payload, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        match r {
+            Ok(()) => Ok(text.strip_prefix("prefix ").unwrap().to_string()),
+            Err(e) => {
+                assert_eq!(text, "prefix ", "nothing appended on error");
+                Err(e)
+            }
+        }
+    }
+
+    #[test]
+    fn json_payloads_are_objects_made_one_line() {
+        assert_eq!(json(br#"{"a":1}"#).unwrap(), r#"{"a":1}"#);
+        assert_eq!(
+            json(b"{\"a\":\n \"x\\ny\",\r\n\"b\":2}").unwrap(),
+            "{\"a\":  \"x\\ny\",  \"b\":2}"
+        );
+        assert!(json(b"[1]")
+            .unwrap_err()
+            .to_string()
+            .contains("not an object"));
+        assert!(json(b"{\"a\":")
+            .unwrap_err()
+            .to_string()
+            .starts_with("JSON: not JSON"));
+        assert!(json(b"{\"a\":\"\xff\"}")
+            .unwrap_err()
+            .to_string()
+            .contains("UTF-8"));
+    }
+
+    #[test]
+    fn kinds_have_the_registry_names() {
+        assert_eq!(SchemaKind::Avro.as_str(), "AVRO");
+        assert_eq!(SchemaKind::Protobuf.as_str(), "PROTOBUF");
+        assert_eq!(SchemaKind::Json.as_str(), "JSON");
+    }
+}
