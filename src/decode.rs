@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 mod avro;
 mod protobuf;
+pub mod registry;
+pub mod value;
 
 /// The kinds of schema a registry serves (its `schemaType`: absent means AVRO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

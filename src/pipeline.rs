@@ -24,15 +24,13 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::Batch;
 use crate::config::{Config, DestinationConfig};
 use crate::destination::{DestinationError, DestinationKind, FileKind};
-use crate::envelope::{error_line_with_detail, with_kafka_metadata};
 use crate::metrics::Metrics;
-use crate::model::{Cell, Clock, FlushReason, QuarantineReason, Record, TopicPartition};
+use crate::model::{Cell, Clock, FlushReason, Record, TopicPartition};
 use crate::offsets::OffsetTracker;
-use crate::router::{Route, Router};
+use crate::router::Router;
 use crate::source::{Command, ConsumerError, SourceIo};
 use crate::table::open::Tables;
 use crate::upload::{ObjectInfo, UploadDone, UploadError, Uploader};
-use std::borrow::Cow;
 
 mod decoding;
 mod files;

@@ -85,6 +85,8 @@ pub struct Registry {
     cache: Mutex<Cache>,
     fetching: tokio::sync::Mutex<()>,
     metrics: Metrics,
+    /// The runtime the requests run on (the workers' own runtimes have no I/O driver).
+    rt: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Registry {
@@ -113,7 +115,8 @@ pub fn for_config(
 }
 
 impl Registry {
-    /// A client for `cfg` (nothing is requested yet).
+    /// A client for `cfg` (nothing is requested yet); call it on the runtime that has the I/O
+    /// driver.
     pub fn new(cfg: &SchemaRegistryConfig, metrics: Metrics) -> Result<Self, Lookup> {
         let mut b = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
@@ -148,6 +151,7 @@ impl Registry {
             cache: Mutex::new(Cache::default()),
             fetching: tokio::sync::Mutex::new(()),
             metrics,
+            rt: tokio::runtime::Handle::current(),
         })
     }
 
@@ -167,11 +171,20 @@ impl Registry {
         }
     }
 
-    /// The schema of `id`, fetched (and cached) unless it is cached.
-    pub async fn schema(&self, id: u32) -> Result<Arc<Parsed>, Lookup> {
+    /// The schema of `id`, fetched (and cached) unless it is cached. The request runs on the
+    /// runtime the client was made on, whichever runtime awaits it.
+    pub async fn schema(self: &Arc<Self>, id: u32) -> Result<Arc<Parsed>, Lookup> {
         if let Some(r) = self.cached(id) {
             return r;
         }
+        let me = self.clone();
+        self.rt
+            .spawn(async move { me.fetch_and_cache(id).await })
+            .await
+            .map_err(|e| Lookup::Outage(format!("the registry request stopped: {e}")))?
+    }
+
+    async fn fetch_and_cache(&self, id: u32) -> Result<Arc<Parsed>, Lookup> {
         let _one = self.fetching.lock().await;
         // Another worker may have fetched it while this one waited.
         if let Some(r) = self.cached(id) {

@@ -98,9 +98,9 @@ impl Pipeline {
     /// Takes a chunk in, unless one of its framed records' schemas must be fetched first: then
     /// the chunk waits ([`Decoding::fetch`]).
     pub(super) fn take_chunk(&mut self, records: Vec<Record>) -> Result<(), PipelineError> {
-        let Some(dec) = self.decoding.as_mut() else {
+        if self.decoding.is_none() {
             return self.ingest(records);
-        };
+        }
         let mut missing = Vec::new();
         for rec in &records {
             let topic = rec.tp.topic.clone();
@@ -144,7 +144,6 @@ impl Pipeline {
             });
             return Ok(());
         }
-        let _ = dec;
         let result = self.ingest(records);
         if let Some(dec) = self.decoding.as_mut() {
             dec.at_hand.clear();

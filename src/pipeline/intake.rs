@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{Pipeline, PipelineError, Write};
 use crate::destination::FileKind;
 use crate::envelope::{error_line_with_detail, with_kafka_metadata};
-use crate::model::{QuarantineReason, Record};
+use crate::model::{QuarantineReason, Record, TopicPartition};
 use crate::router::Route;
 
 impl Pipeline {

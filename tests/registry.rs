@@ -1,0 +1,295 @@
+//! Records in the Confluent wire format, read through a Schema Registry (the test kit's
+//! `schema_server`), against librdkafka's mock cluster and the in-process S3 server: Avro v1 and
+//! v2 of a subject in one topic become JSON lines routed by their decoded event time; each
+//! quarantine reason (`not_framed`, `unknown_schema`, `undecodable`) carries its record; each
+//! schema id is fetched once; a registry outage pauses consumption without quarantining or
+//! losing anything; a cache smaller than the schemas still writes every record; Protobuf and
+//! JSON text share a topic under `value_format = "auto"`.
+
+// The in-process S3 server, the registry server (tests/support) and `demo` are the test kit.
+#![cfg(feature = "test-kit")]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use apache_avro::types::Value as Avro;
+use kafka_s3_sink::metrics::Metrics;
+use kafka_s3_sink::schema_server::SchemaServer;
+use serde_json::{json, Value};
+use support::{
+    counter_sum, start_pipeline, start_pipeline_with_metrics, unique_group, Kafka, Msg, TestConfig,
+    TestS3, BUCKET,
+};
+
+const ORDER_V1: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+  {"name":"messageId","type":"string"},
+  {"name":"timestamp","type":{"type":"long","logicalType":"timestamp-millis"}},
+  {"name":"amount","type":"double"},
+  {"name":"status","type":{"type":"enum","name":"Status","symbols":["NEW","PAID"]}},
+  {"name":"tags","type":{"type":"array","items":"string"}},
+  {"name":"note","type":["null","string"],"default":null}]}"#;
+
+/// v1 plus an optional field: a compatible evolution.
+const ORDER_V2: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+  {"name":"messageId","type":"string"},
+  {"name":"timestamp","type":{"type":"long","logicalType":"timestamp-millis"}},
+  {"name":"amount","type":"double"},
+  {"name":"status","type":{"type":"enum","name":"Status","symbols":["NEW","PAID"]}},
+  {"name":"tags","type":{"type":"array","items":"string"}},
+  {"name":"note","type":["null","string"],"default":null},
+  {"name":"coupon","type":["null","string"],"default":null}]}"#;
+
+/// 2026-11-03T10:00:00Z.
+const T0_MS: i64 = 1_793_700_000_000;
+
+fn framed(id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Order `i` written with v1 (`v2`: with v2 and a coupon on even orders), framed for `id`, and
+/// the JSON line expected for it.
+fn order(i: usize, id: u32, v2: bool) -> (Vec<u8>, Value) {
+    let schema = apache_avro::Schema::parse_str(if v2 { ORDER_V2 } else { ORDER_V1 }).unwrap();
+    let ts = T0_MS + i as i64 * 60_000;
+    let note = (i % 3 == 0).then(|| format!("note {i}"));
+    let mut fields = vec![
+        ("messageId".to_string(), Avro::String(format!("m{i}"))),
+        ("timestamp".to_string(), Avro::TimestampMillis(ts)),
+        ("amount".to_string(), Avro::Double(i as f64 + 0.5)),
+        ("status".to_string(), Avro::Enum((i % 2) as u32, ["NEW", "PAID"][i % 2].into())),
+        (
+            "tags".to_string(),
+            Avro::Array(vec![Avro::String("a".into()), Avro::String(format!("t{i}"))]),
+        ),
+        (
+            "note".to_string(),
+            match &note {
+                Some(n) => Avro::Union(1, Box::new(Avro::String(n.clone()))),
+                None => Avro::Union(0, Box::new(Avro::Null)),
+            },
+        ),
+    ];
+    let at = chrono::DateTime::from_timestamp_millis(ts)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let status = ["NEW", "PAID"][i % 2];
+    let mut expected = json!({
+        "messageId": format!("m{i}"),
+        "timestamp": at,
+        "amount": i as f64 + 0.5,
+        "status": status,
+        "tags": ["a", format!("t{i}")],
+        "note": note,
+    });
+    if v2 {
+        let coupon = (i % 2 == 0).then(|| format!("C{i}"));
+        fields.push((
+            "coupon".to_string(),
+            match &coupon {
+                Some(c) => Avro::Union(1, Box::new(Avro::String(c.clone()))),
+                None => Avro::Union(0, Box::new(Avro::Null)),
+            },
+        ));
+        expected["coupon"] = json!(coupon);
+    }
+    let datum = apache_avro::to_avro_datum(&schema, Avro::Record(fields)).unwrap();
+    (framed(id, &datum), expected)
+}
+
+/// Every written line by `messageId`, and the quarantined lines by reason.
+fn read_back(s3: &TestS3) -> (HashMap<String, Value>, BTreeMap<String, Vec<Value>>) {
+    let mut written = HashMap::new();
+    let mut quarantined: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for o in s3.objects(BUCKET) {
+        for line in o.lines() {
+            let v: Value = serde_json::from_slice(&line).unwrap();
+            if o.key.starts_with("_errors/") {
+                let reason = v["reason"].as_str().unwrap().to_string();
+                quarantined.entry(reason).or_default().push(v);
+            } else {
+                let id = v["messageId"].as_str().unwrap().to_string();
+                assert!(written.insert(id, v).is_none(), "duplicate in {}", o.key);
+            }
+        }
+    }
+    (written, quarantined)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_v1_and_v2_become_json_lines_and_each_bad_record_has_its_reason() {
+    const TOPIC: &str = "orders-avro";
+    let kafka = Kafka::start();
+    kafka.create_topic(TOPIC, 2);
+    let s3 = TestS3::start().await;
+    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let v1 = registry.register("orders-avro-value", "AVRO", ORDER_V1, json!([]));
+    let v2 = registry.register("orders-avro-value", "AVRO", ORDER_V2, json!([]));
+    assert_ne!(v1, v2);
+    let mut msgs = Vec::new();
+    let mut expected = HashMap::new();
+    for i in 0..120 {
+        let (value, line) = order(i, if i < 60 { v1 } else { v2 }, i >= 60);
+        expected.insert(format!("m{i}"), line);
+        msgs.push(Msg::new(i as i32 % 2, value));
+    }
+    // Not framed, an id the registry does not know, a datum cut short.
+    msgs.push(Msg::new(0, br#"{"messageId":"plain"}"#.to_vec()));
+    msgs.push(Msg::new(1, framed(9999, b"\x02a")));
+    let (whole, _) = order(500, v1, false);
+    msgs.push(Msg::new(0, whole[..whole.len() - 4].to_vec()));
+    kafka.produce(TOPIC, msgs).await;
+
+    let group = unique_group("avro");
+    let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
+    cfg.set("kafka.schema_registry.url", registry.url())
+        .dest(0, "value_format", "avro")
+        .dest(0, "batch.max_records", 50);
+    let mut run = start_pipeline(cfg.build()).await;
+    run.wait_committed_total(123, Duration::from_secs(60)).await;
+    let stats = run.stop().await;
+    assert_eq!(stats.records_written, 120, "{stats:?}");
+    assert_eq!(stats.records_quarantined, 3, "{stats:?}");
+
+    let (written, quarantined) = read_back(&s3);
+    assert_eq!(written.len(), 120);
+    for (id, line) in &expected {
+        assert_eq!(&written[id], line, "{id}");
+    }
+    // Routed by the decoded event time: order 0 at 10:00, order 61 past 11:00.
+    let keys: Vec<String> = s3.objects(BUCKET).into_iter().map(|o| o.key).collect();
+    assert!(keys.iter().any(|k| k.starts_with("2026/11/03/10/")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("2026/11/03/11/")), "{keys:?}");
+    let reasons: Vec<&str> = quarantined.keys().map(String::as_str).collect();
+    assert_eq!(reasons, ["not_framed", "undecodable", "unknown_schema"]);
+    let detail = |r: &str| quarantined[r][0]["detail"].as_str().unwrap().to_string();
+    assert!(detail("unknown_schema").contains("9999"), "{}", detail("unknown_schema"));
+    assert!(detail("undecodable").contains(&format!("schema {v1}")), "{}", detail("undecodable"));
+    // The quarantined record is the one produced, whole.
+    assert_eq!(quarantined["not_framed"][0]["value"], r#"{"messageId":"plain"}"#);
+    // The start-up check, then each id once (the 404 is remembered too).
+    assert_eq!(registry.requests(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_pauses_consumption_and_loses_nothing() {
+    const TOPIC: &str = "orders-outage";
+    let kafka = Kafka::start();
+    kafka.create_topic(TOPIC, 2);
+    let s3 = TestS3::start().await;
+    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let id = registry.register("orders-outage-value", "AVRO", ORDER_V1, json!([]));
+    let group = unique_group("outage");
+    let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
+    cfg.set("kafka.schema_registry.url", registry.url())
+        .set("kafka.schema_registry.unready_after_secs", 1)
+        .dest(0, "value_format", "avro");
+    let prom = prometheus::Registry::new();
+    let metrics = Metrics::new(&prom).unwrap();
+    let mut run = start_pipeline_with_metrics(cfg.build(), metrics.clone()).await;
+    // Wait until the start-up check passed (the group is joined), then take the registry down.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while registry.requests() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no start-up check");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    registry.set_down(true);
+    let msgs: Vec<Msg> = (0..40)
+        .map(|i| Msg::new(i % 2, order(i as usize, id, false).0))
+        .collect();
+    kafka.produce(TOPIC, msgs).await;
+    let failed = |p: &prometheus::Registry| {
+        counter_sum(p, "kafka_s3_sink_schema_registry_requests_total", &[("outcome", "failed")])
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while failed(&prom) < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the registry was not retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = run.stats();
+    assert_eq!(stats.records_written, 0, "{stats:?}");
+    assert_eq!(stats.records_quarantined, 0, "{stats:?}");
+    assert!(stats.committed.values().all(|&o| o == 0), "{stats:?}");
+    // Failing past unready_after_secs: not ready, with the registry named.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(why) = metrics.health().not_ready_reason() {
+            if why.contains("Schema Registry") {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    registry.set_down(false);
+    run.wait_committed_total(40, Duration::from_secs(60)).await;
+    let stats = run.stop().await;
+    assert_eq!(stats.records_written, 40, "{stats:?}");
+    assert_eq!(stats.records_quarantined, 0, "{stats:?}");
+    assert_eq!(read_back(&s3).0.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_smaller_than_the_schemas_still_writes_every_record() {
+    const TOPIC: &str = "many-schemas";
+    const SCHEMAS: usize = 40;
+    let kafka = Kafka::start();
+    kafka.create_topic(TOPIC, 1);
+    let s3 = TestS3::start().await;
+    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    // Forty record schemas of a hundred fields each: more than the 64 KiB cache holds.
+    let mut msgs = Vec::new();
+    for s in 0..SCHEMAS {
+        let mut fields = vec![json!({"name": "messageId", "type": "string"})];
+        fields.push(json!({"name": "timestamp", "type": "string"}));
+        fields.extend((0..100).map(|f| json!({"name": format!("f{f}"), "type": "long"})));
+        let text = json!({"type": "record", "name": format!("R{s}"), "fields": fields}).to_string();
+        let id = registry.register(&format!("s{s}"), "AVRO", &text, json!([]));
+        let schema = apache_avro::Schema::parse_str(&text).unwrap();
+        for r in 0..3 {
+            let mut rec = vec![
+                ("messageId".to_string(), Avro::String(format!("s{s}-r{r}"))),
+                ("timestamp".to_string(), Avro::String("2026-11-03T10:00:00Z".into())),
+            ];
+            rec.extend((0..100).map(|f| (format!("f{f}"), Avro::Long(f))));
+            let datum = apache_avro::to_avro_datum(&schema, Avro::Record(rec)).unwrap();
+            msgs.push(Msg::new(0, framed(id, &datum)));
+        }
+    }
+    // The same schemas again, in another order: evicted ones are fetched again.
+    let again: Vec<Msg> = msgs.iter().rev().cloned().collect();
+    let total = msgs.len() * 2;
+    msgs.extend(again);
+    kafka.produce(TOPIC, msgs).await;
+    let group = unique_group("cache");
+    let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
+    cfg.set("kafka.schema_registry.url", registry.url())
+        .set("kafka.schema_registry.cache_bytes", 65_536)
+        .dest(0, "value_format", "avro");
+    let prom = prometheus::Registry::new();
+    let metrics = Metrics::new(&prom).unwrap();
+    let mut run = start_pipeline_with_metrics(cfg.build(), metrics).await;
+    run.wait_committed_total(total as i64, Duration::from_secs(60)).await;
+    let stats = run.stop().await;
+    assert_eq!(stats.records_written as usize, total, "{stats:?}");
+    assert_eq!(stats.records_quarantined, 0, "{stats:?}");
+    let held = prom
+        .gather()
+        .into_iter()
+        .find(|m| m.name() == "kafka_s3_sink_schema_cache_bytes")
+        .map(|m| m.get_metric()[0].get_gauge().get_value())
+        .unwrap();
+    assert!(held <= 65_536.0, "{held}");
+    assert!(registry.requests() > SCHEMAS as u64, "evicted schemas are fetched again");
+}
