@@ -293,3 +293,81 @@ async fn a_cache_smaller_than_the_schemas_still_writes_every_record() {
     assert!(held <= 65_536.0, "{held}");
     assert!(registry.requests() > SCHEMAS as u64, "evicted schemas are fetched again");
 }
+
+const ORDER_PROTO: &str = r#"syntax = "proto3";
+package shop;
+import "google/protobuf/timestamp.proto";
+message Order {
+  string messageId = 1;
+  string timestamp = 2;
+  int64 qty = 3;
+  repeated string tags = 4;
+  google.protobuf.Timestamp created = 5;
+  message Line { string sku = 1; }
+  Line line = 6;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_and_json_text_share_a_topic_under_auto() {
+    use prost_reflect::{DescriptorPool, DynamicMessage, Value as Pb};
+    const TOPIC: &str = "orders-auto";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("order.proto"), ORDER_PROTO).unwrap();
+    let fds = protox::compile(["order.proto"], [dir.path()]).unwrap();
+    let pool = DescriptorPool::from_file_descriptor_set(fds).unwrap();
+    let desc = pool.get_message_by_name("shop.Order").unwrap();
+
+    let kafka = Kafka::start();
+    kafka.create_topic(TOPIC, 1);
+    let s3 = TestS3::start().await;
+    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let id = registry.register("orders-auto-value", "PROTOBUF", ORDER_PROTO, json!([]));
+    let mut msgs = Vec::new();
+    for i in 0..20i64 {
+        if i % 2 == 0 {
+            let line = format!(r#"{{"messageId":"j{i}","timestamp":"2026-11-03T10:00:00Z"}}"#);
+            msgs.push(Msg::new(0, line.into_bytes()));
+            continue;
+        }
+        let mut m = DynamicMessage::new(desc.clone());
+        m.set_field_by_name("messageId", Pb::String(format!("p{i}")));
+        m.set_field_by_name("timestamp", Pb::String("2026-11-03T10:00:00Z".into()));
+        m.set_field_by_name("qty", Pb::I64(i));
+        let created_desc = desc.get_field_by_name("created").unwrap().kind();
+        let mut created = DynamicMessage::new(created_desc.as_message().unwrap().clone());
+        created.set_field_by_name("seconds", Pb::I64(1_793_700_000 + i));
+        m.set_field_by_name("created", Pb::Message(created));
+        // Message index [0] (the file's first message) is the single byte 0.
+        let mut payload = vec![0];
+        payload.extend(prost_reflect::prost::Message::encode_to_vec(&m));
+        msgs.push(Msg::new(0, framed(id, &payload)));
+    }
+    kafka.produce(TOPIC, msgs).await;
+    let group = unique_group("auto");
+    let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
+    cfg.set("kafka.schema_registry.url", registry.url())
+        .dest(0, "value_format", "auto");
+    let mut run = start_pipeline(cfg.build()).await;
+    run.wait_committed_total(20, Duration::from_secs(60)).await;
+    let stats = run.stop().await;
+    assert_eq!(stats.records_quarantined, 0, "{stats:?}");
+    let (written, _) = read_back(&s3);
+    assert_eq!(written.len(), 20);
+    assert_eq!(written["j0"]["timestamp"], "2026-11-03T10:00:00Z");
+    // The proto3 JSON mapping with the .proto's field names: int64 as a string, every field
+    // without presence written (an unset message field has presence: left out), Timestamp as
+    // RFC 3339.
+    assert_eq!(
+        written["p3"],
+        json!({
+            "messageId": "p3",
+            "timestamp": "2026-11-03T10:00:00Z",
+            "qty": "3",
+            "tags": [],
+            "created": "2026-11-03T10:00:03Z",
+        })
+    );
+}
