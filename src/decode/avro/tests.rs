@@ -175,7 +175,7 @@ fn infinite_floats_are_strings() {
 
 #[test]
 fn decimals_keep_their_scale_at_any_width() {
-    use super::decimal_text;
+    use super::json::decimal_text;
     assert_eq!(decimal_text(&[0x04, 0xCE], 2), "12.30");
     assert_eq!(decimal_text(&[0xFF], 3), "-0.001");
     assert_eq!(decimal_text(&[0x00], 2), "0.00");
@@ -357,4 +357,38 @@ fn a_datum_that_is_no_record_is_an_error() {
         .unwrap_err()
         .to_string()
         .contains("Null, not a record"));
+}
+
+#[test]
+fn uuid_and_duration_on_named_fixed_types() {
+    let schema = r#"{"type":"record","name":"R","namespace":"n","fields":[
+        {"name":"u","type":{"type":"fixed","name":"U","size":16,"logicalType":"uuid"}},
+        {"name":"d","type":{"type":"fixed","name":"D","size":12,"logicalType":"duration"}},
+        {"name":"e","type":["null","D"]},
+        {"name":"s","type":{"type":"string","logicalType":"uuid"}}]}"#;
+    let p = parsed(schema);
+    // Written as plain fixed types: the same bytes.
+    let writer = schema
+        .replace(r#","logicalType":"uuid"}},"#, "}},")
+        .replace(r#","logicalType":"duration""#, "");
+    let uuid = Uuid::parse_str("123e4567-e89b-12d3-a456-426614174000").unwrap();
+    let mut d = Vec::new();
+    for n in [14_u32, 2, 86_400_000] {
+        d.extend(n.to_le_bytes());
+    }
+    let value = Value::Record(vec![
+        ("u".into(), Value::Fixed(16, uuid.as_bytes().to_vec())),
+        ("d".into(), Value::Fixed(12, d.clone())),
+        ("e".into(), Value::Union(1, Box::new(Value::Fixed(12, d)))),
+        ("s".into(), Value::String(uuid.to_string())),
+    ]);
+    assert_eq!(
+        decode(&p, &encode(&writer, value)).unwrap(),
+        concat!(
+            r#"{"u":"123e4567-e89b-12d3-a456-426614174000","#,
+            r#""d":{"months":14,"days":2,"millis":86400000},"#,
+            r#""e":{"months":14,"days":2,"millis":86400000},"#,
+            r#""s":"123e4567-e89b-12d3-a456-426614174000"}"#
+        )
+    );
 }
