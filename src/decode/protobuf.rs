@@ -96,9 +96,14 @@ impl ProtoDecoder {
         resolver.add(Sources(files));
         resolver.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
-        compiler
-            .open_file(MAIN_FILE)
-            .map_err(|e| SchemaError::Protobuf(e.to_string()))?;
+        compiler.open_file(MAIN_FILE).map_err(|e| {
+            SchemaError::Protobuf(match e.file() {
+                Some(file) if file != MAIN_FILE && !e.is_file_not_found() => {
+                    format!("in {file}: {e}")
+                }
+                _ => e.to_string(),
+            })
+        })?;
         let pool: DescriptorPool = compiler.descriptor_pool();
         let file = pool
             .get_file_by_name(MAIN_FILE)

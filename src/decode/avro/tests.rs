@@ -392,3 +392,15 @@ fn uuid_and_duration_on_named_fixed_types() {
         )
     );
 }
+
+#[test]
+fn big_decimals_are_plain_decimal_text() {
+    let schema = r#"{"type":"record","name":"R","fields":[
+        {"name":"b","type":{"type":"bytes","logicalType":"big-decimal"}}]}"#;
+    let big: apache_avro::BigDecimal = "-1234.5678".parse().unwrap();
+    let value = Value::Record(vec![("b".into(), Value::BigDecimal(big))]);
+    assert_eq!(
+        decode(&parsed(schema), &encode(schema, value)).unwrap(),
+        r#"{"b":"-1234.5678"}"#
+    );
+}
