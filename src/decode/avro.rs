@@ -9,11 +9,12 @@
 //! value, never `{"type": value}`; an error names the field where decoding failed.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use apache_avro::headers::HeaderBuilder;
 use apache_avro::schema::{Name, RecordField, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
-use apache_avro::Schema;
+use apache_avro::{GenericSingleObjectReader, Schema};
 
 use super::{DecodeError, SchemaError};
 
@@ -31,13 +32,36 @@ const FIXED_LOGICAL_TYPE: &str = "kafka-s3-sink.logicalType";
 const MAX_DETAIL_CHARS: usize = 160;
 
 /// A parsed Avro schema with its references.
-#[derive(Debug)]
 pub(super) struct AvroDecoder {
     /// The referenced schemas in dependency order, then the main schema (last): the order
     /// apache-avro resolves names in.
     schemata: Vec<Schema>,
     /// Every named type by full name, to follow a reference while writing (a decimal's scale).
     names: HashMap<Name, Schema>,
+    /// The main schema with its names resolved once (apache-avro's plain datum reading
+    /// resolves them again for every datum, most of its time on a schema with a few named
+    /// types): its single-object reader with an empty header. `None` when the references
+    /// could not be made part of the main schema; datums then take the slow path.
+    reader: Option<GenericSingleObjectReader>,
+}
+
+impl std::fmt::Debug for AvroDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvroDecoder")
+            .field("schema", self.main())
+            .field("references", &(self.schemata.len() - 1))
+            .field("resolved_once", &self.reader.is_some())
+            .finish()
+    }
+}
+
+/// The single-object header expected before a datum: none (the payload is a bare datum).
+struct NoHeader;
+
+impl HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 impl AvroDecoder {
@@ -70,7 +94,18 @@ impl AvroDecoder {
         }
         ResolvedSchema::try_from(schemata.iter().collect::<Vec<_>>()).map_err(avro)?;
         let names = names_of(&schemata);
-        Ok(AvroDecoder { schemata, names })
+        let mut whole = schemata.last().expect("invariant: main pushed").clone();
+        let refs: HashMap<&Name, &Schema> = schemata[..schemata.len() - 1]
+            .iter()
+            .filter_map(|s| Some((s.name()?, s)))
+            .collect();
+        inline_references(&mut whole, &refs, &None, &mut HashSet::new());
+        let reader = GenericSingleObjectReader::new_with_header_builder(whole, NoHeader).ok();
+        Ok(AvroDecoder {
+            schemata,
+            names,
+            reader,
+        })
     }
 
     fn main(&self) -> &Schema {
@@ -79,18 +114,18 @@ impl AvroDecoder {
             .expect("invariant: parse pushes the main schema")
     }
 
-    /// Heap bytes, estimated from the schema text: the tree and the name index hold a few
-    /// times the text (names and symbols, boxed nodes, the hash maps' slots).
+    /// Heap bytes, estimated from the schema text: the trees (the schemata, the resolved copy)
+    /// and the name indexes hold a few times the text (names and symbols, boxed nodes, the hash maps' slots).
     pub(super) fn memory_bytes(&self, source_bytes: usize) -> usize {
-        16 * source_bytes + 256 * (self.names.len() + self.schemata.len())
+        24 * source_bytes + 512 * (self.names.len() + self.schemata.len())
     }
 
     /// Decodes one datum and appends it as a JSON object: a record, or a union's record (a
     /// top-level union of record types is one topic holding several event types).
     pub(super) fn decode_into(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let mut reader = payload;
-        let value = if self.schemata.len() == 1 {
-            apache_avro::from_avro_datum(self.main(), &mut reader, None)
+        let value = if let Some(resolved) = &self.reader {
+            resolved.read_value(&mut reader)
         } else {
             apache_avro::from_avro_datum_schemata(
                 self.main(),
@@ -245,6 +280,54 @@ fn mark_fixed_logical_types(text: &str) -> std::borrow::Cow<'_, str> {
             v.to_string().into()
         }
         Err(_) => text.into(),
+    }
+}
+
+/// Makes `schema` self-contained: the first use of a type defined in a reference (first in
+/// the order apache-avro registers names: fields, union branches, items and values in order)
+/// becomes a copy of its definition. `defined` holds the names registered so far.
+fn inline_references(
+    schema: &mut Schema,
+    refs: &HashMap<&Name, &Schema>,
+    ns: &Option<String>,
+    defined: &mut HashSet<Name>,
+) {
+    match schema {
+        Schema::Ref { name } => {
+            let full = name.fully_qualified_name(ns);
+            if !defined.contains(&full) {
+                if let Some(def) = refs.get(&full) {
+                    *schema = (*def).clone();
+                    inline_references(schema, refs, ns, defined);
+                }
+            }
+        }
+        Schema::Record(r) => {
+            let full = r.name.fully_qualified_name(ns);
+            let inner = full.namespace.clone();
+            defined.insert(full);
+            for f in &mut r.fields {
+                inline_references(&mut f.schema, refs, &inner, defined);
+            }
+        }
+        Schema::Enum(e) => {
+            defined.insert(e.name.fully_qualified_name(ns));
+        }
+        Schema::Fixed(f) => {
+            defined.insert(f.name.fully_qualified_name(ns));
+        }
+        Schema::Array(a) => inline_references(&mut a.items, refs, ns, defined),
+        Schema::Map(m) => inline_references(&mut m.types, refs, ns, defined),
+        Schema::Union(u) => {
+            let mut variants = u.variants().to_vec();
+            for v in &mut variants {
+                inline_references(v, refs, ns, defined);
+            }
+            if let Ok(changed) = UnionSchema::new(variants) {
+                *u = changed;
+            }
+        }
+        _ => {}
     }
 }
 

@@ -114,6 +114,14 @@ fn parsed(schema: &str) -> Parsed {
     Parsed::parse(SchemaKind::Avro, schema, &[]).unwrap()
 }
 
+/// Whether datums of `p` take the fast path (names resolved once).
+fn resolved_once(p: &Parsed) -> bool {
+    match &p.inner {
+        crate::decode::Inner::Avro(d) => d.reader.is_some(),
+        _ => false,
+    }
+}
+
 const ORDER_TAIL: &str = concat!(
     r#""tags":["a","b"],"attrs":{"a":2,"z":1},"price":"12.30","total":"-0.005","#,
     r#""uid":"123e4567-e89b-12d3-a456-426614174000","day":"2024-05-01","#,
@@ -133,6 +141,7 @@ fn every_type_maps_to_its_natural_json() {
         Value::Union(1, Box::new(customer("x@y.z", 0))),
         f32::NAN,
     );
+    assert!(resolved_once(&p));
     let text = decode(&p, &encode(ORDER, value)).unwrap();
     let expected = [
         r#"{"id":42,"ok":true,"qty":-3,"name":"Widget \"A\"\n","note":null,"#,
@@ -208,6 +217,7 @@ fn named_types_come_from_references() {
         ("shop.Customer".to_string(), customer_ref.to_string()),
     ];
     let p = Parsed::parse(SchemaKind::Avro, main, &refs).unwrap();
+    assert!(resolved_once(&p));
     let (schema, schemata) = Schema::parse_str_with_list(main, [tier_ref, customer_ref]).unwrap();
     let value = Value::Record(vec![
         ("who".into(), customer("a@b.c", 0)),
@@ -402,5 +412,37 @@ fn big_decimals_are_plain_decimal_text() {
     assert_eq!(
         decode(&parsed(schema), &encode(schema, value)).unwrap(),
         r#"{"b":"-1234.5678"}"#
+    );
+}
+
+#[test]
+fn a_recursive_type_from_a_reference() {
+    let node = r#"{"type":"record","name":"Node","namespace":"l","fields":[
+        {"name":"v","type":"int"},{"name":"next","type":["null","Node"]}]}"#;
+    let main = r#"{"type":"record","name":"List","namespace":"l","fields":[
+        {"name":"head","type":["null","l.Node"]},{"name":"tail","type":["null","Node"]}]}"#;
+    let refs = [("l.Node".to_string(), node.to_string())];
+    let p = Parsed::parse(SchemaKind::Avro, main, &refs).unwrap();
+    assert!(resolved_once(&p));
+    let (schema, schemata) = Schema::parse_str_with_list(main, [node]).unwrap();
+    let leaf = |v| {
+        Value::Record(vec![
+            ("v".into(), Value::Int(v)),
+            ("next".into(), Value::Union(0, Box::new(Value::Null))),
+        ])
+    };
+    let two = Value::Record(vec![
+        ("v".into(), Value::Int(1)),
+        ("next".into(), Value::Union(1, Box::new(leaf(2)))),
+    ]);
+    let value = Value::Record(vec![
+        ("head".into(), Value::Union(1, Box::new(two))),
+        ("tail".into(), Value::Union(1, Box::new(leaf(3)))),
+    ]);
+    let payload =
+        apache_avro::to_avro_datum_schemata(&schema, schemata.iter().collect(), value).unwrap();
+    assert_eq!(
+        decode(&p, &payload).unwrap(),
+        r#"{"head":{"v":1,"next":{"v":2,"next":null}},"tail":{"v":3,"next":null}}"#
     );
 }
