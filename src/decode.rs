@@ -140,15 +140,10 @@ impl Parsed {
         text: &str,
         references: &[(String, String)],
     ) -> Result<Parsed, SchemaError> {
-        let source_bytes = text.len()
-            + references
-                .iter()
-                .map(|(n, t)| n.len() + t.len())
-                .sum::<usize>();
         let (inner, own) = match kind {
             SchemaKind::Avro => {
                 let d = avro::AvroDecoder::parse(text, references)?;
-                let bytes = d.memory_bytes(source_bytes);
+                let bytes = d.memory_bytes();
                 (Inner::Avro(Arc::new(d)), bytes)
             }
             SchemaKind::Protobuf => {
