@@ -112,6 +112,17 @@ pub fn split_frame(value: &[u8]) -> Result<(u32, &[u8]), NotFramed> {
     }
 }
 
+/// Caps the lengths apache-avro accepts while reading an Avro datum (a string's or bytes'
+/// length, an array's or map's item count) at `max_bytes`, for the whole process, and returns
+/// the cap in force. Call it once at start-up, before anything reads Avro (the first call
+/// wins; apache-avro's default is 512 MiB). Without a cap near the largest record, a corrupt
+/// count asks for up to 512 Mi items of 56 bytes before the read fails: memory that is
+/// mostly never touched, but an allocation a host may refuse, which aborts the process. The
+/// Iceberg manifests read through the same crate hold blocks far below any sensible cap.
+pub fn limit_avro_lengths(max_bytes: usize) -> usize {
+    apache_avro::util::max_allocation_bytes(max_bytes)
+}
+
 /// A parsed schema ready to decode payloads; cheap to share (`Arc` it in the cache).
 #[derive(Debug, Clone)]
 pub struct Parsed {
