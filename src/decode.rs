@@ -283,6 +283,12 @@ mod tests {
     }
 
     #[test]
+    fn parsed_schemas_are_shared_between_threads() {
+        fn shared<T: Send + Sync + Clone>() {}
+        shared::<Parsed>();
+    }
+
+    #[test]
     fn kinds_have_the_registry_names() {
         assert_eq!(SchemaKind::Avro.as_str(), "AVRO");
         assert_eq!(SchemaKind::Protobuf.as_str(), "PROTOBUF");
