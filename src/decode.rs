@@ -114,6 +114,17 @@ pub fn split_frame(value: &[u8]) -> Result<(u32, &[u8]), NotFramed> {
     }
 }
 
+/// Caps the lengths apache-avro accepts while reading an Avro datum (a string's or bytes'
+/// length, an array's or map's item count) at `max_bytes`, for the whole process, and returns
+/// the cap in force. Call it once at start-up, before anything reads Avro (the first call
+/// wins; apache-avro's default is 512 MiB). Without a cap near the largest record, a corrupt
+/// count asks for up to 512 Mi items of 56 bytes before the read fails: memory that is
+/// mostly never touched, but an allocation a host may refuse, which aborts the process. The
+/// Iceberg manifests read through the same crate hold blocks far below any sensible cap.
+pub fn limit_avro_lengths(max_bytes: usize) -> usize {
+    apache_avro::util::max_allocation_bytes(max_bytes)
+}
+
 /// A parsed schema ready to decode payloads; cheap to share (`Arc` it in the cache).
 #[derive(Debug, Clone)]
 pub struct Parsed {
@@ -142,15 +153,10 @@ impl Parsed {
         text: &str,
         references: &[(String, String)],
     ) -> Result<Parsed, SchemaError> {
-        let source_bytes = text.len()
-            + references
-                .iter()
-                .map(|(n, t)| n.len() + t.len())
-                .sum::<usize>();
         let (inner, own) = match kind {
             SchemaKind::Avro => {
                 let d = avro::AvroDecoder::parse(text, references)?;
-                let bytes = d.memory_bytes(source_bytes);
+                let bytes = d.memory_bytes();
                 (Inner::Avro(Arc::new(d)), bytes)
             }
             SchemaKind::Protobuf => {
@@ -276,6 +282,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("UTF-8"));
+    }
+
+    #[test]
+    fn parsed_schemas_are_shared_between_threads() {
+        fn shared<T: Send + Sync + Clone>() {}
+        shared::<Parsed>();
     }
 
     #[test]

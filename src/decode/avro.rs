@@ -1,40 +1,80 @@
 //! Avro datums to JSON: apache-avro decodes the binary datum with the writer's schema (the one
-//! the payload's id names) into its value tree, which is written as JSON straight into the
-//! output, walking the schema alongside for what the tree does not carry (a decimal's scale).
+//! the payload's id names) into its value tree, which `json` writes straight into the output,
+//! walking the schema alongside for what the tree does not carry (a decimal's scale). The
+//! schema is adjusted once, when parsed, where apache-avro 0.21 would misread or refuse it
+//! (a named decimal, `uuid` or `duration` fixed).
 //!
 //! Invariants: records keep their schema's field order; map keys are written sorted (the tree
 //! holds them in a hash map), so the same datum always gives the same text; a union is its
 //! value, never `{"type": value}`; an error names the field where decoding failed.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::collections::{HashMap, HashSet};
 
+use apache_avro::headers::HeaderBuilder;
 use apache_avro::schema::{Name, RecordField, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
-use apache_avro::Schema;
-use base64::display::Base64Display;
-use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, NaiveDate, NaiveTime};
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
+use apache_avro::{GenericSingleObjectReader, Schema};
 
 use super::{DecodeError, SchemaError};
 
+mod json;
 #[cfg(test)]
 mod tests;
+
+use json::{Json, Walk};
+
+/// The attribute that keeps the logical type (`uuid`, `duration`) of a named fixed, which
+/// [`mark_fixed_logical_types`] takes out of apache-avro's sight.
+const FIXED_LOGICAL_TYPE: &str = "kafka-s3-sink.logicalType";
+
+/// Heap bytes a parsed schema tree takes per byte of its JSON form (boxed nodes, names and
+/// symbols as strings, attribute and lookup maps): measured 10 to 17 with a counting allocator
+/// (a one-field record, 30 fields of primitives, unions and records, 12 nested records); 24
+/// leaves a margin.
+const HEAP_PER_SCHEMA_JSON_BYTE: usize = 24;
+
+/// Length of the JSON form of a schema tree (a reference counts as its name).
+fn tree_bytes(schema: &Schema) -> usize {
+    serde_json::to_vec(schema).map_or(0, |v| v.len())
+}
 
 /// Longest detail taken from an apache-avro error (some quote a decoded value).
 const MAX_DETAIL_CHARS: usize = 160;
 
 /// A parsed Avro schema with its references.
-#[derive(Debug)]
 pub(super) struct AvroDecoder {
     /// The referenced schemas in dependency order, then the main schema (last): the order
     /// apache-avro resolves names in.
     schemata: Vec<Schema>,
     /// Every named type by full name, to follow a reference while writing (a decimal's scale).
     names: HashMap<Name, Schema>,
+    /// The main schema with its names resolved once (apache-avro's plain datum reading
+    /// resolves them again for every datum, most of its time on a schema with a few named
+    /// types): its single-object reader with an empty header. `None` when the references
+    /// could not be made part of the main schema; datums then take the slow path.
+    reader: Option<GenericSingleObjectReader>,
+    /// Heap bytes, estimated when parsed.
+    memory_bytes: usize,
+}
+
+impl std::fmt::Debug for AvroDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvroDecoder")
+            .field("schema", self.main())
+            .field("references", &(self.schemata.len() - 1))
+            .field("resolved_once", &self.reader.is_some())
+            .finish()
+    }
+}
+
+/// The single-object header expected before a datum: none (the payload is a bare datum).
+struct NoHeader;
+
+impl HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 impl AvroDecoder {
@@ -42,11 +82,15 @@ impl AvroDecoder {
     /// resolves.
     pub(super) fn parse(text: &str, references: &[(String, String)]) -> Result<Self, SchemaError> {
         let avro = |e: apache_avro::Error| SchemaError::Avro(e.to_string());
+        let text = mark_fixed_logical_types(text);
         let (main, refs) = if references.is_empty() {
-            (Schema::parse_str(text).map_err(avro)?, Vec::new())
+            (Schema::parse_str(&text).map_err(avro)?, Vec::new())
         } else {
-            Schema::parse_str_with_list(text, references.iter().map(|(_, t)| t.as_str()))
-                .map_err(avro)?
+            let refs: Vec<_> = references
+                .iter()
+                .map(|(_, t)| mark_fixed_logical_types(t))
+                .collect();
+            Schema::parse_str_with_list(&text, &refs).map_err(avro)?
         };
         let mut schemata = refs;
         schemata.push(main);
@@ -63,7 +107,25 @@ impl AvroDecoder {
         }
         ResolvedSchema::try_from(schemata.iter().collect::<Vec<_>>()).map_err(avro)?;
         let names = names_of(&schemata);
-        Ok(AvroDecoder { schemata, names })
+        let mut whole = schemata.last().expect("invariant: main pushed").clone();
+        let refs: HashMap<&Name, &Schema> = schemata[..schemata.len() - 1]
+            .iter()
+            .filter_map(|s| Some((s.name()?, s)))
+            .collect();
+        inline_references(&mut whole, &refs, &None, &mut HashSet::new());
+        // Every tree held: the schemata, the named types here and in the reader's index (each
+        // a copy of its subtree), the reader's own copy of the whole.
+        let weight = schemata.iter().map(tree_bytes).sum::<usize>()
+            + 2 * names.values().map(tree_bytes).sum::<usize>()
+            + tree_bytes(&whole);
+        let memory_bytes = HEAP_PER_SCHEMA_JSON_BYTE * weight + 4096;
+        let reader = GenericSingleObjectReader::new_with_header_builder(whole, NoHeader).ok();
+        Ok(AvroDecoder {
+            schemata,
+            names,
+            reader,
+            memory_bytes,
+        })
     }
 
     fn main(&self) -> &Schema {
@@ -72,18 +134,17 @@ impl AvroDecoder {
             .expect("invariant: parse pushes the main schema")
     }
 
-    /// Heap bytes, estimated from the schema text: the tree and the name index hold a few
-    /// times the text (names and symbols, boxed nodes, the hash maps' slots).
-    pub(super) fn memory_bytes(&self, source_bytes: usize) -> usize {
-        16 * source_bytes + 256 * (self.names.len() + self.schemata.len())
+    /// Heap bytes of the parsed schema (estimated when parsed).
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
     }
 
     /// Decodes one datum and appends it as a JSON object: a record, or a union's record (a
     /// top-level union of record types is one topic holding several event types).
     pub(super) fn decode_into(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let mut reader = payload;
-        let value = if self.schemata.len() == 1 {
-            apache_avro::from_avro_datum(self.main(), &mut reader, None)
+        let value = if let Some(resolved) = &self.reader {
+            resolved.read_value(&mut reader)
         } else {
             apache_avro::from_avro_datum_schemata(
                 self.main(),
@@ -206,6 +267,89 @@ fn short(detail: &str) -> String {
     }
 }
 
+/// The schema text with the logical type of each `uuid` or `duration` fixed moved to the
+/// [`FIXED_LOGICAL_TYPE`] attribute. apache-avro reads a fixed `uuid` as if it were bytes with a
+/// length (misreading the datum) and resolves no reference to a named `duration` fixed; as a
+/// plain fixed both read right, and the writer formats them from the attribute. Text that
+/// names neither, or is not JSON, is returned as it is.
+fn mark_fixed_logical_types(text: &str) -> std::borrow::Cow<'_, str> {
+    use serde_json::Value as J;
+    fn mark(v: &mut J) {
+        match v {
+            J::Object(o) => {
+                let fixed = o.get("type").and_then(J::as_str) == Some("fixed");
+                let logical = o.get("logicalType").and_then(J::as_str);
+                if fixed && matches!(logical, Some("uuid" | "duration")) {
+                    if let Some(l) = o.remove("logicalType") {
+                        o.insert(FIXED_LOGICAL_TYPE.to_string(), l);
+                    }
+                }
+                o.values_mut().for_each(mark);
+            }
+            J::Array(a) => a.iter_mut().for_each(mark),
+            _ => {}
+        }
+    }
+    if !(text.contains("uuid") || text.contains("duration")) {
+        return text.into();
+    }
+    match serde_json::from_str::<J>(text) {
+        Ok(mut v) => {
+            mark(&mut v);
+            v.to_string().into()
+        }
+        Err(_) => text.into(),
+    }
+}
+
+/// Makes `schema` self-contained: the first use of a type defined in a reference (first in
+/// the order apache-avro registers names: fields, union branches, items and values in order)
+/// becomes a copy of its definition. `defined` holds the names registered so far.
+fn inline_references(
+    schema: &mut Schema,
+    refs: &HashMap<&Name, &Schema>,
+    ns: &Option<String>,
+    defined: &mut HashSet<Name>,
+) {
+    match schema {
+        Schema::Ref { name } => {
+            let full = name.fully_qualified_name(ns);
+            if !defined.contains(&full) {
+                if let Some(def) = refs.get(&full) {
+                    *schema = (*def).clone();
+                    inline_references(schema, refs, ns, defined);
+                }
+            }
+        }
+        Schema::Record(r) => {
+            let full = r.name.fully_qualified_name(ns);
+            let inner = full.namespace.clone();
+            defined.insert(full);
+            for f in &mut r.fields {
+                inline_references(&mut f.schema, refs, &inner, defined);
+            }
+        }
+        Schema::Enum(e) => {
+            defined.insert(e.name.fully_qualified_name(ns));
+        }
+        Schema::Fixed(f) => {
+            defined.insert(f.name.fully_qualified_name(ns));
+        }
+        Schema::Array(a) => inline_references(&mut a.items, refs, ns, defined),
+        Schema::Map(m) => inline_references(&mut m.types, refs, ns, defined),
+        Schema::Union(u) => {
+            let mut variants = u.variants().to_vec();
+            for v in &mut variants {
+                inline_references(v, refs, ns, defined);
+            }
+            if let Ok(changed) = UnionSchema::new(variants) {
+                *u = changed;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Every named type of `schemata` by full name.
 fn names_of(schemata: &[Schema]) -> HashMap<Name, Schema> {
     let mut names = HashMap::new();
@@ -285,272 +429,4 @@ fn resolve<'s>(schema: Option<&'s Schema>, names: &'s HashMap<Name, Schema>) -> 
         Some(Schema::Ref { name }) => names.get(name),
         other => other,
     }
-}
-
-/// What every node of one write shares: the named types, and the first error met (with its
-/// field), which serde's error type cannot carry.
-struct Walk<'a> {
-    names: &'a HashMap<Name, Schema>,
-    failed: &'a RefCell<Option<DecodeError>>,
-}
-
-/// The field a node sits in, up to the top.
-struct At<'b> {
-    name: &'b str,
-    up: Option<&'b At<'b>>,
-}
-
-impl At<'_> {
-    fn path(at: Option<&At<'_>>) -> String {
-        let mut names = Vec::new();
-        let mut cur = at;
-        while let Some(a) = cur {
-            names.push(a.name);
-            cur = a.up;
-        }
-        names.reverse();
-        names.join(".")
-    }
-}
-
-/// One value of the tree with its schema (`None` where the schema is not known: a reference
-/// to an alias), written as JSON.
-struct Json<'a, 'b> {
-    value: &'a Value,
-    schema: Option<&'a Schema>,
-    walk: &'b Walk<'a>,
-    at: Option<&'b At<'b>>,
-}
-
-impl<'a, 'b> Json<'a, 'b> {
-    fn child(&self, value: &'a Value, schema: Option<&'a Schema>) -> Json<'a, 'b> {
-        Json {
-            value,
-            schema,
-            walk: self.walk,
-            at: self.at,
-        }
-    }
-
-    /// Records the error with this node's field, for [`AvroDecoder::decode_into`] to return.
-    fn fail<E: serde::ser::Error>(&self, detail: String) -> E {
-        let mut failed = self.walk.failed.borrow_mut();
-        if failed.is_none() {
-            *failed = Some(DecodeError::Avro {
-                at: At::path(self.at),
-                detail: detail.clone(),
-            });
-        }
-        E::custom(detail)
-    }
-}
-
-impl Serialize for Json<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let schema = resolve(self.schema, self.walk.names);
-        match self.value {
-            Value::Null if matches!(schema, Some(Schema::String)) => {
-                // apache-avro reads a string cut short by the end of the payload as null.
-                Err(self.fail("string cut short: the payload is truncated".to_string()))
-            }
-            Value::Null => s.serialize_unit(),
-            Value::Boolean(b) => s.serialize_bool(*b),
-            Value::Int(i) => s.serialize_i32(*i),
-            Value::Long(i) => s.serialize_i64(*i),
-            Value::Float(f) => float(s, f64::from(*f), |s| s.serialize_f32(*f)),
-            Value::Double(f) => float(s, *f, |s| s.serialize_f64(*f)),
-            Value::Bytes(b) | Value::Fixed(_, b) => {
-                s.collect_str(&Base64Display::new(b, &STANDARD))
-            }
-            Value::String(t) | Value::Enum(_, t) => s.serialize_str(t),
-            Value::Uuid(u) => s.collect_str(&u.hyphenated()),
-            Value::Union(i, v) => {
-                let variant = match schema {
-                    Some(Schema::Union(u)) => {
-                        usize::try_from(*i).ok().and_then(|i| u.variants().get(i))
-                    }
-                    _ => None,
-                };
-                self.child(v, variant).serialize(s)
-            }
-            Value::Array(items) => {
-                let item_schema = match schema {
-                    Some(Schema::Array(a)) => Some(&*a.items),
-                    _ => None,
-                };
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&self.child(item, item_schema))?;
-                }
-                seq.end()
-            }
-            Value::Map(entries) => {
-                let value_schema = match schema {
-                    Some(Schema::Map(m)) => Some(&*m.types),
-                    _ => None,
-                };
-                let mut sorted: Vec<_> = entries.iter().collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                let mut map = s.serialize_map(Some(sorted.len()))?;
-                for (k, v) in sorted {
-                    map.serialize_entry(k, &self.child(v, value_schema))?;
-                }
-                map.end()
-            }
-            Value::Record(fields) => {
-                let record = match schema {
-                    Some(Schema::Record(r)) => Some(r),
-                    _ => None,
-                };
-                let mut map = s.serialize_map(Some(fields.len()))?;
-                for (k, (name, v)) in fields.iter().enumerate() {
-                    let field_schema = record.and_then(|r| {
-                        r.fields
-                            .get(k)
-                            .filter(|f| f.name == *name)
-                            .or_else(|| r.lookup.get(name).and_then(|&i| r.fields.get(i)))
-                            .map(|f| &f.schema)
-                    });
-                    let at = At { name, up: self.at };
-                    let child = Json {
-                        value: v,
-                        schema: field_schema,
-                        walk: self.walk,
-                        at: Some(&at),
-                    };
-                    map.serialize_entry(name, &child)?;
-                }
-                map.end()
-            }
-            Value::Decimal(d) => {
-                let Some(Schema::Decimal(ds)) = schema else {
-                    return Err(self.fail("decimal without its schema's scale".to_string()));
-                };
-                let bytes = Vec::<u8>::try_from(d).map_err(|e| self.fail(e.to_string()))?;
-                s.serialize_str(&decimal_text(&bytes, ds.scale))
-            }
-            Value::BigDecimal(d) => s.serialize_str(&d.to_plain_string()),
-            Value::Date(days) => {
-                let date = NaiveDate::from_epoch_days(*days)
-                    .ok_or_else(|| self.fail(format!("date {days} days from 1970 out of range")))?;
-                s.collect_str(&date.format("%Y-%m-%d"))
-            }
-            Value::TimeMillis(ms) => {
-                let t = time_of_day(i64::from(*ms), 1_000)
-                    .ok_or_else(|| self.fail(format!("time-millis {ms} not within a day")))?;
-                s.collect_str(&t.format("%H:%M:%S%.3f"))
-            }
-            Value::TimeMicros(us) => {
-                let t = time_of_day(*us, 1_000_000)
-                    .ok_or_else(|| self.fail(format!("time-micros {us} not within a day")))?;
-                s.collect_str(&t.format("%H:%M:%S%.6f"))
-            }
-            Value::TimestampMillis(t) => {
-                timestamp(self, s, DateTime::from_timestamp_millis(*t), "%.3fZ", *t)
-            }
-            Value::TimestampMicros(t) => {
-                timestamp(self, s, DateTime::from_timestamp_micros(*t), "%.6fZ", *t)
-            }
-            Value::TimestampNanos(t) => timestamp(
-                self,
-                s,
-                Some(DateTime::from_timestamp_nanos(*t)),
-                "%.9fZ",
-                *t,
-            ),
-            Value::LocalTimestampMillis(t) => {
-                timestamp(self, s, DateTime::from_timestamp_millis(*t), "%.3f", *t)
-            }
-            Value::LocalTimestampMicros(t) => {
-                timestamp(self, s, DateTime::from_timestamp_micros(*t), "%.6f", *t)
-            }
-            Value::LocalTimestampNanos(t) => timestamp(
-                self,
-                s,
-                Some(DateTime::from_timestamp_nanos(*t)),
-                "%.9f",
-                *t,
-            ),
-            Value::Duration(d) => {
-                let mut map = s.serialize_map(Some(3))?;
-                map.serialize_entry("months", &u32::from(d.months()))?;
-                map.serialize_entry("days", &u32::from(d.days()))?;
-                map.serialize_entry("millis", &u32::from(d.millis()))?;
-                map.end()
-            }
-        }
-    }
-}
-
-/// A float as a JSON number, or `"NaN"`, `"Infinity"`, `"-Infinity"` (JSON has no such numbers).
-fn float<S: Serializer>(
-    s: S,
-    f: f64,
-    finite: impl FnOnce(S) -> Result<S::Ok, S::Error>,
-) -> Result<S::Ok, S::Error> {
-    if f.is_nan() {
-        s.serialize_str("NaN")
-    } else if f.is_infinite() {
-        s.serialize_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
-    } else {
-        finite(s)
-    }
-}
-
-/// The time of day `n` units (`per_second` to the second) after midnight.
-fn time_of_day(n: i64, per_second: i64) -> Option<NaiveTime> {
-    if n < 0 {
-        return None;
-    }
-    let secs = u32::try_from(n / per_second).ok()?;
-    let nanos = u32::try_from((n % per_second) * (1_000_000_000 / per_second)).ok()?;
-    NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
-}
-
-/// An instant as RFC 3339 with the fraction and suffix of `tail` (`%.3fZ`: milliseconds, UTC).
-fn timestamp<S: Serializer>(
-    node: &Json<'_, '_>,
-    s: S,
-    t: Option<DateTime<chrono::Utc>>,
-    tail: &str,
-    raw: i64,
-) -> Result<S::Ok, S::Error> {
-    let t = t.ok_or_else(|| node.fail(format!("timestamp {raw} out of range")))?;
-    let mut format = String::with_capacity(20);
-    format.push_str("%Y-%m-%dT%H:%M:%S");
-    format.push_str(tail);
-    s.collect_str(&t.format(&format))
-}
-
-/// The decimal text of a two's-complement big-endian unscaled value with `scale` digits after
-/// the point: `[0x04, 0xCE]` at scale 2 is `"12.30"`.
-fn decimal_text(unscaled: &[u8], scale: usize) -> String {
-    let digits = if unscaled.len() <= 16 {
-        let fill = if unscaled.first().is_some_and(|b| b & 0x80 != 0) {
-            0xff
-        } else {
-            0
-        };
-        let mut be = [fill; 16];
-        be[16 - unscaled.len()..].copy_from_slice(unscaled);
-        i128::from_be_bytes(be).to_string()
-    } else {
-        num_bigint::BigInt::from_signed_bytes_be(unscaled).to_string()
-    };
-    let (sign, digits) = match digits.strip_prefix('-') {
-        Some(d) => ("-", d),
-        None => ("", digits.as_str()),
-    };
-    if scale == 0 {
-        return format!("{sign}{digits}");
-    }
-    let mut text = String::with_capacity(digits.len() + scale + 3);
-    text.push_str(sign);
-    if digits.len() <= scale {
-        let _ = write!(text, "0.{}{digits}", "0".repeat(scale - digits.len()));
-    } else {
-        let (int, frac) = digits.split_at(digits.len() - scale);
-        let _ = write!(text, "{int}.{frac}");
-    }
-    text
 }

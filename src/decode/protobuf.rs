@@ -96,9 +96,14 @@ impl ProtoDecoder {
         resolver.add(Sources(files));
         resolver.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
-        compiler
-            .open_file(MAIN_FILE)
-            .map_err(|e| SchemaError::Protobuf(e.to_string()))?;
+        compiler.open_file(MAIN_FILE).map_err(|e| {
+            SchemaError::Protobuf(match e.file() {
+                Some(file) if file != MAIN_FILE && !e.is_file_not_found() => {
+                    format!("in {file}: {e}")
+                }
+                _ => e.to_string(),
+            })
+        })?;
         let pool: DescriptorPool = compiler.descriptor_pool();
         let file = pool
             .get_file_by_name(MAIN_FILE)
@@ -107,15 +112,15 @@ impl ProtoDecoder {
         if top.is_empty() {
             return Err(SchemaError::NoMessage);
         }
-        // The pool holds every file's descriptor, its names and index maps: a few times the
-        // encoded descriptors.
+        // The pool holds every file's descriptor with its names and index maps: 24 to 30 times
+        // the encoded descriptors, measured with a counting allocator; 48 leaves a margin.
         let encoded = pool.encode_to_vec().len();
-        let memory_bytes = 8 * encoded
-            + 2 * (text.len()
-                + references
-                    .iter()
-                    .map(|(n, t)| n.len() + t.len())
-                    .sum::<usize>());
+        let sources = text.len()
+            + references
+                .iter()
+                .map(|(n, t)| n.len() + t.len())
+                .sum::<usize>();
+        let memory_bytes = 48 * encoded + 2 * sources + 4096;
         let options = SerializeOptions::new()
             .use_proto_field_name(true)
             .skip_default_fields(false)

@@ -114,6 +114,14 @@ fn parsed(schema: &str) -> Parsed {
     Parsed::parse(SchemaKind::Avro, schema, &[]).unwrap()
 }
 
+/// Whether datums of `p` take the fast path (names resolved once).
+fn resolved_once(p: &Parsed) -> bool {
+    match &p.inner {
+        crate::decode::Inner::Avro(d) => d.reader.is_some(),
+        _ => false,
+    }
+}
+
 const ORDER_TAIL: &str = concat!(
     r#""tags":["a","b"],"attrs":{"a":2,"z":1},"price":"12.30","total":"-0.005","#,
     r#""uid":"123e4567-e89b-12d3-a456-426614174000","day":"2024-05-01","#,
@@ -133,6 +141,7 @@ fn every_type_maps_to_its_natural_json() {
         Value::Union(1, Box::new(customer("x@y.z", 0))),
         f32::NAN,
     );
+    assert!(resolved_once(&p));
     let text = decode(&p, &encode(ORDER, value)).unwrap();
     let expected = [
         r#"{"id":42,"ok":true,"qty":-3,"name":"Widget \"A\"\n","note":null,"#,
@@ -175,7 +184,7 @@ fn infinite_floats_are_strings() {
 
 #[test]
 fn decimals_keep_their_scale_at_any_width() {
-    use super::decimal_text;
+    use super::json::decimal_text;
     assert_eq!(decimal_text(&[0x04, 0xCE], 2), "12.30");
     assert_eq!(decimal_text(&[0xFF], 3), "-0.001");
     assert_eq!(decimal_text(&[0x00], 2), "0.00");
@@ -208,6 +217,7 @@ fn named_types_come_from_references() {
         ("shop.Customer".to_string(), customer_ref.to_string()),
     ];
     let p = Parsed::parse(SchemaKind::Avro, main, &refs).unwrap();
+    assert!(resolved_once(&p));
     let (schema, schemata) = Schema::parse_str_with_list(main, [tier_ref, customer_ref]).unwrap();
     let value = Value::Record(vec![
         ("who".into(), customer("a@b.c", 0)),
@@ -357,4 +367,82 @@ fn a_datum_that_is_no_record_is_an_error() {
         .unwrap_err()
         .to_string()
         .contains("Null, not a record"));
+}
+
+#[test]
+fn uuid_and_duration_on_named_fixed_types() {
+    let schema = r#"{"type":"record","name":"R","namespace":"n","fields":[
+        {"name":"u","type":{"type":"fixed","name":"U","size":16,"logicalType":"uuid"}},
+        {"name":"d","type":{"type":"fixed","name":"D","size":12,"logicalType":"duration"}},
+        {"name":"e","type":["null","D"]},
+        {"name":"s","type":{"type":"string","logicalType":"uuid"}}]}"#;
+    let p = parsed(schema);
+    // Written as plain fixed types: the same bytes.
+    let writer = schema
+        .replace(r#","logicalType":"uuid"}},"#, "}},")
+        .replace(r#","logicalType":"duration""#, "");
+    let uuid = Uuid::parse_str("123e4567-e89b-12d3-a456-426614174000").unwrap();
+    let mut d = Vec::new();
+    for n in [14_u32, 2, 86_400_000] {
+        d.extend(n.to_le_bytes());
+    }
+    let value = Value::Record(vec![
+        ("u".into(), Value::Fixed(16, uuid.as_bytes().to_vec())),
+        ("d".into(), Value::Fixed(12, d.clone())),
+        ("e".into(), Value::Union(1, Box::new(Value::Fixed(12, d)))),
+        ("s".into(), Value::String(uuid.to_string())),
+    ]);
+    assert_eq!(
+        decode(&p, &encode(&writer, value)).unwrap(),
+        concat!(
+            r#"{"u":"123e4567-e89b-12d3-a456-426614174000","#,
+            r#""d":{"months":14,"days":2,"millis":86400000},"#,
+            r#""e":{"months":14,"days":2,"millis":86400000},"#,
+            r#""s":"123e4567-e89b-12d3-a456-426614174000"}"#
+        )
+    );
+}
+
+#[test]
+fn big_decimals_are_plain_decimal_text() {
+    let schema = r#"{"type":"record","name":"R","fields":[
+        {"name":"b","type":{"type":"bytes","logicalType":"big-decimal"}}]}"#;
+    let big: apache_avro::BigDecimal = "-1234.5678".parse().unwrap();
+    let value = Value::Record(vec![("b".into(), Value::BigDecimal(big))]);
+    assert_eq!(
+        decode(&parsed(schema), &encode(schema, value)).unwrap(),
+        r#"{"b":"-1234.5678"}"#
+    );
+}
+
+#[test]
+fn a_recursive_type_from_a_reference() {
+    let node = r#"{"type":"record","name":"Node","namespace":"l","fields":[
+        {"name":"v","type":"int"},{"name":"next","type":["null","Node"]}]}"#;
+    let main = r#"{"type":"record","name":"List","namespace":"l","fields":[
+        {"name":"head","type":["null","l.Node"]},{"name":"tail","type":["null","Node"]}]}"#;
+    let refs = [("l.Node".to_string(), node.to_string())];
+    let p = Parsed::parse(SchemaKind::Avro, main, &refs).unwrap();
+    assert!(resolved_once(&p));
+    let (schema, schemata) = Schema::parse_str_with_list(main, [node]).unwrap();
+    let leaf = |v| {
+        Value::Record(vec![
+            ("v".into(), Value::Int(v)),
+            ("next".into(), Value::Union(0, Box::new(Value::Null))),
+        ])
+    };
+    let two = Value::Record(vec![
+        ("v".into(), Value::Int(1)),
+        ("next".into(), Value::Union(1, Box::new(leaf(2)))),
+    ]);
+    let value = Value::Record(vec![
+        ("head".into(), Value::Union(1, Box::new(two))),
+        ("tail".into(), Value::Union(1, Box::new(leaf(3)))),
+    ]);
+    let payload =
+        apache_avro::to_avro_datum_schemata(&schema, schemata.iter().collect(), value).unwrap();
+    assert_eq!(
+        decode(&p, &payload).unwrap(),
+        r#"{"head":{"v":1,"next":{"v":2,"next":null}},"tail":{"v":3,"next":null}}"#
+    );
 }

@@ -264,7 +264,16 @@ fn garbage_messages_are_errors_naming_the_type() {
 fn imports_must_be_among_the_references() {
     let e = Parsed::parse(SchemaKind::Protobuf, ORDER, &[]).unwrap_err();
     assert!(matches!(e, SchemaError::Protobuf(_)), "{e}");
-    assert!(e.to_string().contains("common/money.proto"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "Protobuf schema: import 'common/money.proto' not found"
+    );
+    let bad_ref = [("common/money.proto".to_string(), "message {".to_string())];
+    let e = Parsed::parse(SchemaKind::Protobuf, ORDER, &bad_ref).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Protobuf schema: in common/money.proto: expected an identifier, but found '{'"
+    );
     let e = Parsed::parse(
         SchemaKind::Protobuf,
         "syntax = \"proto3\";\nenum E { A = 0; }",
@@ -334,4 +343,11 @@ message Payment {
         decode(&p, &framed(&[0], &m)).unwrap(),
         r#"{"id":"p1","amount":{"value":"BM4=","precision":0,"scale":2}}"#
     );
+}
+
+#[test]
+fn an_enum_number_the_schema_does_not_declare_is_the_number() {
+    let schema = "syntax = \"proto3\";\nenum E { A = 0; }\nmessage M { E e = 1; }";
+    let p = Parsed::parse(SchemaKind::Protobuf, schema, &[]).unwrap();
+    assert_eq!(decode(&p, &[0, 8, 7]).unwrap(), r#"{"e":7}"#);
 }
