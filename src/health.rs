@@ -122,7 +122,8 @@ impl Health {
     /// Why the worker is not ready, or `None` when it is.
     pub fn not_ready_reason(&self) -> Option<String> {
         if let Some((at, e)) = lock(&self.registry_failing).clone() {
-            let limit = Duration::from_millis(self.registry_unready_after_ms.load(Ordering::Relaxed));
+            let limit =
+                Duration::from_millis(self.registry_unready_after_ms.load(Ordering::Relaxed));
             if at.elapsed() >= limit {
                 return Some(format!(
                     "the Schema Registry has been failing for {}s (consumption waits on it): {e}",
@@ -217,7 +218,10 @@ mod tests {
         assert!(h.registry_failing_for().is_some());
         h.set_registry_unready_after(Duration::ZERO);
         let why = h.not_ready_reason().unwrap();
-        assert!(why.contains("Schema Registry") && why.contains("refused"), "{why}");
+        assert!(
+            why.contains("Schema Registry") && why.contains("refused"),
+            "{why}"
+        );
         h.registry_answered();
         assert_eq!(h.not_ready_reason(), None);
         assert_eq!(h.registry_failing_for(), None);

@@ -180,7 +180,7 @@ impl Pipeline {
     /// Reads the destinations that take the Confluent wire format through `registry` (shared
     /// by the workers); without such a destination it is not used.
     pub fn with_registry(mut self, registry: Arc<crate::decode::registry::Registry>) -> Self {
-        if self.dests.iter().any(|d| d.cfg.value_format.framed()) {
+        if self.dests.iter().any(|d| d.cfg.reads_registry()) {
             self.decoding = Some(decoding::Decoding::new(registry));
         }
         self

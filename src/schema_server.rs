@@ -74,7 +74,8 @@ impl SchemaServer {
                 let (s, d, r, expected) = (s.clone(), d.clone(), r.clone(), expected.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (s, d, r, expected) = (s.clone(), d.clone(), r.clone(), expected.clone());
+                        let (s, d, r, expected) =
+                            (s.clone(), d.clone(), r.clone(), expected.clone());
                         async move {
                             r.fetch_add(1, Ordering::Relaxed);
                             Ok::<_, std::convert::Infallible>(
@@ -113,7 +114,13 @@ impl SchemaServer {
     }
 
     /// Registers a schema under `subject` (`schema_type`: AVRO, PROTOBUF or JSON); returns its id.
-    pub fn register(&self, subject: &str, schema_type: &str, schema: &str, references: Value) -> u32 {
+    pub fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+        references: Value,
+    ) -> u32 {
         register(
             &mut lock(&self.state),
             subject,
@@ -177,7 +184,11 @@ async fn handle(
     auth: Option<&str>,
 ) -> Response<Full<Bytes>> {
     if down.load(Ordering::Relaxed) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, 50300, "unavailable (test fault)");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50300,
+            "unavailable (test fault)",
+        );
     }
     if let Some(expected) = auth {
         let given = req
@@ -197,18 +208,25 @@ async fn handle(
     let parts: Vec<String> = path
         .trim_matches('/')
         .split('/')
-        .map(|p| percent_decode(p))
+        .map(percent_decode)
         .collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let mut st = lock(state);
     match (&method, parts.as_slice()) {
         (&Method::GET, ["schemas", "ids", id]) => {
-            match id.parse::<u32>().ok().and_then(|i| Some((i, st.by_id.get(i.checked_sub(1)? as usize)?))) {
+            match id
+                .parse::<u32>()
+                .ok()
+                .and_then(|i| Some((i, st.by_id.get(i.checked_sub(1)? as usize)?)))
+            {
                 Some((i, s)) => answer(StatusCode::OK, schema_json(i, s)),
                 None => error(StatusCode::NOT_FOUND, 40403, "Schema not found"),
             }
         }
-        (&Method::GET, ["subjects"]) => answer(StatusCode::OK, json!(st.subjects.keys().collect::<Vec<_>>())),
+        (&Method::GET, ["subjects"]) => answer(
+            StatusCode::OK,
+            json!(st.subjects.keys().collect::<Vec<_>>()),
+        ),
         (&Method::GET, ["subjects", subject, "versions"]) => match st.subjects.get(*subject) {
             Some(v) => answer(StatusCode::OK, json!((1..=v.len()).collect::<Vec<_>>())),
             None => error(StatusCode::NOT_FOUND, 40401, "Subject not found"),
@@ -219,7 +237,10 @@ async fn handle(
             };
             let n = match *version {
                 "latest" | "-1" => Some(ids.len()),
-                v => v.parse::<usize>().ok().filter(|n| (1..=ids.len()).contains(n)),
+                v => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=ids.len()).contains(n)),
             };
             match n {
                 Some(n) => {
@@ -232,7 +253,8 @@ async fn handle(
                 None => error(StatusCode::NOT_FOUND, 40402, "Version not found"),
             }
         }
-        (&Method::POST, ["subjects", subject, "versions"]) | (&Method::POST, ["subjects", subject]) => {
+        (&Method::POST, ["subjects", subject, "versions"])
+        | (&Method::POST, ["subjects", subject]) => {
             let Ok(v) = serde_json::from_slice::<Value>(&body) else {
                 return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Invalid schema");
             };

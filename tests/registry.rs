@@ -56,15 +56,21 @@ fn framed(id: u32, payload: &[u8]) -> Vec<u8> {
 fn order(i: usize, id: u32, v2: bool) -> (Vec<u8>, Value) {
     let schema = apache_avro::Schema::parse_str(if v2 { ORDER_V2 } else { ORDER_V1 }).unwrap();
     let ts = T0_MS + i as i64 * 60_000;
-    let note = (i % 3 == 0).then(|| format!("note {i}"));
+    let note = i.is_multiple_of(3).then(|| format!("note {i}"));
     let mut fields = vec![
         ("messageId".to_string(), Avro::String(format!("m{i}"))),
         ("timestamp".to_string(), Avro::TimestampMillis(ts)),
         ("amount".to_string(), Avro::Double(i as f64 + 0.5)),
-        ("status".to_string(), Avro::Enum((i % 2) as u32, ["NEW", "PAID"][i % 2].into())),
+        (
+            "status".to_string(),
+            Avro::Enum((i % 2) as u32, ["NEW", "PAID"][i % 2].into()),
+        ),
         (
             "tags".to_string(),
-            Avro::Array(vec![Avro::String("a".into()), Avro::String(format!("t{i}"))]),
+            Avro::Array(vec![
+                Avro::String("a".into()),
+                Avro::String(format!("t{i}")),
+            ]),
         ),
         (
             "note".to_string(),
@@ -88,7 +94,7 @@ fn order(i: usize, id: u32, v2: bool) -> (Vec<u8>, Value) {
         "note": note,
     });
     if v2 {
-        let coupon = (i % 2 == 0).then(|| format!("C{i}"));
+        let coupon = i.is_multiple_of(2).then(|| format!("C{i}"));
         fields.push((
             "coupon".to_string(),
             match &coupon {
@@ -165,15 +171,32 @@ async fn avro_v1_and_v2_become_json_lines_and_each_bad_record_has_its_reason() {
     }
     // Routed by the decoded event time: order 0 at 10:00, order 61 past 11:00.
     let keys: Vec<String> = s3.objects(BUCKET).into_iter().map(|o| o.key).collect();
-    assert!(keys.iter().any(|k| k.starts_with("2026/11/03/10/")), "{keys:?}");
-    assert!(keys.iter().any(|k| k.starts_with("2026/11/03/11/")), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("2026/11/03/10/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("2026/11/03/11/")),
+        "{keys:?}"
+    );
     let reasons: Vec<&str> = quarantined.keys().map(String::as_str).collect();
     assert_eq!(reasons, ["not_framed", "undecodable", "unknown_schema"]);
     let detail = |r: &str| quarantined[r][0]["detail"].as_str().unwrap().to_string();
-    assert!(detail("unknown_schema").contains("9999"), "{}", detail("unknown_schema"));
-    assert!(detail("undecodable").contains(&format!("schema {v1}")), "{}", detail("undecodable"));
+    assert!(
+        detail("unknown_schema").contains("9999"),
+        "{}",
+        detail("unknown_schema")
+    );
+    assert!(
+        detail("undecodable").contains(&format!("schema {v1}")),
+        "{}",
+        detail("undecodable")
+    );
     // The quarantined record is the one produced, whole.
-    assert_eq!(quarantined["not_framed"][0]["value"], r#"{"messageId":"plain"}"#);
+    assert_eq!(
+        quarantined["not_framed"][0]["value"],
+        r#"{"messageId":"plain"}"#
+    );
     // The start-up check, then each id once (the 404 is remembered too).
     assert_eq!(registry.requests(), 4);
 }
@@ -208,11 +231,18 @@ async fn a_registry_outage_pauses_consumption_and_loses_nothing() {
         .collect();
     kafka.produce(TOPIC, msgs).await;
     let failed = |p: &prometheus::Registry| {
-        counter_sum(p, "kafka_s3_sink_schema_registry_requests_total", &[("outcome", "failed")])
+        counter_sum(
+            p,
+            "kafka_s3_sink_schema_registry_requests_total",
+            &[("outcome", "failed")],
+        )
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while failed(&prom) < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the registry was not retried");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registry was not retried"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stats = run.stats();
@@ -260,7 +290,10 @@ async fn a_cache_smaller_than_the_schemas_still_writes_every_record() {
         for r in 0..3 {
             let mut rec = vec![
                 ("messageId".to_string(), Avro::String(format!("s{s}-r{r}"))),
-                ("timestamp".to_string(), Avro::String("2026-11-03T10:00:00Z".into())),
+                (
+                    "timestamp".to_string(),
+                    Avro::String("2026-11-03T10:00:00Z".into()),
+                ),
             ];
             rec.extend((0..100).map(|f| (format!("f{f}"), Avro::Long(f))));
             let datum = apache_avro::to_avro_datum(&schema, Avro::Record(rec)).unwrap();
@@ -280,7 +313,8 @@ async fn a_cache_smaller_than_the_schemas_still_writes_every_record() {
     let prom = prometheus::Registry::new();
     let metrics = Metrics::new(&prom).unwrap();
     let mut run = start_pipeline_with_metrics(cfg.build(), metrics).await;
-    run.wait_committed_total(total as i64, Duration::from_secs(60)).await;
+    run.wait_committed_total(total as i64, Duration::from_secs(60))
+        .await;
     let stats = run.stop().await;
     assert_eq!(stats.records_written as usize, total, "{stats:?}");
     assert_eq!(stats.records_quarantined, 0, "{stats:?}");
@@ -291,7 +325,10 @@ async fn a_cache_smaller_than_the_schemas_still_writes_every_record() {
         .map(|m| m.get_metric()[0].get_gauge().get_value())
         .unwrap();
     assert!(held <= 65_536.0, "{held}");
-    assert!(registry.requests() > SCHEMAS as u64, "evicted schemas are fetched again");
+    assert!(
+        registry.requests() > SCHEMAS as u64,
+        "evicted schemas are fetched again"
+    );
 }
 
 const ORDER_PROTO: &str = r#"syntax = "proto3";
@@ -309,7 +346,7 @@ message Order {
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protobuf_and_json_text_share_a_topic_under_auto() {
+async fn protobuf_and_json_text_share_a_topic_under_auto_with_avro_keys() {
     use prost_reflect::{DescriptorPool, DynamicMessage, Value as Pb};
     const TOPIC: &str = "orders-auto";
     let dir = tempfile::tempdir().unwrap();
@@ -325,11 +362,17 @@ async fn protobuf_and_json_text_share_a_topic_under_auto() {
         .await
         .unwrap();
     let id = registry.register("orders-auto-value", "PROTOBUF", ORDER_PROTO, json!([]));
+    const KEY: &str =
+        r#"{"type":"record","name":"OrderKey","fields":[{"name":"id","type":"long"}]}"#;
+    let key_id = registry.register("orders-auto-key", "AVRO", KEY, json!([]));
+    let key_schema = apache_avro::Schema::parse_str(KEY).unwrap();
     let mut msgs = Vec::new();
     for i in 0..20i64 {
         if i % 2 == 0 {
             let line = format!(r#"{{"messageId":"j{i}","timestamp":"2026-11-03T10:00:00Z"}}"#);
-            msgs.push(Msg::new(0, line.into_bytes()));
+            let mut m = Msg::new(0, line.into_bytes());
+            m.key = Some(format!("k{i}").into_bytes());
+            msgs.push(m);
             continue;
         }
         let mut m = DynamicMessage::new(desc.clone());
@@ -343,20 +386,34 @@ async fn protobuf_and_json_text_share_a_topic_under_auto() {
         // Message index [0] (the file's first message) is the single byte 0.
         let mut payload = vec![0];
         payload.extend(prost_reflect::prost::Message::encode_to_vec(&m));
-        msgs.push(Msg::new(0, framed(id, &payload)));
+        let mut msg = Msg::new(0, framed(id, &payload));
+        let key = Avro::Record(vec![("id".to_string(), Avro::Long(i))]);
+        msg.key = Some(framed(
+            key_id,
+            &apache_avro::to_avro_datum(&key_schema, key).unwrap(),
+        ));
+        msgs.push(msg);
     }
     kafka.produce(TOPIC, msgs).await;
     let group = unique_group("auto");
     let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
     cfg.set("kafka.schema_registry.url", registry.url())
-        .dest(0, "value_format", "auto");
+        .dest(0, "value_format", "auto")
+        .dest(0, "key_format", "auto")
+        .dest(0, "kafka_metadata_field", "_kafka");
     let mut run = start_pipeline(cfg.build()).await;
     run.wait_committed_total(20, Duration::from_secs(60)).await;
     let stats = run.stop().await;
     assert_eq!(stats.records_quarantined, 0, "{stats:?}");
-    let (written, _) = read_back(&s3);
+    let (mut written, _) = read_back(&s3);
     assert_eq!(written.len(), 20);
     assert_eq!(written["j0"]["timestamp"], "2026-11-03T10:00:00Z");
+    // A framed key is its decoded JSON text in the metadata; a plain one stays as it is.
+    assert_eq!(written["j0"]["_kafka"]["key"], "k0");
+    assert_eq!(written["p3"]["_kafka"]["key"], r#"{"id":3}"#);
+    for v in written.values_mut() {
+        v.as_object_mut().unwrap().remove("_kafka");
+    }
     // The proto3 JSON mapping with the .proto's field names: int64 as a string, every field
     // without presence written (an unset message field has presence: left out), Timestamp as
     // RFC 3339.

@@ -290,6 +290,7 @@ pub(super) fn validate_destination(
         name: d.name.clone(),
         topics,
         value_format: d.value_format,
+        key_format: d.key_format,
         bucket: d.bucket.clone(),
         region: d.region.clone(),
         endpoint: d.endpoint.clone(),

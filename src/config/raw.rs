@@ -208,6 +208,10 @@ pub struct RawDestination {
     /// last four through `[kafka.schema_registry]`).
     #[serde(default)]
     pub value_format: super::registry::ValueFormat,
+    /// How record keys are read for the Kafka metadata: raw (default) | avro | protobuf |
+    /// json_schema | auto.
+    #[serde(default)]
+    pub key_format: super::registry::KeyFormat,
     /// Bucket name.
     pub bucket: String,
     /// AWS region.

@@ -152,6 +152,36 @@ impl ValueFormat {
     }
 }
 
+/// How a destination reads record keys (for the Kafka metadata's `key`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    /// The key's bytes as they are.
+    #[default]
+    Raw,
+    /// Avro in the Confluent wire format.
+    Avro,
+    /// Protobuf in the Confluent wire format.
+    Protobuf,
+    /// JSON in the Confluent wire format.
+    JsonSchema,
+    /// The Confluent wire format when the key starts with its magic byte, else as it is.
+    Auto,
+}
+
+impl KeyFormat {
+    /// The value format that reads such a key, `None` for raw keys.
+    pub fn decoded_as(self) -> Option<ValueFormat> {
+        match self {
+            Self::Raw => None,
+            Self::Avro => Some(ValueFormat::Avro),
+            Self::Protobuf => Some(ValueFormat::Protobuf),
+            Self::JsonSchema => Some(ValueFormat::JsonSchema),
+            Self::Auto => Some(ValueFormat::Auto),
+        }
+    }
+}
+
 fn err(k: &str, msg: impl Into<String>) -> ConfigError {
     ConfigError::new(format!("{KEY}.{k}"), msg)
 }
@@ -226,7 +256,11 @@ pub fn validate(
             "mutual TLS needs both cert_file and key_file",
         ));
     }
-    let ca_pem = r.ca_file.as_deref().map(|p| read("ca_file", p)).transpose()?;
+    let ca_pem = r
+        .ca_file
+        .as_deref()
+        .map(|p| read("ca_file", p))
+        .transpose()?;
     if let Some(pem) = &ca_pem {
         reqwest::Certificate::from_pem_bundle(pem)
             .ok()
@@ -285,4 +319,132 @@ pub fn validate(
         cache_bytes,
         unready_after,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Config, ConfigError};
+
+    /// A config with `registry` as `[kafka.schema_registry]` and `dest` in its destination.
+    fn text(registry: &str, dest: &str) -> String {
+        format!(
+            "[kafka]\nbrokers = \"localhost:9092\"\ngroup_id = \"g\"\ntopics = [\"events\"]\n\
+             [kafka.schema_registry]\n{registry}\n\
+             [[destinations]]\nname = \"s3\"\nbucket = \"b\"\n{dest}\n"
+        )
+    }
+
+    fn ok(registry: &str, dest: &str) -> Config {
+        parse(&text(registry, dest), &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(registry: &str, dest: &str) -> ConfigError {
+        parse(&text(registry, dest), &|_| None).expect_err("refused")
+    }
+
+    #[test]
+    fn urls_auth_and_defaults() {
+        let c = ok(
+            "url = [\"https://sr-1:8081/\", \"http://sr-2:8081\"]\nusername = \"key\"\npassword = \"s3cret\"",
+            "value_format = \"avro\"\nkey_format = \"auto\"",
+        );
+        let r = c.kafka.schema_registry.as_ref().unwrap();
+        assert_eq!(r.urls, ["https://sr-1:8081", "http://sr-2:8081"]);
+        assert!(matches!(r.auth, super::RegistryAuth::Basic { .. }));
+        assert_eq!(r.request_timeout, std::time::Duration::from_secs(10));
+        // A 32nd of the default budget, taken from it before it is shared out.
+        assert_eq!(r.cache_bytes, (256 << 20) / 32);
+        assert_eq!(
+            c.plan(),
+            crate::budget::plan((256 << 20) - r.cache_bytes, c.pipeline.workers)
+        );
+        assert_eq!(c.destinations[0].value_format, super::ValueFormat::Avro);
+        assert!(c.destinations[0].reads_registry());
+        // The password is a secret: scrubbed, never printed.
+        assert_eq!(c.secrets.scrub("auth s3cret"), "auth <redacted>");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!toml::to_string(&c.raw).unwrap().contains("s3cret"));
+        // One URL may be a plain string.
+        let c = ok("url = \"http://sr:8081\"", "value_format = \"protobuf\"");
+        assert_eq!(c.kafka.schema_registry.unwrap().urls, ["http://sr:8081"]);
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let cases = [
+            ("username = \"u\"", "", "kafka.schema_registry.url"),
+            ("url = \"ftp://sr\"", "", "kafka.schema_registry.url"),
+            ("url = \"https://u:p@sr\"", "", "kafka.schema_registry.url"),
+            (
+                "url = \"http://sr\"\nusername = \"u\"",
+                "",
+                "kafka.schema_registry.username",
+            ),
+            (
+                "url = \"http://sr\"\nusername = \"u\"\npassword = \"p\"\nbearer_token = \"t\"",
+                "",
+                "kafka.schema_registry.bearer_token",
+            ),
+            (
+                "url = \"http://sr\"\ncert_file = \"/c.pem\"",
+                "",
+                "kafka.schema_registry.cert_file",
+            ),
+            (
+                "url = \"http://sr\"\nca_file = \"/nonexistent/ca.pem\"",
+                "",
+                "kafka.schema_registry.ca_file",
+            ),
+            (
+                "url = \"http://sr\"\nrequest_timeout_ms = 0",
+                "",
+                "kafka.schema_registry.request_timeout_ms",
+            ),
+            (
+                "url = \"http://sr\"\ncache_bytes = 100",
+                "",
+                "kafka.schema_registry.cache_bytes",
+            ),
+            (
+                "url = \"http://sr\"\nunready_after_secs = 0",
+                "",
+                "kafka.schema_registry.unready_after_secs",
+            ),
+        ];
+        for (registry, dest, key) in cases {
+            assert_eq!(err(registry, dest).key, key, "{registry}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let e = err(&format!("url = \"https://sr\"\nca_file = {:?}", ca), "");
+        assert_eq!(e.key, "kafka.schema_registry.ca_file");
+    }
+
+    #[test]
+    fn framed_formats_need_the_registry() {
+        let no_registry =
+            "[kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"events\"]\n\
+            [[destinations]]\nname = \"s3\"\nbucket = \"b\"\n";
+        for (key, value) in [
+            ("value_format", "avro"),
+            ("value_format", "auto"),
+            ("key_format", "protobuf"),
+        ] {
+            let e = parse(&format!("{no_registry}{key} = \"{value}\"\n"), &|_| None).unwrap_err();
+            assert_eq!(e.key, format!("destinations[0].{key}"));
+            assert!(e.message.contains("schema_registry"), "{}", e.message);
+        }
+        let c = parse(
+            &format!("{no_registry}value_format = \"json\"\nkey_format = \"raw\"\n"),
+            &|_| None,
+        )
+        .unwrap();
+        assert!(!c.destinations[0].reads_registry());
+        assert!(c.kafka.schema_registry.is_none());
+    }
 }

@@ -187,6 +187,11 @@ impl DestinationConfig {
 }
 
 impl DestinationConfig {
+    /// Whether values or keys are read through the Schema Registry.
+    pub fn reads_registry(&self) -> bool {
+        self.value_format.framed() || self.key_format.decoded_as().is_some()
+    }
+
     /// Suffix every data file name ends with: the compression's for NDJSON, none for Parquet
     /// (its columns are compressed inside the file).
     pub fn data_suffix(&self) -> &'static str {
@@ -467,6 +472,8 @@ pub struct DestinationConfig {
     pub topics: TopicSet,
     /// How record values are read (JSON text, or through the Schema Registry).
     pub value_format: super::registry::ValueFormat,
+    /// How record keys are read for the Kafka metadata (raw, or through the Schema Registry).
+    pub key_format: super::registry::KeyFormat,
     /// Bucket.
     pub bucket: String,
     /// Region.

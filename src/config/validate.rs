@@ -193,6 +193,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             d,
             &kafka.topics,
         )?;
+        if dest.key_format.decoded_as().is_some() && kafka.schema_registry.is_none() {
+            return Err(ConfigError::new(
+                format!("destinations[{i}].key_format"),
+                "reads keys through a Schema Registry; set [kafka.schema_registry] url (or key_format = \"raw\")",
+            ));
+        }
         if dest.value_format.framed() && kafka.schema_registry.is_none() {
             return Err(ConfigError::new(
                 format!("destinations[{i}].value_format"),

@@ -73,10 +73,33 @@ struct Sources(HashMap<String, String>);
 impl FileResolver for Sources {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
         match self.0.get(name) {
-            Some(source) => File::from_source(name, source),
+            Some(source) => File::from_source(name, source).or_else(|e| {
+                // Serializers that register a compiled descriptor (confluent-kafka's Python
+                // ProtobufSerializer, for one) send it base64-encoded; a registry may serve it
+                // back as it was registered.
+                serialized_descriptor(name, source).ok_or(e)
+            }),
             None => Err(protox::Error::file_not_found(name)),
         }
     }
+}
+
+/// A base64-encoded `FileDescriptorProto` as the file `name`, if `text` is one.
+fn serialized_descriptor(name: &str, text: &str) -> Option<File> {
+    use base64::Engine as _;
+    use prost_reflect::prost::Message as _;
+    let text = text.trim();
+    if text.is_empty() || text.bytes().any(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    let mut descriptor =
+        prost_reflect::prost_types::FileDescriptorProto::decode(&bytes[..]).ok()?;
+    // Imports name the references by the names the registry lists them under.
+    descriptor.name = Some(name.to_string());
+    Some(File::from_file_descriptor_proto(descriptor))
 }
 
 impl ProtoDecoder {

@@ -28,6 +28,8 @@ pub const UNKNOWN_TTL: Duration = Duration::from_secs(60);
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// Most references one schema may pull in (transitively).
 const MAX_REFERENCES: usize = 256;
+/// The least cap on a length apache-avro reads (`decode::limit_avro_lengths`).
+const AVRO_LENGTH_MIN: usize = 16 << 20;
 /// Unknown ids remembered at most.
 const MAX_UNKNOWN: usize = 10_000;
 
@@ -106,9 +108,18 @@ pub fn for_config(
     let Some(cfg) = &config.kafka.schema_registry else {
         return Ok(None);
     };
-    if !config.destinations.iter().any(|d| d.value_format.framed()) {
+    if !config.destinations.iter().any(|d| d.reads_registry()) {
         return Ok(None);
     }
+    // apache-avro's own cap on a length it reads (a corrupt count would otherwise reserve up
+    // to 512 Mi items before failing): twice the largest record a destination accepts.
+    let largest = config
+        .destinations
+        .iter()
+        .filter_map(|d| d.batch.max_record_bytes)
+        .max()
+        .map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX));
+    super::limit_avro_lengths(largest.saturating_mul(2).max(AVRO_LENGTH_MIN));
     Registry::new(cfg, metrics.clone())
         .map(|r| Some(Arc::new(r)))
         .map_err(|e| crate::config::ConfigError::new("kafka.schema_registry", e.to_string()))
@@ -243,7 +254,8 @@ impl Registry {
         let answer: Answer = self.get_json(&format!("/schemas/ids/{id}"), id).await?;
         let kind = kind_of(answer.schema_type.as_deref(), id)?;
         let mut refs = Vec::new();
-        self.references(&answer.references, id, &mut refs, 0).await?;
+        self.references(&answer.references, id, &mut refs, 0)
+            .await?;
         let text = answer.schema;
         // Parsing a large Protobuf or Avro schema takes a while: off the async threads.
         tokio::task::spawn_blocking(move || Parsed::parse(kind, &text, &refs))
@@ -381,7 +393,9 @@ impl Registry {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(Lookup::Invalid {
                     id: 0,
-                    message: format!("GET {url}: the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+                    message: format!(
+                        "GET {url}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                    ),
                 });
             }
             body.extend_from_slice(&chunk);
@@ -449,6 +463,9 @@ mod tests {
     fn schema_types_default_to_avro() {
         assert_eq!(kind_of(None, 1), Ok(SchemaKind::Avro));
         assert_eq!(kind_of(Some("PROTOBUF"), 1), Ok(SchemaKind::Protobuf));
-        assert!(matches!(kind_of(Some("XML"), 1), Err(Lookup::Invalid { .. })));
+        assert!(matches!(
+            kind_of(Some("XML"), 1),
+            Err(Lookup::Invalid { .. })
+        ));
     }
 }

@@ -42,7 +42,7 @@ pub fn read(
 ) -> Read {
     let v = match (format, value) {
         (ValueFormat::Json, _) | (_, None) => return Read::AsIs,
-        (_, Some(v)) if v.is_empty() => return Read::AsIs,
+        (_, Some([])) => return Read::AsIs,
         (_, Some(v)) => v,
     };
     let (id, payload) = match split_frame(v) {
@@ -74,10 +74,7 @@ pub fn read(
     let mut out = Vec::with_capacity(payload.len() * 2 + 16);
     match schema.decode_into(payload, &mut out) {
         Ok(()) => Read::Json(out),
-        Err(e) => Read::Quarantine(
-            QuarantineReason::Undecodable,
-            format!("schema {id}: {e}"),
-        ),
+        Err(e) => Read::Quarantine(QuarantineReason::Undecodable, format!("schema {id}: {e}")),
     }
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{Pipeline, PipelineError};
-use crate::config::registry::ValueFormat;
+use crate::config::registry::{KeyFormat, ValueFormat};
 use crate::decode::registry::{Lookup, Registry};
 use crate::decode::value::{read, schema_id, Read};
 use crate::decode::Parsed;
@@ -44,9 +44,13 @@ pub(super) struct Decoding {
     at_hand: HashMap<u32, Answer>,
 }
 
-/// One record's decoded values, per value format (destinations of one format decode once).
+/// What a destination routes for one record: the record itself (`None`), the record with its
+/// value or key decoded, or a quarantine reason with its detail.
+pub(super) type View = Option<Result<Record, (QuarantineReason, String)>>;
+
+/// One record's views, per value and key format (destinations of the same formats decode once).
 #[derive(Default)]
-pub(super) struct Memo(Vec<(ValueFormat, Option<Result<Record, (QuarantineReason, String)>>)>);
+pub(super) struct Memo(Vec<((ValueFormat, KeyFormat), View)>);
 
 /// What fetching a stalled chunk's schemas gave: each id's answer, or the outage.
 pub(super) type Fetched = Result<Vec<(u32, Answer)>, String>;
@@ -111,18 +115,22 @@ impl Pipeline {
             };
             let dec = self.decoding.as_mut().expect("invariant: checked above");
             for &d in dests.iter() {
-                let format = self.dests[d].cfg.value_format;
-                let Some(id) = schema_id(format, rec.value.as_deref()) else {
-                    continue;
-                };
-                if dec.at_hand.contains_key(&id) || missing.contains(&id) {
-                    continue;
-                }
-                match dec.registry.cached(id) {
-                    Some(answer) => {
-                        dec.at_hand.insert(id, answer);
+                let cfg = &self.dests[d].cfg;
+                let value = schema_id(cfg.value_format, rec.value.as_deref());
+                let key = cfg
+                    .key_format
+                    .decoded_as()
+                    .and_then(|f| schema_id(f, rec.key.as_deref()));
+                for id in value.into_iter().chain(key) {
+                    if dec.at_hand.contains_key(&id) || missing.contains(&id) {
+                        continue;
                     }
-                    None => missing.push(id),
+                    match dec.registry.cached(id) {
+                        Some(answer) => {
+                            dec.at_hand.insert(id, answer);
+                        }
+                        None => missing.push(id),
+                    }
                 }
             }
         }
@@ -194,32 +202,55 @@ impl Pipeline {
         }
     }
 
-    /// What destination `d` routes for `rec`: the record itself (`None`), the record with its
-    /// decoded value, or a quarantine reason with its detail. `memo` keeps the decodings of
-    /// this record per value format.
+    /// What destination `d` routes for `rec` (see [`View`]). `memo` keeps the views of this
+    /// record per formats.
     pub(super) fn read_value(
         &self,
         d: usize,
         rec: &Record,
         memo: &mut Memo,
-    ) -> Result<Option<Result<Record, (QuarantineReason, String)>>, PipelineError> {
-        let format = self.dests[d].cfg.value_format;
-        let Some(dec) = self.decoding.as_ref().filter(|_| format.framed()) else {
+    ) -> Result<View, PipelineError> {
+        let cfg = &self.dests[d].cfg;
+        let formats = (cfg.value_format, cfg.key_format);
+        let Some(dec) = self.decoding.as_ref().filter(|_| cfg.reads_registry()) else {
             return Ok(None);
         };
-        if let Some((_, r)) = memo.0.iter().find(|(f, _)| *f == format) {
-            return Ok(r.clone());
+        if let Some((_, v)) = memo.0.iter().find(|(f, _)| *f == formats) {
+            return Ok(v.clone());
         }
-        let r = match read(format, rec.value.as_deref(), |id| dec.at_hand.get(&id).cloned()) {
-            Read::AsIs => None,
-            Read::Json(v) => Some(Ok(Record {
-                value: Some(Bytes::from(v)),
-                ..rec.clone()
-            })),
-            Read::Quarantine(reason, detail) => Some(Err((reason, detail))),
+        let lookup = |id: u32| dec.at_hand.get(&id).cloned();
+        let mut view: Option<Record> = None;
+        match read(cfg.value_format, rec.value.as_deref(), lookup) {
+            Read::AsIs => {}
+            Read::Json(v) => {
+                view = Some(Record {
+                    value: Some(Bytes::from(v)),
+                    ..rec.clone()
+                })
+            }
+            Read::Quarantine(reason, detail) => {
+                let v = Some(Err((reason, detail)));
+                memo.0.push((formats, v.clone()));
+                return Ok(v);
+            }
             Read::Missing(id) => return Err(PipelineError::SchemaNotAtHand(id)),
-        };
-        memo.0.push((format, r.clone()));
-        Ok(r)
+        }
+        if let Some(f) = cfg.key_format.decoded_as() {
+            match read(f, rec.key.as_deref(), lookup) {
+                Read::AsIs => {}
+                Read::Json(k) => {
+                    view.get_or_insert_with(|| rec.clone()).key = Some(Bytes::from(k));
+                }
+                Read::Quarantine(reason, detail) => {
+                    let v = Some(Err((reason, format!("key: {detail}"))));
+                    memo.0.push((formats, v.clone()));
+                    return Ok(v);
+                }
+                Read::Missing(id) => return Err(PipelineError::SchemaNotAtHand(id)),
+            }
+        }
+        let v = view.map(Ok);
+        memo.0.push((formats, v.clone()));
+        Ok(v)
     }
 }

@@ -11,6 +11,8 @@
 //!   partition), fed lazily; peak RSS against the memory budget, memory-pressure flushes.
 //! - `latency`: one record, then silence; time until its object is complete in the sink.
 //! - `s3-server`: the crate's in-process S3 server (s3s-fs) as a separate process on loopback.
+//! - `registry-server`: the test-only Schema Registry (`schema_server`) as a separate process on
+//!   loopback, for the e2e scripts whose real clients (confluent-kafka) register and produce.
 //! - `put-baseline`: the files of a folder sent with a bare aws-sdk-s3 `PutObject` each; CPU
 //!   per object (what an object costs without the connector).
 //!
@@ -136,6 +138,16 @@ enum Mode {
         #[arg(long, default_value = "bench")]
         bucket: String,
     },
+    /// Serve the test-only Schema Registry on 127.0.0.1 until SIGTERM/SIGINT; prints its URL as
+    /// one JSON line.
+    RegistryServer {
+        /// Basic-auth user the registry requires (with `--password`).
+        #[arg(long, requires = "password")]
+        user: Option<String>,
+        /// Basic-auth password.
+        #[arg(long, requires = "user")]
+        password: Option<String>,
+    },
     /// Send every file of a folder with a bare aws-sdk-s3 PutObject; CPU per object.
     PutBaseline {
         #[command(flatten)]
@@ -199,6 +211,7 @@ async fn run(mode: Mode) -> anyhow::Result<serde_json::Value> {
             tokio::task::spawn_blocking(move || scan::run(&input, runs)).await?
         }
         Mode::S3Server { root, bucket } => s3_server(root, bucket).await,
+        Mode::RegistryServer { user, password } => registry_server(user.zip(password)).await,
         Mode::PutBaseline { args } => baseline::run(args).await,
     }
 }
@@ -465,4 +478,24 @@ async fn s3_server(root: PathBuf, bucket: String) -> anyhow::Result<serde_json::
     }
     server.shutdown().await;
     Ok(serde_json::json!({"mode": "s3-server", "stopped": true}))
+}
+
+async fn registry_server(auth: Option<(String, String)>) -> anyhow::Result<serde_json::Value> {
+    let addr = "127.0.0.1:0".parse().expect("invariant: a valid address");
+    let server = kafka_s3_sink::schema_server::SchemaServer::start(addr, auth).await?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::json!({"url": server.url(), "pid": std::process::id()})
+        )?;
+        stdout.flush()?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(serde_json::json!({"mode": "registry-server", "requests": server.requests()}))
 }

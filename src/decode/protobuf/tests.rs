@@ -351,3 +351,24 @@ fn an_enum_number_the_schema_does_not_declare_is_the_number() {
     let p = Parsed::parse(SchemaKind::Protobuf, schema, &[]).unwrap();
     assert_eq!(decode(&p, &[0, 8, 7]).unwrap(), r#"{"e":7}"#);
 }
+
+#[test]
+fn a_base64_serialized_descriptor_reads_like_its_source() {
+    use base64::Engine as _;
+    use prost_reflect::prost::Message as _;
+    let p = parsed();
+    let file = message_type(&p, &[0]).parent_file();
+    let pool = file.parent_pool().clone();
+    let b64 = |name: &str| {
+        let f = pool.get_file_by_name(name).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(f.file_descriptor_proto().encode_to_vec())
+    };
+    let main = b64(file.name());
+    let refs = vec![("common/money.proto".to_string(), b64("common/money.proto"))];
+    let serialized = Parsed::parse(SchemaKind::Protobuf, &main, &refs).unwrap();
+    let m = order(&p);
+    assert_eq!(decode(&serialized, &framed(&[0], &m)).unwrap(), ORDER_JSON);
+    // Neither source nor a descriptor: the source's error.
+    let e = Parsed::parse(SchemaKind::Protobuf, "bm90IGEgZGVzY3JpcHRvcg==", &[]).unwrap_err();
+    assert!(e.to_string().starts_with("Protobuf schema"), "{e}");
+}
