@@ -31,8 +31,11 @@ use crate::model::Record;
 /// Rows buffered in the builders before they go to the writer.
 pub const CHUNK_ROWS: usize = 4096;
 
-/// Builder bytes after which the rows go to the writer even before [`CHUNK_ROWS`].
-const CHUNK_BYTES: usize = 4 << 20;
+/// Builder bytes after which the rows go to the writer even before [`CHUNK_ROWS`]. Kept under
+/// half of the allocator's mmap threshold (`crate::malloc::MMAP_THRESHOLD`): a builder's buffer
+/// doubles as it fills and is given away with each chunk, and one of 1 MiB or more would be
+/// mapped afresh for every chunk (page faults on every byte written).
+const CHUNK_BYTES: usize = 448 << 10;
 
 /// Fixed memory charged per open Parquet file besides what it measures (builders' and column
 /// writers' bookkeeping).
