@@ -4,7 +4,8 @@
 //! quarantine reason (`not_framed`, `unknown_schema`, `undecodable`) carries its record; each
 //! schema id is fetched once; a registry outage pauses consumption without quarantining or
 //! losing anything; a cache smaller than the schemas still writes every record; Protobuf and
-//! JSON text share a topic under `value_format = "auto"`.
+//! JSON text share a topic under `value_format = "auto"`, with Avro keys; declared Parquet
+//! columns hold the decoded values.
 
 // The in-process S3 server, the registry server (tests/support) and `demo` are the test kit.
 #![cfg(feature = "test-kit")]
@@ -427,4 +428,97 @@ async fn protobuf_and_json_text_share_a_topic_under_auto_with_avro_keys() {
             "created": "2026-11-03T10:00:03Z",
         })
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_avro_fills_declared_parquet_columns() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, TimestampMicrosecondType};
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    const TOPIC: &str = "orders-parquet";
+    let kafka = Kafka::start();
+    kafka.create_topic(TOPIC, 2);
+    let s3 = TestS3::start().await;
+    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let v1 = registry.register("orders-parquet-value", "AVRO", ORDER_V1, json!([]));
+    let v2 = registry.register("orders-parquet-value", "AVRO", ORDER_V2, json!([]));
+    let mut expected = HashMap::new();
+    let msgs: Vec<Msg> = (0..80)
+        .map(|i| {
+            let (value, line) = order(i, if i < 40 { v1 } else { v2 }, i >= 40);
+            expected.insert(format!("m{i}"), line);
+            Msg::new(i as i32 % 2, value)
+        })
+        .collect();
+    kafka.produce(TOPIC, msgs).await;
+    let group = unique_group("avro-parquet");
+    let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
+    cfg.set("kafka.schema_registry.url", registry.url())
+        .dest(0, "value_format", "avro")
+        .dest(0, "batch.format", "parquet")
+        .dest(0, "parquet.raw_column", "raw");
+    let columns: toml::Value = toml::from_str::<toml::Table>(
+        r#"c = [
+            { name = "message_id", path = "messageId", type = "string", required = true },
+            { name = "ts", path = "timestamp", type = "timestamp", required = true },
+            { name = "amount", path = "amount", type = "double" },
+            { name = "status", path = "status", type = "string" },
+            { name = "tags", path = "tags", type = "json" },
+            { name = "note", path = "note", type = "string" },
+            { name = "coupon", path = "coupon", type = "string" },
+        ]"#,
+    )
+    .unwrap()["c"]
+        .clone();
+    cfg.dest(0, "parquet.columns", columns);
+    let mut run = start_pipeline(cfg.build()).await;
+    run.wait_committed_total(80, Duration::from_secs(60)).await;
+    let stats = run.stop().await;
+    assert_eq!(stats.records_quarantined, 0, "{stats:?}");
+    let mut rows = 0;
+    for o in s3.objects(BUCKET) {
+        assert!(o.key.ends_with(".parquet"), "{}", o.key);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(o.data.clone()))
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            let col = |n: &str| b.column_by_name(n).unwrap().clone();
+            let (ids, ts, amount) = (col("message_id"), col("ts"), col("amount"));
+            let (status, tags, note, coupon, raw) = (
+                col("status"),
+                col("tags"),
+                col("note"),
+                col("coupon"),
+                col("raw"),
+            );
+            for r in 0..b.num_rows() {
+                rows += 1;
+                let id = ids.as_string::<i32>().value(r);
+                let want = &expected[id];
+                let i: i64 = id[1..].parse().unwrap();
+                // The column values are the decoded record's: the same as its raw JSON.
+                let micros = ts.as_primitive::<TimestampMicrosecondType>().value(r);
+                assert_eq!(micros, (T0_MS + i * 60_000) * 1000, "{id}");
+                let amount = amount.as_primitive::<Float64Type>().value(r);
+                assert_eq!(json!(amount), want["amount"], "{id}");
+                assert_eq!(status.as_string::<i32>().value(r), want["status"], "{id}");
+                let tags: Value = serde_json::from_str(tags.as_string::<i32>().value(r)).unwrap();
+                assert_eq!(tags, want["tags"], "{id}");
+                let text = |a: &arrow_array::ArrayRef| {
+                    (!a.is_null(r)).then(|| json!(a.as_string::<i32>().value(r)))
+                };
+                assert_eq!(text(&note).unwrap_or(Value::Null), want["note"], "{id}");
+                let coupon_want = want.get("coupon").cloned().unwrap_or(Value::Null);
+                assert_eq!(text(&coupon).unwrap_or(Value::Null), coupon_want, "{id}");
+                let raw: Value = serde_json::from_str(raw.as_string::<i32>().value(r)).unwrap();
+                assert_eq!(&raw, want, "{id}");
+            }
+        }
+    }
+    assert_eq!(rows, 80);
 }
