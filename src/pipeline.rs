@@ -240,14 +240,14 @@ impl Pipeline {
         let result = loop {
             let stalled = self.decoding.as_ref().is_some_and(|d| d.stalled());
             let intake = !stalled && self.files.intake(self.queued_bytes());
-            let fetch = self.decoding.as_ref().and_then(|d| d.fetch());
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
                 Some(done) = self.uploads.recv() => self.on_done(done),
                 Some(ctrl) = self.io.control.recv() => self.on_control(ctrl).await,
                 chunk = self.io.data.recv(), if intake => self.on_chunk(chunk),
-                fetched = decoding::maybe(fetch), if stalled => self.on_fetched(fetched),
+                fetched = decoding::fetched(self.decoding.as_mut().and_then(|d| d.task())),
+                    if stalled => self.on_fetched(fetched),
                 _ = tick.tick() => self.on_tick().await,
             };
             if let Err(e) = step {

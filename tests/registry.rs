@@ -261,6 +261,10 @@ async fn a_registry_outage_pauses_consumption_and_loses_nothing() {
         assert!(tokio::time::Instant::now() < deadline, "still ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Retried with backoff, one attempt at a time per waiting worker: a few requests, not one
+    // per turn of the worker's loop.
+    let attempts = failed(&prom);
+    assert!(attempts < 40, "{attempts} failed requests");
     registry.set_down(false);
     run.wait_committed_total(40, Duration::from_secs(60)).await;
     let stats = run.stop().await;

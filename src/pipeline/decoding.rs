@@ -26,14 +26,23 @@ use crate::model::{QuarantineReason, Record};
 
 type Answer = Result<Arc<Parsed>, Lookup>;
 
-/// A chunk waiting for schemas.
+/// A chunk waiting for schemas, and the one task fetching them (started when the chunk stalls
+/// and after each failed attempt, once; the loop awaits the same task across its turns, so a
+/// slow registry never gets a second request for the same attempt).
 struct Stalled {
     records: Vec<Record>,
+    /// The ids not cached when the chunk stalled.
     missing: Vec<u32>,
-    not_before: Instant,
     since: Instant,
     attempts: u32,
     backoff: backon::ExponentialBackoff,
+    task: tokio::task::JoinHandle<Fetched>,
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A worker's registry state.
@@ -70,13 +79,16 @@ impl Decoding {
         self.stalled.is_some()
     }
 
-    /// The fetch of the stalled chunk's missing schemas, not before its backoff ends.
-    pub(super) fn fetch(&self) -> Option<impl std::future::Future<Output = Fetched> + 'static> {
-        let s = self.stalled.as_ref()?;
+    /// The stalled chunk's fetch, if a chunk waits (a `select!` branch awaits it in place).
+    pub(super) fn task(&mut self) -> Option<&mut tokio::task::JoinHandle<Fetched>> {
+        self.stalled.as_mut().map(|s| &mut s.task)
+    }
+
+    /// Starts fetching `missing` once `not_before` has passed, on the worker's runtime (the
+    /// requests themselves run on the registry client's).
+    fn start(&self, missing: Vec<u32>, not_before: Instant) -> tokio::task::JoinHandle<Fetched> {
         let registry = self.registry.clone();
-        let missing = s.missing.clone();
-        let not_before = s.not_before;
-        Some(async move {
+        tokio::spawn(async move {
             tokio::time::sleep_until(not_before).await;
             let mut got = Vec::with_capacity(missing.len());
             for id in missing {
@@ -90,10 +102,13 @@ impl Decoding {
     }
 }
 
-/// Waits on `f`, or forever without one (a `select!` branch that is off).
-pub(super) async fn maybe<F: std::future::Future>(f: Option<F>) -> F::Output {
-    match f {
-        Some(f) => f.await,
+/// Waits for the stalled chunk's fetch, or forever when no chunk waits (a `select!` branch that
+/// is off).
+pub(super) async fn fetched(task: Option<&mut tokio::task::JoinHandle<Fetched>>) -> Fetched {
+    match task {
+        Some(t) => t
+            .await
+            .unwrap_or_else(|e| Err(format!("the schema fetch stopped: {e}"))),
         None => std::future::pending().await,
     }
 }
@@ -137,10 +152,10 @@ impl Pipeline {
         let dec = self.decoding.as_mut().expect("invariant: checked above");
         if !missing.is_empty() {
             let now = Instant::now();
+            let task = dec.start(missing.clone(), now);
             dec.stalled = Some(Stalled {
                 records,
                 missing,
-                not_before: now,
                 since: now,
                 attempts: 0,
                 backoff: backon::ExponentialBuilder::default()
@@ -149,6 +164,7 @@ impl Pipeline {
                     .with_jitter()
                     .without_max_times()
                     .build(),
+                task,
             });
             return Ok(());
         }
@@ -176,16 +192,17 @@ impl Pipeline {
                         "the Schema Registry answers again; consumption resumes"
                     );
                 }
-                // Ids not asked for yet (the chunk's first answer may not cover all) are
-                // looked up again; the ones at hand are kept.
-                self.take_chunk(s.records)?;
+                // Every id the chunk needs is at hand now; taking it in looks them up there.
+                let records = std::mem::take(&mut s.records);
+                drop(s);
+                self.take_chunk(records)?;
                 self.enforce_budget();
                 Ok(())
             }
             Err(e) => {
                 s.attempts += 1;
                 let wait = s.backoff.next().unwrap_or(Duration::from_secs(30));
-                s.not_before = Instant::now() + wait;
+                s.task = dec.start(s.missing.clone(), Instant::now() + wait);
                 // Logged on the 1st, 2nd, 4th, 8th… failure: an outage does not flood the log.
                 if s.attempts.is_power_of_two() {
                     tracing::warn!(
