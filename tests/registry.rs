@@ -109,6 +109,17 @@ fn order(i: usize, id: u32, v2: bool) -> (Vec<u8>, Value) {
     (framed(id, &datum), expected)
 }
 
+/// The mock cluster with `topic` of `partitions`, the in-process S3 server and the registry.
+async fn servers(topic: &str, partitions: i32) -> (Kafka, TestS3, SchemaServer) {
+    let kafka = Kafka::start();
+    kafka.create_topic(topic, partitions);
+    let s3 = TestS3::start().await;
+    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    (kafka, s3, registry)
+}
+
 /// Every written line by `messageId`, and the quarantined lines by reason.
 fn read_back(s3: &TestS3) -> (HashMap<String, Value>, BTreeMap<String, Vec<Value>>) {
     let mut written = HashMap::new();
@@ -131,12 +142,7 @@ fn read_back(s3: &TestS3) -> (HashMap<String, Value>, BTreeMap<String, Vec<Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_v1_and_v2_become_json_lines_and_each_bad_record_has_its_reason() {
     const TOPIC: &str = "orders-avro";
-    let kafka = Kafka::start();
-    kafka.create_topic(TOPIC, 2);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let (kafka, s3, registry) = servers(TOPIC, 2).await;
     let v1 = registry.register("orders-avro-value", "AVRO", ORDER_V1, json!([]));
     let v2 = registry.register("orders-avro-value", "AVRO", ORDER_V2, json!([]));
     assert_ne!(v1, v2);
@@ -205,12 +211,7 @@ async fn avro_v1_and_v2_become_json_lines_and_each_bad_record_has_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_outage_pauses_consumption_and_loses_nothing() {
     const TOPIC: &str = "orders-outage";
-    let kafka = Kafka::start();
-    kafka.create_topic(TOPIC, 2);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let (kafka, s3, registry) = servers(TOPIC, 2).await;
     let id = registry.register("orders-outage-value", "AVRO", ORDER_V1, json!([]));
     let group = unique_group("outage");
     let mut cfg = TestConfig::new(&kafka.brokers(), &group, &[TOPIC], &s3.endpoint());
@@ -277,12 +278,7 @@ async fn a_registry_outage_pauses_consumption_and_loses_nothing() {
 async fn a_cache_smaller_than_the_schemas_still_writes_every_record() {
     const TOPIC: &str = "many-schemas";
     const SCHEMAS: usize = 40;
-    let kafka = Kafka::start();
-    kafka.create_topic(TOPIC, 1);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let (kafka, s3, registry) = servers(TOPIC, 1).await;
     // Forty record schemas of a hundred fields each: more than the 64 KiB cache holds.
     let mut msgs = Vec::new();
     for s in 0..SCHEMAS {
@@ -360,12 +356,7 @@ async fn protobuf_and_json_text_share_a_topic_under_auto_with_avro_keys() {
     let pool = DescriptorPool::from_file_descriptor_set(fds).unwrap();
     let desc = pool.get_message_by_name("shop.Order").unwrap();
 
-    let kafka = Kafka::start();
-    kafka.create_topic(TOPIC, 1);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let (kafka, s3, registry) = servers(TOPIC, 1).await;
     let id = registry.register("orders-auto-value", "PROTOBUF", ORDER_PROTO, json!([]));
     const KEY: &str =
         r#"{"type":"record","name":"OrderKey","fields":[{"name":"id","type":"long"}]}"#;
@@ -441,12 +432,7 @@ async fn decoded_avro_fills_declared_parquet_columns() {
     use arrow_array::Array;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     const TOPIC: &str = "orders-parquet";
-    let kafka = Kafka::start();
-    kafka.create_topic(TOPIC, 2);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let (kafka, s3, registry) = servers(TOPIC, 2).await;
     let v1 = registry.register("orders-parquet-value", "AVRO", ORDER_V1, json!([]));
     let v2 = registry.register("orders-parquet-value", "AVRO", ORDER_V2, json!([]));
     let mut expected = HashMap::new();

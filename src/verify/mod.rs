@@ -19,6 +19,7 @@ pub mod join;
 pub mod kafkaside;
 pub mod report;
 pub mod s3side;
+mod select;
 pub mod spill;
 mod table;
 
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, DestinationConfig};
+use crate::config::Config;
 use crate::sink::s3::S3Sink;
 use crate::sink::{ObjectSink, SinkError};
 use crate::source::reader::{RangeReader, ReaderError, ReaderOptions};
@@ -40,6 +41,7 @@ use extsort::{ExternalSorter, SortOptions, SortStats};
 use identity::Identifier;
 pub use report::VerifyReport;
 use s3side::{Collected, S3Options, TopicIndex};
+pub use select::select;
 
 /// Where each partition's range starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,87 +197,6 @@ impl VerifyError {
             message: message.into(),
         }
     }
-}
-
-/// The destination and topics the options select.
-pub fn select<'c>(
-    config: &'c Config,
-    opts: &VerifyOptions,
-) -> Result<(&'c DestinationConfig, Vec<String>), VerifyError> {
-    let names = || {
-        config
-            .destinations
-            .iter()
-            .map(|d| d.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let d = match &opts.destination {
-        None => config
-            .destinations
-            .first()
-            .ok_or_else(|| VerifyError::usage("destinations", "no destination to verify"))?,
-        Some(n) => config
-            .destinations
-            .iter()
-            .find(|d| &d.name == n)
-            .ok_or_else(|| {
-                VerifyError::usage(
-                    "--destination",
-                    format!("no destination named `{n}`; use one of: {}", names()),
-                )
-            })?,
-    };
-    let topics = if opts.topics.is_empty() {
-        d.topics.entries().to_vec()
-    } else {
-        for t in &opts.topics {
-            if !d.topics.matches(t) {
-                return Err(VerifyError::usage(
-                    "--topic",
-                    format!(
-                        "destination `{}` is not fed by topic `{t}`; use one of: {}",
-                        d.name,
-                        d.topics.entries().join(", ")
-                    ),
-                ));
-            }
-        }
-        opts.topics.clone()
-    };
-    if d.parquet
-        .as_ref()
-        .is_some_and(|p| p.metadata_prefix.is_none())
-    {
-        return Err(VerifyError::usage(
-            "--destination",
-            format!(
-                "destination `{}` writes Parquet without Kafka metadata columns, so its rows cannot be matched to offsets; set its kafka_metadata_field (e.g. \"_kafka\") to write _kafka_topic, _kafka_partition and _kafka_offset, and verify the files written from then on (docs/configuration.md, section Parquet output)",
-                d.name
-            ),
-        ));
-    }
-    if d.reads_registry() {
-        return Err(VerifyError::usage(
-            "--destination",
-            format!(
-                "destination `{}` reads records through the Schema Registry (value_format / key_format), which verify does not decode yet; verify a destination with value_format = \"json\"",
-                d.name
-            ),
-        ));
-    }
-    if opts.max_memory_mb == 0 {
-        return Err(VerifyError::usage("--max-memory-mb", "must be at least 1"));
-    }
-    if let (FromOffset::Offset(a), ToOffset::Offset(b)) = (opts.from, opts.to) {
-        if a > b {
-            return Err(VerifyError::usage(
-                "--from",
-                format!("{a} is past --to {b}; give a range with from ≤ to"),
-            ));
-        }
-    }
-    Ok((d, topics))
 }
 
 /// Replaces `^patterns` among `topics` by the cluster's topics they match (names stay).
