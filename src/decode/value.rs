@@ -66,7 +66,7 @@ pub fn read(
             QuarantineReason::Undecodable,
             format!(
                 "schema {id} is {}; the destination reads value_format = \"{}\"",
-                kind_name(schema.kind()),
+                schema.kind().as_str(),
                 format.as_str()
             ),
         );
@@ -75,13 +75,5 @@ pub fn read(
     match schema.decode_into(payload, &mut out) {
         Ok(()) => Read::Json(out),
         Err(e) => Read::Quarantine(QuarantineReason::Undecodable, format!("schema {id}: {e}")),
-    }
-}
-
-fn kind_name(k: SchemaKind) -> &'static str {
-    match k {
-        SchemaKind::Avro => "AVRO",
-        SchemaKind::Protobuf => "PROTOBUF",
-        SchemaKind::Json => "JSON",
     }
 }
