@@ -249,6 +249,12 @@ pub fn athena_ddl(d: &DestinationConfig, opts: &DdlOptions) -> Result<String, Dd
         },
         d.error_prefix.trim_end_matches('/')
     );
+    if d.parquet.as_ref().is_some_and(|p| p.from_schema) {
+        let _ = writeln!(
+            out,
+            "-- Its columns come from the records' schemas (columns = \"from_schema\") as they are read: list them with --columns \"name type, ...\", or add them later with ALTER TABLE ADD COLUMNS."
+        );
+    }
     let _ = writeln!(
         out,
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{}` (",

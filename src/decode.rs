@@ -1,6 +1,7 @@
 //! Schema Registry payloads to JSON text: the Confluent wire format's frame, the parsed schemas
 //! (Avro, Protobuf, JSON Schema) and the decoding of one payload into one JSON object line.
-//! Pure: no I/O, no async; the registry client that fetches the schemas sits beside it.
+//! Pure: no I/O, no async; the registry client that fetches the schemas sits beside it. A
+//! parsed schema also names the columns it gives a `from_schema` destination (`columns.rs`).
 //!
 //! Invariants: [`Parsed::decode_into`] appends exactly one JSON object without line breaks, or
 //! nothing and an error (`out` is truncated back to its length on entry); it never panics on
@@ -11,6 +12,7 @@
 use std::sync::Arc;
 
 mod avro;
+mod columns;
 mod protobuf;
 pub mod registry;
 pub mod value;
@@ -129,6 +131,8 @@ pub fn limit_avro_lengths(max_bytes: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct Parsed {
     inner: Inner,
+    /// The columns it gives a `from_schema` destination ([`columns`]).
+    columns: Vec<crate::config::Column>,
     memory_bytes: usize,
 }
 
@@ -153,22 +157,30 @@ impl Parsed {
         text: &str,
         references: &[(String, String)],
     ) -> Result<Parsed, SchemaError> {
-        let (inner, own) = match kind {
+        let (inner, own, columns) = match kind {
             SchemaKind::Avro => {
                 let d = avro::AvroDecoder::parse(text, references)?;
                 let bytes = d.memory_bytes();
-                (Inner::Avro(Arc::new(d)), bytes)
+                let (main, names) = d.main_and_names();
+                let columns = columns::avro(main, names);
+                (Inner::Avro(Arc::new(d)), bytes, columns)
             }
             SchemaKind::Protobuf => {
                 let d = protobuf::ProtoDecoder::parse(text, references)?;
                 let bytes = d.memory_bytes();
-                (Inner::Protobuf(Arc::new(d)), bytes)
+                let columns = columns::protobuf(d.first_message());
+                (Inner::Protobuf(Arc::new(d)), bytes, columns)
             }
-            SchemaKind::Json => (Inner::Json, 0),
+            SchemaKind::Json => (Inner::Json, 0, columns::json_schema(text)),
         };
+        let column_bytes: usize = columns
+            .iter()
+            .map(|c| std::mem::size_of::<crate::config::Column>() + 2 * c.name.len() + 64)
+            .sum();
         Ok(Parsed {
             inner,
-            memory_bytes: BASE_BYTES + own,
+            columns,
+            memory_bytes: BASE_BYTES + own + column_bytes,
         })
     }
 
@@ -176,6 +188,13 @@ impl Parsed {
     /// overestimate rather than under).
     pub fn memory_bytes(&self) -> usize {
         self.memory_bytes
+    }
+
+    /// The columns this schema gives a destination with `columns = "from_schema"`: one per
+    /// top-level field (the first message's, for Protobuf), optional, typed by the field's
+    /// decoded JSON.
+    pub fn columns(&self) -> &[crate::config::Column] {
+        &self.columns
     }
 
     /// The kind of schema this is.

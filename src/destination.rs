@@ -81,6 +81,16 @@ pub struct DestinationError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// What a destination's kind said to new columns of a `from_schema` destination.
+#[derive(Debug, Clone)]
+pub enum Evolved {
+    /// Data files are written with this schema (a table's field ids in place).
+    Schema(arrow_schema::SchemaRef),
+    /// A column is held elsewhere with a type that does not take its values (the detail
+    /// names it); the records that need it are quarantined.
+    Refused(String),
+}
+
 /// What a kind of destination does with closed files (see the module doc for the contract).
 #[async_trait]
 pub trait DestinationKind: Send {
@@ -96,6 +106,18 @@ pub trait DestinationKind: Send {
         batch: &Batch,
         upload_time: DateTime<Utc>,
     ) -> String;
+
+    /// A `from_schema` destination's columns grew to `parquet`'s. A kind whose files need
+    /// their columns known elsewhere first (a table's schema) returns the work that makes them
+    /// known and answers with the schema to write (`Err`: an outage, asked again later);
+    /// `None` writes `parquet`'s own schema.
+    fn evolve(
+        &self,
+        parquet: &crate::config::ParquetConfig,
+    ) -> Option<futures::future::BoxFuture<'static, Result<Evolved, String>>> {
+        let _ = parquet;
+        None
+    }
 
     /// Whether a file of `kind` may upload parts while it fills (its key must be known then).
     fn streams(&self, kind: &FileKind) -> bool;

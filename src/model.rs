@@ -223,11 +223,14 @@ pub enum FlushReason {
     /// Its destination's commit is due (an Iceberg table closes its data files every
     /// `commit_interval_secs`, so each commit takes every record read before it).
     Commit,
+    /// Its destination's columns grew with a new schema (`columns = "from_schema"`): later
+    /// records go to files with the new columns.
+    Schema,
 }
 
 impl FlushReason {
     /// Every reason (to initialise metric series at zero).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Size,
         Self::Records,
         Self::Age,
@@ -237,6 +240,7 @@ impl FlushReason {
         Self::Revoke,
         Self::Shutdown,
         Self::Commit,
+        Self::Schema,
     ];
 
     /// Stable name for logs and metrics.
@@ -251,6 +255,7 @@ impl FlushReason {
             Self::Revoke => "revoke",
             Self::Shutdown => "shutdown",
             Self::Commit => "commit",
+            Self::Schema => "schema",
         }
     }
 }

@@ -9,8 +9,9 @@
 //! to taking more (biased: shutdown, upload completions, assignment changes, then data, then the
 //! timer), and takes no data while the memory budget is spent or a chunk waits for its
 //! schemas. This file holds the loop and the append; `intake.rs` the intake (destinations,
-//! decoding, route), `decoding.rs` the schemas a chunk needs (Schema Registry); `files.rs` the open files, their bound and the memory budget (with
-//! `open.rs`, their indexes); `uploads.rs` the uploader, its completions and the files in
+//! decoding, route), `decoding.rs` the schemas a chunk needs (Schema Registry), `grow.rs` the
+//! columns they bring a `from_schema` destination; `files.rs` the open files, their bound and
+//! the memory budget (with `open.rs`, their indexes); `uploads.rs` the uploader, its completions and the files in
 //! flight; `lifecycle.rs` the partition lifecycle (assignment, revoke drain,
 //! shutdown); `flush.rs` the way out (seal, upload completions, expiry, the budget's flushes).
 //! Deterministic offset windows are the offset tracker's (`offsets.rs`).
@@ -35,6 +36,7 @@ use crate::upload::{ObjectInfo, UploadDone, UploadError, Uploader};
 mod decoding;
 mod files;
 mod flush;
+mod grow;
 mod intake;
 mod lifecycle;
 mod open;
@@ -96,6 +98,8 @@ struct Destination {
     /// Per partition, the offset below which the destination already holds every record (a
     /// table's committed offset at assignment): those records are skipped for it.
     skip_below: hashbrown::HashMap<TopicPartition, i64>,
+    /// The schemas judged for a `columns = "from_schema"` destination (`grow.rs`).
+    judged: Option<grow::Judged>,
 }
 
 /// The worker.
@@ -152,6 +156,11 @@ impl Pipeline {
                     .deterministic
                     .then(|| i64::try_from(d.batch.max_records).unwrap_or(i64::MAX)),
                 skip_below: hashbrown::HashMap::new(),
+                judged: d
+                    .parquet
+                    .as_deref()
+                    .filter(|p| p.from_schema)
+                    .map(grow::Judged::new),
             })
             .collect();
         Self {

@@ -10,6 +10,8 @@
 //!   writer schema carrying field ids.
 //! - [`datafile`]: an uploaded Parquet file described as an Iceberg data file (partition values,
 //!   column statistics from its footer), and data-file names.
+//! - [`evolve`]: a `from_schema` table's new optional columns, added before the data files that
+//!   hold them are written.
 //! - [`offsets`]: the snapshot-summary keys holding Kafka offsets, read back through the
 //!   snapshot history, and the snapshot-expiry horizon.
 //! - [`guard`]: the `Catalog` decorator that refuses a zombie's commit atomically with the
@@ -29,6 +31,7 @@
 pub mod catalog;
 pub mod commit;
 pub mod datafile;
+pub mod evolve;
 pub mod guard;
 pub mod kind;
 pub mod offsets;

@@ -347,11 +347,11 @@ mod tests {
             row_group_bytes,
             compression: compression.into(),
             raw_column: Some("raw".into()),
-            columns: vec![
+            columns: crate::config::parquet::RawColumns::Declared(vec![
                 col("n", "n", "int64"),
                 col("name", "user.name", "string"),
                 col("ts", "ts", "timestamp"),
-            ],
+            ]),
             ..RawParquet::default()
         };
         Arc::new(crate::config::parquet::validate("d", &raw, Some("_kafka")).unwrap())

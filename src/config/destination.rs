@@ -3,6 +3,7 @@
 //! (compression, rotation) into a typed [`DestinationConfig`], each failure a one-line
 //! [`ConfigError`] naming the key and the fix.
 
+use super::registry::ValueFormat;
 use super::validate::{bounded_secs, positive_secs};
 use super::*;
 use crate::template::{check_path, FileTemplate, FileValues, FolderTemplate, KeyContext};
@@ -209,6 +210,20 @@ pub(super) fn validate_destination(
             ))
         }
     };
+    if parquet.as_deref().is_some_and(|p| p.from_schema)
+        && !matches!(
+            d.value_format,
+            ValueFormat::Avro | ValueFormat::Protobuf | ValueFormat::JsonSchema
+        )
+    {
+        return Err(ConfigError::new(
+            format!("{at}.parquet.columns"),
+            format!(
+                "\"from_schema\" takes the columns from each record's Schema Registry schema, but value_format = \"{}\" gives records without one; set value_format to avro, protobuf or json_schema, or declare the columns",
+                d.value_format.as_str()
+            ),
+        ));
+    }
     let iceberg = match (&d.iceberg, parquet.as_deref()) {
         (None, _) => None,
         (Some(raw), p) => {

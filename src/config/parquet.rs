@@ -2,8 +2,9 @@
 //! (`batch.format = "parquet"`), their column compression and row-group size, validated into a
 //! [`ParquetConfig`] with its Arrow schema.
 //!
-//! Invariant: the schema's fields are, in order, the declared columns, the raw-JSON column (if
-//! any) and the Kafka metadata columns (if `kafka_metadata_field` is set); every name is unique
+//! Invariant: the schema's fields are, in order, the declared columns (with `columns =
+//! "from_schema"`, the columns the schemas seen so far gave, none at start-up), the raw-JSON
+//! column (if any) and the Kafka metadata columns (if `kafka_metadata_field` is set); every name is unique
 //! and a plain identifier, so Athena, Trino, DuckDB and Spark take it unquoted.
 
 use std::sync::Arc;
@@ -27,9 +28,29 @@ pub struct RawParquet {
     /// Name of a column holding each record's whole JSON text (none when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_column: Option<String>,
-    /// The declared columns, in file order.
-    pub columns: Vec<RawColumn>,
+    /// The declared columns, in file order, or `"from_schema"`: the columns of each record's
+    /// Schema Registry schema, added as schemas appear.
+    pub columns: RawColumns,
 }
+
+/// `columns`: a list of declared columns, or a name (`"from_schema"`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawColumns {
+    /// `[[destinations.parquet.columns]]` entries.
+    Declared(Vec<RawColumn>),
+    /// `columns = "from_schema"` (any other word is refused by [`validate`]).
+    Named(String),
+}
+
+impl Default for RawColumns {
+    fn default() -> Self {
+        RawColumns::Declared(Vec::new())
+    }
+}
+
+/// The word of `columns = "from_schema"`.
+pub const FROM_SCHEMA: &str = "from_schema";
 
 impl Default for RawParquet {
     fn default() -> Self {
@@ -38,7 +59,7 @@ impl Default for RawParquet {
             compression_level: None,
             row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
             raw_column: None,
-            columns: Vec::new(),
+            columns: RawColumns::default(),
         }
     }
 }
@@ -136,6 +157,10 @@ pub struct Column {
     pub kind: ColumnType,
     /// Missing or null values are a mismatch.
     pub required: bool,
+    /// The value is a Schema Registry payload's decoded JSON (a `from_schema` column), so
+    /// the decoder's spellings are taken: 64-bit integers as strings (Protobuf's JSON mapping)
+    /// in an int64 column, `"NaN"` and `"±Infinity"` in a double column.
+    pub decoded: bool,
 }
 
 /// Parquet column compression.
@@ -173,8 +198,11 @@ const METADATA_COLUMNS: [&str; 6] = [
 /// A validated `[destinations.parquet]`.
 #[derive(Debug, Clone)]
 pub struct ParquetConfig {
-    /// Declared columns.
+    /// Declared columns; with `from_schema`, the columns of the schemas seen so far (none at
+    /// start-up; the pipeline adds them, see [`ParquetConfig::with_columns`]).
     pub columns: Vec<Column>,
+    /// `columns = "from_schema"`: columns come from the records' schemas.
+    pub from_schema: bool,
     /// Raw-JSON column name.
     pub raw_column: Option<String>,
     /// Prefix of the Kafka metadata columns (`<prefix>_topic`, …), if they are written.
@@ -239,7 +267,23 @@ pub(crate) fn validate(
             "must be at least 65536 (64 KiB)",
         ));
     }
-    if p.columns.len() > MAX_COLUMNS {
+    let (declared, from_schema) = match &p.columns {
+        RawColumns::Declared(c) => (&c[..], false),
+        RawColumns::Named(w) if w == FROM_SCHEMA => (&[][..], true),
+        RawColumns::Named(w) => {
+            return Err(ConfigError::new(
+                key("columns"),
+                format!("unknown value {w:?}; use \"from_schema\" or a list of [[destinations.parquet.columns]]"),
+            ))
+        }
+    };
+    if from_schema && metadata.is_none() {
+        return Err(ConfigError::new(
+            format!("{at}.kafka_metadata_field"),
+            "columns = \"from_schema\" needs the Kafka metadata columns (the files' columns before a schema is seen, and what verify matches rows by): set kafka_metadata_field = \"_kafka\"",
+        ));
+    }
+    if declared.len() > MAX_COLUMNS {
         return Err(ConfigError::new(
             key("columns"),
             format!("at most {MAX_COLUMNS} declared columns; keep the rest in raw_column"),
@@ -265,7 +309,7 @@ pub(crate) fn validate(
         Ok(())
     };
     let mut columns = Vec::new();
-    for (i, c) in p.columns.iter().enumerate() {
+    for (i, c) in declared.iter().enumerate() {
         let ck = |k: &str| format!("{at}.parquet.columns[{i}].{k}");
         let kind = ColumnType::parse(&c.kind).ok_or_else(|| {
             ConfigError::new(
@@ -294,6 +338,7 @@ pub(crate) fn validate(
             path,
             kind,
             required: c.required,
+            decoded: false,
         });
     }
     if let Some(raw) = &p.raw_column {
@@ -338,7 +383,42 @@ pub(crate) fn validate(
         row_group_bytes: usize::try_from(p.row_group_bytes).unwrap_or(usize::MAX),
         schema: Arc::new(Schema::new(fields)),
         exact_statistics: false,
+        from_schema,
     })
+}
+
+impl ParquetConfig {
+    /// This configuration with `columns` in place of its columns (a `from_schema`
+    /// destination's columns as schemas add them): the file schema is rebuilt with them first
+    /// and the raw and metadata columns after, as they were.
+    pub fn with_columns(&self, columns: Vec<Column>) -> ParquetConfig {
+        let fixed = self
+            .schema
+            .fields()
+            .iter()
+            .skip(self.columns.len())
+            .cloned();
+        let fields: Vec<_> = columns
+            .iter()
+            .map(|c| Arc::new(Field::new(&c.name, c.kind.arrow(), !c.required)))
+            .chain(fixed)
+            .collect();
+        ParquetConfig {
+            columns,
+            schema: Arc::new(Schema::new(fields)),
+            ..self.clone()
+        }
+    }
+
+    /// The names of the columns every file has whatever its schema: the raw-JSON column and
+    /// the Kafka metadata columns.
+    pub fn fixed_names(&self) -> impl Iterator<Item = &str> {
+        self.schema
+            .fields()
+            .iter()
+            .skip(self.columns.len())
+            .map(|f| f.name().as_str())
+    }
 }
 
 #[cfg(test)]
@@ -347,15 +427,17 @@ mod tests {
 
     fn raw(columns: &[(&str, Option<&str>, &str)]) -> RawParquet {
         RawParquet {
-            columns: columns
-                .iter()
-                .map(|(n, p, t)| RawColumn {
-                    name: n.to_string(),
-                    path: p.map(str::to_string),
-                    kind: t.to_string(),
-                    required: false,
-                })
-                .collect(),
+            columns: RawColumns::Declared(
+                columns
+                    .iter()
+                    .map(|(n, p, t)| RawColumn {
+                        name: n.to_string(),
+                        path: p.map(str::to_string),
+                        kind: t.to_string(),
+                        required: false,
+                    })
+                    .collect(),
+            ),
             ..RawParquet::default()
         }
     }

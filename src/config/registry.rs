@@ -343,6 +343,46 @@ mod tests {
     }
 
     #[test]
+    fn columns_from_the_schema() {
+        let pq = "kafka_metadata_field = \"_kafka\"\n[destinations.batch]\nformat = \"parquet\"\n[destinations.parquet]\ncolumns = \"from_schema\"\n";
+        let c = ok(
+            "url = \"http://sr:8081\"",
+            &format!("value_format = \"avro\"\n{pq}"),
+        );
+        let p = c.destinations[0].parquet.as_ref().unwrap();
+        assert!(p.from_schema && p.columns.is_empty());
+        assert_eq!(p.fixed_names().count(), 6, "the metadata columns");
+        let refused = [
+            ("value_format = \"json\"\n", pq.to_string(), "destinations[0].parquet.columns"),
+            ("value_format = \"auto\"\n", pq.to_string(), "destinations[0].parquet.columns"),
+            (
+                "value_format = \"avro\"\n",
+                pq.replace("kafka_metadata_field = \"_kafka\"\n", ""),
+                "destinations[0].kafka_metadata_field",
+            ),
+            (
+                "value_format = \"avro\"\n",
+                pq.replace("from_schema", "schema"),
+                "destinations[0].parquet.columns",
+            ),
+            (
+                "value_format = \"avro\"\n",
+                format!("{pq}[destinations.iceberg]\nnamespace = \"n\"\ntable = \"t\"\npartition_time = \"none\"\npartition_fields = [\"type\"]\n[destinations.iceberg.catalog]\nkind = \"sql\"\nuri = \"sqlite://x.db\"\nwarehouse = \"s3://b/w\"\n"),
+                "destinations[0].iceberg.partition_fields[0]",
+            ),
+            (
+                "value_format = \"avro\"\n",
+                format!("{pq}[destinations.iceberg]\nnamespace = \"n\"\ntable = \"t\"\npartition_time = \"hour\"\n[destinations.iceberg.catalog]\nkind = \"sql\"\nuri = \"sqlite://x.db\"\nwarehouse = \"s3://b/w\"\n"),
+                "destinations[0].iceberg.partition_time",
+            ),
+        ];
+        for (format, rest, key) in refused {
+            let e = err("url = \"http://sr:8081\"", &format!("{format}{rest}"));
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
     fn urls_auth_and_defaults() {
         let c = ok(
             "url = [\"https://sr-1:8081/\", \"http://sr-2:8081\"]\nusername = \"key\"\npassword = \"s3cret\"",

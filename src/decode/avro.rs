@@ -134,6 +134,11 @@ impl AvroDecoder {
             .expect("invariant: parse pushes the main schema")
     }
 
+    /// The main schema and every named type by full name.
+    pub(super) fn main_and_names(&self) -> (&Schema, &HashMap<Name, Schema>) {
+        (self.main(), &self.names)
+    }
+
     /// Heap bytes of the parsed schema (estimated when parsed).
     pub(super) fn memory_bytes(&self) -> usize {
         self.memory_bytes

@@ -161,6 +161,11 @@ impl ProtoDecoder {
         self.memory_bytes
     }
 
+    /// The file's first top-level message (the one a payload without indexes holds).
+    pub(super) fn first_message(&self) -> &MessageDescriptor {
+        &self.top[0]
+    }
+
     /// The message type the indexes at the start of `payload` name, and the message's bytes.
     fn message_type<'p>(
         &self,

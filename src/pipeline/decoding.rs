@@ -22,21 +22,31 @@ use crate::config::registry::{KeyFormat, ValueFormat};
 use crate::decode::registry::{Lookup, Registry};
 use crate::decode::value::{read, schema_id, Read};
 use crate::decode::Parsed;
+use crate::destination::Evolved;
 use crate::model::{QuarantineReason, Record};
 
 type Answer = Result<Arc<Parsed>, Lookup>;
 
-/// A chunk waiting for schemas, and the one task fetching them (started when the chunk stalls
-/// and after each failed attempt, once; the loop awaits the same task across its turns, so a
-/// slow registry never gets a second request for the same attempt).
+/// A chunk waiting for schemas (or for the columns they bring to be known, see `grow.rs`),
+/// and the one task doing it (started when the chunk stalls and after each failed attempt,
+/// once; the loop awaits the same task across its turns, so a slow registry or catalog never
+/// gets a second request for the same attempt).
 struct Stalled {
     records: Vec<Record>,
-    /// The ids not cached when the chunk stalled.
-    missing: Vec<u32>,
+    /// What it waits for.
+    wait: Wait,
     since: Instant,
     attempts: u32,
     backoff: backon::ExponentialBackoff,
     task: tokio::task::JoinHandle<Fetched>,
+}
+
+/// What a stalled chunk waits for.
+enum Wait {
+    /// The schemas of these ids (not cached when the chunk stalled).
+    Schemas(Vec<u32>),
+    /// A destination's kind to make new columns known (a table's schema update).
+    Columns(super::grow::Growth),
 }
 
 impl Drop for Stalled {
@@ -61,8 +71,17 @@ pub(super) type View = Option<Result<Record, (QuarantineReason, String)>>;
 #[derive(Default)]
 pub(super) struct Memo(Vec<((ValueFormat, KeyFormat), View)>);
 
-/// What fetching a stalled chunk's schemas gave: each id's answer, or the outage.
-pub(super) type Fetched = Result<Vec<(u32, Answer)>, String>;
+/// What a stalled chunk's task gave: each id's answer, or the new columns' answer; or the
+/// outage.
+pub(super) type Fetched = Result<Ready, String>;
+
+/// A stalled chunk's task's answer.
+pub(super) enum Ready {
+    /// Each schema id's answer.
+    Schemas(Vec<(u32, Answer)>),
+    /// The destination's kind's answer to new columns.
+    Columns(Evolved),
+}
 
 impl Decoding {
     /// The state of a worker that decodes through `registry`.
@@ -97,9 +116,42 @@ impl Decoding {
                     answer => got.push((id, answer)),
                 }
             }
-            Ok(got)
+            Ok(Ready::Schemas(got))
         })
     }
+
+    /// The schema of `id` as the chunk being taken in sees it, when it is a schema.
+    pub(super) fn schema_at_hand(&self, id: u32) -> Option<&Arc<Parsed>> {
+        self.at_hand.get(&id).and_then(|a| a.as_ref().ok())
+    }
+
+    /// Stalls `records` on `wait`, whose first attempt is `task`.
+    fn stall(&mut self, records: Vec<Record>, wait: Wait, task: tokio::task::JoinHandle<Fetched>) {
+        self.stalled = Some(Stalled {
+            records,
+            wait,
+            since: Instant::now(),
+            attempts: 0,
+            backoff: backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(30))
+                .with_jitter()
+                .without_max_times()
+                .build(),
+            task,
+        });
+    }
+}
+
+/// Runs a destination kind's work on new columns once `not_before` has passed.
+fn start_columns(
+    work: futures::future::BoxFuture<'static, Result<Evolved, String>>,
+    not_before: Instant,
+) -> tokio::task::JoinHandle<Fetched> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(not_before).await;
+        work.await.map(Ready::Columns)
+    })
 }
 
 /// Waits for the stalled chunk's fetch, or forever when no chunk waits (a `select!` branch that
@@ -151,21 +203,18 @@ impl Pipeline {
         }
         let dec = self.decoding.as_mut().expect("invariant: checked above");
         if !missing.is_empty() {
-            let now = Instant::now();
-            let task = dec.start(missing.clone(), now);
-            dec.stalled = Some(Stalled {
-                records,
-                missing,
-                since: now,
-                attempts: 0,
-                backoff: backon::ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(30))
-                    .with_jitter()
-                    .without_max_times()
-                    .build(),
-                task,
-            });
+            let task = dec.start(missing.clone(), Instant::now());
+            dec.stall(records, Wait::Schemas(missing), task);
+            return Ok(());
+        }
+        if let Some(mut growth) = self.grow_columns(&records) {
+            let work = growth
+                .work
+                .take()
+                .expect("invariant: a growth to wait for has work");
+            let task = start_columns(work, Instant::now());
+            let dec = self.decoding.as_mut().expect("invariant: checked above");
+            dec.stall(records, Wait::Columns(growth), task);
             return Ok(());
         }
         let result = self.ingest(records);
@@ -175,7 +224,7 @@ impl Pipeline {
         result
     }
 
-    /// The stalled chunk's schemas arrived (take it in) or the registry failed (wait longer).
+    /// The stalled chunk's task answered (take the chunk in) or failed (wait longer).
     pub(super) fn on_fetched(&mut self, fetched: Fetched) -> Result<(), PipelineError> {
         let Some(dec) = self.decoding.as_mut() else {
             return Ok(());
@@ -183,18 +232,32 @@ impl Pipeline {
         let Some(mut s) = dec.stalled.take() else {
             return Ok(());
         };
+        let what = match &s.wait {
+            Wait::Schemas(_) => "the Schema Registry",
+            Wait::Columns(_) => "the table's catalog (adding a new schema's columns)",
+        };
         match fetched {
-            Ok(got) => {
-                dec.at_hand.extend(got);
+            Ok(ready) => {
                 if s.attempts > 0 {
                     tracing::info!(
                         waited_secs = s.since.elapsed().as_secs(),
-                        "the Schema Registry answers again; consumption resumes"
+                        "{what} answers again; consumption resumes"
                     );
                 }
-                // Every id the chunk needs is at hand now; taking it in looks them up there.
                 let records = std::mem::take(&mut s.records);
-                drop(s);
+                match (
+                    ready,
+                    std::mem::replace(&mut s.wait, Wait::Schemas(Vec::new())),
+                ) {
+                    (Ready::Schemas(got), _) => dec.at_hand.extend(got),
+                    (Ready::Columns(answer), Wait::Columns(growth)) => {
+                        drop(s);
+                        self.evolved(growth, answer);
+                    }
+                    (Ready::Columns(_), Wait::Schemas(_)) => {}
+                }
+                // Every id the chunk needs is at hand now (taking it in looks them up there),
+                // and the columns they brought are in force.
                 self.take_chunk(records)?;
                 self.enforce_budget();
                 Ok(())
@@ -202,7 +265,16 @@ impl Pipeline {
             Err(e) => {
                 s.attempts += 1;
                 let wait = s.backoff.next().unwrap_or(Duration::from_secs(30));
-                s.task = dec.start(s.missing.clone(), Instant::now() + wait);
+                let at = Instant::now() + wait;
+                s.task = match &s.wait {
+                    Wait::Schemas(missing) => dec.start(missing.clone(), at),
+                    Wait::Columns(g) => {
+                        let work = self.dests[g.dest].kind.evolve(&g.parquet).expect(
+                            "invariant: a kind that had work for these columns has it again",
+                        );
+                        start_columns(work, at)
+                    }
+                };
                 // Logged on the 1st, 2nd, 4th, 8th… failure: an outage does not flood the log.
                 if s.attempts.is_power_of_two() {
                     tracing::warn!(
@@ -210,9 +282,10 @@ impl Pipeline {
                         attempts = s.attempts,
                         waiting_secs = s.since.elapsed().as_secs(),
                         retry_in_ms = wait.as_millis() as u64,
-                        "the Schema Registry does not answer; consumption waits, nothing is quarantined"
+                        "{what} does not answer; consumption waits, nothing is quarantined"
                     );
                 }
+                let dec = self.decoding.as_mut().expect("invariant: checked above");
                 dec.stalled = Some(s);
                 Ok(())
             }

@@ -89,6 +89,13 @@ impl Pipeline {
                 let view = match self.read_value(d, &rec, &mut memo)? {
                     None => &rec,
                     Some(Ok(r)) => {
+                        // A `from_schema` destination's columns must hold its schema's fields.
+                        if let Some(why) = self.conflict(d, &rec) {
+                            let why = why.to_string();
+                            let reason = QuarantineReason::SchemaMismatch;
+                            self.quarantine(d, &rec, reason, Some(&why), now);
+                            continue;
+                        }
                         decoded = r;
                         &decoded
                     }

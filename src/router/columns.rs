@@ -90,6 +90,18 @@ pub fn cell<'a>(
             }
         }
         (ColumnType::Json, _) => Cell::Str(Cow::Borrowed(raw)),
+        // A decoded payload's spellings: Protobuf's 64-bit integers, Avro's and Protobuf's
+        // non-finite floats.
+        (ColumnType::Int64, Scalar::Str(s)) if column.decoded => match s.parse::<i64>() {
+            Ok(i) => Cell::Int(i),
+            Err(_) => return Err(mismatch("a string that is not an integer")),
+        },
+        (ColumnType::Double, Scalar::Str(s)) if column.decoded => match s.as_ref() {
+            "NaN" => Cell::Float(f64::NAN),
+            "Infinity" => Cell::Float(f64::INFINITY),
+            "-Infinity" => Cell::Float(f64::NEG_INFINITY),
+            _ => return Err(mismatch("a string that is not a number")),
+        },
         (ColumnType::Int64, Scalar::Float(_)) => return Err(mismatch("a non-integer number")),
         _ => return Err(mismatch(kind)),
     };
@@ -107,6 +119,7 @@ mod tests {
             path: vec!["v".into()],
             kind,
             required,
+            decoded: false,
         }
     }
 
@@ -170,6 +183,45 @@ mod tests {
         );
         assert_eq!(of(Int64, false, None), Ok(Cell::Null));
         assert_eq!(of(Bool, false, Some("null")), Ok(Cell::Null));
+    }
+
+    #[test]
+    fn decoded_columns_take_the_decoders_spellings() {
+        let decoded = |kind, json: &str| {
+            let doc: &'static str = Box::leak(format!("{{\"v\":{json}}}").into_boxed_str());
+            let paths = vec![vec!["v".to_string()]];
+            let (mut out, mut spans) = ([None], [None]);
+            scan_fields_with_spans(doc, &paths, &mut out, &mut spans).unwrap();
+            let c = Column {
+                decoded: true,
+                ..column(kind, false)
+            };
+            cell(&c, doc, out[0].as_ref(), spans[0].as_ref()).map_err(|m| m.found)
+        };
+        assert_eq!(
+            decoded(ColumnType::Int64, r#""-9007199254740993""#),
+            Ok(Cell::Int(-9_007_199_254_740_993))
+        );
+        assert_eq!(
+            decoded(ColumnType::Int64, r#""x""#),
+            Err("a string that is not an integer")
+        );
+        assert!(
+            matches!(decoded(ColumnType::Double, r#""NaN""#), Ok(Cell::Float(f)) if f.is_nan())
+        );
+        assert_eq!(
+            decoded(ColumnType::Double, r#""-Infinity""#),
+            Ok(Cell::Float(f64::NEG_INFINITY))
+        );
+        assert_eq!(
+            decoded(ColumnType::Double, r#""1""#),
+            Err("a string that is not a number")
+        );
+        assert_eq!(
+            of(ColumnType::Double, false, Some(r#""NaN""#)),
+            Err("a string".into()),
+            "declared columns keep JSON's types"
+        );
     }
 
     #[test]

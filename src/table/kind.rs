@@ -290,6 +290,24 @@ impl DestinationKind for Table {
         }
     }
 
+    /// The table gains the new columns (a schema update) before a file holds them.
+    fn evolve(
+        &self,
+        parquet: &crate::config::ParquetConfig,
+    ) -> Option<futures::future::BoxFuture<'static, Result<crate::destination::Evolved, String>>>
+    {
+        let t = &self.target;
+        let task = super::evolve::add_columns(t.catalog.clone(), t.ident.clone(), parquet.clone());
+        // On the runtime the catalog's clients were built on.
+        let runtime = t.runtime.clone();
+        Some(Box::pin(async move {
+            runtime
+                .spawn(task)
+                .await
+                .map_err(|e| format!("the schema update stopped: {e}"))?
+        }))
+    }
+
     /// Every file's name is known when it opens.
     fn streams(&self, _kind: &FileKind) -> bool {
         true

@@ -20,7 +20,7 @@ use super::kind::TableTarget;
 use super::schema::{partition_spec, table_schema, writer_schema, zoneless};
 use super::storage::{BucketSinks, OtherBuckets, SinkStorage, SinkStorageFactory};
 use super::TableError;
-use crate::config::{Config, DestinationConfig, ParquetConfig};
+use crate::config::{Column, ColumnType, Config, DestinationConfig, ParquetConfig};
 use crate::sink::{ObjectMeta, ObjectSink};
 
 /// Another bucket's store, made like the destination's (its endpoint, region, credentials,
@@ -187,6 +187,14 @@ pub async fn open_tables(
         }
         let spec = partition_spec(&schema, &cfg.partition).map_err(|e| setup(e.to_string()))?;
         let table = ensure_table(&*catalog, &ident, schema, spec, cfg.create_if_missing).await?;
+        // A `from_schema` table's columns so far are where its files start.
+        let parquet = if parquet.from_schema {
+            Arc::new(
+                parquet.with_columns(schema_columns(&parquet, table.metadata().current_schema())),
+            )
+        } else {
+            parquet
+        };
         let ws = writer_schema(&parquet, table.metadata().current_schema())
             .map_err(|e| setup(e.to_string()))?;
         d.parquet = Some(Arc::new(ParquetConfig {
@@ -223,4 +231,35 @@ pub async fn open_tables(
         );
     }
     Ok((config, tables))
+}
+
+/// The columns a `from_schema` table already has besides the connector's own (raw, metadata),
+/// as the connector writes them: optional, read from the top-level key of their name, of the
+/// column type of their Iceberg type (a column of a type the connector does not write is left
+/// to other writers).
+fn schema_columns(parquet: &ParquetConfig, table: &iceberg::spec::Schema) -> Vec<Column> {
+    use iceberg::spec::{PrimitiveType as P, Type};
+    table
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| !parquet.fixed_names().any(|n| n == f.name))
+        .filter_map(|f| {
+            let kind = match &*f.field_type {
+                Type::Primitive(P::String) => ColumnType::String,
+                Type::Primitive(P::Long) => ColumnType::Int64,
+                Type::Primitive(P::Double) => ColumnType::Double,
+                Type::Primitive(P::Boolean) => ColumnType::Bool,
+                Type::Primitive(P::Timestamptz | P::Timestamp) => ColumnType::Timestamp,
+                _ => return None,
+            };
+            Some(Column {
+                name: f.name.clone(),
+                path: vec![f.name.clone()],
+                kind,
+                required: false,
+                decoded: true,
+            })
+        })
+        .collect()
 }

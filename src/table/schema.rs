@@ -3,7 +3,8 @@
 //! the writer schema that carries the table's field ids into every data file.
 //!
 //! Invariants: the table's columns are the writer's columns in the same order and with the same
-//! nullability; every Parquet column written for a table carries its Iceberg field id
+//! nullability (a `from_schema` table's schema columns are appended as schemas bring them, see
+//! [`super::evolve`]); every Parquet column written for a table carries its Iceberg field id
 //! (`PARQUET:field_id`), looked up by name in the table's current schema, so engines never map
 //! columns by position; timestamps are microseconds (Iceberg has no millisecond timestamp).
 
@@ -18,7 +19,7 @@ use crate::config::iceberg::{PartitionSource, TimeTransform};
 use crate::config::{ConfigError, ParquetConfig};
 
 /// The Iceberg type of a writer column, or None for a type the writer never produces.
-fn iceberg_type(t: &DataType) -> Option<PrimitiveType> {
+pub(super) fn iceberg_type(t: &DataType) -> Option<PrimitiveType> {
     Some(match t {
         DataType::Utf8 => PrimitiveType::String,
         DataType::Int64 => PrimitiveType::Long,
@@ -186,12 +187,12 @@ mod tests {
         };
         let raw = RawParquet {
             raw_column: Some("raw".into()),
-            columns: vec![
+            columns: crate::config::parquet::RawColumns::Declared(vec![
                 col("event", "type", "string", true),
                 col("ts", "timestamp", "timestamp", false),
                 col("n", "n", "int64", false),
                 col("ratio", "ratio", "double", false),
-            ],
+            ]),
             ..RawParquet::default()
         };
         crate::config::parquet::validate("d", &raw, Some("_kafka")).unwrap()

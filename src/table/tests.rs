@@ -84,12 +84,12 @@ pub(super) fn destination_parquet() -> ParquetConfig {
         required,
     };
     let raw = RawParquet {
-        columns: vec![
+        columns: crate::config::parquet::RawColumns::Declared(vec![
             col("event", "type", "string", true),
             col("ts", "timestamp", "timestamp", true),
             col("n", "n", "int64", false),
             col("ratio", "ratio", "double", false),
-        ],
+        ]),
         ..RawParquet::default()
     };
     crate::config::parquet::validate("d", &raw, Some("_kafka")).unwrap()

@@ -1,7 +1,7 @@
 //! Test fixtures shared by the scenario tests, one file per concern: Kafka ([`kafka`]: the mock
 //! cluster, a producer that reports each record's offset, committed offsets read back), S3
 //! ([`s3`]: the in-process server over a temp dir and readers of its objects), the config
-//! ([`config`]: a TOML builder), the pipeline run ([`run`]), test data ([`events`]) and what S3
+//! ([`config`]: a TOML builder), the pipeline run ([`run`]), test data ([`events`], Avro orders in [`orders`]) and what S3
 //! must hold ([`expected`]).
 //!
 //! Rules every helper follows: no fixed ports (everything binds `127.0.0.1:0`), no sleeping to
@@ -16,12 +16,13 @@ pub mod config;
 pub mod events;
 pub mod expected;
 pub mod kafka;
+pub mod orders;
 pub mod run;
 pub mod s3;
 
 // Every fixture is `support::name` to the test files; a file uses some of them.
 #[allow(unused_imports)]
-pub use {config::*, events::*, expected::*, kafka::*, run::*, s3::*};
+pub use {config::*, events::*, expected::*, kafka::*, orders::*, run::*, s3::*};
 
 use std::sync::Once;
 use std::time::Duration;

@@ -59,7 +59,11 @@ pub fn partition_sources(
         let column = time_column.ok_or_else(|| {
             ConfigError::new(
                 format!("{at}.iceberg.partition_time"),
-                "needs a timestamp column holding the event time: declare one whose path is routing.time_field (or use time_source = \"kafka_timestamp\" with kafka_metadata_field), or set partition_time = \"none\"",
+                if parquet.from_schema {
+                    "needs a timestamp column known at start-up, and columns = \"from_schema\" declares none: use time_source = \"kafka_timestamp\" (the _timestamp metadata column), or set partition_time = \"none\""
+                } else {
+                    "needs a timestamp column holding the event time: declare one whose path is routing.time_field (or use time_source = \"kafka_timestamp\" with kafka_metadata_field), or set partition_time = \"none\""
+                },
             )
         })?;
         out.push(PartitionSource::Time {
@@ -69,6 +73,12 @@ pub fn partition_sources(
     }
     for (i, path) in cfg.partition_fields.iter().enumerate() {
         let key = format!("{at}.iceberg.partition_fields[{i}]");
+        if parquet.from_schema {
+            return Err(ConfigError::new(
+                key,
+                "partitions by value need a declared column, and columns = \"from_schema\" declares none; remove partition_fields or declare the columns",
+            ));
+        }
         let col = parquet.columns.iter().find(|c| &c.path == path).ok_or_else(|| {
             ConfigError::new(
                 key.clone(),
