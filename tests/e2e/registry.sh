@@ -7,7 +7,10 @@
 # an enum, a oneof, an optional, well-known types) and JSON Schema, one topic each. The connector
 # (three destinations, value_format avro / protobuf / json_schema) writes them to moto; every
 # record it wrote must equal what the Python deserializers (fastavro, protobuf's json_format)
-# give for it, in docs/schema-registry.md's mapping, with nothing quarantined.
+# give for it, in docs/schema-registry.md's mapping, with nothing quarantined. Three more
+# destinations write the same topics as Parquet with `columns = "from_schema"` to a second
+# bucket: read with pyarrow, each file's columns are its schema's fields (v2's new field in the
+# files after it) and every cell equals the deserialized record's field.
 #
 #   bash tests/e2e/registry.sh
 #
@@ -29,6 +32,10 @@ install_e2e_tools
 python3 -c 'import fastavro, google.protobuf, jsonschema, grpc_tools, httpx, cachetools, attrs' 2>/dev/null || {
   log "installing confluent-kafka's Schema Registry extras and grpcio-tools (pip)"
   python3 -m pip install -q "confluent-kafka[avro,json,protobuf,schemaregistry]==2.16.1" "grpcio-tools==1.76.0"
+}
+python3 -c 'import pyarrow' 2>/dev/null || {
+  log "installing pyarrow (pip)"
+  python3 -m pip install -q "pyarrow==26.0.1"
 }
 if [ ! -x "$BIN" ] || [ ! -x "$BENCH_BIN" ]; then
   log "building the connector and kafka-s3-sink-bench"
@@ -62,6 +69,7 @@ done
 REGISTRY_URL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$TMP/registry.json")
 wait_moto "$S3_PORT"
 h create-bucket "$S3_URL" "$BUCKET"
+h create-bucket "$S3_URL" "$BUCKET-cols"
 for f in avro protobuf json; do tansu_topic "$KAFKA_PORT" "$PREFIX-$f" 2 "$TMP/topic-$f.log"; done
 
 log "producing with confluent-kafka's serializers through $REGISTRY_URL"
@@ -111,6 +119,30 @@ time_field = "timestamp"
 
 [destinations.batch]
 idle_secs = 1
+
+[[destinations]]
+name = "$f-columns"
+topics = ["$topic"]
+value_format = "$f"
+bucket = "$BUCKET-cols"
+endpoint = "$S3_URL"
+force_path_style = true
+prefix = "$f"
+kafka_metadata_field = "_kafka"
+
+[destinations.credentials]
+access_key_id = "testing"
+secret_access_key = "testing"
+
+[destinations.routing]
+time_source = "kafka_timestamp"
+
+[destinations.batch]
+format = "parquet"
+idle_secs = 1
+
+[destinations.parquet]
+columns = "from_schema"
 EOC
 done
 SR_PASSWORD=sr-secret "$BIN" check-config --config "$TMP/connector.toml" >"$TMP/check.log" 2>&1 ||
@@ -124,4 +156,5 @@ wait_records "$S3_URL" "$BUCKET" "$TOTAL" "$CONNECTOR_PID" connector
 stopped "$CONNECTOR_PID"
 ! grep -q sr-secret "$TMP/connector.log" || fail "the connector logged the registry password"
 python3 "$CLIENTS" check "$S3_URL" "$BUCKET" "$TMP/expected.json" || fail "the connector's records differ"
-log "OK: $TOTAL records of three formats equal the Python deserializers' output"
+python3 "$CLIENTS" check-columns "$S3_URL" "$BUCKET-cols" "$TMP/expected.json" || fail "the schema columns differ"
+log "OK: $TOTAL records of three formats equal the Python deserializers' output, as lines and as schema columns"

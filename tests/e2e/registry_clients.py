@@ -7,6 +7,7 @@ must have written.
 
   registry_clients.py produce BROKER REGISTRY_URL USER PASSWORD TOPIC_PREFIX PROTO_DIR OUT.json
   registry_clients.py check S3_URL BUCKET EXPECTED.json
+  registry_clients.py check-columns S3_URL BUCKET EXPECTED.json
 """
 import base64
 import datetime
@@ -238,6 +239,65 @@ def check(s3_url, bucket, expected_path):
         print(f"registry: {fmt}: {len(got)} records equal the Python deserializers' output")
 
 
+def cell_matches(got, want):
+    """Whether a `from_schema` column's cell holds the deserialized field `want` (None: the
+    record has no such field), by the column's type as docs/schema-registry.md maps it."""
+    if want is None:
+        return got is None
+    if isinstance(got, datetime.datetime):
+        w = datetime.datetime.fromisoformat(want.replace("Z", "+00:00"))
+        return got == w.astimezone(datetime.timezone.utc)
+    if isinstance(got, bool) or isinstance(want, bool):
+        return got == want
+    if isinstance(got, int):
+        return got == int(want)  # Protobuf's 64-bit integers are JSON strings
+    if isinstance(got, float):
+        if isinstance(want, str):
+            return math.isnan(got) if want == "NaN" else got == float(want)
+        return got == want
+    if isinstance(want, (dict, list)):
+        return json.loads(got) == want
+    return got == want
+
+
+def check_columns(s3_url, bucket, expected_path):
+    import io
+    import boto3
+    import pyarrow.parquet as pq
+    s3 = boto3.client("s3", endpoint_url=s3_url, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    expected = json.load(open(expected_path))
+    for fmt, want in expected.items():
+        seen, layouts = set(), set()
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{fmt}/")
+        for page in pages:
+            for o in page.get("Contents", []):
+                if "/_errors/" in o["Key"]:
+                    sys.exit(f"{fmt}: a record was quarantined: {o['Key']}")
+                body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                table = pq.read_table(io.BytesIO(body))
+                names = [n for n in table.column_names if not n.startswith("_kafka_")]
+                layouts.add(tuple(names))
+                for row in table.to_pylist():
+                    rec = want[row["id"]]
+                    if row["id"] in seen:
+                        sys.exit(f"{fmt}: {row['id']} written twice")
+                    seen.add(row["id"])
+                    for n in names:
+                        if not cell_matches(row[n], rec.get(n)):
+                            sys.exit(f"{fmt}: record {row['id']} column {n}: {row[n]!r}, "
+                                     f"deserializer {rec.get(n)!r}")
+                    missing = set(rec) - set(names)
+                    if missing:
+                        sys.exit(f"{fmt}: record {row['id']}: fields {sorted(missing)} have no column")
+        if seen != set(want):
+            sys.exit(f"{fmt}: written {sorted(seen ^ set(want))[:5]} differ from produced")
+        if fmt == "avro" and not any("coupon" in l for l in layouts):
+            sys.exit("avro: v2's field coupon never became a column")
+        print(f"registry: {fmt}: {len(seen)} records' schema columns equal the deserializers' fields "
+              f"({len(layouts)} column layouts)")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"produce": produce, "check": check}[cmd](*args)
+    {"produce": produce, "check": check, "check-columns": check_columns}[cmd](*args)
