@@ -131,8 +131,10 @@ pub fn limit_avro_lengths(max_bytes: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct Parsed {
     inner: Inner,
-    /// The columns it gives a `from_schema` destination ([`columns`]).
-    columns: Vec<crate::config::Column>,
+    /// The columns it gives a `from_schema` destination ([`columns`]): one set for an Avro or
+    /// JSON Schema, one per message (by full name, in [`protobuf::ProtoDecoder::messages`]'
+    /// order) for a Protobuf file.
+    columns: Vec<(String, Vec<crate::config::Column>)>,
     memory_bytes: usize,
 }
 
@@ -162,20 +164,31 @@ impl Parsed {
                 let d = avro::AvroDecoder::parse(text, references)?;
                 let bytes = d.memory_bytes();
                 let (main, names) = d.main_and_names();
-                let columns = columns::avro(main, names);
+                let columns = vec![(String::new(), columns::avro(main, names))];
                 (Inner::Avro(Arc::new(d)), bytes, columns)
             }
             SchemaKind::Protobuf => {
                 let d = protobuf::ProtoDecoder::parse(text, references)?;
                 let bytes = d.memory_bytes();
-                let columns = columns::protobuf(d.first_message());
+                let columns = d
+                    .messages()
+                    .iter()
+                    .map(|m| (m.full_name().to_string(), columns::protobuf(m)))
+                    .collect();
                 (Inner::Protobuf(Arc::new(d)), bytes, columns)
             }
-            SchemaKind::Json => (Inner::Json, 0, columns::json_schema(text)),
+            SchemaKind::Json => (
+                Inner::Json,
+                0,
+                vec![(String::new(), columns::json_schema(text))],
+            ),
         };
         let column_bytes: usize = columns
             .iter()
-            .map(|c| std::mem::size_of::<crate::config::Column>() + 2 * c.name.len() + 64)
+            .flat_map(|(m, cs)| cs.iter().map(move |c| (m, c)))
+            .map(|(m, c)| {
+                std::mem::size_of::<crate::config::Column>() + 2 * c.name.len() + 64 + m.len() / 4
+            })
             .sum();
         Ok(Parsed {
             inner,
@@ -190,11 +203,21 @@ impl Parsed {
         self.memory_bytes
     }
 
-    /// The columns this schema gives a destination with `columns = "from_schema"`: one per
-    /// top-level field (the first message's, for Protobuf), optional, typed by the field's
-    /// decoded JSON.
-    pub fn columns(&self) -> &[crate::config::Column] {
-        &self.columns
+    /// The columns a payload of this schema gives a destination with `columns =
+    /// "from_schema"` (one per top-level field of its record, or of the Protobuf message its
+    /// indexes name; optional, typed by the field's decoded JSON), and which of the schema's
+    /// column sets they are (always 0 but for Protobuf files of several messages). `None`
+    /// when a Protobuf payload's indexes do not read (its decoding fails too).
+    pub fn columns_of(&self, payload: &[u8]) -> Option<(u32, &[crate::config::Column])> {
+        let at = match &self.inner {
+            Inner::Protobuf(d) => {
+                let m = d.message_of(payload)?;
+                self.columns.iter().position(|(n, _)| n == m.full_name())?
+            }
+            Inner::Avro(_) | Inner::Json => 0,
+        };
+        let set = self.columns.get(at)?;
+        Some((u32::try_from(at).ok()?, &set.1))
     }
 
     /// The kind of schema this is.
@@ -307,6 +330,44 @@ mod tests {
     fn parsed_schemas_are_shared_between_threads() {
         fn shared<T: Send + Sync + Clone>() {}
         shared::<Parsed>();
+    }
+
+    #[test]
+    fn a_protobuf_payloads_columns_are_its_messages() {
+        let p = Parsed::parse(
+            SchemaKind::Protobuf,
+            r#"syntax = "proto3";
+            import "google/protobuf/timestamp.proto";
+            message Customer { string name = 1; }
+            message Order {
+              message Line { string sku = 1; }
+              uint64 big = 5; int64 id = 1; Customer c = 2; google.protobuf.Timestamp at = 3;
+              repeated string tags = 4; double score = 6; map<string, int32> m = 7;
+              oneof pay { string card = 8; }
+            }"#,
+            &[],
+        )
+        .unwrap();
+        let kinds = |payload: &[u8]| {
+            let (set, cols) = p.columns_of(payload).unwrap();
+            let cols: Vec<String> = cols
+                .iter()
+                .map(|c| format!("{}:{}", c.name, c.kind.name()))
+                .collect();
+            (set, cols.join(" "))
+        };
+        // No indexes: the first message; indexes [1]: Order; [1, 0]: Order.Line.
+        assert_eq!(kinds(&[0]), (0, "name:string".to_string()));
+        assert_eq!(
+            kinds(&[2, 2]),
+            (
+                1,
+                "id:int64 c:json at:timestamp tags:json big:string score:double m:json card:string"
+                    .to_string()
+            )
+        );
+        assert_eq!(kinds(&[4, 2, 0]), (2, "sku:string".to_string()));
+        assert!(p.columns_of(&[2, 40]).is_none(), "an index out of range");
     }
 
     #[test]

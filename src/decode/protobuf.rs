@@ -161,9 +161,25 @@ impl ProtoDecoder {
         self.memory_bytes
     }
 
-    /// The file's first top-level message (the one a payload without indexes holds).
-    pub(super) fn first_message(&self) -> &MessageDescriptor {
-        &self.top[0]
+    /// Every message of the schema's file a payload's indexes can name: each top-level one
+    /// followed by its nested ones, depth first (map entries excepted).
+    pub(super) fn messages(&self) -> Vec<MessageDescriptor> {
+        fn walk(m: &MessageDescriptor, out: &mut Vec<MessageDescriptor>) {
+            out.push(m.clone());
+            for c in m.child_messages().filter(|c| !c.is_map_entry()) {
+                walk(&c, out);
+            }
+        }
+        let mut out = Vec::new();
+        for m in &self.top {
+            walk(m, &mut out);
+        }
+        out
+    }
+
+    /// The message type a payload's indexes name, if they read.
+    pub(super) fn message_of(&self, payload: &[u8]) -> Option<MessageDescriptor> {
+        self.message_type(payload).ok().map(|(d, _)| d)
     }
 
     /// The message type the indexes at the start of `payload` name, and the message's bytes.

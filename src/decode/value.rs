@@ -33,6 +33,17 @@ pub fn schema_id(format: ValueFormat, value: Option<&[u8]>) -> Option<u32> {
     }
 }
 
+/// Whether `format` reads payloads of schemas of `kind` (`auto` reads every kind).
+pub fn takes(format: ValueFormat, kind: SchemaKind) -> bool {
+    let expected = match format {
+        ValueFormat::Avro => SchemaKind::Avro,
+        ValueFormat::Protobuf => SchemaKind::Protobuf,
+        ValueFormat::JsonSchema => SchemaKind::Json,
+        ValueFormat::Json | ValueFormat::Auto => return true,
+    };
+    expected == kind
+}
+
 /// Reads `value` under `format`; `lookup` answers from the schemas at hand (`None`: not
 /// fetched).
 pub fn read(
@@ -55,13 +66,7 @@ pub fn read(
         Some(Ok(s)) => s,
         Some(Err(e)) => return Read::Quarantine(QuarantineReason::UnknownSchema, e.to_string()),
     };
-    let expected = match format {
-        ValueFormat::Avro => Some(SchemaKind::Avro),
-        ValueFormat::Protobuf => Some(SchemaKind::Protobuf),
-        ValueFormat::JsonSchema => Some(SchemaKind::Json),
-        ValueFormat::Json | ValueFormat::Auto => None,
-    };
-    if expected.is_some_and(|k| k != schema.kind()) {
+    if !takes(format, schema.kind()) {
         return Read::Quarantine(
             QuarantineReason::Undecodable,
             format!(

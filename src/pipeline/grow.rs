@@ -25,15 +25,19 @@ use crate::destination::{Evolved, FileKind};
 use crate::model::{FlushReason, Record};
 use crate::router::Router;
 
-/// Most schema ids judged per destination before the verdicts are forgotten (and judged again
-/// as their records come).
-const MAX_VERDICTS: usize = 4096;
+/// Most schemas judged per destination before the verdicts are forgotten (and judged again
+/// as their records come): each holds at most a line of detail.
+const MAX_VERDICTS: usize = 1024;
+
+/// A schema id and which of its column sets a payload has ([`crate::decode::Parsed::columns_of`]).
+type Shape = (u32, u32);
 
 /// A `from_schema` destination's judged schemas.
 #[derive(Debug, Default)]
 pub(super) struct Judged {
-    /// Per schema id: why its records do not fit (`None`: they fit).
-    verdicts: HashMap<u32, Option<String>>,
+    /// Per schema id and column set (a Protobuf file's message): why its records do not fit
+    /// (`None`: they fit).
+    verdicts: HashMap<Shape, Option<String>>,
     /// Columns in force whose kind no schema has named yet (read from a table at start-up: a
     /// `string` column there may hold a schema's nested value as `json`).
     unsettled: Vec<String>,
@@ -106,7 +110,7 @@ pub(super) fn fit(
 pub(super) struct Growth {
     pub(super) dest: usize,
     pub(super) parquet: ParquetConfig,
-    pub(super) ids: Vec<u32>,
+    pub(super) ids: Vec<Shape>,
     pub(super) work: Option<BoxFuture<'static, Result<Evolved, String>>>,
 }
 
@@ -123,20 +127,6 @@ impl Pipeline {
             let Some(judged) = dest.judged.as_ref() else {
                 continue;
             };
-            let mut ids: Vec<u32> = Vec::new();
-            for rec in records {
-                if !dest.cfg.topics.matches(&rec.tp.topic) {
-                    continue;
-                }
-                if let Some(id) = schema_id(dest.cfg.value_format, rec.value.as_deref()) {
-                    if !judged.verdicts.contains_key(&id) && !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-            }
-            if ids.is_empty() {
-                continue;
-            }
             let Some(dec) = self.decoding.as_ref() else {
                 continue;
             };
@@ -144,24 +134,39 @@ impl Pipeline {
             let mut columns = p.columns.clone();
             let mut unsettled = judged.unsettled.clone();
             let mut grew = Vec::new();
-            let mut verdicts = Vec::new();
-            for id in ids {
+            let mut verdicts: Vec<(Shape, Option<String>)> = Vec::new();
+            for rec in records {
+                let fed = self
+                    .topic_dests
+                    .get(&rec.tp.topic)
+                    .is_some_and(|ds| ds.contains(&d));
                 // An unknown schema or another kind is quarantined by the decoding itself.
-                let Some(schema) = dec.schema_at_hand(id) else {
+                let Some((shape, of)) = fed
+                    .then(|| shape_of(dec, dest.cfg.value_format, rec))
+                    .flatten()
+                else {
                     continue;
                 };
-                match fit(&columns, &fixed, &unsettled, id, schema.columns()) {
+                let known = |v: &[(Shape, Option<String>)]| v.iter().any(|(s, _)| *s == shape);
+                if judged.verdicts.contains_key(&shape) || known(&verdicts) || grew.contains(&shape)
+                {
+                    continue;
+                }
+                match fit(&columns, &fixed, &unsettled, shape.0, of) {
                     Ok(next) => {
-                        unsettled.retain(|n| !schema.columns().iter().any(|c| &c.name == n));
+                        unsettled.retain(|n| !of.iter().any(|c| &c.name == n));
                         if next == columns {
-                            verdicts.push((id, None));
+                            verdicts.push((shape, None));
                         } else {
                             columns = next;
-                            grew.push(id);
+                            grew.push(shape);
                         }
                     }
-                    Err(why) => verdicts.push((id, Some(why))),
+                    Err(why) => verdicts.push((shape, Some(why))),
                 }
+            }
+            if verdicts.is_empty() && grew.is_empty() {
+                continue;
             }
             let judged = self.dests[d]
                 .judged
@@ -209,7 +214,8 @@ impl Pipeline {
                 self.put_in_force(dest, parquet, &ids);
             }
             Evolved::Refused(why) => {
-                tracing::warn!(destination = %self.dests[dest].cfg.name, ids = ?ids, why = %why, "records of these schemas go to quarantine (schema_mismatch)");
+                let schemas: Vec<u32> = ids.iter().map(|s| s.0).collect();
+                tracing::warn!(destination = %self.dests[dest].cfg.name, schemas = ?schemas, why = %why, "records of these schemas go to quarantine (schema_mismatch)");
                 if let Some(j) = self.dests[dest].judged.as_mut() {
                     j.verdicts
                         .extend(ids.into_iter().map(|id| (id, Some(why.clone()))));
@@ -220,7 +226,7 @@ impl Pipeline {
 
     /// Writes destination `d`'s later records with `parquet`'s columns: its open data files
     /// close (their rows have the old columns), the router reads the new ones.
-    fn put_in_force(&mut self, d: usize, parquet: ParquetConfig, ids: &[u32]) {
+    fn put_in_force(&mut self, d: usize, parquet: ParquetConfig, ids: &[Shape]) {
         let added: Vec<&str> = parquet
             .columns
             .iter()
@@ -233,7 +239,8 @@ impl Pipeline {
             )
             .map(|c| c.name.as_str())
             .collect();
-        tracing::info!(destination = %self.dests[d].cfg.name, schemas = ?ids, added = ?added, "columns from a new schema");
+        let schemas: Vec<u32> = ids.iter().map(|s| s.0).collect();
+        tracing::info!(destination = %self.dests[d].cfg.name, schemas = ?schemas, added = ?added, "columns from a new schema");
         let dest = &mut self.dests[d];
         dest.cfg.parquet = Some(Arc::new(parquet));
         dest.router = Router::new(&dest.cfg);
@@ -255,9 +262,25 @@ impl Pipeline {
     pub(super) fn conflict(&self, d: usize, rec: &Record) -> Option<&str> {
         let dest = &self.dests[d];
         let judged = dest.judged.as_ref()?;
-        let id = schema_id(dest.cfg.value_format, rec.value.as_deref())?;
-        judged.verdicts.get(&id)?.as_deref()
+        let (shape, _) = shape_of(self.decoding.as_ref()?, dest.cfg.value_format, rec)?;
+        judged.verdicts.get(&shape)?.as_deref()
     }
+}
+
+/// The shape of `rec`'s value under `format` and the columns it gives, when its schema is at
+/// hand and of the kind `format` reads (other records are quarantined by the decoding).
+fn shape_of<'a>(
+    dec: &'a super::decoding::Decoding,
+    format: crate::config::registry::ValueFormat,
+    rec: &Record,
+) -> Option<(Shape, &'a [Column])> {
+    let id = schema_id(format, rec.value.as_deref())?;
+    let (_, payload) = crate::decode::split_frame(rec.value.as_deref()?).ok()?;
+    let schema = dec
+        .schema_at_hand(id)
+        .filter(|s| crate::decode::value::takes(format, s.kind()))?;
+    let (set, columns) = schema.columns_of(payload)?;
+    Some(((id, set), columns))
 }
 
 #[cfg(test)]
