@@ -252,6 +252,7 @@ pub(super) fn validate_destination(
                 Some(("routing.time_source", "folders from the upload time differ on a replay; use event_time, kafka_timestamp or none"))
             }
             _ if !routing.file.is_deterministic() => Some(("routing.file_template", "{upload_time} and {random5} differ on a replay; remove them")),
+            _ if parquet.as_deref().is_some_and(|p| p.from_schema) => Some(("parquet.columns", "\"from_schema\" closes files where a schema first brings columns, which a replay does not repeat; declare the columns")),
             _ => None,
         };
         if let Some((k, msg)) = why {

@@ -367,6 +367,11 @@ mod tests {
             ),
             (
                 "value_format = \"avro\"\n",
+                pq.replace("[destinations.batch]\n", "[destinations.batch]\ndeterministic = true\n"),
+                "destinations[0].parquet.columns",
+            ),
+            (
+                "value_format = \"avro\"\n",
                 format!("{pq}[destinations.iceberg]\nnamespace = \"n\"\ntable = \"t\"\npartition_time = \"none\"\npartition_fields = [\"type\"]\n[destinations.iceberg.catalog]\nkind = \"sql\"\nuri = \"sqlite://x.db\"\nwarehouse = \"s3://b/w\"\n"),
                 "destinations[0].iceberg.partition_fields[0]",
             ),
