@@ -10,7 +10,9 @@
 # give for it, in docs/schema-registry.md's mapping, with nothing quarantined. Three more
 # destinations write the same topics as Parquet with `columns = "from_schema"` to a second
 # bucket: read with pyarrow, each file's columns are its schema's fields (v2's new field in the
-# files after it) and every cell equals the deserialized record's field.
+# files after it) and every cell equals the deserialized record's field. One more writes the
+# Avro topic to an Iceberg table (sqlite catalog, `from_schema`): read with pyiceberg, the table
+# has v2's field as an optional column and every row's columns equal the deserialized record.
 #
 #   bash tests/e2e/registry.sh
 #
@@ -37,6 +39,9 @@ python3 -c 'import pyarrow' 2>/dev/null || {
   log "installing pyarrow (pip)"
   python3 -m pip install -q "pyarrow==26.0.1"
 }
+# shellcheck source=tests/e2e/lib/iceberg_readers.sh
+. "$REPO/tests/e2e/lib/iceberg_readers.sh"
+install_pyiceberg
 if [ ! -x "$BIN" ] || [ ! -x "$BENCH_BIN" ]; then
   log "building the connector and kafka-s3-sink-bench"
   (cd "$REPO" && cargo build --quiet --bins)
@@ -145,6 +150,43 @@ idle_secs = 1
 columns = "from_schema"
 EOC
 done
+cat >>"$TMP/connector.toml" <<EOC
+
+[[destinations]]
+name = "avro_table"
+topics = ["$PREFIX-avro"]
+value_format = "avro"
+bucket = "$BUCKET-cols"
+endpoint = "$S3_URL"
+force_path_style = true
+prefix = "avro_table"
+kafka_metadata_field = "_kafka"
+
+[destinations.credentials]
+access_key_id = "testing"
+secret_access_key = "testing"
+
+[destinations.routing]
+time_source = "kafka_timestamp"
+
+[destinations.batch]
+format = "parquet"
+idle_secs = 1
+
+[destinations.parquet]
+columns = "from_schema"
+
+[destinations.iceberg]
+namespace = "shop"
+table = "orders"
+partition_time = "hour"
+commit_interval_secs = 1
+
+[destinations.iceberg.catalog]
+kind = "sql"
+uri = "sqlite://$TMP/catalog.db?mode=rwc"
+warehouse = "s3://$BUCKET-cols/warehouse"
+EOC
 SR_PASSWORD=sr-secret "$BIN" check-config --config "$TMP/connector.toml" >"$TMP/check.log" 2>&1 ||
   { cat "$TMP/check.log" >&2; fail "check-config refused the config"; }
 ! grep -q sr-secret "$TMP/check.log" || fail "check-config printed the registry password"
@@ -157,4 +199,6 @@ stopped "$CONNECTOR_PID"
 ! grep -q sr-secret "$TMP/connector.log" || fail "the connector logged the registry password"
 python3 "$CLIENTS" check "$S3_URL" "$BUCKET" "$TMP/expected.json" || fail "the connector's records differ"
 python3 "$CLIENTS" check-columns "$S3_URL" "$BUCKET-cols" "$TMP/expected.json" || fail "the schema columns differ"
+timeout 300 "$ICEBERG_VENVS/pyiceberg/bin/python" "$CLIENTS" check-table "$TMP/catalog.db" avro_table "$S3_URL" \
+  shop.orders "$TMP/expected.json" || fail "the table's columns differ"
 log "OK: $TOTAL records of three formats equal the Python deserializers' output, as lines and as schema columns"

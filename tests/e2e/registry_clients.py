@@ -8,6 +8,8 @@ must have written.
   registry_clients.py produce BROKER REGISTRY_URL USER PASSWORD TOPIC_PREFIX PROTO_DIR OUT.json
   registry_clients.py check S3_URL BUCKET EXPECTED.json
   registry_clients.py check-columns S3_URL BUCKET EXPECTED.json
+  registry_clients.py check-table CATALOG_DB CATALOG_NAME S3_URL IDENT EXPECTED.json
+      (in pyiceberg's venv: the Avro records in the connector's from_schema Iceberg table)
 """
 import base64
 import datetime
@@ -298,6 +300,36 @@ def check_columns(s3_url, bucket, expected_path):
               f"({len(layouts)} column layouts)")
 
 
+def check_table(db, name, s3_url, ident, expected_path):
+    from pyiceberg.catalog.sql import SqlCatalog
+    want = json.load(open(expected_path))["avro"]
+    catalog = SqlCatalog(name, uri=f"sqlite:///{db}", **{
+        "s3.endpoint": s3_url, "s3.access-key-id": "testing", "s3.secret-access-key": "testing",
+        "s3.region": "us-east-1"})
+    table = catalog.load_table(ident)
+    coupon = table.schema().find_field("coupon")
+    if coupon.required:
+        sys.exit("table: coupon is required; a schema's new field must be optional")
+    rows = table.scan().to_arrow().to_pylist()
+    names = [n for n in table.schema().column_names if not n.startswith("_kafka_")]
+    seen = set()
+    for row in rows:
+        rec = want[row["id"]]
+        if row["id"] in seen:
+            sys.exit(f"table: {row['id']} twice")
+        seen.add(row["id"])
+        for n in names:
+            if not cell_matches(row[n], rec.get(n)):
+                sys.exit(f"table: record {row['id']} column {n}: {row[n]!r}, deserializer {rec.get(n)!r}")
+        if set(rec) - set(names):
+            sys.exit(f"table: record {row['id']}: fields {sorted(set(rec) - set(names))} have no column")
+    if seen != set(want):
+        sys.exit(f"table: rows {sorted(seen ^ set(want))[:5]} differ from produced")
+    print(f"registry: table {ident}: {len(rows)} rows' columns equal the deserializers' fields "
+          f"({len(table.schemas())} schemas)")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"produce": produce, "check": check, "check-columns": check_columns}[cmd](*args)
+    {"produce": produce, "check": check, "check-columns": check_columns,
+     "check-table": check_table}[cmd](*args)
