@@ -1,16 +1,20 @@
 //! What a destination reads from one record's value under its `value_format`: the value as it
 //! is (JSON text), its decoded JSON, a quarantine reason with the decoder's message, or the id
-//! of a schema that must be fetched first.
+//! of a schema that must be fetched first; and, for a whole record ([`view`]), what the
+//! destination routes once its value and key are read. The pipeline and `verify` both read
+//! records through [`view`], so they see the same bytes.
 //!
 //! Invariant: only an outage-free answer decides a quarantine: a schema that is not cached is
 //! [`Read::Missing`], never a reason.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::registry::Lookup;
 use super::{split_frame, Parsed, SchemaKind};
-use crate::config::registry::ValueFormat;
-use crate::model::QuarantineReason;
+use crate::config::registry::{KeyFormat, ValueFormat};
+use crate::model::{QuarantineReason, Record};
 
 /// A destination's view of one value.
 #[derive(Debug)]
@@ -76,4 +80,44 @@ pub fn read(
         Ok(()) => Read::Json(out),
         Err(e) => Read::Quarantine(QuarantineReason::Undecodable, format!("schema {id}: {e}")),
     }
+}
+
+/// What a destination routes for one record: the record itself (`None`), the record with its
+/// value or key decoded, or a quarantine reason with its detail (a key's detail starts `key:`).
+pub type View = Option<Result<Record, (QuarantineReason, String)>>;
+
+/// Reads `rec`'s value under `value_format`, then its key under `key_format`; `lookup` answers
+/// from the schemas at hand. `Err(id)`: the schema of `id` must be fetched first (nothing is
+/// decided for the record).
+pub fn view(
+    value_format: ValueFormat,
+    key_format: KeyFormat,
+    rec: &Record,
+    lookup: impl Fn(u32) -> Option<Result<Arc<Parsed>, Lookup>>,
+) -> Result<View, u32> {
+    let mut view: Option<Record> = None;
+    match read(value_format, rec.value.as_deref(), &lookup) {
+        Read::AsIs => {}
+        Read::Json(v) => {
+            view = Some(Record {
+                value: Some(Bytes::from(v)),
+                ..rec.clone()
+            })
+        }
+        Read::Quarantine(reason, detail) => return Ok(Some(Err((reason, detail)))),
+        Read::Missing(id) => return Err(id),
+    }
+    if let Some(f) = key_format.decoded_as() {
+        match read(f, rec.key.as_deref(), &lookup) {
+            Read::AsIs => {}
+            Read::Json(k) => {
+                view.get_or_insert_with(|| rec.clone()).key = Some(Bytes::from(k));
+            }
+            Read::Quarantine(reason, detail) => {
+                return Ok(Some(Err((reason, format!("key: {detail}")))))
+            }
+            Read::Missing(id) => return Err(id),
+        }
+    }
+    Ok(view.map(Ok))
 }
