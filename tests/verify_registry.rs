@@ -3,7 +3,8 @@
 //! `unknown_schema`, `undecodable`) through the mock cluster, the test kit's Schema Registry and
 //! the in-process S3 server; `verify` must find every record as its decoded line or its
 //! envelope, fetching each schema once, must notice a deleted data object and a deleted
-//! `undecodable` envelope, and must stop with exit 4 (no verdict) while the registry is down.
+//! `undecodable` envelope, and must stop with exit 4 (no verdict) while the registry is down. A
+//! Parquet destination of decoded records is matched by its rows' offsets and raw column.
 
 // The in-process S3 server and the registry server are the test kit.
 #![cfg(feature = "test-kit")]
@@ -68,6 +69,15 @@ impl Written {
 /// framed, one framed for an id the registry does not know and one cut short, drained by the
 /// pipeline into files of at most 20 records.
 async fn written(name: &str, orders: usize) -> Written {
+    written_with(name, orders, |_| {}).await
+}
+
+/// [`written`] with the destination's settings changed by `settings`.
+async fn written_with(
+    name: &str,
+    orders: usize,
+    settings: impl FnOnce(&mut TestConfig),
+) -> Written {
     let topic = format!("orders-{name}");
     let kafka = Kafka::start();
     kafka.create_topic(&topic, PARTITIONS);
@@ -97,6 +107,7 @@ async fn written(name: &str, orders: usize) -> Written {
     cfg.set("kafka.schema_registry.url", registry.url())
         .dest(0, "value_format", "avro")
         .dest(0, "batch.max_records", 20);
+    settings(&mut cfg);
     let mut run = start_pipeline(cfg.build()).await;
     run.wait_committed_total(produced.len() as i64, Duration::from_secs(60))
         .await;
@@ -224,5 +235,38 @@ async fn a_registry_outage_stops_verify_with_exit_4() {
     w.registry.set_down(false);
     let r = verify_with(&w, opts()).await;
     assert_eq!((r.found, r.missing), (w.total(), 0), "{r:#?}");
+    w.s3.stop().await;
+}
+
+/// Parquet of decoded records: each row is matched by its offset and its raw column (the
+/// decoded line), the quarantined records by their envelopes; a deleted file's rows are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_destination_of_decoded_records_verifies_by_its_rows() {
+    let w = written_with("verify-parquet", 40, |cfg| {
+        cfg.dest(0, "batch.format", "parquet")
+            .dest(0, "parquet.raw_column", "raw")
+            .dest(0, "kafka_metadata_field", "_kafka");
+        let columns: toml::Value = toml::from_str::<toml::Table>(
+            r#"c = [{ name = "message_id", path = "messageId", type = "string" }]"#,
+        )
+        .unwrap()["c"]
+            .clone();
+        cfg.dest(0, "parquet.columns", columns);
+    })
+    .await;
+    let r = verify_with(&w, opts()).await;
+    assert_eq!((r.expected, r.found), (w.total(), w.total()), "{r:#?}");
+    assert_eq!((r.missing, r.duplicated, r.outside_range), (0, 0, 0));
+    assert_eq!(r.quarantined, 3);
+    assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+
+    let file =
+        w.s3.keys(BUCKET)
+            .into_iter()
+            .find(|k| k.ends_with(".parquet"))
+            .expect("a Parquet file");
+    w.remove(&file);
+    let r = verify_with(&w, opts()).await;
+    assert!(r.missing > 0 && r.found + r.missing == w.total(), "{r:#?}");
     w.s3.stop().await;
 }
