@@ -12,6 +12,7 @@
 //! shows as a missing record. The cache holds at most the share of `--max-memory-mb` given to
 //! it; a schema evicted meanwhile is fetched again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub struct Schemas {
     failed: OnceLock<String>,
     /// Held by the lookup that is fetching (and retrying); the others wait for its outcome.
     fetching: tokio::sync::Mutex<()>,
+    /// The cache's limit, and whether a schema that did not stay in it was reported.
+    cache_bytes: usize,
+    too_large_said: AtomicBool,
 }
 
 impl Schemas {
@@ -59,6 +63,7 @@ impl Schemas {
             });
         };
         r.cache_bytes = r.cache_bytes.min(cache_bytes);
+        let cache_bytes = r.cache_bytes;
         let registry = registry::for_config(&cfg, &Metrics::unregistered())
             .map_err(|e| VerifyError::Usage {
                 key: e.key,
@@ -71,6 +76,8 @@ impl Schemas {
             attempts: attempts.max(1),
             failed: OnceLock::new(),
             fetching: tokio::sync::Mutex::new(()),
+            cache_bytes,
+            too_large_said: AtomicBool::new(false),
         })
     }
 
@@ -108,6 +115,18 @@ impl Schemas {
         }
     }
 
+    /// Says once that schema `id` did not stay in the cache: each record needing it fetches it
+    /// again, which is slow, not wrong.
+    fn too_large(&self, id: u32) {
+        if !self.too_large_said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                schema_id = id,
+                cache_bytes = self.cache_bytes,
+                "a schema does not stay in verify's schema cache (a tenth of --max-memory-mb, at most kafka.schema_registry.cache_bytes): it is fetched again for every record that needs it; raise --max-memory-mb"
+            );
+        }
+    }
+
     /// The schema of `id` (or the registry's answer that there is none), retrying an outage.
     /// Blocks: call it from a blocking thread.
     pub fn fetch(&self, id: u32) -> Result<Answer, VerifyError> {
@@ -131,7 +150,12 @@ impl Schemas {
                 }
                 let e = match self.registry.schema(id).await {
                     Err(Lookup::Outage(e)) => e,
-                    answer => return Ok(answer),
+                    answer => {
+                        if answer.is_ok() && self.registry.cached(id).is_none() {
+                            self.too_large(id);
+                        }
+                        return Ok(answer);
+                    }
                 };
                 let Some(wait) = backoff.next() else {
                     let m = self.failed.get_or_init(|| e);
