@@ -63,8 +63,9 @@ pub enum Command {
     /// Audit a destination: compare the records of an offset range in Kafka with the objects under
     /// the destination's prefix; report missing, duplicated and out-of-range records. Exit 0 when
     /// nothing is missing, 1 when records are missing, 2 on a config/usage error, 3 when Kafka or
-    /// S3 could not be read (or records the group committed are not in Kafka). Parquet
-    /// destinations are audited by their Kafka metadata columns (`kafka_metadata_field`).
+    /// S3 could not be read (or records the group committed are not in Kafka), 4 when the Schema
+    /// Registry did not answer. Parquet destinations are audited by their Kafka metadata columns
+    /// (`kafka_metadata_field`); destinations reading the Schema Registry by their decoded lines.
     Verify {
         /// Config file (TOML).
         #[arg(long, env = "KAFKA_S3_SINK_CONFIG")]
@@ -85,7 +86,8 @@ pub enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Memory for sorting, in MiB (the rest spills to temp files).
+        /// Memory for sorting, in MiB (the rest spills to temp files); a tenth of it holds the
+        /// parsed schemas of a destination that reads the Schema Registry.
         #[arg(long, default_value_t = 256)]
         max_memory_mb: u64,
     },

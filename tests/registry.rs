@@ -316,6 +316,12 @@ async fn protobuf_and_json_text_share_a_topic_under_auto_with_avro_keys() {
     run.wait_committed_total(20, Duration::from_secs(60)).await;
     let stats = run.stop().await;
     assert_eq!(stats.records_quarantined, 0, "{stats:?}");
+    // `verify` reads each record the same way (decoded value, decoded key in the metadata).
+    let opts = kafka_s3_sink::verify::VerifyOptions::default();
+    let r = kafka_s3_sink::verify::run(&cfg.build(), &opts)
+        .await
+        .unwrap();
+    assert_eq!((r.expected, r.found, r.missing), (20, 20, 0), "{r:#?}");
     let (mut written, _) = read_back(&s3);
     assert_eq!(written.len(), 20);
     assert_eq!(written["j0"]["timestamp"], "2026-11-03T10:00:00Z");

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use kafka_s3_sink::config::Config;
 use kafka_s3_sink::verify::{self, ToOffset, VerifyOptions, VerifyReport};
 use support::{
-    gen_events, json_str, malformed, start_pipeline, unique_group, GenOptions, Kafka, Msg,
-    OffsetReader, Produced, StoredObject, TestConfig, TestS3, BUCKET, GROUP_DEADLINE,
+    gen_events, json_str, malformed, start_pipeline, unique_group, verify_binary, GenOptions,
+    Kafka, Msg, OffsetReader, Produced, StoredObject, TestConfig, TestS3, BUCKET, GROUP_DEADLINE,
 };
 
 const TOPIC: &str = "events";
@@ -137,35 +137,6 @@ fn opts() -> VerifyOptions {
         max_memory_mb: 1,
         ..VerifyOptions::default()
     }
-}
-
-/// Runs the binary's `verify` on `config_text`; returns (exit code, stdout, stderr, elapsed).
-async fn verify_binary(
-    config_text: &str,
-    args: &[&str],
-) -> (Option<i32>, String, String, Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sink.toml");
-    std::fs::write(&path, config_text).unwrap();
-    let started = Instant::now();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kafka-s3-sink"))
-        .arg("verify")
-        .arg("--config")
-        .arg(&path)
-        .args(args)
-        .env("KAFKA_S3_SINK_LOG", "warn")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .expect("verify binary finished within 120 s")
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        started.elapsed(),
-    )
 }
 
 fn put_raw(s3: &TestS3, key: &str, data: &[u8]) {

@@ -1,16 +1,20 @@
 //! What a destination reads from one record's value under its `value_format`: the value as it
 //! is (JSON text), its decoded JSON, a quarantine reason with the decoder's message, or the id
-//! of a schema that must be fetched first.
+//! of a schema that must be fetched first; and, for a whole record ([`view`]), what the
+//! destination routes once its value and key are read. The pipeline and `verify` both read
+//! records through [`view`], so they see the same bytes.
 //!
 //! Invariant: only an outage-free answer decides a quarantine: a schema that is not cached is
 //! [`Read::Missing`], never a reason.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::registry::Lookup;
 use super::{split_frame, Parsed, SchemaKind};
-use crate::config::registry::ValueFormat;
-use crate::model::QuarantineReason;
+use crate::config::registry::{KeyFormat, ValueFormat};
+use crate::model::{QuarantineReason, Record};
 
 /// A destination's view of one value.
 #[derive(Debug)]
@@ -80,5 +84,143 @@ pub fn read(
     match schema.decode_into(payload, &mut out) {
         Ok(()) => Read::Json(out),
         Err(e) => Read::Quarantine(QuarantineReason::Undecodable, format!("schema {id}: {e}")),
+    }
+}
+
+/// What a destination routes for one record: the record itself (`None`), the record with its
+/// value or key decoded, or a quarantine reason with its detail (a key's detail starts `key:`).
+pub type View = Option<Result<Record, (QuarantineReason, String)>>;
+
+/// Reads `rec`'s value under `value_format`, then its key under `key_format`; `lookup` answers
+/// from the schemas at hand. `Err(id)`: the schema of `id` must be fetched first (nothing is
+/// decided for the record).
+pub fn view(
+    value_format: ValueFormat,
+    key_format: KeyFormat,
+    rec: &Record,
+    lookup: impl Fn(u32) -> Option<Result<Arc<Parsed>, Lookup>>,
+) -> Result<View, u32> {
+    let mut view: Option<Record> = None;
+    match read(value_format, rec.value.as_deref(), &lookup) {
+        Read::AsIs => {}
+        Read::Json(v) => {
+            view = Some(Record {
+                value: Some(Bytes::from(v)),
+                ..rec.clone()
+            })
+        }
+        Read::Quarantine(reason, detail) => return Ok(Some(Err((reason, detail)))),
+        Read::Missing(id) => return Err(id),
+    }
+    if let Some(f) = key_format.decoded_as() {
+        match read(f, rec.key.as_deref(), &lookup) {
+            Read::AsIs => {}
+            Read::Json(k) => {
+                view.get_or_insert_with(|| rec.clone()).key = Some(Bytes::from(k));
+            }
+            Read::Quarantine(reason, detail) => {
+                return Ok(Some(Err((reason, format!("key: {detail}")))))
+            }
+            Read::Missing(id) => return Err(id),
+        }
+    }
+    Ok(view.map(Ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TopicPartition;
+    use apache_avro::types::Value as Avro;
+
+    const KEY: &str = r#"{"type":"record","name":"K","fields":[{"name":"id","type":"long"}]}"#;
+
+    fn framed(id: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0];
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn key(id: i64) -> Vec<u8> {
+        let schema = apache_avro::Schema::parse_str(KEY).unwrap();
+        let datum = Avro::Record(vec![("id".into(), Avro::Long(id))]);
+        framed(7, &apache_avro::to_avro_datum(&schema, datum).unwrap())
+    }
+
+    fn rec(key: Option<Vec<u8>>, value: Option<&[u8]>) -> Record {
+        Record {
+            tp: TopicPartition::new("t", 0),
+            offset: 3,
+            timestamp_ms: None,
+            key: key.map(Bytes::from),
+            value: value.map(Bytes::copy_from_slice),
+            headers: None,
+        }
+    }
+
+    /// Schema 7 is the Avro key, schema 8 is unknown, anything else is not at hand.
+    fn lookup(id: u32) -> Option<Result<Arc<Parsed>, Lookup>> {
+        match id {
+            7 => Some(Ok(Arc::new(
+                Parsed::parse(SchemaKind::Avro, KEY, &[]).unwrap(),
+            ))),
+            8 => Some(Err(Lookup::Unknown(8))),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn json_values_and_raw_keys_are_routed_as_they_are() {
+        let r = rec(Some(b"k".to_vec()), Some(br#"{"a":1}"#));
+        assert!(matches!(
+            view(ValueFormat::Json, KeyFormat::Raw, &r, lookup),
+            Ok(None)
+        ));
+        assert!(matches!(
+            view(ValueFormat::Auto, KeyFormat::Auto, &r, lookup),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn a_decoded_key_replaces_the_key_and_keeps_the_value() {
+        let r = rec(Some(key(42)), Some(br#"{"a":1}"#));
+        let Ok(Some(Ok(v))) = view(ValueFormat::Auto, KeyFormat::Avro, &r, lookup) else {
+            panic!("not decoded")
+        };
+        assert_eq!(v.key.as_deref(), Some(&br#"{"id":42}"#[..]));
+        assert_eq!(v.value, r.value);
+        assert_eq!((v.offset, v.tp), (r.offset, r.tp));
+    }
+
+    #[test]
+    fn the_first_schema_not_at_hand_is_asked_for() {
+        let r = rec(Some(key(1)), Some(&framed(99, b"x")));
+        assert_eq!(
+            view(ValueFormat::Avro, KeyFormat::Avro, &r, lookup).unwrap_err(),
+            99
+        );
+        let r = rec(Some(framed(98, b"x")), Some(br#"{"a":1}"#));
+        assert_eq!(
+            view(ValueFormat::Auto, KeyFormat::Avro, &r, lookup).unwrap_err(),
+            98
+        );
+    }
+
+    #[test]
+    fn quarantines_carry_their_reason_and_a_key_s_detail_says_key() {
+        let r = rec(None, Some(br#"{"a":1}"#));
+        let Ok(Some(Err((reason, _)))) = view(ValueFormat::Avro, KeyFormat::Raw, &r, lookup) else {
+            panic!("not quarantined")
+        };
+        assert_eq!(reason, QuarantineReason::NotFramed);
+        let r = rec(Some(framed(8, b"x")), Some(br#"{"a":1}"#));
+        let Ok(Some(Err((reason, detail)))) = view(ValueFormat::Json, KeyFormat::Avro, &r, lookup)
+        else {
+            panic!("not quarantined")
+        };
+        assert_eq!(reason, QuarantineReason::UnknownSchema);
+        assert!(detail.starts_with("key: "), "{detail}");
     }
 }

@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{Pipeline, PipelineError};
 use crate::config::registry::{KeyFormat, ValueFormat};
 use crate::decode::registry::{Lookup, Registry};
-use crate::decode::value::{read, schema_id, Read};
+use crate::decode::value::{schema_id, view};
 use crate::decode::Parsed;
 use crate::destination::Evolved;
-use crate::model::{QuarantineReason, Record};
+use crate::model::Record;
 
 type Answer = Result<Arc<Parsed>, Lookup>;
 
@@ -63,9 +62,8 @@ pub(super) struct Decoding {
     at_hand: HashMap<u32, Answer>,
 }
 
-/// What a destination routes for one record: the record itself (`None`), the record with its
-/// value or key decoded, or a quarantine reason with its detail.
-pub(super) type View = Option<Result<Record, (QuarantineReason, String)>>;
+/// What a destination routes for one record (see [`crate::decode::value::View`]).
+pub(super) type View = crate::decode::value::View;
 
 /// One record's views, per value and key format (destinations of the same formats decode once).
 #[derive(Default)]
@@ -309,37 +307,8 @@ impl Pipeline {
             return Ok(v.clone());
         }
         let lookup = |id: u32| dec.at_hand.get(&id).cloned();
-        let mut view: Option<Record> = None;
-        match read(cfg.value_format, rec.value.as_deref(), lookup) {
-            Read::AsIs => {}
-            Read::Json(v) => {
-                view = Some(Record {
-                    value: Some(Bytes::from(v)),
-                    ..rec.clone()
-                })
-            }
-            Read::Quarantine(reason, detail) => {
-                let v = Some(Err((reason, detail)));
-                memo.0.push((formats, v.clone()));
-                return Ok(v);
-            }
-            Read::Missing(id) => return Err(PipelineError::SchemaNotAtHand(id)),
-        }
-        if let Some(f) = cfg.key_format.decoded_as() {
-            match read(f, rec.key.as_deref(), lookup) {
-                Read::AsIs => {}
-                Read::Json(k) => {
-                    view.get_or_insert_with(|| rec.clone()).key = Some(Bytes::from(k));
-                }
-                Read::Quarantine(reason, detail) => {
-                    let v = Some(Err((reason, format!("key: {detail}"))));
-                    memo.0.push((formats, v.clone()));
-                    return Ok(v);
-                }
-                Read::Missing(id) => return Err(PipelineError::SchemaNotAtHand(id)),
-            }
-        }
-        let v = view.map(Ok);
+        let v = view(cfg.value_format, cfg.key_format, rec, lookup)
+            .map_err(PipelineError::SchemaNotAtHand)?;
         memo.0.push((formats, v.clone()));
         Ok(v)
     }

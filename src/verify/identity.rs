@@ -9,6 +9,11 @@
 //! clock, so a record written as a line yesterday may be out of range today; without it, a
 //! record has one identity whether it landed as a line or as a `time_out_of_range` envelope.
 //!
+//! A destination that reads the Confluent wire format routes the record as the pipeline reads
+//! it ([`Schemas::view`]): the decoded value (and key) make the line; a record the decoding
+//! quarantines (`not_framed`, `unknown_schema`, `undecodable`) is identified by its raw value,
+//! as every quarantined record is (the envelope holds the raw record).
+//!
 //! A Parquet row is identified by its Kafka offset (the `<kafka_metadata_field>_offset`
 //! column; its topic and partition columns place it) and, when the destination writes a raw
 //! column, by that text too, which is the line the pipeline would have written: `P` + offset
@@ -19,6 +24,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use std::sync::Arc;
+
+use super::schemas::Schemas;
+use super::VerifyError;
+use crate::config::registry::{KeyFormat, ValueFormat};
 use crate::config::DestinationConfig;
 use crate::model::{Record, TopicPartition};
 use crate::router::{Route, Router};
@@ -85,6 +95,8 @@ pub struct Identifier {
     metadata_field: Option<String>,
     /// For a Parquet destination: whether its rows carry the line in a raw column.
     parquet_raw: Option<bool>,
+    /// For a destination that reads the Schema Registry: the client and its formats.
+    decoding: Option<(Arc<Schemas>, ValueFormat, KeyFormat)>,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +129,8 @@ fn bytes_of(text: Option<String>, b64: Option<String>) -> Result<Option<Vec<u8>>
 }
 
 impl Identifier {
-    /// The identifier of destination `d` (its router without the event-time window).
+    /// The identifier of destination `d` (its router without the event-time window). For a
+    /// destination that reads the Schema Registry use [`Identifier::with_registry`].
     pub fn new(d: &DestinationConfig) -> Self {
         let mut d = d.clone();
         d.routing.max_future = None;
@@ -126,51 +139,88 @@ impl Identifier {
             router: Router::new(&d),
             metadata_field: d.kafka_metadata_field.clone(),
             parquet_raw: d.parquet.as_ref().map(|p| p.raw_column.is_some()),
+            decoding: None,
         }
     }
 
-    /// Identity of a record.
-    pub fn of_record(&self, rec: &Record) -> Identity {
-        match self.router.route(rec, Utc::now()) {
+    /// The identifier of destination `d`, reading records under its `value_format` and
+    /// `key_format` through `schemas`.
+    pub fn with_registry(d: &DestinationConfig, schemas: Arc<Schemas>) -> Self {
+        Self {
+            decoding: Some((schemas, d.value_format, d.key_format)),
+            ..Self::new(d)
+        }
+    }
+
+    /// Identity of a record. Fails only when the Schema Registry does not answer (blocks while
+    /// it retries: call it from a blocking thread).
+    pub fn of_record(&self, rec: &Record) -> Result<Identity, VerifyError> {
+        let Some((schemas, value_format, key_format)) = &self.decoding else {
+            return Ok(self.route(rec, rec));
+        };
+        Ok(match schemas.view(*value_format, *key_format, rec)? {
+            None => self.route(rec, rec),
+            Some(Ok(decoded)) => self.route(&decoded, rec),
+            Some(Err(_)) => Identity::Expected {
+                hash: quarantine_hash(rec.value.as_deref()),
+                quarantined: true,
+            },
+        })
+    }
+
+    /// Identity of `raw` whose destination routes `view` (the record itself, or with its value
+    /// or key decoded): the line written from `view`, or `raw`'s value when quarantined (the
+    /// envelope holds the raw record).
+    fn route(&self, view: &Record, raw: &Record) -> Identity {
+        match self.router.route(view, Utc::now()) {
             Route::Write { line, .. } => Identity::Expected {
                 hash: match (self.parquet_raw, &self.metadata_field) {
-                    (Some(raw), _) => row_hash(rec.offset, raw.then_some(&*line)),
+                    (Some(raw_column), _) => row_hash(view.offset, raw_column.then_some(&*line)),
                     (None, Some(field)) => {
-                        line_hash(&crate::envelope::with_kafka_metadata(&line, rec, field))
+                        line_hash(&crate::envelope::with_kafka_metadata(&line, view, field))
                     }
                     (None, None) => line_hash(&line),
                 },
                 quarantined: false,
             },
             Route::Quarantine(_) | Route::Mismatch(_) => Identity::Expected {
-                hash: quarantine_hash(rec.value.as_deref()),
+                hash: quarantine_hash(raw.value.as_deref()),
                 quarantined: true,
             },
             Route::Filtered => Identity::Filtered,
         }
     }
 
-    /// Identity of the record an error envelope holds; `None` if the line is not an envelope.
-    pub fn of_envelope(&self, line: &[u8]) -> Option<EnvelopeId> {
-        let env: Envelope = serde_json::from_slice(line).ok()?;
+    /// Identity of the record an error envelope holds; `Ok(None)` if the line is not an
+    /// envelope. Fails as [`Identifier::of_record`] does.
+    pub fn of_envelope(&self, line: &[u8]) -> Result<Option<EnvelopeId>, VerifyError> {
+        let Ok(env) = serde_json::from_slice::<Envelope>(line) else {
+            return Ok(None);
+        };
+        let (Ok(key), Ok(value)) = (
+            bytes_of(env.key, env.key_base64),
+            bytes_of(env.value, env.value_base64),
+        ) else {
+            return Ok(None);
+        };
         let rec = Record {
             tp: TopicPartition::new(env.topic, env.partition),
             offset: env.offset,
             timestamp_ms: env.timestamp_ms,
-            key: bytes_of(env.key, env.key_base64).ok()?.map(Into::into),
-            value: bytes_of(env.value, env.value_base64).ok()?.map(Into::into),
+            key: key.map(Into::into),
+            value: value.map(Into::into),
             headers: None,
         };
-        let hash = match self.of_record(&rec) {
+        let hash = match self.of_record(&rec)? {
             Identity::Expected { hash, .. } => hash,
             // Not what this destination quarantines today: it matches no record.
             Identity::Filtered => quarantine_hash(rec.value.as_deref()),
         };
-        Some(EnvelopeId {
+        Ok(Some(EnvelopeId {
             offset: rec.offset,
             tp: rec.tp,
             hash,
-        })
+        }))
     }
 }
 
@@ -241,14 +291,14 @@ bucket = "b"
         let id = Identifier::new(&dest(""));
         let good = rec(Some(br#"{"timestamp":"2026-01-01T00:00:00Z"}"#));
         assert_eq!(
-            id.of_record(&good),
+            id.of_record(&good).unwrap(),
             Identity::Expected {
                 hash: line_hash(br#"{"timestamp":"2026-01-01T00:00:00Z"}"#),
                 quarantined: false
             }
         );
         let bad = rec(Some(b"not json"));
-        let Identity::Expected { hash, quarantined } = id.of_record(&bad) else {
+        let Identity::Expected { hash, quarantined } = id.of_record(&bad).unwrap() else {
             panic!("not expected")
         };
         assert!(quarantined);
@@ -267,15 +317,15 @@ bucket = "b"
         ] {
             let r = rec(value);
             let env = error_line(&r, QuarantineReason::NotJson);
-            let got = id.of_envelope(&env).unwrap();
+            let got = id.of_envelope(&env).unwrap().unwrap();
             assert_eq!(got.tp, r.tp);
             assert_eq!(got.offset, 5);
-            let Identity::Expected { hash, .. } = id.of_record(&r) else {
+            let Identity::Expected { hash, .. } = id.of_record(&r).unwrap() else {
                 panic!()
             };
             assert_eq!(got.hash, hash, "{value:?}");
         }
-        assert_eq!(id.of_envelope(b"{\"x\":1}"), None);
+        assert_eq!(id.of_envelope(b"{\"x\":1}").unwrap(), None);
     }
 
     #[test]
@@ -287,7 +337,7 @@ bucket = "b"
         // identity is its line either way.
         let r = rec(Some(br#"{"ts":"2001-01-01T00:00:00Z","secret":1,"b":2}"#));
         assert_eq!(
-            id.of_record(&r),
+            id.of_record(&r).unwrap(),
             Identity::Expected {
                 hash: line_hash(br#"{"ts":"2001-01-01T00:00:00Z","b":2}"#),
                 quarantined: false
@@ -295,7 +345,7 @@ bucket = "b"
         );
         let env = error_line(&r, QuarantineReason::TimeOutOfRange);
         assert_eq!(
-            id.of_envelope(&env).unwrap().hash,
+            id.of_envelope(&env).unwrap().unwrap().hash,
             line_hash(br#"{"ts":"2001-01-01T00:00:00Z","b":2}"#)
         );
     }
@@ -306,7 +356,7 @@ bucket = "b"
             "[destinations.filter]\nfield = \"type\"\nexclude = [\"identify\"]",
         ));
         assert_eq!(
-            id.of_record(&rec(Some(br#"{"type":"identify"}"#))),
+            id.of_record(&rec(Some(br#"{"type":"identify"}"#))).unwrap(),
             Identity::Filtered
         );
     }

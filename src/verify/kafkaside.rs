@@ -168,7 +168,7 @@ pub fn read(
         last.insert((topic, rec.tp.partition), rec.offset);
         let c = counts.entry((topic, rec.tp.partition)).or_default();
         c.records += 1;
-        match ident.of_record(rec) {
+        match ident.of_record(rec)? {
             Identity::Filtered => c.filtered += 1,
             Identity::Expected { hash, .. } => sorter
                 .push(Entry {

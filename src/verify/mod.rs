@@ -10,8 +10,13 @@
 //! ([`kafkaside`], through [`crate::source::reader`]) and the S3 side ([`s3side`], through the
 //! [`ObjectSink`] trait) run at the same time, each sorting in its share of `--max-memory-mb`.
 //!
-//! Invariant: the outcome only depends on Kafka and the bucket (and the config); exit codes are
-//! decided by [`VerifyError::exit_code`] and [`report::VerifyReport::exit_code`].
+//! A destination that reads the Confluent wire format (`value_format` / `key_format`) is audited
+//! on the decoded lines: both sides read records through the connector's own decoding and
+//! registry client ([`schemas`]), whose cache takes a tenth of `--max-memory-mb`.
+//!
+//! Invariant: the outcome only depends on Kafka and the bucket (and the config, and the
+//! registry's answers); exit codes are decided by [`VerifyError::exit_code`] and
+//! [`report::VerifyReport::exit_code`].
 
 pub mod extsort;
 pub mod identity;
@@ -19,6 +24,7 @@ pub mod join;
 pub mod kafkaside;
 pub mod report;
 pub mod s3side;
+pub mod schemas;
 mod select;
 pub mod spill;
 mod table;
@@ -114,6 +120,9 @@ pub struct VerifyOptions {
     pub s3_concurrency: Option<usize>,
     /// Examples of each kind in the report.
     pub examples: usize,
+    /// Tries per schema while the Schema Registry does not answer (backoff from 200 ms
+    /// doubling to 5 s between them) before the verification fails (exit 4).
+    pub registry_attempts: u32,
 }
 
 impl Default for VerifyOptions {
@@ -127,6 +136,7 @@ impl Default for VerifyOptions {
             kafka_timeout: Duration::from_secs(30),
             s3_concurrency: None,
             examples: 20,
+            registry_attempts: 5,
         }
     }
 }
@@ -180,13 +190,24 @@ pub enum VerifyError {
     /// A worker task failed (exit 3).
     #[error("verify task: {0}")]
     Task(String),
+    /// The Schema Registry did not answer for a schema the records need (exit 4): without it
+    /// a record's line cannot be computed, so nothing could be told missing.
+    #[error("the Schema Registry did not answer after {attempts} attempts ({message}); verify needs the schemas to compute the lines the connector wrote, so it stops without a verdict: check [kafka.schema_registry] and the registry, then run verify again")]
+    Registry {
+        /// The last failure.
+        message: String,
+        /// Attempts made for the schema.
+        attempts: u32,
+    },
 }
 
 impl VerifyError {
-    /// Process exit code: 2 for config/usage errors, 3 when the check could not complete.
+    /// Process exit code: 2 for config/usage errors, 4 when the Schema Registry did not answer,
+    /// 3 when the check could not complete otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Usage { .. } | Self::Kafka(ReaderError::Config(_)) => 2,
+            Self::Registry { .. } => 4,
             _ => 3,
         }
     }
@@ -247,11 +268,17 @@ pub async fn run_with_sink(
     let (d, topics) = select(config, opts)?;
     let topics = expand_patterns(config, topics, opts.kafka_timeout).await?;
     let budget = usize::try_from(opts.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-    // Two sorts run at once, each in 2/5 of the budget; librdkafka's queue gets 1/10.
+    // Two sorts run at once, each in 2/5 of the budget; librdkafka's queue gets 1/10, and so
+    // do the parsed schemas of a destination that reads the Schema Registry.
     let sort_opts = SortOptions::for_memory(budget / 5 * 2);
+    let ident = if d.reads_registry() {
+        let schemas = schemas::Schemas::new(config, budget / 10, opts.registry_attempts)?;
+        Arc::new(Identifier::with_registry(d, Arc::new(schemas)))
+    } else {
+        Arc::new(Identifier::new(d))
+    };
     let spill = spill::SpillDir::new().map_err(VerifyError::Spill)?;
     let dir: PathBuf = spill.path().to_path_buf();
-    let ident = Arc::new(Identifier::new(d));
     let index = Arc::new(TopicIndex::new(&topics));
 
     let cancel = Arc::new(AtomicBool::new(false));

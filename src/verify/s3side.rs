@@ -252,12 +252,17 @@ async fn read_object(
             _ => read_lines(body, suffix, limits, |l| emit.line(l)),
         };
         let flushed = emit.flush();
-        (r, flushed, emit.counts)
+        (r, flushed, emit.counts, emit.failed)
     });
     let pumped = pump(body, tx, opts.request_timeout, &key).await;
-    let (read, flushed, counts) = reader
+    let (read, flushed, counts, failed) = reader
         .await
         .map_err(|e| VerifyError::Task(format!("reading {key}: {e}")))?;
+    // An envelope whose record could not be identified (the Schema Registry did not answer)
+    // fails the run: its record would otherwise count as missing.
+    if let Some(e) = failed {
+        return Err(e);
+    }
     // A transport failure fails the run (its lines were partly counted); a decoding failure
     // marks the object unreadable.
     pumped?;
@@ -445,6 +450,8 @@ struct Emitter<'a> {
     chunk: Vec<Entry>,
     counts: LineCounts,
     closed: bool,
+    /// Why an envelope could not be identified; the lines after it are skipped.
+    failed: Option<VerifyError>,
 }
 
 impl<'a> Emitter<'a> {
@@ -464,6 +471,7 @@ impl<'a> Emitter<'a> {
             chunk: Vec::new(),
             counts: LineCounts::default(),
             closed: false,
+            failed: None,
         }
     }
 
@@ -493,9 +501,19 @@ impl<'a> Emitter<'a> {
                 }
             }
             Lines::Envelopes => {
-                let Some(env) = self.ident.of_envelope(line) else {
-                    self.counts.bad_envelopes += 1;
+                if self.failed.is_some() {
                     return;
+                }
+                let env = match self.ident.of_envelope(line) {
+                    Ok(Some(env)) => env,
+                    Ok(None) => {
+                        self.counts.bad_envelopes += 1;
+                        return;
+                    }
+                    Err(e) => {
+                        self.failed = Some(e);
+                        return;
+                    }
                 };
                 let Some(topic) = self.topics.get(&env.tp.topic) else {
                     self.counts.other_topic += 1;

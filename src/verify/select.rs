@@ -63,15 +63,6 @@ pub fn select<'c>(
             ),
         ));
     }
-    if d.reads_registry() {
-        return Err(VerifyError::usage(
-            "--destination",
-            format!(
-                "destination `{}` reads records through the Schema Registry (value_format / key_format), which verify does not decode yet; verify a destination with value_format = \"json\"",
-                d.name
-            ),
-        ));
-    }
     if opts.max_memory_mb == 0 {
         return Err(VerifyError::usage("--max-memory-mb", "must be at least 1"));
     }

@@ -1,8 +1,8 @@
 //! Test fixtures shared by the scenario tests, one file per concern: Kafka ([`kafka`]: the mock
 //! cluster, a producer that reports each record's offset, committed offsets read back), S3
 //! ([`s3`]: the in-process server over a temp dir and readers of its objects), the config
-//! ([`config`]: a TOML builder), the pipeline run ([`run`]), test data ([`events`], Avro orders in [`orders`]) and what S3
-//! must hold ([`expected`]).
+//! ([`config`]: a TOML builder), the pipeline run ([`run`]), test data ([`events`]; Schema
+//! Registry records in [`avro`]) and what S3 must hold ([`expected`]).
 //!
 //! Rules every helper follows: no fixed ports (everything binds `127.0.0.1:0`), no sleeping to
 //! wait for something (poll with a deadline), blocking rdkafka calls and consumer drops inside
@@ -12,17 +12,17 @@
 //! allowed; a helper no test file calls is deleted.
 #![allow(dead_code)]
 
+pub mod avro;
 pub mod config;
 pub mod events;
 pub mod expected;
 pub mod kafka;
-pub mod orders;
 pub mod run;
 pub mod s3;
 
 // Every fixture is `support::name` to the test files; a file uses some of them.
 #[allow(unused_imports)]
-pub use {config::*, events::*, expected::*, kafka::*, orders::*, run::*, s3::*};
+pub use {avro::*, config::*, events::*, expected::*, kafka::*, run::*, s3::*};
 
 use std::sync::Once;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The real pipeline run in a task for the scenario tests: start, wait for its totals with a
-//! deadline, stop cleanly or crash; and a counter read back from a registry.
+//! deadline, stop cleanly or crash; a counter read back from a registry; and the binary's
+//! `verify` on a config.
 
 use std::time::Duration;
 
@@ -135,4 +136,33 @@ pub fn counter_sum(registry: &prometheus::Registry, name: &str, labels: &[(&str,
         }
     }
     total as u64
+}
+
+/// Runs the binary's `verify` on `config_text`; returns (exit code, stdout, stderr, elapsed).
+pub async fn verify_binary(
+    config_text: &str,
+    args: &[&str],
+) -> (Option<i32>, String, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sink.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kafka-s3-sink"))
+        .arg("verify")
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .env("KAFKA_S3_SINK_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("verify binary finished within 120 s")
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        started.elapsed(),
+    )
 }

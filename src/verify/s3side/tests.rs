@@ -178,7 +178,7 @@ async fn objects_are_attributed_and_read() {
         .collect();
     let index_of = |k: &str| keys.iter().position(|x| x == k).unwrap() as u64;
     let ident = Identifier::new(&d);
-    let env_hash = match ident.of_record(&rec("t", b"nope")) {
+    let env_hash = match ident.of_record(&rec("t", b"nope")).unwrap() {
         super::super::identity::Identity::Expected { hash, .. } => hash,
         other => panic!("{other:?}"),
     };

@@ -1,9 +1,10 @@
-//! Avro test data in the Confluent wire format: orders of a subject's v1 and of its compatible
-//! v2 (an optional field more), framed for a schema id, with the JSON line each must become.
+//! Records in the Confluent wire format for the Schema Registry scenarios: an Avro `Order`
+//! subject in two compatible versions, the 5-byte frame, and each order's expected JSON line.
 
 use apache_avro::types::Value as Avro;
 use serde_json::{json, Value};
 
+/// v1 of the `shop.Order` record.
 pub const ORDER_V1: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
   {"name":"messageId","type":"string"},
   {"name":"timestamp","type":{"type":"long","logicalType":"timestamp-millis"}},
@@ -25,6 +26,7 @@ pub const ORDER_V2: &str = r#"{"type":"record","name":"Order","namespace":"shop"
 /// 2026-11-03T10:00:00Z.
 pub const T0_MS: i64 = 1_793_700_000_000;
 
+/// `payload` framed for schema `id`: the magic byte 0, the id big-endian, the payload.
 pub fn framed(id: u32, payload: &[u8]) -> Vec<u8> {
     let mut v = vec![0];
     v.extend_from_slice(&id.to_be_bytes());
