@@ -4,7 +4,7 @@
 //! compatible v2 (an optional field more) in one topic: the files and the table gain the new
 //! column, and every column of every row equals the decoded record's field; records of an
 //! incompatible v3 (a field's type changed) are quarantined as `schema_mismatch` naming the
-//! field, and nothing is lost.
+//! field, and nothing is lost; a restart writes to the table with the columns it has.
 
 // The in-process S3 server, the registry server (tests/support) are the test kit.
 #![cfg(feature = "test-kit")]
@@ -247,6 +247,23 @@ async fn an_iceberg_table_gains_a_compatible_schemas_fields() {
     let stats = run.stop().await;
     assert_eq!(stats.records_quarantined, 5, "{stats:?}");
     assert_eq!(mismatches(&s3).len(), 5);
+
+    // A restart starts from the table's columns (`tags` a string column there, a json column
+    // for the schema) and writes more v2 records with them.
+    let v2 = registry.register(&format!("{TOPIC}-value"), "AVRO", ORDER_V2, json!([]));
+    let mut expected = expected;
+    let more: Vec<Msg> = (85..95)
+        .map(|i| {
+            let (value, line) = order(i, v2, true);
+            expected.insert(format!("m{i}"), line);
+            Msg::new(i as i32 % PARTITIONS, value)
+        })
+        .collect();
+    kafka.produce(TOPIC, more).await;
+    let mut run = start_pipeline(config.clone()).await;
+    run.wait_committed_total(95, Duration::from_secs(90)).await;
+    let stats = run.stop().await;
+    assert_eq!(stats.records_quarantined, 0, "{stats:?}");
 
     let sinks: Vec<Arc<dyn ObjectSink>> = kafka_s3_sink::app::s3_sinks(&config).await;
     let metas: Vec<_> = config

@@ -180,14 +180,9 @@ impl Pipeline {
             if grew.is_empty() {
                 continue;
             }
-            let added = columns.len() > p.columns.len();
+            // Also when only kinds settled: a table's writer schema is made again (field ids).
             let parquet = p.with_columns(columns);
-            let work = if added {
-                self.dests[d].kind.evolve(&parquet)
-            } else {
-                None
-            };
-            match work {
+            match self.dests[d].kind.evolve(&parquet) {
                 None => self.put_in_force(d, parquet, &grew),
                 Some(work) => {
                     return Some(Growth {
