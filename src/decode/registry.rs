@@ -419,18 +419,16 @@ fn kind_of(t: Option<&str>, id: u32) -> Result<SchemaKind, Lookup> {
     }
 }
 
-/// A subject name as one path segment.
+/// A subject as one path segment: RFC 3986's unreserved characters kept, every other byte
+/// percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn urlencoding(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// An error and its sources on one line (reqwest's own text omits the cause).
