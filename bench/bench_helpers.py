@@ -16,7 +16,9 @@ Subcommands (every wait is bounded):
                                      commit) and wait for its exit; write JSON timings, its
                                      CPU and peak RSS (wait4), and the CPU of WATCH_PIDs
                                      (broker, S3 server) over the same time; OUT.log is its
-                                     log, OUT.metrics its /metrics just before SIGTERM
+                                     log, OUT.metrics its /metrics just before SIGTERM;
+                                     with CONNECTOR_PERF set (perf record's options), its
+                                     perf samples in OUT.perf.data
   committed BROKER GROUP TOPIC PARTS print JSON {partition: committed offset, -1 when none}
                                      (e2e_helpers.committed, confluent-kafka)
   s3-sizes ENDPOINT BUCKET AK SK     print JSON list of object sizes (boto3)
@@ -81,6 +83,14 @@ def drain(binary, config, metrics_url, expect, out, watch):
     if os.environ.get("CONNECTOR_LD_PRELOAD"):
         env["LD_PRELOAD"] = os.environ["CONNECTOR_LD_PRELOAD"]
     p = subprocess.Popen([binary, "run", "--config", config], stdout=log, stderr=log, env=env)
+    # perf samples of the connector alone (CONNECTOR_PERF: perf record's options, e.g.
+    # "-e cpu-clock -F 999"), into OUT.perf.data; they cost CPU, so such a run's figures are
+    # not the ones to record.
+    perf = None
+    if os.environ.get("CONNECTOR_PERF"):
+        perf = subprocess.Popen(["perf", "record", "-q", *os.environ["CONNECTOR_PERF"].split(),
+                                 "-o", out + ".perf.data", "-p", str(p.pid)],
+                                stdout=subprocess.DEVNULL, stderr=log)
     t_first = t_consumed = None
     peak_kib = 0
     deadline = t0 + 1800
@@ -120,6 +130,12 @@ def drain(binary, config, metrics_url, expect, out, watch):
         if p.returncode is None and p.poll() is None:
             p.kill()
             p.wait()
+        if perf is not None:
+            try:
+                perf.wait(timeout=120)  # perf -p ends with the process it samples
+            except subprocess.TimeoutExpired:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=60)
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         sys.exit(f"drain: connector exited {rc} after SIGTERM (see {out}.log)")

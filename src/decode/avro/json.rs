@@ -15,12 +15,26 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
+use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveTime};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::{resolve, FIXED_LOGICAL_TYPE};
 use crate::decode::DecodeError;
+
+/// The items of a strftime format, parsed on first use: chrono parses a format string anew
+/// each time it formats with it, which cost a logical-timestamp field more than its decoding.
+macro_rules! items {
+    ($format:literal) => {{
+        static ITEMS: std::sync::LazyLock<Vec<Item<'static>>> = std::sync::LazyLock::new(|| {
+            StrftimeItems::new($format)
+                .parse_to_owned()
+                .expect("invariant: a valid strftime format")
+        });
+        ITEMS.as_slice()
+    }};
+}
 
 /// What every node of one write shares: the named types, and the first error met (with its
 /// field), which serde's error type cannot carry.
@@ -140,15 +154,21 @@ impl Serialize for Json<'_, '_> {
                     Some(Schema::Record(r)) => Some(r),
                     _ => None,
                 };
+                // A tree decoded with this schema holds its fields in the schema's order (apache-avro
+                // reads a record field by field): then a field's schema is found by its position,
+                // with no name compared; otherwise by its name.
+                let in_order = record.filter(|r| r.fields.len() == fields.len());
                 let mut map = s.serialize_map(Some(fields.len()))?;
                 for (k, (name, v)) in fields.iter().enumerate() {
-                    let field_schema = record.and_then(|r| {
-                        r.fields
-                            .get(k)
-                            .filter(|f| f.name == *name)
-                            .or_else(|| r.lookup.get(name).and_then(|&i| r.fields.get(i)))
-                            .map(|f| &f.schema)
-                    });
+                    let field_schema = match in_order {
+                        Some(r) => r.fields.get(k).map(|f| &f.schema),
+                        None => record.and_then(|r| {
+                            r.lookup
+                                .get(name)
+                                .and_then(|&i| r.fields.get(i))
+                                .map(|f| &f.schema)
+                        }),
+                    };
                     let at = At { name, up: self.at };
                     let child = Json {
                         value: v,
@@ -171,42 +191,46 @@ impl Serialize for Json<'_, '_> {
             Value::Date(days) => {
                 let date = NaiveDate::from_epoch_days(*days)
                     .ok_or_else(|| self.fail(format!("date {days} days from 1970 out of range")))?;
-                s.collect_str(&date.format("%Y-%m-%d"))
+                s.collect_str(&date.format_with_items(items!("%Y-%m-%d").iter()))
             }
             Value::TimeMillis(ms) => {
                 let t = time_of_day(i64::from(*ms), 1_000)
                     .ok_or_else(|| self.fail(format!("time-millis {ms} not within a day")))?;
-                s.collect_str(&t.format("%H:%M:%S%.3f"))
+                s.collect_str(&t.format_with_items(items!("%H:%M:%S%.3f").iter()))
             }
             Value::TimeMicros(us) => {
                 let t = time_of_day(*us, 1_000_000)
                     .ok_or_else(|| self.fail(format!("time-micros {us} not within a day")))?;
-                s.collect_str(&t.format("%H:%M:%S%.6f"))
+                s.collect_str(&t.format_with_items(items!("%H:%M:%S%.6f").iter()))
             }
             Value::TimestampMillis(t) => {
-                timestamp(self, s, DateTime::from_timestamp_millis(*t), "%.3fZ", *t)
+                let items = items!("%Y-%m-%dT%H:%M:%S%.3fZ");
+                timestamp(self, s, DateTime::from_timestamp_millis(*t), items, *t)
             }
             Value::TimestampMicros(t) => {
-                timestamp(self, s, DateTime::from_timestamp_micros(*t), "%.6fZ", *t)
+                let items = items!("%Y-%m-%dT%H:%M:%S%.6fZ");
+                timestamp(self, s, DateTime::from_timestamp_micros(*t), items, *t)
             }
             Value::TimestampNanos(t) => timestamp(
                 self,
                 s,
                 Some(DateTime::from_timestamp_nanos(*t)),
-                "%.9fZ",
+                items!("%Y-%m-%dT%H:%M:%S%.9fZ"),
                 *t,
             ),
             Value::LocalTimestampMillis(t) => {
-                timestamp(self, s, DateTime::from_timestamp_millis(*t), "%.3f", *t)
+                let items = items!("%Y-%m-%dT%H:%M:%S%.3f");
+                timestamp(self, s, DateTime::from_timestamp_millis(*t), items, *t)
             }
             Value::LocalTimestampMicros(t) => {
-                timestamp(self, s, DateTime::from_timestamp_micros(*t), "%.6f", *t)
+                let items = items!("%Y-%m-%dT%H:%M:%S%.6f");
+                timestamp(self, s, DateTime::from_timestamp_micros(*t), items, *t)
             }
             Value::LocalTimestampNanos(t) => timestamp(
                 self,
                 s,
                 Some(DateTime::from_timestamp_nanos(*t)),
-                "%.9f",
+                items!("%Y-%m-%dT%H:%M:%S%.9f"),
                 *t,
             ),
             Value::Duration(d) => {
@@ -279,19 +303,16 @@ fn time_of_day(n: i64, per_second: i64) -> Option<NaiveTime> {
     NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
 }
 
-/// An instant as RFC 3339 with the fraction and suffix of `tail` (`%.3fZ`: milliseconds, UTC).
+/// An instant as RFC 3339 in the form of `items` (`%Y-%m-%dT%H:%M:%S%.3fZ`: milliseconds, UTC).
 fn timestamp<S: Serializer>(
     node: &Json<'_, '_>,
     s: S,
     t: Option<DateTime<chrono::Utc>>,
-    tail: &str,
+    items: &'static [Item<'static>],
     raw: i64,
 ) -> Result<S::Ok, S::Error> {
     let t = t.ok_or_else(|| node.fail(format!("timestamp {raw} out of range")))?;
-    let mut format = String::with_capacity(20);
-    format.push_str("%Y-%m-%dT%H:%M:%S");
-    format.push_str(tail);
-    s.collect_str(&t.format(&format))
+    s.collect_str(&t.format_with_items(items.iter()))
 }
 
 /// The decimal text of a two's-complement big-endian unscaled value with `scale` digits after
