@@ -18,6 +18,7 @@ import gzip
 import importlib
 import json
 import math
+import os
 import sys
 import uuid
 
@@ -277,7 +278,7 @@ def check_columns(s3_url, bucket, expected_path):
                 if "/_errors/" in o["Key"]:
                     sys.exit(f"{fmt}: a record was quarantined: {o['Key']}")
                 body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-                table = pq.read_table(io.BytesIO(body))
+                table = pq.read_table(io.BytesIO(body), use_threads=False)
                 names = [n for n in table.column_names if not n.startswith("_kafka_")]
                 layouts.add(tuple(names))
                 for row in table.to_pylist():
@@ -333,3 +334,9 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"produce": produce, "check": check, "check-columns": check_columns,
      "check-table": check_table}[cmd](*args)
+    if cmd in ("check-columns", "check-table"):
+        # Every check passed. pyarrow's native thread pools can abort the interpreter's own
+        # teardown ("terminate called without an active exception"): leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
