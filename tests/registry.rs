@@ -17,23 +17,11 @@ use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use kafka_s3_sink::metrics::Metrics;
-use kafka_s3_sink::schema_server::SchemaServer;
 use serde_json::{json, Value};
 use support::{
-    counter_sum, framed, order, start_pipeline, start_pipeline_with_metrics, unique_group, Kafka,
+    counter_sum, framed, order, servers, start_pipeline, start_pipeline_with_metrics, unique_group,
     Msg, TestConfig, TestS3, BUCKET, ORDER_V1, ORDER_V2, T0_MS,
 };
-
-/// The mock cluster with `topic` of `partitions`, the in-process S3 server and the registry.
-async fn servers(topic: &str, partitions: i32) -> (Kafka, TestS3, SchemaServer) {
-    let kafka = Kafka::start();
-    kafka.create_topic(topic, partitions);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
-    (kafka, s3, registry)
-}
 
 /// Every written line by `messageId`, and the quarantined lines by reason.
 fn read_back(s3: &TestS3) -> (HashMap<String, Value>, BTreeMap<String, Vec<Value>>) {

@@ -23,8 +23,8 @@ use kafka_s3_sink::schema_server::SchemaServer;
 use kafka_s3_sink::sink::ObjectSink;
 use serde_json::{json, Value};
 use support::{
-    framed, order, start_pipeline, unique_group, Kafka, Msg, TestConfig, TestS3, BUCKET, ORDER_V1,
-    ORDER_V2,
+    framed, order, servers, start_pipeline, unique_group, Kafka, Msg, TestConfig, TestS3, BUCKET,
+    ORDER_V1, ORDER_V2,
 };
 
 /// v2 with `amount` a string: not a compatible change.
@@ -64,12 +64,7 @@ fn records(v1: u32, v2: u32, v3: u32) -> (Vec<Msg>, HashMap<String, Value>) {
 
 /// The topic, the servers, the three schemas registered and the records produced.
 async fn produce(topic: &str) -> (Kafka, TestS3, SchemaServer, HashMap<String, Value>) {
-    let kafka = Kafka::start();
-    kafka.create_topic(topic, PARTITIONS);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let (kafka, s3, registry) = servers(topic, PARTITIONS).await;
     let subject = format!("{topic}-value");
     let v1 = registry.register(&subject, "AVRO", ORDER_V1, json!([]));
     let v2 = registry.register(&subject, "AVRO", ORDER_V2, json!([]));

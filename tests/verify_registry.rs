@@ -18,8 +18,8 @@ use kafka_s3_sink::schema_server::SchemaServer;
 use kafka_s3_sink::verify::{self, VerifyError, VerifyOptions, VerifyReport};
 use serde_json::json;
 use support::{
-    framed, order, start_pipeline, unique_group, verify_binary, Kafka, Msg, OffsetReader, Produced,
-    TestConfig, TestS3, BUCKET, GROUP_DEADLINE, ORDER_V1, ORDER_V2,
+    framed, order, servers, start_pipeline, unique_group, verify_binary, Kafka, Msg, OffsetReader,
+    Produced, TestConfig, TestS3, BUCKET, GROUP_DEADLINE, ORDER_V1, ORDER_V2,
 };
 
 const PARTITIONS: i32 = 2;
@@ -79,12 +79,7 @@ async fn written_with(
     settings: impl FnOnce(&mut TestConfig),
 ) -> Written {
     let topic = format!("orders-{name}");
-    let kafka = Kafka::start();
-    kafka.create_topic(&topic, PARTITIONS);
-    let s3 = TestS3::start().await;
-    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let (kafka, s3, registry) = servers(&topic, PARTITIONS).await;
     let subject = format!("{topic}-value");
     let v1 = registry.register(&subject, "AVRO", ORDER_V1, json!([]));
     let v2 = registry.register(&subject, "AVRO", ORDER_V2, json!([]));

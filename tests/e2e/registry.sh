@@ -103,6 +103,36 @@ listen = "127.0.0.1:$(h port)"
 drain_deadline_secs = 5
 shutdown_deadline_secs = 20
 EOC
+# from_schema NAME TOPIC FORMAT: a destination writing TOPIC (value_format FORMAT) as Parquet
+# with the schemas' columns to $BUCKET-cols (prefix NAME), appended to the config.
+from_schema() {
+  cat >>"$TMP/connector.toml" <<EOC
+
+[[destinations]]
+name = "$1"
+topics = ["$2"]
+value_format = "$3"
+bucket = "$BUCKET-cols"
+endpoint = "$S3_URL"
+force_path_style = true
+prefix = "$1"
+kafka_metadata_field = "_kafka"
+
+[destinations.credentials]
+access_key_id = "testing"
+secret_access_key = "testing"
+
+[destinations.routing]
+time_source = "kafka_timestamp"
+
+[destinations.batch]
+format = "parquet"
+idle_secs = 1
+
+[destinations.parquet]
+columns = "from_schema"
+EOC
+}
 for f in avro protobuf json_schema; do
   topic="$PREFIX-${f%_schema}"
   cat >>"$TMP/connector.toml" <<EOC
@@ -127,56 +157,11 @@ time_field = "timestamp"
 [destinations.batch]
 idle_secs = 1
 
-[[destinations]]
-name = "$f-columns"
-topics = ["$topic"]
-value_format = "$f"
-bucket = "$BUCKET-cols"
-endpoint = "$S3_URL"
-force_path_style = true
-prefix = "$f"
-kafka_metadata_field = "_kafka"
-
-[destinations.credentials]
-access_key_id = "testing"
-secret_access_key = "testing"
-
-[destinations.routing]
-time_source = "kafka_timestamp"
-
-[destinations.batch]
-format = "parquet"
-idle_secs = 1
-
-[destinations.parquet]
-columns = "from_schema"
 EOC
+  from_schema "$f-columns" "$topic" "$f"
 done
+from_schema avro_table "$PREFIX-avro" avro
 cat >>"$TMP/connector.toml" <<EOC
-
-[[destinations]]
-name = "avro_table"
-topics = ["$PREFIX-avro"]
-value_format = "avro"
-bucket = "$BUCKET-cols"
-endpoint = "$S3_URL"
-force_path_style = true
-prefix = "avro_table"
-kafka_metadata_field = "_kafka"
-
-[destinations.credentials]
-access_key_id = "testing"
-secret_access_key = "testing"
-
-[destinations.routing]
-time_source = "kafka_timestamp"
-
-[destinations.batch]
-format = "parquet"
-idle_secs = 1
-
-[destinations.parquet]
-columns = "from_schema"
 
 [destinations.iceberg]
 namespace = "shop"

@@ -272,7 +272,7 @@ def check_columns(s3_url, bucket, expected_path):
     expected = json.load(open(expected_path))
     for fmt, want in expected.items():
         seen, layouts = set(), set()
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{fmt}/")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{fmt}-columns/")
         for page in pages:
             for o in page.get("Contents", []):
                 if "/_errors/" in o["Key"]:

@@ -1,8 +1,23 @@
 //! Records in the Confluent wire format for the Schema Registry scenarios: an Avro `Order`
-//! subject in two compatible versions, the 5-byte frame, and each order's expected JSON line.
+//! subject in two compatible versions, the 5-byte frame, each order's expected JSON line, and
+//! the servers those scenarios start.
 
 use apache_avro::types::Value as Avro;
+use kafka_s3_sink::schema_server::SchemaServer;
 use serde_json::{json, Value};
+
+use super::{Kafka, TestS3};
+
+/// The mock cluster with `topic` of `partitions`, the in-process S3 server and the registry.
+pub async fn servers(topic: &str, partitions: i32) -> (Kafka, TestS3, SchemaServer) {
+    let kafka = Kafka::start();
+    kafka.create_topic(topic, partitions);
+    let s3 = TestS3::start().await;
+    let registry = SchemaServer::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    (kafka, s3, registry)
+}
 
 /// v1 of the `shop.Order` record.
 pub const ORDER_V1: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
