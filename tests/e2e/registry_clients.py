@@ -263,6 +263,22 @@ def cell_matches(got, want):
     return got == want
 
 
+def check_rows(what, rows, names, want, seen):
+    """Each row once (ids added to `seen`), each of its columns `names` the deserialized field of
+    its record in `want`, and every field of the record a column."""
+    for row in rows:
+        rec = want[row["id"]]
+        if row["id"] in seen:
+            sys.exit(f"{what}: {row['id']} written twice")
+        seen.add(row["id"])
+        for n in names:
+            if not cell_matches(row[n], rec.get(n)):
+                sys.exit(f"{what}: record {row['id']} column {n}: {row[n]!r}, deserializer {rec.get(n)!r}")
+        missing = set(rec) - set(names)
+        if missing:
+            sys.exit(f"{what}: record {row['id']}: fields {sorted(missing)} have no column")
+
+
 def check_columns(s3_url, bucket, expected_path):
     import io
     import boto3
@@ -281,18 +297,7 @@ def check_columns(s3_url, bucket, expected_path):
                 table = pq.read_table(io.BytesIO(body), use_threads=False)
                 names = [n for n in table.column_names if not n.startswith("_kafka_")]
                 layouts.add(tuple(names))
-                for row in table.to_pylist():
-                    rec = want[row["id"]]
-                    if row["id"] in seen:
-                        sys.exit(f"{fmt}: {row['id']} written twice")
-                    seen.add(row["id"])
-                    for n in names:
-                        if not cell_matches(row[n], rec.get(n)):
-                            sys.exit(f"{fmt}: record {row['id']} column {n}: {row[n]!r}, "
-                                     f"deserializer {rec.get(n)!r}")
-                    missing = set(rec) - set(names)
-                    if missing:
-                        sys.exit(f"{fmt}: record {row['id']}: fields {sorted(missing)} have no column")
+                check_rows(fmt, table.to_pylist(), names, want, seen)
         if seen != set(want):
             sys.exit(f"{fmt}: written {sorted(seen ^ set(want))[:5]} differ from produced")
         if fmt == "avro" and not any("coupon" in l for l in layouts):
@@ -314,16 +319,7 @@ def check_table(db, name, s3_url, ident, expected_path):
     rows = table.scan().to_arrow().to_pylist()
     names = [n for n in table.schema().column_names if not n.startswith("_kafka_")]
     seen = set()
-    for row in rows:
-        rec = want[row["id"]]
-        if row["id"] in seen:
-            sys.exit(f"table: {row['id']} twice")
-        seen.add(row["id"])
-        for n in names:
-            if not cell_matches(row[n], rec.get(n)):
-                sys.exit(f"table: record {row['id']} column {n}: {row[n]!r}, deserializer {rec.get(n)!r}")
-        if set(rec) - set(names):
-            sys.exit(f"table: record {row['id']}: fields {sorted(set(rec) - set(names))} have no column")
+    check_rows("table", rows, names, want, seen)
     if seen != set(want):
         sys.exit(f"table: rows {sorted(seen ^ set(want))[:5]} differ from produced")
     print(f"registry: table {ident}: {len(rows)} rows' columns equal the deserializers' fields "
