@@ -229,6 +229,17 @@ impl Parsed {
         }
     }
 
+    /// The JSON lines of `values`, framed values each of schema `id`, decoded together when
+    /// this schema reads column-wise (an Avro record schema of the types
+    /// `avro/columnar.rs` writes), each what [`Self::decode_into`] writes for its payload;
+    /// `None`: decode them one by one.
+    pub fn decode_many(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+        match &self.inner {
+            Inner::Avro(d) => d.decode_many(id, values),
+            Inner::Protobuf(_) | Inner::Json => None,
+        }
+    }
+
     /// Decodes one payload (the bytes after the 5-byte header; for Protobuf the message indexes
     /// come first and are read here) and appends its JSON object text (one line, no newline) to
     /// `out`. On error `out` is left as it was.

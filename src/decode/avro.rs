@@ -18,6 +18,21 @@ use apache_avro::{GenericSingleObjectReader, Schema};
 
 use super::{DecodeError, SchemaError};
 
+/// The items of a strftime format, parsed on first use: chrono parses a format string anew
+/// each time it formats with it, which cost a logical-timestamp field more than its decoding.
+macro_rules! items {
+    ($format:literal) => {{
+        static ITEMS: std::sync::LazyLock<Vec<chrono::format::Item<'static>>> =
+            std::sync::LazyLock::new(|| {
+                chrono::format::StrftimeItems::new($format)
+                    .parse_to_owned()
+                    .expect("invariant: a valid strftime format")
+            });
+        ITEMS.as_slice()
+    }};
+}
+
+mod columnar;
 mod json;
 #[cfg(test)]
 mod tests;
@@ -54,6 +69,12 @@ pub(super) struct AvroDecoder {
     /// types): its single-object reader with an empty header. `None` when the references
     /// could not be made part of the main schema; datums then take the slow path.
     reader: Option<GenericSingleObjectReader>,
+    /// The column-wise reader of a window of datums (`columnar.rs`), for a record schema
+    /// without references whose types it writes; cleared if its line for a window's first
+    /// datum ever differs from the value tree's.
+    columnar: Option<columnar::Columnar>,
+    /// Whether `columnar` is still used.
+    columnar_on: std::sync::atomic::AtomicBool,
     /// Heap bytes, estimated when parsed.
     memory_bytes: usize,
 }
@@ -118,12 +139,22 @@ impl AvroDecoder {
         let weight = schemata.iter().map(tree_bytes).sum::<usize>()
             + 2 * names.values().map(tree_bytes).sum::<usize>()
             + tree_bytes(&whole);
-        let memory_bytes = HEAP_PER_SCHEMA_JSON_BYTE * weight + 4096;
+        let columnar = match (&whole, references.is_empty()) {
+            (Schema::Record(_), true) => columnar::Columnar::new(&text),
+            _ => None,
+        };
+        let memory_bytes = HEAP_PER_SCHEMA_JSON_BYTE * weight
+            + 4096
+            + columnar
+                .as_ref()
+                .map_or(0, columnar::Columnar::memory_bytes);
         let reader = GenericSingleObjectReader::new_with_header_builder(whole, NoHeader).ok();
         Ok(AvroDecoder {
             schemata,
             names,
             reader,
+            columnar_on: std::sync::atomic::AtomicBool::new(columnar.is_some()),
+            columnar,
             memory_bytes,
         })
     }
@@ -142,6 +173,31 @@ impl AvroDecoder {
     /// Heap bytes of the parsed schema (estimated when parsed).
     pub(super) fn memory_bytes(&self) -> usize {
         self.memory_bytes
+    }
+
+    /// The JSON lines of `values` (framed values, each of schema `id`) decoded together
+    /// (`columnar.rs`), each equal to [`Self::decode_into`]'s, or `None`: decode them one by
+    /// one. The first value's line is checked against the value tree's each time; should they
+    /// ever differ, this schema's values are decoded one by one from then on.
+    pub(super) fn decode_many(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let columnar = self
+            .columnar
+            .as_ref()
+            .filter(|_| self.columnar_on.load(Relaxed))?;
+        let lines = columnar.decode(id, values)?;
+        let mut first = Vec::new();
+        let payload = values.first()?.get(5..)?;
+        if self.decode_into(payload, &mut first).is_ok() && lines.first() == Some(&first) {
+            return Some(lines);
+        }
+        if self.columnar_on.swap(false, Relaxed) {
+            tracing::warn!(
+                schema_id = id,
+                "the column-wise Avro reader reads a datum of this schema otherwise than the value tree; its records are decoded one by one"
+            );
+        }
+        None
     }
 
     /// Decodes one datum and appends it as a JSON object: a record, or a union's record (a

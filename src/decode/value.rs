@@ -91,27 +91,73 @@ pub fn read(
 /// value or key decoded, or a quarantine reason with its detail (a key's detail starts `key:`).
 pub type View = Option<Result<Record, (QuarantineReason, String)>>;
 
+/// Most values decoded ahead together ([`read_ahead`]), and most bytes of them: a window's
+/// lines and arrow-avro's arrays take a few times its values' bytes, besides its records.
+pub const AHEAD_VALUES: usize = 512;
+/// See [`AHEAD_VALUES`].
+pub const AHEAD_BYTES: usize = 256 << 10;
+
+/// Decodes together, per schema id, the framed values whose schema at hand is an Avro schema
+/// that reads column-wise ([`Parsed::decode_many`]); `lookup` answers from the schemas at hand.
+/// Gives each value's JSON line, which is what [`read`] gives it under `avro` or `auto`, or
+/// `None` for a value to read on its own (not framed, another kind of schema, not at hand, or
+/// a group that did not decode whole: [`read`] then finds the failing value and says why).
+pub fn read_ahead(
+    values: &[Option<&[u8]>],
+    lookup: impl Fn(u32) -> Option<Result<Arc<Parsed>, Lookup>>,
+) -> Vec<Option<Bytes>> {
+    let mut lines = vec![None; values.len()];
+    let mut groups: Vec<(u32, Option<Arc<Parsed>>, Vec<usize>)> = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let Some(Ok((id, _))) = v.map(split_frame) else {
+            continue;
+        };
+        match groups.iter_mut().find(|g| g.0 == id) {
+            Some(g) => g.2.push(i),
+            None => {
+                let schema = lookup(id)
+                    .and_then(Result::ok)
+                    .filter(|p| p.kind() == SchemaKind::Avro);
+                groups.push((id, schema, vec![i]));
+            }
+        }
+    }
+    for (id, schema, at) in groups {
+        let Some(schema) = schema else { continue };
+        let group: Vec<&[u8]> = at.iter().filter_map(|&i| values[i]).collect();
+        if let Some(decoded) = schema.decode_many(id, &group) {
+            for (i, line) in at.into_iter().zip(decoded) {
+                lines[i] = Some(Bytes::from(line));
+            }
+        }
+    }
+    lines
+}
+
 /// Reads `rec`'s value under `value_format`, then its key under `key_format`; `lookup` answers
-/// from the schemas at hand. `Err(id)`: the schema of `id` must be fetched first (nothing is
-/// decided for the record).
+/// from the schemas at hand; `ahead` is the value's line from [`read_ahead`], if it has one.
+/// `Err(id)`: the schema of `id` must be fetched first (nothing is decided for the record).
 pub fn view(
     value_format: ValueFormat,
     key_format: KeyFormat,
     rec: &Record,
+    ahead: Option<&Bytes>,
     lookup: impl Fn(u32) -> Option<Result<Arc<Parsed>, Lookup>>,
 ) -> Result<View, u32> {
-    let mut view: Option<Record> = None;
-    match read(value_format, rec.value.as_deref(), &lookup) {
-        Read::AsIs => {}
-        Read::Json(v) => {
-            view = Some(Record {
-                value: Some(Bytes::from(v)),
-                ..rec.clone()
-            })
-        }
-        Read::Quarantine(reason, detail) => return Ok(Some(Err((reason, detail)))),
-        Read::Missing(id) => return Err(id),
-    }
+    let value =
+        match ahead.filter(|_| matches!(value_format, ValueFormat::Avro | ValueFormat::Auto)) {
+            Some(line) => Some(line.clone()),
+            None => match read(value_format, rec.value.as_deref(), &lookup) {
+                Read::AsIs => None,
+                Read::Json(v) => Some(Bytes::from(v)),
+                Read::Quarantine(reason, detail) => return Ok(Some(Err((reason, detail)))),
+                Read::Missing(id) => return Err(id),
+            },
+        };
+    let mut view: Option<Record> = value.map(|v| Record {
+        value: Some(v),
+        ..rec.clone()
+    });
     if let Some(f) = key_format.decoded_as() {
         match read(f, rec.key.as_deref(), &lookup) {
             Read::AsIs => {}
@@ -174,11 +220,11 @@ mod tests {
     fn json_values_and_raw_keys_are_routed_as_they_are() {
         let r = rec(Some(b"k".to_vec()), Some(br#"{"a":1}"#));
         assert!(matches!(
-            view(ValueFormat::Json, KeyFormat::Raw, &r, lookup),
+            view(ValueFormat::Json, KeyFormat::Raw, &r, None, lookup),
             Ok(None)
         ));
         assert!(matches!(
-            view(ValueFormat::Auto, KeyFormat::Auto, &r, lookup),
+            view(ValueFormat::Auto, KeyFormat::Auto, &r, None, lookup),
             Ok(None)
         ));
     }
@@ -186,7 +232,7 @@ mod tests {
     #[test]
     fn a_decoded_key_replaces_the_key_and_keeps_the_value() {
         let r = rec(Some(key(42)), Some(br#"{"a":1}"#));
-        let Ok(Some(Ok(v))) = view(ValueFormat::Auto, KeyFormat::Avro, &r, lookup) else {
+        let Ok(Some(Ok(v))) = view(ValueFormat::Auto, KeyFormat::Avro, &r, None, lookup) else {
             panic!("not decoded")
         };
         assert_eq!(v.key.as_deref(), Some(&br#"{"id":42}"#[..]));
@@ -198,12 +244,12 @@ mod tests {
     fn the_first_schema_not_at_hand_is_asked_for() {
         let r = rec(Some(key(1)), Some(&framed(99, b"x")));
         assert_eq!(
-            view(ValueFormat::Avro, KeyFormat::Avro, &r, lookup).unwrap_err(),
+            view(ValueFormat::Avro, KeyFormat::Avro, &r, None, lookup).unwrap_err(),
             99
         );
         let r = rec(Some(framed(98, b"x")), Some(br#"{"a":1}"#));
         assert_eq!(
-            view(ValueFormat::Auto, KeyFormat::Avro, &r, lookup).unwrap_err(),
+            view(ValueFormat::Auto, KeyFormat::Avro, &r, None, lookup).unwrap_err(),
             98
         );
     }
@@ -211,16 +257,66 @@ mod tests {
     #[test]
     fn quarantines_carry_their_reason_and_a_key_s_detail_says_key() {
         let r = rec(None, Some(br#"{"a":1}"#));
-        let Ok(Some(Err((reason, _)))) = view(ValueFormat::Avro, KeyFormat::Raw, &r, lookup) else {
+        let Ok(Some(Err((reason, _)))) = view(ValueFormat::Avro, KeyFormat::Raw, &r, None, lookup)
+        else {
             panic!("not quarantined")
         };
         assert_eq!(reason, QuarantineReason::NotFramed);
         let r = rec(Some(framed(8, b"x")), Some(br#"{"a":1}"#));
-        let Ok(Some(Err((reason, detail)))) = view(ValueFormat::Json, KeyFormat::Avro, &r, lookup)
+        let Ok(Some(Err((reason, detail)))) =
+            view(ValueFormat::Json, KeyFormat::Avro, &r, None, lookup)
         else {
             panic!("not quarantined")
         };
         assert_eq!(reason, QuarantineReason::UnknownSchema);
         assert!(detail.starts_with("key: "), "{detail}");
+    }
+
+    #[test]
+    fn values_of_avro_schemas_at_hand_are_read_ahead_and_the_rest_alone() {
+        let k = |id: i64| key(id);
+        let (a, b) = (k(1), k(2));
+        let broken = framed(7, &[0x80]);
+        let (unknown, missing) = (framed(8, b"x"), framed(99, b"x"));
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(&a),
+            Some(br#"{"a":1}"#),
+            None,
+            Some(&unknown),
+            Some(&missing),
+            Some(&b),
+        ];
+        let lines = read_ahead(&values, lookup);
+        let text = |i: usize| {
+            lines[i]
+                .as_deref()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+        };
+        assert_eq!(text(0).as_deref(), Some(r#"{"id":1}"#));
+        assert_eq!(text(5).as_deref(), Some(r#"{"id":2}"#));
+        assert!((1..5).all(|i| lines[i].is_none()), "{lines:?}");
+        // A group with a datum that does not decode is left to be read one by one, and the
+        // line decoded ahead is what `view` routes under `avro` (not under `protobuf`).
+        assert_eq!(
+            read_ahead(&[Some(&a), Some(&broken)], lookup),
+            vec![None, None]
+        );
+        let r = rec(None, Some(&a));
+        let line = Bytes::from_static(br#"{"id":1}"#);
+        let Ok(Some(Ok(v))) = view(ValueFormat::Avro, KeyFormat::Raw, &r, Some(&line), lookup)
+        else {
+            panic!("not decoded")
+        };
+        assert_eq!(v.value.as_deref(), Some(&line[..]));
+        let Ok(Some(Err((reason, _)))) = view(
+            ValueFormat::Protobuf,
+            KeyFormat::Raw,
+            &r,
+            Some(&line),
+            lookup,
+        ) else {
+            panic!("not quarantined")
+        };
+        assert_eq!(reason, QuarantineReason::Undecodable);
     }
 }

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{Pipeline, PipelineError};
 use crate::config::registry::{KeyFormat, ValueFormat};
 use crate::decode::registry::{Lookup, Registry};
-use crate::decode::value::{schema_id, view};
+use crate::decode::value::{read_ahead, schema_id, view, AHEAD_BYTES, AHEAD_VALUES};
 use crate::decode::Parsed;
 use crate::destination::Evolved;
 use crate::model::Record;
@@ -290,12 +291,39 @@ impl Pipeline {
         }
     }
 
-    /// What destination `d` routes for `rec` (see [`View`]). `memo` keeps the views of this
-    /// record per formats.
+    /// The records at the head of `records` whose values are decoded ahead together (at most
+    /// [`AHEAD_VALUES`] of them, [`AHEAD_BYTES`] of values), with each one's line when it has
+    /// one ([`read_ahead`]): the values of records that a destination reads under `avro` or
+    /// `auto`. Empty when the worker does not decode.
+    pub(super) fn decode_ahead(&mut self, records: &[Record]) -> Vec<Option<Bytes>> {
+        if self.decoding.is_none() {
+            return Vec::new();
+        }
+        let (mut values, mut bytes) = (Vec::new(), 0);
+        for rec in records {
+            if values.len() == AHEAD_VALUES || bytes >= AHEAD_BYTES {
+                break;
+            }
+            bytes += rec.value_len();
+            let dests = self.resolve_topic(&rec.tp.topic);
+            let read = dests.iter().any(|&d| {
+                let cfg = &self.dests[d].cfg;
+                cfg.reads_registry()
+                    && matches!(cfg.value_format, ValueFormat::Avro | ValueFormat::Auto)
+            });
+            values.push(rec.value.as_deref().filter(|_| read));
+        }
+        let dec = self.decoding.as_ref().expect("invariant: checked above");
+        read_ahead(&values, |id| dec.at_hand.get(&id).cloned())
+    }
+
+    /// What destination `d` routes for `rec` (see [`View`]), given its value's line decoded
+    /// ahead, if it has one. `memo` keeps the views of this record per formats.
     pub(super) fn read_value(
         &self,
         d: usize,
         rec: &Record,
+        ahead: Option<&Bytes>,
         memo: &mut Memo,
     ) -> Result<View, PipelineError> {
         let cfg = &self.dests[d].cfg;
@@ -307,7 +335,7 @@ impl Pipeline {
             return Ok(v.clone());
         }
         let lookup = |id: u32| dec.at_hand.get(&id).cloned();
-        let v = view(cfg.value_format, cfg.key_format, rec, lookup)
+        let v = view(cfg.value_format, cfg.key_format, rec, ahead, lookup)
             .map_err(PipelineError::SchemaNotAtHand)?;
         memo.0.push((formats, v.clone()));
         Ok(v)

@@ -47,7 +47,14 @@ impl Pipeline {
         // Consumed-records metrics once per partition per chunk, not per record (a chunk holds
         // few partitions, so a linear search beats hashing).
         let mut consumed: Vec<(TopicPartition, u64, u64)> = Vec::new();
-        for rec in records {
+        // The values decoded ahead together (`decoding.rs`): those of records[from..from + n].
+        let (mut ahead, mut from) = (Vec::new(), 0);
+        for (i, rec) in records.iter().enumerate() {
+            if i >= from + ahead.len() {
+                ahead = self.decode_ahead(&records[i..]);
+                from = i;
+            }
+            let line = ahead.get(i - from).and_then(Option::as_ref);
             if !self.offsets.is_assigned(&rec.tp) {
                 tracing::debug!(tp = %rec.tp, offset = rec.offset, "record of an unassigned partition; skipped");
                 continue;
@@ -86,21 +93,21 @@ impl Pipeline {
                 }
                 // A destination reading the wire format routes the decoded value.
                 let decoded;
-                let view = match self.read_value(d, &rec, &mut memo)? {
-                    None => &rec,
+                let view = match self.read_value(d, rec, line, &mut memo)? {
+                    None => rec,
                     Some(Ok(r)) => {
                         // A `from_schema` destination's columns must hold its schema's fields.
-                        if let Some(why) = self.conflict(d, &rec) {
+                        if let Some(why) = self.conflict(d, rec) {
                             let why = why.to_string();
                             let reason = QuarantineReason::SchemaMismatch;
-                            self.quarantine(d, &rec, reason, Some(&why), now);
+                            self.quarantine(d, rec, reason, Some(&why), now);
                             continue;
                         }
                         decoded = r;
                         &decoded
                     }
                     Some(Err((reason, detail))) => {
-                        self.quarantine(d, &rec, reason, Some(&detail), now);
+                        self.quarantine(d, rec, reason, Some(&detail), now);
                         continue;
                     }
                 };
@@ -109,11 +116,11 @@ impl Pipeline {
                         self.stats.records_filtered += 1;
                         self.metrics.filtered(&self.dests[d].cfg.name);
                     }
-                    Route::Quarantine(reason) => self.quarantine(d, &rec, reason, None, now),
+                    Route::Quarantine(reason) => self.quarantine(d, rec, reason, None, now),
                     Route::Mismatch(m) => {
                         let detail = m.detail();
                         let reason = QuarantineReason::SchemaMismatch;
-                        self.quarantine(d, &rec, reason, Some(&detail), now);
+                        self.quarantine(d, rec, reason, Some(&detail), now);
                     }
                     Route::Write {
                         folder,

@@ -105,7 +105,7 @@ impl Schemas {
                     .map(|(_, a)| a.clone())
                     .or_else(|| self.registry.cached(id))
             };
-            match view(value_format, key_format, rec, lookup) {
+            match view(value_format, key_format, rec, None, lookup) {
                 Ok(v) => return Ok(v),
                 Err(id) => {
                     let answer = self.fetch(id)?;

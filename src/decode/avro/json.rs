@@ -15,26 +15,13 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
-use chrono::format::{Item, StrftimeItems};
+use chrono::format::Item;
 use chrono::{DateTime, NaiveDate, NaiveTime};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::{resolve, FIXED_LOGICAL_TYPE};
 use crate::decode::DecodeError;
-
-/// The items of a strftime format, parsed on first use: chrono parses a format string anew
-/// each time it formats with it, which cost a logical-timestamp field more than its decoding.
-macro_rules! items {
-    ($format:literal) => {{
-        static ITEMS: std::sync::LazyLock<Vec<Item<'static>>> = std::sync::LazyLock::new(|| {
-            StrftimeItems::new($format)
-                .parse_to_owned()
-                .expect("invariant: a valid strftime format")
-        });
-        ITEMS.as_slice()
-    }};
-}
 
 /// What every node of one write shares: the named types, and the first error met (with its
 /// field), which serde's error type cannot carry.
@@ -279,7 +266,7 @@ fn fixed_logical_type(schema: Option<&Schema>) -> Option<&str> {
 }
 
 /// A float as a JSON number, or `"NaN"`, `"Infinity"`, `"-Infinity"` (JSON has no such numbers).
-fn float<S: Serializer>(
+pub(super) fn float<S: Serializer>(
     s: S,
     f: f64,
     finite: impl FnOnce(S) -> Result<S::Ok, S::Error>,
@@ -294,7 +281,7 @@ fn float<S: Serializer>(
 }
 
 /// The time of day `n` units (`per_second` to the second) after midnight.
-fn time_of_day(n: i64, per_second: i64) -> Option<NaiveTime> {
+pub(super) fn time_of_day(n: i64, per_second: i64) -> Option<NaiveTime> {
     if n < 0 {
         return None;
     }
