@@ -2,8 +2,9 @@
 # End-to-end: Schema Registry input with real clients. confluent-kafka's Python
 # SchemaRegistryClient, AvroSerializer, ProtobufSerializer and JSONSerializer register their
 # schemas on the test-only registry (`kafka-s3-sink-bench registry-server`, basic auth) and
-# produce framed records to tansu: Avro v1 and v2 of one subject (nested records, arrays, maps,
-# enums, unions, nullable fields, logical types), Protobuf (nested and repeated messages, a map,
+# produce framed records to tansu: Avro v1, v2 and v3 of one subject (nested records, arrays,
+# maps, enums, unions, nullable fields, logical types; v3 without v1's decimal and uuid fields,
+# so the connector reads its datums a window at a time and the others one by one), Protobuf (nested and repeated messages, a map,
 # an enum, a oneof, an optional, well-known types) and JSON Schema, one topic each. The connector
 # (three destinations, value_format avro / protobuf / json_schema) writes them to moto; every
 # record it wrote must equal what the Python deserializers (fastavro, protobuf's json_format)
