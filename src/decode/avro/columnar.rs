@@ -95,7 +95,7 @@ impl Columnar {
 
 /// Most bytes of JSON a window's lines may take; a window that would take more is read datum
 /// by datum (a few bytes of datum can make many of JSON: an enum's long symbol, a timestamp).
-const MAX_LINES_BYTES: usize = 4 << 20;
+const MAX_LINES_BYTES: usize = 2 << 20;
 
 /// Each row of `batch` as a JSON object, unless they take more than [`MAX_LINES_BYTES`].
 fn write_rows(batch: &RecordBatch) -> Option<Vec<Vec<u8>>> {
@@ -103,9 +103,6 @@ fn write_rows(batch: &RecordBatch) -> Option<Vec<Vec<u8>>> {
     let mut lines = Vec::with_capacity(batch.num_rows());
     let mut total = 0;
     for row in 0..batch.num_rows() {
-        if total > MAX_LINES_BYTES {
-            return None;
-        }
         let mut out = Vec::with_capacity(256);
         let record = Row {
             fields: &fields,
@@ -114,6 +111,9 @@ fn write_rows(batch: &RecordBatch) -> Option<Vec<Vec<u8>>> {
         };
         serde_json::to_writer(&mut out, &record).ok()?;
         total += out.len();
+        if total > MAX_LINES_BYTES {
+            return None;
+        }
         lines.push(out);
     }
     Some(lines)
@@ -607,6 +607,26 @@ mod tests {
         value.push(0x01);
         assert!(p.decode_many(1, &[&value]).is_none());
         assert!(p.decode_into(&value[5..], &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_window_whose_lines_outgrow_their_bound_is_read_one_by_one() {
+        let symbol = "S".repeat(200);
+        let schema = format!(
+            r#"{{"type":"record","name":"R","fields":[{{"name":"a","type":{{"type":"array",
+            "items":{{"type":"enum","name":"E","symbols":["{symbol}"]}}}}}}]}}"#
+        );
+        let p = Parsed::parse(SchemaKind::Avro, &schema, &[]).unwrap();
+        let items = |n: usize| vec![Value::Enum(0, symbol.clone()); n];
+        // About 20 KB of datum each, 2.4 MB of JSON together.
+        let big = framed(
+            &schema,
+            1,
+            vec![Value::Record(vec![("a".into(), Value::Array(items(6000)))]); 2],
+        );
+        let refs: Vec<&[u8]> = big.iter().map(Vec::as_slice).collect();
+        assert!(p.decode_many(1, &refs).is_none());
+        assert!(p.decode_many(1, &refs[..1]).is_some());
     }
 
     #[test]
