@@ -230,10 +230,10 @@ impl Parsed {
     }
 
     /// The JSON lines of `values`, framed values each of schema `id`, decoded together when
-    /// this schema reads column-wise (an Avro record schema of the types
-    /// `avro/columnar.rs` writes), each what [`Self::decode_into`] writes for its payload;
-    /// `None`: decode them one by one.
-    pub fn decode_many(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+    /// this schema reads column-wise (an Avro record schema of the types `avro/columnar.rs`
+    /// writes): each value's line, what [`Self::decode_into`] writes for its payload, or `None`
+    /// for a value to decode alone. `None`: decode them all one by one.
+    pub fn decode_many(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Option<Vec<u8>>>> {
         match &self.inner {
             Inner::Avro(d) => d.decode_many(id, values),
             Inner::Protobuf(_) | Inner::Json => None,

@@ -1,6 +1,6 @@
 //! `verify` on a destination that reads the Confluent wire format: the pipeline writes Avro
-//! records (two schema versions, and one record for each decoding quarantine: `not_framed`,
-//! `unknown_schema`, `undecodable`) through the mock cluster, the test kit's Schema Registry and
+//! records (two schema versions, one whose union branch only the window reader reads, and one
+//! record for each decoding quarantine: `not_framed`, `unknown_schema`, `undecodable`) through the mock cluster, the test kit's Schema Registry and
 //! the in-process S3 server; `verify` must find every record as its decoded line or its
 //! envelope, fetching each schema once, must notice a deleted data object and a deleted
 //! `undecodable` envelope, and must stop with exit 4 (no verdict) while the registry is down. A
@@ -90,6 +90,13 @@ async fn written_with(
             Msg::new(i as i32 % PARTITIONS, value)
         })
         .collect();
+    // A v1 order whose `note` union says branch 2 of 2, which apache-avro refuses and the
+    // pipeline's window reader reads as the string: written, and verify must agree.
+    let (mut lenient, _) = order(501, v1, false);
+    let at = lenient.len() - "note 501".len() - 2;
+    assert_eq!(lenient[at], 0x02, "the union's branch index");
+    lenient[at] = 0x04;
+    msgs.push(Msg::new(1, lenient));
     msgs.push(Msg::new(0, br#"{"messageId":"plain"}"#.to_vec()));
     msgs.push(Msg::new(1, framed(9999, b"\x02a")));
     let (whole, _) = order(500, v1, false);
@@ -110,7 +117,7 @@ async fn written_with(
     reader.wait_committed(&ends, GROUP_DEADLINE).await;
     let stats = run.stop().await;
     reader.close().await;
-    assert_eq!(stats.records_written, orders as u64, "{stats:?}");
+    assert_eq!(stats.records_written, orders as u64 + 1, "{stats:?}");
     assert_eq!(stats.records_quarantined, 3, "{stats:?}");
     Written {
         _kafka: kafka,

@@ -176,25 +176,33 @@ impl AvroDecoder {
     }
 
     /// The JSON lines of `values` (framed values, each of schema `id`) decoded together
-    /// (`columnar.rs`), each equal to [`Self::decode_into`]'s, or `None`: decode them one by
-    /// one. The first value's line is checked against the value tree's each time; should they
-    /// ever differ, this schema's values are decoded one by one from then on.
-    pub(super) fn decode_many(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+    /// (`columnar.rs`): each value's line, or `None` for a value to decode alone; `None` when
+    /// this schema is not read that way. A window's first line is checked against the value
+    /// tree's each time; should they ever differ, this schema's values are decoded one by one
+    /// from then on.
+    pub(super) fn decode_many(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Option<Vec<u8>>>> {
         use std::sync::atomic::Ordering::Relaxed;
         let columnar = self
             .columnar
             .as_ref()
             .filter(|_| self.columnar_on.load(Relaxed))?;
-        let lines = columnar.decode(id, values)?;
-        let mut first = Vec::new();
-        let payload = values.first()?.get(5..)?;
-        if self.decode_into(payload, &mut first).is_ok() && lines.first() == Some(&first) {
+        let lines = columnar.decode(id, values);
+        let Some(k) = lines.iter().position(Option::is_some) else {
+            return Some(lines);
+        };
+        let mut alone = Vec::new();
+        // A datum the value tree refuses but the window reads (a boolean byte other than 0 or
+        // 1, a nullable union's branch out of range) is not a difference of mapping.
+        let refused = values[k]
+            .get(5..)
+            .is_none_or(|p| self.decode_into(p, &mut alone).is_err());
+        if refused || lines[k].as_ref() == Some(&alone) {
             return Some(lines);
         }
         if self.columnar_on.swap(false, Relaxed) {
             tracing::warn!(
                 schema_id = id,
-                "the column-wise Avro reader reads a datum of this schema otherwise than the value tree; its records are decoded one by one"
+                "the column-wise Avro reader writes a datum of this schema otherwise than the value tree; its records are decoded one by one"
             );
         }
         None

@@ -101,7 +101,7 @@ pub const AHEAD_BYTES: usize = 256 << 10;
 /// that reads column-wise ([`Parsed::decode_many`]); `lookup` answers from the schemas at hand.
 /// Gives each value's JSON line, which is what [`read`] gives it under `avro` or `auto`, or
 /// `None` for a value to read on its own (not framed, another kind of schema, not at hand, or
-/// a group that did not decode whole: [`read`] then finds the failing value and says why).
+/// one that did not decode whole: [`read`] then finds why).
 pub fn read_ahead(
     values: &[Option<&[u8]>],
     lookup: impl Fn(u32) -> Option<Result<Arc<Parsed>, Lookup>>,
@@ -127,7 +127,7 @@ pub fn read_ahead(
         let group: Vec<&[u8]> = at.iter().filter_map(|&i| values[i]).collect();
         if let Some(decoded) = schema.decode_many(id, &group) {
             for (i, line) in at.into_iter().zip(decoded) {
-                lines[i] = Some(Bytes::from(line));
+                lines[i] = line.map(Bytes::from);
             }
         }
     }
@@ -295,11 +295,12 @@ mod tests {
         assert_eq!(text(0).as_deref(), Some(r#"{"id":1}"#));
         assert_eq!(text(5).as_deref(), Some(r#"{"id":2}"#));
         assert!((1..5).all(|i| lines[i].is_none()), "{lines:?}");
-        // A group with a datum that does not decode is left to be read one by one, and the
-        // line decoded ahead is what `view` routes under `avro` (not under `protobuf`).
+        // A datum that does not decode is left to be read alone, and the line decoded ahead
+        // is what `view` routes under `avro` (not under `protobuf`).
+        let with_broken = read_ahead(&[Some(&broken), Some(&a)], lookup);
         assert_eq!(
-            read_ahead(&[Some(&a), Some(&broken)], lookup),
-            vec![None, None]
+            with_broken,
+            vec![None, Some(Bytes::from_static(br#"{"id":1}"#))]
         );
         let r = rec(None, Some(&a));
         let line = Bytes::from_static(br#"{"id":1}"#);

@@ -22,10 +22,10 @@ use super::VerifyError;
 use crate::config::registry::{KeyFormat, ValueFormat};
 use crate::config::Config;
 use crate::decode::registry::{self, Lookup, Registry};
-use crate::decode::value::{view, View};
+use crate::decode::value::{read_ahead, view, View};
 use crate::decode::Parsed;
 use crate::metrics::Metrics;
-use crate::model::Record;
+use crate::model::{QuarantineReason, Record};
 
 type Answer = Result<Arc<Parsed>, Lookup>;
 
@@ -105,7 +105,19 @@ impl Schemas {
                     .map(|(_, a)| a.clone())
                     .or_else(|| self.registry.cached(id))
             };
-            match view(value_format, key_format, rec, None, lookup) {
+            let mut read = view(value_format, key_format, rec, None, lookup);
+            // A datum the value tree refuses that the pipeline's window reader reads (a boolean
+            // byte other than 0 or 1, a nullable union's branch out of range) was written as
+            // the window reader read it.
+            if let Ok(Some(Err((QuarantineReason::Undecodable, _)))) = read {
+                if matches!(value_format, ValueFormat::Avro | ValueFormat::Auto) {
+                    let ahead = read_ahead(&[rec.value.as_deref()], lookup);
+                    if let Some(line) = ahead.first().and_then(Option::as_ref) {
+                        read = view(value_format, key_format, rec, Some(line), lookup);
+                    }
+                }
+            }
+            match read {
                 Ok(v) => return Ok(v),
                 Err(id) => {
                     let answer = self.fetch(id)?;

@@ -4,14 +4,16 @@
 //! times cheaper than apache-avro's value tree (BENCHMARKS.md, "Schema Registry input").
 //!
 //! Only a schema without references whose every type has its counterpart below is read this
-//! way: records, the primitive types, enums, arrays, maps, unions, and the date, time and
-//! timestamp logical types. Fixed, decimal, uuid and duration fields keep a schema on the
-//! record-by-record path. A window with anything unexpected (a datum that does not decode,
-//! bytes left after one, a value the writer refuses) is given up whole: its records are then
-//! read one by one, which finds the failing record and says why.
+//! way: records, the primitive types, enums, arrays (of items that take bytes), maps, unions,
+//! and the date, time and timestamp logical types. Fixed, decimal, uuid and duration fields keep
+//! a schema on the record-by-record path. A value that does not decode whole (or whose row the
+//! writer refuses) is left to be read alone, which says why; its neighbours are decoded again
+//! without it, so a value's line does not depend on the values around it.
 //!
-//! Invariant: [`Columnar::decode`] gives one line per value, in order, each equal to what
-//! [`super::AvroDecoder::decode_into`] writes for it, or nothing.
+//! Invariant: [`Columnar::decode`] gives one entry per value, in order: `None`, or the line
+//! [`super::AvroDecoder::decode_into`] writes for it. Two exceptions, datums no writer makes,
+//! which arrow-avro reads and apache-avro refuses: a boolean byte other than 0 or 1 (read as
+//! true) and a nullable union's branch index out of range (read as the value).
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int32Type, Int64Type, Time32MillisecondType, Time64MicrosecondType,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef};
 use arrow_avro::reader::ReaderBuilder;
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 use arrow_schema::{DataType, Fields, TimeUnit, UnionMode};
@@ -66,57 +68,103 @@ impl Columnar {
             .build_decoder()
     }
 
-    /// The JSON lines of `values`: framed values (magic byte, id, datum), each of schema `id`.
-    /// `None` when any of them does not decode whole or cannot be written, or the decoder
-    /// panicked on one (arrow-avro negates a block count of `i64::MIN`, which overflows).
-    pub(crate) fn decode(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+    /// Each value's JSON line: `values` are framed values (magic byte, id, datum), each of
+    /// schema `id`. `None` for a value that does not decode whole or cannot be written (read it
+    /// alone: the value tree says why), and for every value once [`MAX_FAILURES`] did not or
+    /// the lines reached [`MAX_LINES_BYTES`], or if the decoder panicked (arrow-avro negates a
+    /// block count of `i64::MIN`, which overflows).
+    pub(crate) fn decode(&self, id: u32, values: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
         std::panic::catch_unwind(|| self.decode_window(id, values))
-            .ok()
-            .flatten()
+            .unwrap_or_else(|_| vec![None; values.len()])
     }
 
-    fn decode_window(&self, id: u32, values: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
-        let mut decoder = self.decoder(id, values.len()).ok()?;
-        for v in values {
-            let room = decoder.capacity();
-            // One value is one row, every byte of it read.
-            let used = decoder.decode(v).ok()?;
-            if used != v.len() || decoder.capacity() + 1 != room {
-                return None;
+    /// See [`Self::decode`]. A value that fails leaves the decoder holding part of it: the
+    /// values before it (since the last failure) are decoded again on a new decoder and
+    /// written, and the window goes on after it. So each value's line is what the window
+    /// reader makes of that value alone, whatever its neighbours.
+    fn decode_window(&self, id: u32, values: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
+        let mut window = Window {
+            lines: vec![None; values.len()],
+            bytes: 0,
+        };
+        let (mut start, mut failures) = (0, 0);
+        while start < values.len() && failures <= MAX_FAILURES {
+            let Ok(mut decoder) = self.decoder(id, values.len() - start) else {
+                break;
+            };
+            let mut good = Vec::new();
+            let mut failed = None;
+            for (k, v) in values.iter().enumerate().skip(start) {
+                let room = decoder.capacity();
+                // One value is one row, every byte of it read.
+                match decoder.decode(v) {
+                    Ok(used) if used == v.len() && decoder.capacity() + 1 == room => good.push(k),
+                    _ => {
+                        failed = Some(k);
+                        break;
+                    }
+                }
             }
+            let Some(k) = failed else {
+                window.write(&mut decoder, &good);
+                break;
+            };
+            failures += 1;
+            if !good.is_empty() {
+                let Ok(mut again) = self.decoder(id, good.len()) else {
+                    break;
+                };
+                if good.iter().all(|&g| again.decode(values[g]).is_ok()) {
+                    window.write(&mut again, &good);
+                }
+            }
+            start = k + 1;
         }
-        let batch = decoder.flush().ok()??;
-        if batch.num_rows() != values.len() {
-            return None;
-        }
-        write_rows(&batch)
+        window.lines
     }
 }
 
-/// Most bytes of JSON a window's lines may take; a window that would take more is read datum
-/// by datum (a few bytes of datum can make many of JSON: an enum's long symbol, a timestamp).
+/// Failed values after which the rest of a window is read value by value (each failure costs
+/// two decoders, about 80 µs each for the bench's schema).
+const MAX_FAILURES: usize = 8;
+
+/// Most bytes of JSON a window's lines may take; the values after are read alone (a few bytes
+/// of datum can make many of JSON: an enum's long symbol, a timestamp).
 const MAX_LINES_BYTES: usize = 2 << 20;
 
-/// Each row of `batch` as a JSON object, unless they take more than [`MAX_LINES_BYTES`].
-fn write_rows(batch: &RecordBatch) -> Option<Vec<Vec<u8>>> {
-    let fields = batch.schema_ref().fields().clone();
-    let mut lines = Vec::with_capacity(batch.num_rows());
-    let mut total = 0;
-    for row in 0..batch.num_rows() {
-        let mut out = Vec::with_capacity(256);
-        let record = Row {
-            fields: &fields,
-            columns: batch.columns(),
-            row,
+/// A window's lines so far.
+struct Window {
+    lines: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl Window {
+    /// Writes the rows `decoder` holds, those of the values at `at`, each as a JSON object,
+    /// until the lines take [`MAX_LINES_BYTES`].
+    fn write(&mut self, decoder: &mut arrow_avro::reader::Decoder, at: &[usize]) {
+        let Ok(Some(batch)) = decoder.flush() else {
+            return;
         };
-        serde_json::to_writer(&mut out, &record).ok()?;
-        total += out.len();
-        if total > MAX_LINES_BYTES {
-            return None;
+        if batch.num_rows() != at.len() {
+            return;
         }
-        lines.push(out);
+        let fields = batch.schema_ref().fields().clone();
+        for (row, &i) in at.iter().enumerate() {
+            let mut out = Vec::with_capacity(256);
+            let record = Row {
+                fields: &fields,
+                columns: batch.columns(),
+                row,
+            };
+            if serde_json::to_writer(&mut out, &record).is_ok() {
+                if self.bytes + out.len() > MAX_LINES_BYTES {
+                    return;
+                }
+                self.bytes += out.len();
+                self.lines[i] = Some(out);
+            }
+        }
     }
-    Some(lines)
 }
 
 /// Whether every field's type is one [`Cell`] writes.
@@ -557,6 +605,7 @@ mod tests {
             let lines = p.decode_many(9, &refs).expect("read column-wise");
             let expected = one_by_one(&p, &values);
             for (k, (got, want)) in lines.iter().zip(&expected).enumerate() {
+                let got = got.as_deref().expect("every datum read in the window");
                 assert_eq!(
                     String::from_utf8_lossy(got),
                     String::from_utf8_lossy(want),
@@ -567,50 +616,93 @@ mod tests {
         }
     }
 
+    /// The window's lines of `values`, which read column-wise.
+    fn window(p: &Parsed, values: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
+        p.decode_many(9, values).expect("read column-wise")
+    }
+
     #[test]
-    fn a_window_with_a_bad_datum_is_read_one_by_one() {
+    fn a_bad_datum_is_left_to_be_read_alone_and_its_neighbours_are_not() {
         let p = Parsed::parse(SchemaKind::Avro, EVENT, &[]).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
-        let good = framed(EVENT, 9, (0..4).map(|_| event(&mut rng)).collect());
+        let good = framed(EVENT, 9, (0..5).map(|_| event(&mut rng)).collect());
+        let expected = one_by_one(&p, &good);
         let mut cut = good[2].clone();
         cut.truncate(cut.len() - 3);
         let mut long = good[2].clone();
         long.extend([2, 2]);
+        // Bytes left over that read as a second framed datum.
+        let mut two = good[2].clone();
+        two.extend(&good[3]);
         let mut other_id = good[2].clone();
         other_id[4] = 8;
-        for bad in [cut, long, other_id, vec![0, 0, 0, 0, 9]] {
-            let mut window: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-            window[2] = &bad;
-            assert!(p.decode_many(9, &window).is_none(), "{bad:?}");
+        for bad in [cut, long, two, other_id, vec![0, 0, 0, 0, 9]] {
+            let mut values: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+            values[2] = &bad;
+            values[4] = &bad;
+            let lines = window(&p, &values);
+            for k in [0, 1, 3] {
+                assert_eq!(lines[k].as_ref(), Some(&expected[k]), "{bad:?}");
+            }
+            assert!(lines[2].is_none() && lines[4].is_none(), "{bad:?}");
+            // (Another id's datum reads with its own schema, out of this group.)
+            assert!(bad[4] == 8 || p.decode_into(&bad[5..], &mut Vec::new()).is_err());
         }
+        // Whatever the window makes of noise, it is what the value tree makes of it, or the
+        // value tree refuses it.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
         for _ in 0..300 {
             let mut noise = vec![0, 0, 0, 0, 9];
             noise.extend((0..rng.random_range(0..60)).map(|_| rng.random::<u8>()));
             let mut alone = Vec::new();
             let one = p.decode_into(&noise[5..], &mut alone);
-            // Whatever the window makes of noise, it is what the value tree makes of it.
-            if let Some(lines) = p.decode_many(9, &[&noise]) {
-                assert_eq!(lines, vec![alone], "{noise:?}: {one:?}");
+            if let [Some(line)] = &window(&p, &[&noise])[..] {
+                assert!(one.is_err() || *line == alone, "{noise:?}: {one:?}");
             }
         }
     }
 
     #[test]
-    fn a_block_count_that_overflows_the_decoder_is_read_one_by_one() {
+    fn the_window_reads_what_the_value_tree_refuses_in_two_cases() {
+        let schema = r#"{"type":"record","name":"R","fields":[
+            {"name":"b","type":"boolean"},{"name":"n","type":["null","long"]}]}"#;
+        let p = Parsed::parse(SchemaKind::Avro, schema, &[]).unwrap();
+        let read = |datum: &[u8]| {
+            let mut value = vec![0, 0, 0, 0, 9];
+            value.extend(datum);
+            let line = window(&p, &[&value]).remove(0);
+            (
+                line.map(|l| String::from_utf8(l).unwrap()),
+                p.decode_into(datum, &mut Vec::new()).is_ok(),
+            )
+        };
+        assert_eq!(read(&[1, 2, 6]), (Some(r#"{"b":true,"n":3}"#.into()), true));
+        // A boolean byte of 2, a branch index of 2 in a two-branch union.
+        assert_eq!(
+            read(&[2, 0]),
+            (Some(r#"{"b":true,"n":null}"#.into()), false)
+        );
+        assert_eq!(
+            read(&[0, 4, 6]),
+            (Some(r#"{"b":false,"n":3}"#.into()), false)
+        );
+    }
+
+    #[test]
+    fn a_block_count_that_overflows_the_decoder_is_left_to_be_read_alone() {
         let schema = r#"{"type":"record","name":"R","fields":[
             {"name":"a","type":{"type":"array","items":"int"}}]}"#;
         let p = Parsed::parse(SchemaKind::Avro, schema, &[]).unwrap();
         // A block count of i64::MIN (zigzag: all ones), which arrow-avro negates.
-        let mut value = vec![0, 0, 0, 0, 1];
+        let mut value = vec![0, 0, 0, 0, 9];
         value.extend([0xff; 9]);
         value.push(0x01);
-        assert!(p.decode_many(1, &[&value]).is_none());
+        assert_eq!(window(&p, &[&value]), vec![None]);
         assert!(p.decode_into(&value[5..], &mut Vec::new()).is_err());
     }
 
     #[test]
-    fn a_window_whose_lines_outgrow_their_bound_is_read_one_by_one() {
+    fn values_past_the_lines_bound_are_left_to_be_read_alone() {
         let symbol = "S".repeat(200);
         let schema = format!(
             r#"{{"type":"record","name":"R","fields":[{{"name":"a","type":{{"type":"array",
@@ -618,15 +710,15 @@ mod tests {
         );
         let p = Parsed::parse(SchemaKind::Avro, &schema, &[]).unwrap();
         let items = |n: usize| vec![Value::Enum(0, symbol.clone()); n];
-        // About 20 KB of datum each, 2.4 MB of JSON together.
+        // About 6 KB of datum each, 1.2 MB of JSON each.
         let big = framed(
             &schema,
-            1,
+            9,
             vec![Value::Record(vec![("a".into(), Value::Array(items(6000)))]); 2],
         );
         let refs: Vec<&[u8]> = big.iter().map(Vec::as_slice).collect();
-        assert!(p.decode_many(1, &refs).is_none());
-        assert!(p.decode_many(1, &refs[..1]).is_some());
+        let lines = window(&p, &refs);
+        assert!(lines[0].is_some() && lines[1].is_none());
     }
 
     #[test]
