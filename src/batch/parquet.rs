@@ -141,6 +141,15 @@ impl Builder {
     }
 }
 
+/// `bytes` as text: as they are when UTF-8 (nearly always: lines are checked by the router,
+/// headers are written as JSON), else with each invalid sequence replaced.
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// The writer settings of a destination's files.
 fn properties(cfg: &ParquetConfig) -> WriterProperties {
     let compression = match cfg.codec {
@@ -228,8 +237,9 @@ impl ParquetFile {
         }
         let meta = match (&self.cfg.raw_column, rest) {
             (Some(_), [Builder::Str(raw), meta @ ..]) => {
-                // Lines are checked UTF-8 by the router.
-                raw.append_value(String::from_utf8_lossy(line));
+                // Lines are checked UTF-8 by the router; checked again here, with SIMD (std's
+                // check was 3 % of a Parquet drain).
+                raw.append_value(text(line));
                 bytes += line.len();
                 meta
             }
@@ -252,7 +262,7 @@ impl ParquetFile {
             }
             key.append_option(rec.key.as_deref());
             match rec.headers.as_deref() {
-                Some(h) => headers.append_value(String::from_utf8_lossy(h)),
+                Some(h) => headers.append_value(text(h)),
                 None => headers.append_null(),
             }
             bytes += rec.tp.topic.len()
@@ -366,6 +376,15 @@ mod tests {
             value: None,
             headers: None,
         }
+    }
+
+    #[test]
+    fn text_is_borrowed_when_utf8_and_replaced_where_not() {
+        assert!(matches!(
+            text("é{}".as_bytes()),
+            std::borrow::Cow::Borrowed("é{}")
+        ));
+        assert_eq!(text(b"a\xffb"), "a\u{FFFD}b");
     }
 
     #[test]
