@@ -70,9 +70,9 @@ impl Columnar {
 
     /// Each value's JSON line: `values` are framed values (magic byte, id, datum), each of
     /// schema `id`. `None` for a value that does not decode whole or cannot be written (read it
-    /// alone: the value tree says why), and for every value once [`MAX_FAILURES`] did not or
-    /// the lines reached [`MAX_LINES_BYTES`], or if the decoder panicked (arrow-avro negates a
-    /// block count of `i64::MIN`, which overflows).
+    /// alone: the value tree says why), for the values after [`MAX_FAILURES`] such values or
+    /// once the lines reach [`MAX_LINES_BYTES`], and for all of them if the decoder panicked
+    /// (arrow-avro negates a block count of `i64::MIN`, which overflows).
     pub(crate) fn decode(&self, id: u32, values: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
         std::panic::catch_unwind(|| self.decode_window(id, values))
             .unwrap_or_else(|_| vec![None; values.len()])
@@ -88,7 +88,7 @@ impl Columnar {
             bytes: 0,
         };
         let (mut start, mut failures) = (0, 0);
-        while start < values.len() && failures <= MAX_FAILURES {
+        while start < values.len() && failures < MAX_FAILURES {
             let Ok(mut decoder) = self.decoder(id, values.len() - start) else {
                 break;
             };
@@ -647,6 +647,13 @@ mod tests {
             assert!(lines[2].is_none() && lines[4].is_none(), "{bad:?}");
             // (Another id's datum reads with its own schema, out of this group.)
             assert!(bad[4] == 8 || p.decode_into(&bad[5..], &mut Vec::new()).is_err());
+        }
+        // Past 8 failed values, the rest of the window is read alone.
+        let bad: &[u8] = &[0, 0, 0, 0, 9];
+        for (failed, read) in [(7, true), (8, false)] {
+            let mut values = vec![bad; failed];
+            values.push(&good[0]);
+            assert_eq!(window(&p, &values)[failed].is_some(), read, "{failed}");
         }
         // Whatever the window makes of noise, it is what the value tree makes of it, or the
         // value tree refuses it.
