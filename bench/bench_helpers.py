@@ -93,6 +93,9 @@ def drain(binary, config, metrics_url, expect, out, watch):
                                 stdout=subprocess.DEVNULL, stderr=log)
     t_first = t_consumed = None
     peak_kib = 0
+    # The largest anonymous and file-backed parts of RSS seen by the samples (the heap and
+    # stacks; the binary's and libraries' mapped pages), to tell which grew at the peak.
+    peak_anon_kib = peak_file_kib = 0
     deadline = t0 + 1800
     try:
         while True:
@@ -109,6 +112,10 @@ def drain(binary, config, metrics_url, expect, out, watch):
                     for line in f:
                         if line.startswith("VmHWM:"):
                             peak_kib = max(peak_kib, int(line.split()[1]))
+                        elif line.startswith("RssAnon:"):
+                            peak_anon_kib = max(peak_anon_kib, int(line.split()[1]))
+                        elif line.startswith("RssFile:"):
+                            peak_file_kib = max(peak_file_kib, int(line.split()[1]))
             except OSError:
                 pass
             if consumed is not None and consumed >= expect:
@@ -151,6 +158,8 @@ def drain(binary, config, metrics_url, expect, out, watch):
         "connector_sys_secs": round(ru.ru_stime, 3),
         "connector_minor_faults": ru.ru_minflt,
         "connector_peak_rss_mib": round(max(peak_kib, ru.ru_maxrss) / 1024, 1),
+        "connector_sampled_rss_anon_mib": round(peak_anon_kib / 1024, 1),
+        "connector_sampled_rss_file_mib": round(peak_file_kib / 1024, 1),
         "watched_cpu_secs_first_record_to_all_consumed": {
             str(q): (round(watch_mid[q] - watch0[q], 3)
                      if watch_mid[q] is not None and watch0[q] is not None else None)

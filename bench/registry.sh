@@ -3,8 +3,8 @@
 # `gen-events` records (4 partitions) on one tansu topic as JSON text, and the same events as
 # Avro in the registry's wire format on another (bench/avro_input.py: one schema, fastavro), the
 # schema on the test-only registry (`kafka-s3-sink-bench registry-server`). The release binary
-# (2 workers, 256 MiB budget) drains each topic into the crate's s3s-fs server, in turns, each
-# drain with a fresh consumer group and server:
+# (2 workers, a 256 MiB budget unless BUDGET_MIB says otherwise) drains each topic into the
+# crate's s3s-fs server, in turns, each drain with a fresh consumer group and server:
 #   json-ndjson / avro-ndjson    gzip 6 NDJSON (the default destination), hour folders on the
 #                                event's `timestamp`;
 #   json-parquet / avro-parquet  examples/parquet.toml's destination (its columns, raw column and
@@ -20,6 +20,8 @@
 #   bash bench/registry.sh                      # N=500000, 3 rounds
 #   N=100000 ROUNDS=1 bash bench/registry.sh
 #   KAFKA_S3_SINK_BIN=... KAFKA_S3_SINK_BENCH_BIN=... bash bench/registry.sh   # given binaries
+#   BUDGET_MIB=32 bash bench/registry.sh        # another memory budget (default 256 MiB;
+#                                                 peak RSS against its bound, budget + 48 MiB)
 #
 # Results go to $BENCH_DIR/registry-$N/ (one JSON per drain with its log and config, table.md).
 # Installs what is missing (tests/e2e/lib/common.sh, fastavro); every process started is stopped
@@ -33,7 +35,7 @@ N=${N:-500000}
 ROUNDS=${ROUNDS:-3}
 PARTITIONS=4
 WORKERS=2
-BUDGET=268435456
+BUDGET=$(( ${BUDGET_MIB:-256} * 1048576 ))
 DIR=${BENCH_DIR:-$REPO/target/bench}
 OUT="$DIR/registry-$N"
 BUCKET=bench
