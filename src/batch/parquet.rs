@@ -390,6 +390,41 @@ mod tests {
         assert_eq!(text(b"a\xffb"), "a\u{FFFD}b");
     }
 
+    /// The bytes `f`'s builders hold, measured by finishing them into arrays (whose buffers
+    /// keep the builders' capacity).
+    fn builders_hold(f: &mut ParquetFile) -> usize {
+        f.builders
+            .iter_mut()
+            .map(|b| b.finish().get_buffer_memory_size())
+            .sum()
+    }
+
+    #[test]
+    fn builders_hold_what_their_rows_are_charged_and_nothing_before() {
+        let mut f = ParquetFile::new(config(1 << 20, "zstd"));
+        let fresh = builders_hold(&mut f);
+        // At most one 64-byte block per column (a string column's first offset), far below the
+        // bookkeeping charged per file: a file with no rows costs next to nothing.
+        assert!(fresh <= 64 * f.builders.len(), "{fresh}");
+        assert!(fresh < FILE_OVERHEAD_BYTES / 8, "{fresh}");
+        for rows in [1, 3, 100, 1000] {
+            let mut f = ParquetFile::new(config(1 << 20, "zstd"));
+            for i in 0..rows {
+                f.append(
+                    &record(i),
+                    br#"{"n":1,"s":"some text of a line"}"#,
+                    &[Cell::Int(1)],
+                );
+            }
+            let charged = f.memory_bytes();
+            let held = builders_hold(&mut f);
+            assert!(
+                held <= charged,
+                "{rows} rows: {held} held, {charged} charged"
+            );
+        }
+    }
+
     #[test]
     fn zstd_contexts_are_charged_per_column() {
         let fast = codec_bytes_per_column(ParquetCodec::Zstd(1));
