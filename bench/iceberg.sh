@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Iceberg tables against Parquet objects (BENCHMARKS.md, "Iceberg tables"): the same tansu topic
-# (N `gen-events` records, 4 partitions) drained by the real binary (2 workers, 256 MiB budget)
-# into the crate's s3s-fs server, in turns, each drain with a fresh consumer group and server:
+# (N `gen-events` records, 4 partitions) drained by the real binary (2 workers, a 256 MiB
+# budget unless BUDGET_MIB says otherwise) into the crate's s3s-fs server, in turns, each drain
+# with a fresh consumer group and server:
 #   parquet-<f>   `batch.format = "parquet"` with examples/parquet.toml's destination (its
 #                 columns, raw column and `kafka_metadata_field`), folders <f> (PARQUET_FOLDERS,
 #                 default "hour day none"): hour is the preset's dt=/hr= template, day dt= only,
@@ -41,6 +42,7 @@
 #   bash bench/iceberg.sh          # N=500000, 3 rounds: about 11 minutes on 2 busy cores
 #   N=200000 ROUNDS=1 TABLE_PARTITIONS=hour PARQUET_FOLDERS=hour STEADY_RECORDS=0 bash bench/iceberg.sh
 #   KAFKA_S3_SINK_BIN=... KAFKA_S3_SINK_BENCH_BIN=... bash bench/iceberg.sh   # given binaries
+#   BUDGET_MIB=32 bash bench/iceberg.sh   # another memory budget (default 256 MiB)
 #
 # KAFKA_S3_SINK_BIN / KAFKA_S3_SINK_BENCH_BIN: the connector and the benchmark binary (its
 # `s3-server`); when both are set nothing is built, else `cargo build --release`. Results go to
@@ -56,7 +58,7 @@ N=${N:-500000}
 ROUNDS=${ROUNDS:-3}
 PARTITIONS=4
 WORKERS=2
-BUDGET=268435456
+BUDGET=$(( ${BUDGET_MIB:-256} * 1048576 ))
 read -r -a TABLE_PARTITIONS <<<"${TABLE_PARTITIONS:-hour day none}"
 read -r -a PARQUET_FOLDERS <<<"${PARQUET_FOLDERS:-hour day none}"
 COMMIT_INTERVAL=${COMMIT_INTERVAL:-1}
